@@ -1,0 +1,5 @@
+import sys
+
+from maskagain.cli.main import main
+
+sys.exit(main())

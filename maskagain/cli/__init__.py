@@ -1,0 +1,1 @@
+"""Command-line interface: one console script, one module per subcommand."""

@@ -1,0 +1,200 @@
+"""Building blocks of the VideoMAE vision transformer.
+
+Same math as the official VideoMAE modelling: Conv3d tubelet embedding, pre-norm blocks whose
+attention has q and v biases but no k bias, optional layer scale and drop path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttentionTap:
+    """What a tapped attention block hands to the distillation losses.
+
+    logits: (B, heads, N_vis, N_vis) scaled pre-softmax attention logits ``(q * d_k**-0.5) @ k^T``.
+    values: (B, heads, N_vis, d_k) values, v bias included, before weighting and projection.
+    """
+
+    logits: torch.Tensor
+    values: torch.Tensor
+
+
+def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed 1-D sine-cosine position table, shape (num_positions, dim), fp32."""
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    idx = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(idx, 2, rounding_mode="floor") / dim)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+def resize_position_table(
+    table: torch.Tensor, old_grid: tuple[int, int, int], new_grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Trilinearly interpolate a (N_old, D) table laid out as ``old_grid`` (t, h, w) to ``new_grid``."""
+    if tuple(old_grid) == tuple(new_grid):
+        return table
+    d = table.shape[-1]
+    grid = table.reshape(1, *old_grid, d).permute(0, 4, 1, 2, 3)  # (1, D, T, H, W)
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="trilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 4, 1).reshape(-1, d)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        noise = x.new_empty(shape).bernoulli_(keep).div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class PatchEmbed3d(nn.Module):
+    """Tubelet embedding: (B, C, T, H, W) -> (B, N, D), tokens in (t, h, w) order."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, tubelet_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        k = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with q and v biases and no k bias (VideoMAE).
+
+    ``forward`` runs fused scaled-dot-product attention; ``forward_tapped`` materialises the
+    logits and returns them with the values for distillation.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, c = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)  # each (B, heads, N, d_k)
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = x.shape
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, h * d)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        return self._out(F.scaled_dot_product_attention(q, k, v))
+
+    def forward_tapped(self, x: torch.Tensor) -> tuple[torch.Tensor, AttentionTap]:
+        q, k, v = self._qkv(x)
+        logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+        attn = logits.softmax(dim=-1)
+        return self._out(attn @ v), AttentionTap(logits=logits, values=v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with optional layer scale (``gamma_1``/``gamma_2``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float = 0.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        if init_values > 0:
+            self.gamma_1 = nn.Parameter(init_values * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(init_values * torch.ones(dim))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor | None):
+        return x + self.drop_path(y if gamma is None else gamma * y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._residual(x, self.attn(self.norm1(x)), self.gamma_1)
+        return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2)
+
+    def forward_tapped(self, x: torch.Tensor) -> tuple[torch.Tensor, AttentionTap]:
+        y, tap = self.attn.forward_tapped(self.norm1(x))
+        x = self._residual(x, y, self.gamma_1)
+        return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2), tap
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """VideoMAE initialisation: truncated normal Linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv3d):
+        w = module.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def num_tokens(grid: tuple[int, int, int]) -> int:
+    return math.prod(grid)

@@ -1,0 +1,270 @@
+"""The VideoMAE family of video vision transformers.
+
+Input ``(B, C, T, H, W)``; an optional boolean mask ``(B, N)`` with True = hidden, tokens in
+``(t, h, w)`` order; only visible tokens enter the blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from maskagain.models.layers import (
+    AttentionTap,
+    Block,
+    PatchEmbed3d,
+    resize_position_table,
+    sinusoid_table,
+    trunc_normal_init,
+)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a video ViT. ``num_classes=0`` means no head (an encoder)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    tubelet_size: int = 2
+    img_size: int = 224
+    num_frames: int = 16
+    in_chans: int = 3
+    qkv_bias: bool = True
+    init_values: float = 0.0
+    norm_eps: float = 1e-6
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    head_drop_rate: float = 0.0
+    num_classes: int = 0
+    final_norm: bool = True
+    fc_norm: bool = False
+    pooling: str = "mean"
+    init_scale: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}"
+            )
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size={self.img_size} must be divisible by patch_size={self.patch_size}"
+            )
+        if self.num_frames % self.tubelet_size:
+            raise ValueError(
+                f"num_frames={self.num_frames} must be divisible by tubelet_size={self.tubelet_size}"
+            )
+        if self.pooling not in ("mean", "first"):
+            raise ValueError(f"pooling must be 'mean' or 'first', got {self.pooling!r}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (frames F, height, width) at the configured input size."""
+        g = self.img_size // self.patch_size
+        return (self.num_frames // self.tubelet_size, g, g)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EncoderOutput:
+    """What ``forward_features`` returns.
+
+    tokens: (B, N_vis, D) last block's output before the final norm.
+    attn: block index -> AttentionTap, only for the blocks asked for.
+    frame_index: (B, N_vis) long, temporal (frame) index of every visible token.
+    mask: (B, N) bool or None, the mask that was applied (True = hidden).
+    """
+
+    tokens: torch.Tensor
+    frame_index: torch.Tensor
+    attn: dict[int, AttentionTap] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
+
+
+class VideoViT(nn.Module):
+    """VideoMAE-compatible video ViT: ``forward_features`` -> ``forward_head``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.embed_dim = cfg.embed_dim
+        self.patch_embed = PatchEmbed3d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.tubelet_size)
+        self.register_buffer(
+            "pos_embed", sinusoid_table(_prod(cfg.grid), cfg.embed_dim), persistent=False
+        )
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                cfg.embed_dim,
+                cfg.num_heads,
+                cfg.mlp_ratio,
+                cfg.qkv_bias,
+                cfg.drop_rate,
+                dpr[i],
+                cfg.init_values,
+                cfg.norm_eps,
+            )
+            for i in range(cfg.depth)
+        )
+        eps = cfg.norm_eps
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=eps) if cfg.final_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=eps) if cfg.fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(cfg.head_drop_rate)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.grad_checkpointing = False
+        self._pos_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.apply(trunc_normal_init)
+        if isinstance(self.head, nn.Linear):
+            with torch.no_grad():
+                self.head.weight.mul_(cfg.init_scale)
+                self.head.bias.mul_(cfg.init_scale)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def token_grid(self, video_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """Token grid (F, H', W') for an input of shape (B, C, T, H, W); checks divisibility."""
+        if len(video_shape) != 5:
+            raise ValueError(
+                f"expected a video batch (B, C, T, H, W), got shape {tuple(video_shape)}; "
+                "add a batch dimension or permute (B, T, C, H, W) inputs with .transpose(1, 2)"
+            )
+        _, c, t, h, w = video_shape
+        cfg = self.cfg
+        if c != cfg.in_chans:
+            raise ValueError(f"expected {cfg.in_chans} channels in dim 1, got {c} (shape {tuple(video_shape)})")
+        if t % cfg.tubelet_size:
+            raise ValueError(
+                f"T={t} frames is not divisible by tubelet_size={cfg.tubelet_size}; "
+                f"sample a multiple of {cfg.tubelet_size} frames"
+            )
+        if h % cfg.patch_size or w % cfg.patch_size:
+            raise ValueError(
+                f"H={h}, W={w} are not divisible by patch_size={cfg.patch_size}; "
+                f"crop or resize to a multiple of {cfg.patch_size}"
+            )
+        return (t // cfg.tubelet_size, h // cfg.patch_size, w // cfg.patch_size)
+
+    def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(N, D) position table for ``grid``, interpolated from the configured grid if needed."""
+        if grid == self.cfg.grid:
+            return self.pos_embed
+        key = tuple(grid)
+        cached = self._pos_cache.get(key)
+        if cached is None or cached.device != self.pos_embed.device:
+            cached = resize_position_table(self.pos_embed, self.cfg.grid, grid)
+            self._pos_cache[key] = cached
+        return cached
+
+    def _check_mask(self, mask: torch.Tensor, batch: int, n: int) -> int:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = hidden), got {mask.dtype}")
+        if mask.shape != (batch, n):
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)} but the clip has {n} tokens: expected ({batch}, {n}); "
+                "build it with maskagain.masking for this clip's token grid"
+            )
+        visible = (~mask).sum(1)
+        if batch and not bool((visible == visible[0]).all()):
+            raise ValueError(
+                f"every sample must keep the same number of visible tokens, got {visible.tolist()}; "
+                "use tube_mask / random_mask / frame_mask, which keep counts equal"
+            )
+        n_vis = int(visible[0]) if batch else 0
+        if n_vis == 0:
+            raise ValueError("the mask hides every token; lower the mask ratio")
+        return n_vis
+
+    # ------------------------------------------------------------------ forward
+    def forward_features(
+        self,
+        video: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        attn_layers: tuple[int, ...] | list[int] = (),
+    ) -> EncoderOutput:
+        """Encode the visible tokens of ``video`` (B, C, T, H, W).
+
+        ``attn_layers`` names the blocks (negative indices count from the end) whose attention
+        logits and values are returned; the other blocks run fused SDPA.
+        """
+        grid = self.token_grid(video.shape)
+        x = self.patch_embed(video)  # (B, N, D)
+        b, n, d = x.shape
+        x = x + self.position_table(grid).to(dtype=x.dtype)
+        frame_index = torch.arange(n, device=x.device).div_(grid[1] * grid[2], rounding_mode="floor")
+        frame_index = frame_index.expand(b, n)
+        if mask is not None:
+            n_vis = self._check_mask(mask, b, n)
+            keep = ~mask
+            x = x[keep].reshape(b, n_vis, d)
+            frame_index = frame_index[keep].reshape(b, n_vis)
+        x = self.pos_drop(x)
+        taps = {self._block_index(i) for i in attn_layers}
+        attn: dict[int, AttentionTap] = {}
+        for i, blk in enumerate(self.blocks):
+            if i in taps:
+                x, attn[i] = blk.forward_tapped(x)
+            elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return EncoderOutput(tokens=x, frame_index=frame_index, attn=attn, mask=mask)
+
+    def _block_index(self, i: int) -> int:
+        j = i + self.depth if i < 0 else i
+        if not 0 <= j < self.depth:
+            raise IndexError(f"attention layer {i} out of range for a {self.depth}-block encoder")
+        return j
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) block output -> (B, D) pooled, normalised feature."""
+        x = self.norm(tokens)
+        x = x.mean(1) if self.cfg.pooling == "mean" else x[:, 0]
+        return self.fc_norm(x)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) block output -> (B, num_classes) logits (or (B, D) without a head)."""
+        return self.head(self.head_drop(self.pool(tokens)))
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video, mask).tokens)
+
+    def reset_head(self, num_classes: int, fc_norm: bool | None = None) -> None:
+        """Replace the classification head (and optionally switch to mean pooling + fc_norm)."""
+        cfg = self.cfg
+        if fc_norm is not None and fc_norm != cfg.fc_norm:
+            cfg.fc_norm = fc_norm
+            self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if fc_norm else nn.Identity()
+            if fc_norm:
+                cfg.final_norm = False
+                self.norm = nn.Identity()
+        cfg.num_classes = num_classes
+        self.num_classes = num_classes
+        self.head = nn.Linear(cfg.embed_dim, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            trunc_normal_init(self.head)
+            with torch.no_grad():
+                self.head.weight.mul_(cfg.init_scale)
+        device = self.patch_embed.proj.weight.device
+        self.fc_norm.to(device)
+        self.head.to(device)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+
+def _prod(grid: tuple[int, int, int]) -> int:
+    return grid[0] * grid[1] * grid[2]
