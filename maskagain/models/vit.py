@@ -39,6 +39,7 @@ class ModelConfig:
     qkv_bias: bool = True
     init_values: float = 0.0
     norm_eps: float = 1e-6
+    fc_norm_eps: float | None = None  # None -> norm_eps (transformers' classifier uses 1e-5)
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     head_drop_rate: float = 0.0
@@ -98,7 +99,9 @@ class VideoViT(nn.Module):
         self.cfg = cfg
         self.num_classes = cfg.num_classes
         self.embed_dim = cfg.embed_dim
-        self.patch_embed = PatchEmbed3d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.tubelet_size)
+        self.patch_embed = PatchEmbed3d(
+            cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.tubelet_size
+        )
         self.register_buffer(
             "pos_embed", sinusoid_table(_prod(cfg.grid), cfg.embed_dim), persistent=False
         )
@@ -119,7 +122,8 @@ class VideoViT(nn.Module):
         )
         eps = cfg.norm_eps
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=eps) if cfg.final_norm else nn.Identity()
-        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=eps) if cfg.fc_norm else nn.Identity()
+        fc_eps = cfg.fc_norm_eps if cfg.fc_norm_eps is not None else eps
+        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=fc_eps) if cfg.fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.grad_checkpointing = False
@@ -145,7 +149,9 @@ class VideoViT(nn.Module):
         _, c, t, h, w = video_shape
         cfg = self.cfg
         if c != cfg.in_chans:
-            raise ValueError(f"expected {cfg.in_chans} channels in dim 1, got {c} (shape {tuple(video_shape)})")
+            raise ValueError(
+                f"expected {cfg.in_chans} channels in dim 1, got {c} (shape {tuple(video_shape)})"
+            )
         if t % cfg.tubelet_size:
             raise ValueError(
                 f"T={t} frames is not divisible by tubelet_size={cfg.tubelet_size}; "
@@ -204,7 +210,9 @@ class VideoViT(nn.Module):
         x = self.patch_embed(video)  # (B, N, D)
         b, n, d = x.shape
         x = x + self.position_table(grid).to(dtype=x.dtype)
-        frame_index = torch.arange(n, device=x.device).div_(grid[1] * grid[2], rounding_mode="floor")
+        frame_index = torch.arange(n, device=x.device).div_(
+            grid[1] * grid[2], rounding_mode="floor"
+        )
         frame_index = frame_index.expand(b, n)
         if mask is not None:
             n_vis = self._check_mask(mask, b, n)
@@ -247,7 +255,8 @@ class VideoViT(nn.Module):
         cfg = self.cfg
         if fc_norm is not None and fc_norm != cfg.fc_norm:
             cfg.fc_norm = fc_norm
-            self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if fc_norm else nn.Identity()
+            eps = cfg.fc_norm_eps if cfg.fc_norm_eps is not None else cfg.norm_eps
+            self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=eps) if fc_norm else nn.Identity()
             if fc_norm:
                 cfg.final_norm = False
                 self.norm = nn.Identity()

@@ -1,0 +1,437 @@
+"""Load an encoder (a teacher, a student, a classifier) from whatever users have.
+
+Supported sources, detected automatically:
+
+- ``official``: the official VideoMAE / MaskAgain ``.pth`` files. Pre-training checkpoints hold a
+  ``model`` dict with ``encoder.*`` keys (``decoder.*``, ``encoder_to_decoder`` and ``mask_token``
+  are dropped); fine-tuning checkpoints hold ``model`` or ``module`` with ``blocks.*``,
+  ``fc_norm`` and ``head``.
+- ``hf``: a Hugging Face ``save_pretrained`` directory of ``VideoMAEModel``,
+  ``VideoMAEForPreTraining`` or ``VideoMAEForVideoClassification`` (config.json + safetensors or
+  bin), with either bias spelling (``q_bias``/``v_bias`` or ``query.bias``/``value.bias``); a hub
+  id goes through ``huggingface_hub`` when it is installed.
+- ``maskagain``: this project's own safetensors files (architecture in the file's metadata), or a
+  run directory holding one.
+
+Loading is strict: a missing or unexpected key raises :class:`CheckpointError` naming the keys
+and the detected format. Pickles are opened with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from maskagain.models.registry import ARCHITECTURES
+from maskagain.models.vit import ModelConfig, VideoViT
+
+log = logging.getLogger(__name__)
+
+MASKAGAIN_FORMAT = "maskagain"
+# weights file names looked for in a run directory, in order of preference
+RUN_DIR_WEIGHTS = (
+    "student.safetensors",
+    "model.safetensors",
+    "encoder.safetensors",
+    "teacher.safetensors",
+)
+# keys of a VideoMAE pre-training checkpoint that are not part of the encoder
+_PRETRAIN_ONLY = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|decoder_pos_embed$)")
+# canonical head counts of the VideoMAE family, by width
+_HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16, 192: 3}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or does not match the architecture it claims."""
+
+
+# ----------------------------------------------------------------------------- reading files
+def _torch_load(path: Path) -> dict:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load {path}: it holds Python objects that could run code on load "
+            f"({str(e).splitlines()[0][:200]}). If you trust the file, convert it once with "
+            f"`python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            f"torch.save({{'model': c['model']}}, 'clean.pth')\"` and load clean.pth"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); the file may be truncated or not a checkpoint"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def _safetensors_load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {path} as safetensors ({e}); the file may be truncated or corrupt"
+        ) from None
+
+
+def _unwrap(obj: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Find the state dict inside a training checkpoint and strip wrapper prefixes."""
+    for key in ("model", "module", "state_dict", "model_state"):
+        if key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(
+            f"{path} holds no tensors under 'model', 'module' or 'state_dict' "
+            f"(top-level keys: {sorted(obj)[:10]}); is it an optimizer-only or metrics file?"
+        )
+    for prefix in ("module.", "backbone.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+# ----------------------------------------------------------------------------- key conversion
+def _hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename transformers' VideoMAE keys to the official layout (q, k, v fused into qkv)."""
+    sd = {k[len("videomae.") :] if k.startswith("videomae.") else k: v for k, v in sd.items()}
+    out: dict[str, torch.Tensor] = {}
+    simple = {
+        "embeddings.patch_embeddings.projection.": "patch_embed.proj.",
+        "layernorm.": "norm.",
+        "fc_norm.": "fc_norm.",
+        "classifier.": "head.",
+    }
+    layer_map = {
+        "attention.output.dense.": "attn.proj.",
+        "intermediate.dense.": "mlp.fc1.",
+        "output.dense.": "mlp.fc2.",
+        "layernorm_before.": "norm1.",
+        "layernorm_after.": "norm2.",
+    }
+    qkv: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        m = re.match(r"encoder\.layer\.(\d+)\.(.*)$", k)
+        if m:
+            i, rest = int(m.group(1)), m.group(2)
+            a = re.match(r"attention\.attention\.(query|key|value)\.(weight|bias)$", rest)
+            b = re.match(r"attention\.attention\.(q_bias|v_bias)$", rest)
+            if a:
+                qkv.setdefault(i, {})[f"{a.group(1)}.{a.group(2)}"] = v
+                continue
+            if b:
+                out[f"blocks.{i}.attn.{b.group(1)}"] = v
+                continue
+            for src, dst in layer_map.items():
+                if rest.startswith(src):
+                    out[f"blocks.{i}.{dst}{rest[len(src) :]}"] = v
+                    break
+            else:
+                out[k] = v  # unknown: reported by the strict load
+            continue
+        for src, dst in simple.items():
+            if k.startswith(src):
+                out[dst + k[len(src) :]] = v
+                break
+        else:
+            out[k] = v
+    for i, parts in qkv.items():
+        try:
+            out[f"blocks.{i}.attn.qkv.weight"] = torch.cat(
+                [parts["query.weight"], parts["key.weight"], parts["value.weight"]]
+            )
+        except KeyError as e:
+            raise CheckpointError(
+                f"transformers checkpoint lacks encoder.layer.{i}.attention.attention.{e.args[0]}"
+            ) from None
+        if "query.bias" in parts:
+            out[f"blocks.{i}.attn.q_bias"] = parts["query.bias"]
+        if "value.bias" in parts:
+            out[f"blocks.{i}.attn.v_bias"] = parts["value.bias"]
+    return out
+
+
+def _strip_pretrain(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """Official pre-training layout (``encoder.*``) -> encoder keys; says whether it was one."""
+    if not any(k.startswith("encoder.") for k in sd):
+        return sd, False
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("encoder."):
+            out[k[len("encoder.") :]] = v
+        elif not _PRETRAIN_ONLY.match(k):
+            out[k] = v  # unexpected: reported by the strict load
+    return out, True
+
+
+# ----------------------------------------------------------------------------- architecture
+def infer_config(sd: dict[str, torch.Tensor], **overrides) -> ModelConfig:
+    """Infer a ModelConfig from official-layout encoder weights; ``overrides`` win.
+
+    Head counts do not show in weight shapes: they come from ``num_heads=`` if given, else the
+    VideoMAE family's (384 -> 6, 768 -> 12, 1024/1280 -> 16), else the registry, else width / 64.
+    """
+    if "patch_embed.proj.weight" not in sd:
+        raise CheckpointError(
+            "no patch_embed.proj.weight: this is not a VideoMAE-style video ViT "
+            f"(first keys: {sorted(sd)[:8]})"
+        )
+    w = sd["patch_embed.proj.weight"]
+    if w.ndim != 5:
+        raise CheckpointError(
+            f"patch_embed.proj.weight has shape {tuple(w.shape)}; a video ViT has a 5-D Conv3d kernel "
+            "(an image ViT checkpoint cannot be loaded as a video encoder)"
+        )
+    dim, in_chans, tubelet, patch = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    depth = max(blocks) + 1 if blocks else 0
+    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
+    heads = _HEADS_BY_WIDTH.get(dim)
+    if heads is None:
+        match = [a for a in ARCHITECTURES.values() if a["embed_dim"] == dim and a["depth"] == depth]
+        heads = match[0]["num_heads"] if match else max(1, dim // 64)
+    cfg = dict(
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=hidden / dim,
+        patch_size=patch,
+        tubelet_size=tubelet,
+        in_chans=in_chans,
+        qkv_bias="blocks.0.attn.q_bias" in sd,
+        init_values=0.1 if "blocks.0.gamma_1" in sd else 0.0,
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+        final_norm="norm.weight" in sd,
+        fc_norm="fc_norm.weight" in sd,
+    )
+    cfg.update(overrides)
+    return _make_config(cfg)
+
+
+def _make_config(values: dict) -> ModelConfig:
+    names = {f.name for f in fields(ModelConfig)}
+    bad = sorted(set(values) - names)
+    if bad:
+        raise TypeError(f"unknown model option(s) {bad}; valid options: {sorted(names)}")
+    try:
+        return ModelConfig(**values)
+    except ValueError as e:
+        raise CheckpointError(f"inconsistent architecture: {e}") from None
+
+
+def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
+    if config.get("model_type") not in (None, "videomae"):
+        raise CheckpointError(
+            f"config.json says model_type={config.get('model_type')!r}; only 'videomae' is supported"
+        )
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"hidden_act={config['hidden_act']!r} is not supported (only 'gelu')")
+    use_mean = bool(config.get("use_mean_pooling", True))
+    cfg = dict(
+        embed_dim=config.get("hidden_size", 768),
+        depth=config.get("num_hidden_layers", 12),
+        num_heads=config.get("num_attention_heads", 12),
+        mlp_ratio=config.get("intermediate_size", 3072) / config.get("hidden_size", 768),
+        patch_size=config.get("patch_size", 16),
+        tubelet_size=config.get("tubelet_size", 2),
+        img_size=config.get("image_size", 224),
+        num_frames=config.get("num_frames", 16),
+        in_chans=config.get("num_channels", 3),
+        qkv_bias=bool(config.get("qv_bias", config.get("qkv_bias", True))),
+        norm_eps=config.get("layer_norm_eps", 1e-12),
+        num_classes=num_classes,
+        final_norm=not use_mean,
+        fc_norm=use_mean and num_classes > 0,
+        fc_norm_eps=1e-5,  # transformers builds the classifier's fc_norm with the default eps
+        pooling="mean" if use_mean else "first",
+    )
+    cfg.update(overrides)
+    return _make_config(cfg)
+
+
+# ----------------------------------------------------------------------------- public
+def read_checkpoint(
+    source: str | Path,
+) -> tuple[dict[str, torch.Tensor], ModelConfig | None, str, dict]:
+    """Read ``source`` into official-layout encoder weights.
+
+    Returns ``(state_dict, config_or_None, format_name, info)``; ``config`` is known for HF and
+    maskagain sources, None when it must be inferred from the weights. ``info`` carries the
+    source's extra metadata (HF config, our training config and metrics, ...).
+    """
+    path = _resolve(source)
+    if path.is_dir():
+        return _read_dir(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        sd, meta = _safetensors_load(path)
+        if meta.get("format") == MASKAGAIN_FORMAT and "model_config" in meta:
+            info = {k: _maybe_json(v) for k, v in meta.items()}
+            cfg = _make_config(json.loads(meta["model_config"]))
+            return sd, cfg, "maskagain", info
+        return _classify(sd, path, {})
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file or directory")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish")
+    return _classify(_unwrap(_torch_load(path), path), path, {})
+
+
+def _classify(sd: dict[str, torch.Tensor], path: Path, info: dict):
+    if any(k.startswith(("videomae.", "embeddings.", "encoder.layer.")) for k in sd):
+        return _hf_to_official(sd), None, "hf-weights", info
+    sd, pretrain = _strip_pretrain(sd)
+    return sd, None, "official-pretrain" if pretrain else "official-finetune", info
+
+
+def _read_dir(path: Path):
+    config_file = path / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        weights = _hf_weights(path)
+        sd = _hf_to_official(weights)
+        sd = {k: v for k, v in sd.items() if not _PRETRAIN_ONLY.match(k)}  # ForPreTraining
+        head = sd.get("head.weight")
+        cfg = _hf_config(config, num_classes=0 if head is None else head.shape[0])
+        return sd, cfg, "hf", {"hf_config": config}
+    for name in RUN_DIR_WEIGHTS:
+        if (path / name).is_file():
+            return read_checkpoint(path / name)
+    found = sorted(p.name for p in path.iterdir())[:10]
+    raise CheckpointError(
+        f"{path} is a directory without config.json (Hugging Face) or any of {list(RUN_DIR_WEIGHTS)} "
+        f"(a maskagain run); it holds {found}"
+    )
+
+
+def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
+    shards = sorted(path.glob("*.safetensors"))
+    if shards:
+        sd: dict[str, torch.Tensor] = {}
+        for s in shards:
+            sd.update(_safetensors_load(s)[0])
+        return sd
+    bins = sorted(path.glob("pytorch_model*.bin"))
+    if bins:
+        sd = {}
+        for b in bins:
+            sd.update(_unwrap(_torch_load(b), b))
+        return sd
+    raise CheckpointError(f"{path} has config.json but no model.safetensors or pytorch_model.bin")
+
+
+def _resolve(source: str | Path) -> Path:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    text = str(source)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.endswith(
+        (".pth", ".pt", ".bin", ".safetensors")
+    ):
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise CheckpointError(
+                f"{text!r} is not a local path; to fetch it from the Hugging Face hub install "
+                "huggingface_hub (pip install 'maskagain[hub]') or pass a local directory"
+            ) from None
+        try:
+            local = snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin"])
+        except Exception as e:  # network errors, unknown repos, offline mode
+            raise CheckpointError(f"cannot fetch {text!r} from the hub: {e}") from None
+        return Path(local)
+    raise CheckpointError(f"checkpoint {text!r} does not exist (no such file or directory)")
+
+
+def _maybe_json(value: str):
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        return value
+
+
+def build_from_checkpoint(source: str | Path, **overrides) -> tuple[VideoViT, str, dict]:
+    """Build and strictly load a model from ``source``; returns ``(model, format, info)``."""
+    sd, cfg, fmt, info = read_checkpoint(source)
+    if cfg is None:
+        cfg = infer_config(sd, **overrides)
+    elif overrides:
+        cfg = _make_config({**cfg.to_dict(), **overrides})
+    model = VideoViT(cfg)
+    pos = sd.pop("pos_embed", None)
+    if pos is not None:
+        _load_position_table(model, pos, source)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} (detected format: {fmt}) does not match a {cfg.embed_dim}-wide, "
+            f"{cfg.depth}-block video ViT: missing keys {_short(missing)}, unexpected keys "
+            f"{_short(unexpected)}"
+        )
+    return model, fmt, info
+
+
+def _load_position_table(model: VideoViT, pos: torch.Tensor, source) -> None:
+    pos = pos.reshape(-1, pos.shape[-1]).float()
+    if pos.shape != model.pos_embed.shape:
+        raise CheckpointError(
+            f"{source}: stored pos_embed has {pos.shape[0]} positions but the model's grid "
+            f"{model.cfg.grid} has {model.pos_embed.shape[0]}; pass img_size=/num_frames= to match"
+        )
+    model.pos_embed.copy_(pos)
+
+
+def _short(keys: list[str], n: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return f"{keys[:n]}{more}" if keys else "[]"
+
+
+def load_encoder(source: str | Path, **overrides) -> VideoViT:
+    """Load a video ViT from an official ``.pth``, a Hugging Face directory or hub id, or a
+    maskagain checkpoint/run directory. ``overrides`` set ModelConfig fields the weights cannot
+    tell (``num_heads``, ``img_size``, ``num_frames``, ``norm_eps``, ...).
+
+    Raises :class:`CheckpointError` for unreadable, unsafe or mismatched checkpoints.
+    """
+    model, fmt, _ = build_from_checkpoint(source, **overrides)
+    log.info("loaded %s checkpoint %s: %s", fmt, source, _describe(model.cfg))
+    return model
+
+
+def _describe(cfg: ModelConfig) -> str:
+    head = f", head with {cfg.num_classes} classes" if cfg.num_classes else ""
+    return (
+        f"width {cfg.embed_dim}, {cfg.depth} blocks, {cfg.num_heads} heads, patch {cfg.patch_size}, "
+        f"tubelet {cfg.tubelet_size}{head}"
+    )
+
+
+def save_encoder(model: VideoViT, path: str | Path, extra: dict | None = None) -> Path:
+    """Write ``model`` as this project's format: safetensors weights (official-layout keys) with
+    the architecture and ``extra`` (JSON-able: training config, metrics) in the metadata.
+    The write is atomic (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": MASKAGAIN_FORMAT, "model_config": json.dumps(model.cfg.to_dict())}
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
