@@ -66,7 +66,7 @@ def _torch_load(path: Path) -> dict:
             f"`python -c \"import torch; c = torch.load('{path}', weights_only=False); "
             f"torch.save({{'model': c['model']}}, 'clean.pth')\"` and load clean.pth"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # zip/pickle readers raise many types on truncated input
         raise CheckpointError(
             f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}); the file may be truncated or not a checkpoint"
