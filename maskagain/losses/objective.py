@@ -1,0 +1,384 @@
+"""The MaskAgain objective: one module that owns every projection and returns named losses.
+
+``L = alpha * L_global + beta * L_local + lam * L_relation + gamma * L_hint`` (eqs. 9, 18, 19),
+plus optional baselines of Tables 3-4, each with its own weight. A weight of 0 switches a term
+off: it is neither computed nor returned, and its projection is not built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from maskagain.losses.baselines import attention_transfer_loss
+from maskagain.losses.hidden import (
+    aggregate_full,
+    aggregate_global,
+    aggregate_local,
+    feature_mse,
+    merge_heads,
+)
+from maskagain.losses.output import gather_tokens, relation_loss
+from maskagain.losses.projection import HINT_PROJECTIONS, hint_projection, linear_or_identity
+from maskagain.losses.selection import (
+    FrameGroups,
+    activation_topk,
+    frame_groups,
+    gather_frame_logits,
+    select_global,
+    select_local,
+)
+from maskagain.models.layers import AttentionTap
+from maskagain.models.vit import EncoderOutput
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("hint_all", "attention_transfer", "value_transfer", "weighted_value_transfer")
+# terms that need an attention tap (logits and values of one block)
+HIDDEN_TERMS = (
+    "global",
+    "local",
+    "attention_transfer",
+    "value_transfer",
+    "weighted_value_transfer",
+)
+# hidden-level terms compared as features through phi (student) and, optionally, a teacher phi
+FEATURE_TERMS = ("global", "local", "value_transfer", "weighted_value_transfer")
+_CHOICES = {
+    "relation_softmax": ("row", "matrix"),
+    "selection": ("separate", "teacher"),
+    "projection": ("student", "both"),
+    "hint_projection": HINT_PROJECTIONS,
+    "at_mode": ("kl", "mse"),
+}
+
+
+@dataclass
+class ObjectiveConfig:
+    """Weights and settings of every loss term. Defaults: MaskAgain-B (paper section 4.1).
+
+    alpha/beta/gamma/lam weight MAGlobal / MALocal / MAHint / MARel (lam is lambda).
+    k is the top-k of every selection; k_global / k_local / k_hint override it per term (None ->
+    k; k_hint drives F_act, shared by MAHint and MARel). tau_att: attention temperature of the
+    hidden-level terms and of the Attention / Weighted Value Transfer baselines. tau_s / tau_t:
+    MARel temperatures. renormalize: softmax over the kept logits (official) or the full-row
+    softmax weights (eq. 3 literally). relation_softmax: "row" (official) or "matrix" (eq. 15).
+    selection: top-k keys chosen by each model ("separate", the default, Table 5) or by the
+    teacher for both. layer: block whose attention is distilled (negative counts from the end).
+    projection: "student" (student-side phi only) or "both" (also a trainable teacher-side
+    Linear on the hidden-level features, as the official code; both sides of an MSE trainable
+    can collapse). hint_projection: phi'' ("auto": MLP when widths differ, identity otherwise).
+    baselines: weights of extra terms, keys in ``BASELINES``: "hint_all" (Hint on every output
+    token), "attention_transfer" (``at_mode`` "kl" or "mse"), "value_transfer",
+    "weighted_value_transfer".
+    """
+
+    alpha: float = 3.0
+    beta: float = 1.0
+    gamma: float = 0.2
+    lam: float = 0.1
+    k: int = 10
+    k_global: int | None = None
+    k_local: int | None = None
+    k_hint: int | None = None
+    tau_att: float = 1.0
+    tau_s: float = 0.1
+    tau_t: float = 0.05
+    renormalize: bool = True
+    relation_softmax: str = "row"
+    selection: str = "separate"
+    layer: int = -1
+    projection: str = "student"
+    hint_projection: str = "auto"
+    baselines: dict[str, float] = field(default_factory=dict)
+    at_mode: str = "kl"
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma", "lam"):
+            _check_weight(name, getattr(self, name))
+        _check_int("k", self.k, minimum=1)
+        for name in ("k_global", "k_local", "k_hint"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        for name in ("tau_att", "tau_s", "tau_t"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if not isinstance(self.renormalize, bool):
+            raise ValueError(f"renormalize must be true or false, got {self.renormalize!r}")
+        _check_int("layer", self.layer, minimum=None)
+        for name, valid in _CHOICES.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.baselines, dict):
+            raise ValueError(f"baselines must be a mapping name -> weight, got {self.baselines!r}")
+        for name, weight in self.baselines.items():
+            if name not in BASELINES:
+                raise ValueError(
+                    f"baselines: unknown term {name!r}; valid terms: {list(BASELINES)}"
+                )
+            _check_weight(f"baselines.{name}", weight)
+        if not self.weights():
+            raise ValueError(
+                "every loss weight is 0 (alpha, beta, gamma, lam and baselines): nothing to train"
+            )
+
+    def weights(self) -> dict[str, float]:
+        """Active terms (weight > 0) -> weight, in a fixed order."""
+        main = {"global": self.alpha, "local": self.beta, "hint": self.gamma, "relation": self.lam}
+        extra = {name: self.baselines.get(name, 0.0) for name in BASELINES}
+        return {name: float(w) for name, w in {**main, **extra}.items() if w > 0}
+
+    def k_for(self, term: str) -> int:
+        """top-k of "global", "local" or "hint" (F_act, shared with "relation")."""
+        value = getattr(self, f"k_{term}")
+        return self.k if value is None else value
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_weight(name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (0 switches it off), got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+# Paper text (section 4.1) and the official scripts (official-code-notes.md).
+PRESETS: dict[str, dict] = {
+    "maskagain_b": dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1),
+    "maskagain_s": dict(alpha=3.0, beta=0.1, gamma=0.1, lam=0.1),
+    "k400_vit_b": dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1),
+    "k400_vit_s": dict(alpha=0.1, beta=3.0, gamma=0.1, lam=0.1),
+    "ucf101_vit_b": dict(alpha=3.0, beta=1.0, gamma=0.1, lam=0.1),
+    "ucf101_vit_s": dict(alpha=1.0, beta=3.0, gamma=0.1, lam=0.1),
+}
+
+
+def objective_preset(name: str, **overrides) -> ObjectiveConfig:
+    """ObjectiveConfig of a named preset (``PRESETS``) with field ``overrides`` applied.
+
+    "maskagain_b" / "maskagain_s": the paper's text; "k400_vit_b", "k400_vit_s", "ucf101_vit_b",
+    "ucf101_vit_s": the official per-dataset scripts. All use k=10, tau_att=1, tau_s=0.1,
+    tau_t=0.05.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown objective preset {name!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ValueError(f"unknown objective option(s) {bad}; valid options: {sorted(fields)}")
+    return ObjectiveConfig(**{**PRESETS[name], **overrides})
+
+
+def _target(x: torch.Tensor) -> torch.Tensor:
+    """A teacher tensor as an fp32 autograd-safe target (inference tensors are copied)."""
+    return x.detach().to(torch.float32, copy=x.is_inference())
+
+
+class MaskAgainObjective(nn.Module):
+    """Student-teacher objective returning ``{"global", "local", "hint", "relation", <baselines>,
+    "loss"}``: unweighted active terms and the weighted total under "loss".
+
+    student_dim / student_heads, teacher_dim / teacher_heads: embedding widths and head counts
+    (``model.cfg.embed_dim``, ``model.cfg.num_heads``). num_frames: token frames F (``num_frames
+    // tubelet_size``); None infers it from ``frame_index`` per batch (same loss value, one more
+    host sync). student_depth / teacher_depth: block counts, used to resolve a negative ``layer``
+    against ``EncoderOutput.attn`` keys; without them a negative layer takes the only tap.
+    Ask the encoders for ``attn_layers_student`` / ``attn_layers_teacher``. Every projection is a
+    submodule: it trains, saves and restores with ``state_dict`` like any module.
+    """
+
+    def __init__(
+        self,
+        cfg: ObjectiveConfig,
+        student_dim: int,
+        student_heads: int,
+        teacher_dim: int,
+        teacher_heads: int,
+        num_frames: int | None = None,
+        student_depth: int | None = None,
+        teacher_depth: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.student_dim, self.teacher_dim = student_dim, teacher_dim
+        self.student_heads, self.teacher_heads = student_heads, teacher_heads
+        self.num_frames = num_frames
+        self.student_depth, self.teacher_depth = student_depth, teacher_depth
+        self.term_weights = cfg.weights()
+        self._check_heads()
+        self.student_proj = nn.ModuleDict()
+        self.teacher_proj = nn.ModuleDict()
+        for term in FEATURE_TERMS:
+            if term not in self.term_weights:
+                continue
+            if cfg.projection == "both":
+                self.student_proj[term] = nn.Linear(student_dim, teacher_dim)
+                self.teacher_proj[term] = nn.Linear(teacher_dim, teacher_dim)
+            else:
+                self.student_proj[term] = linear_or_identity(student_dim, teacher_dim)
+        for term in ("hint", "hint_all"):
+            if term in self.term_weights:
+                self.student_proj[term] = hint_projection(
+                    student_dim, teacher_dim, cfg.hint_projection
+                )
+        log.info("objective terms %s", self.term_weights)
+
+    @classmethod
+    def from_models(
+        cls,
+        cfg: ObjectiveConfig,
+        student: nn.Module,
+        teacher: nn.Module,
+        num_frames: int | None = None,
+    ) -> MaskAgainObjective:
+        """Build from two ``VideoViT``-like models (anything with ``.cfg.embed_dim``, ...)."""
+        s, t = student.cfg, teacher.cfg
+        if num_frames is None:
+            num_frames = s.num_frames // s.tubelet_size
+        return cls(
+            cfg, s.embed_dim, s.num_heads, t.embed_dim, t.num_heads, num_frames, s.depth, t.depth
+        )
+
+    def _check_heads(self) -> None:
+        same = self.student_heads == self.teacher_heads
+        if "attention_transfer" in self.term_weights and not same:
+            raise ValueError(
+                f"baselines.attention_transfer pairs heads one to one, but the student has "
+                f"{self.student_heads} heads and the teacher {self.teacher_heads}"
+            )
+        uses_keys = {"global", "local"} & set(self.term_weights)
+        if self.cfg.selection == "teacher" and uses_keys and not same:
+            raise ValueError(
+                f"selection='teacher' applies the teacher's per-head top-k to the student, but the "
+                f"student has {self.student_heads} heads and the teacher {self.teacher_heads}; "
+                "use selection='separate'"
+            )
+
+    @property
+    def hidden_level(self) -> bool:
+        return any(t in self.term_weights for t in HIDDEN_TERMS)
+
+    @property
+    def attn_layers_student(self) -> tuple[int, ...]:
+        return (self.cfg.layer,) if self.hidden_level else ()
+
+    @property
+    def attn_layers_teacher(self) -> tuple[int, ...]:
+        return (self.cfg.layer,) if self.hidden_level else ()
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, student_out: EncoderOutput, teacher_out: EncoderOutput
+    ) -> dict[str, torch.Tensor]:
+        """Named unweighted terms and their weighted total under "loss" (a scalar each)."""
+        if student_out.tokens.shape[:2] != teacher_out.tokens.shape[:2]:
+            raise ValueError(
+                f"student tokens {tuple(student_out.tokens.shape)} and teacher tokens "
+                f"{tuple(teacher_out.tokens.shape)} must share (B, N_vis): run both on the same mask"
+            )
+        out: dict[str, torch.Tensor] = {}
+        if self.hidden_level:
+            s_tap = self._tap(student_out, self.student_depth, "student")
+            t_tap = self._tap(teacher_out, self.teacher_depth, "teacher")
+            t_tap = AttentionTap(logits=_target(t_tap.logits), values=_target(t_tap.values))
+            out.update(self._hidden_terms(s_tap, t_tap, student_out.frame_index))
+        if {"hint", "relation", "hint_all"} & set(self.term_weights):
+            out.update(self._output_terms(student_out.tokens, _target(teacher_out.tokens)))
+        out["loss"] = sum(self.term_weights[name] * out[name] for name in self.term_weights)
+        return out
+
+    def _tap(self, enc: EncoderOutput, depth: int | None, side: str) -> AttentionTap:
+        layer = self.cfg.layer
+        key = depth + layer if layer < 0 and depth is not None else layer
+        if key in enc.attn:
+            return enc.attn[key]
+        if layer < 0 and len(enc.attn) == 1:
+            return next(iter(enc.attn.values()))
+        raise KeyError(
+            f"the {side} output has attention taps {sorted(enc.attn)} but the objective needs "
+            f"block {layer}: call forward_features(..., attn_layers=objective.attn_layers_{side})"
+        )
+
+    def _project(self, term: str, student: torch.Tensor, teacher: torch.Tensor):
+        """Merge heads and map both sides to the teacher width: (B, N, [F,] D_t) each."""
+        student = self.student_proj[term](merge_heads(student))
+        teacher = merge_heads(teacher)
+        if term in self.teacher_proj:
+            teacher = self.teacher_proj[term](teacher)
+        return student, teacher
+
+    def _hidden_terms(self, s: AttentionTap, t: AttentionTap, frame_index: torch.Tensor):
+        cfg, terms, out = self.cfg, self.term_weights, {}
+        tau, renorm = cfg.tau_att, cfg.renormalize
+        if "global" in terms:
+            k = cfg.k_for("global")
+            index = None
+            if cfg.selection == "teacher" and k < t.logits.shape[-1]:
+                index = select_global(t.logits, k)
+            z_s = aggregate_global(s.logits, s.values, k, tau, renorm, index=index)
+            z_t = aggregate_global(t.logits, t.values, k, tau, renorm)
+            out["global"] = feature_mse(*self._project("global", z_s, z_t))
+        if "local" in terms:
+            out["local"] = self._local(s, t, frame_groups(frame_index, self.num_frames))
+        if "attention_transfer" in terms:
+            out["attention_transfer"] = attention_transfer_loss(
+                s.logits, t.logits, tau, cfg.at_mode
+            )
+        if "value_transfer" in terms:
+            out["value_transfer"] = feature_mse(
+                *self._project("value_transfer", s.values, t.values)
+            )
+        if "weighted_value_transfer" in terms:
+            z_s, z_t = (
+                aggregate_full(s.logits, s.values, tau),
+                aggregate_full(t.logits, t.values, tau),
+            )
+            out["weighted_value_transfer"] = feature_mse(
+                *self._project("weighted_value_transfer", z_s, z_t)
+            )
+        return out
+
+    def _local(self, s: AttentionTap, t: AttentionTap, groups: FrameGroups) -> torch.Tensor:
+        """MALocal MSE over the (sample, query, frame) groups of frames with a visible token."""
+        cfg = self.cfg
+        k = cfg.k_for("local")
+        keep = None
+        if cfg.selection == "teacher":
+            keep = select_local(gather_frame_logits(t.logits, groups), groups, k)
+        args = (None, None, k, cfg.tau_att, cfg.renormalize)
+        z_s = aggregate_local(s.logits, s.values, *args, groups=groups, keep=keep)
+        z_t = aggregate_local(t.logits, t.values, *args, groups=groups)
+        z_s, z_t = self._project("local", z_s, z_t)  # (B, N, F, D_t)
+        return feature_mse(z_s, z_t, groups.nonempty[:, None, :])
+
+    def _output_terms(self, s_tokens: torch.Tensor, t_tokens: torch.Tensor):
+        cfg, terms, out = self.cfg, self.term_weights, {}
+        if "hint_all" in terms:
+            out["hint_all"] = feature_mse(self.student_proj["hint_all"](s_tokens), t_tokens)
+        if not {"hint", "relation"} & set(terms):
+            return out
+        index = activation_topk(t_tokens, cfg.k_for("hint"))  # (B, k) F_act on the teacher
+        s_sel, t_sel = gather_tokens(s_tokens, index), gather_tokens(t_tokens, index)
+        if "hint" in terms:
+            out["hint"] = feature_mse(self.student_proj["hint"](s_sel), t_sel)
+        if "relation" in terms:
+            out["relation"] = relation_loss(
+                s_sel.flatten(0, 1), t_sel.flatten(0, 1), cfg.tau_s, cfg.tau_t, cfg.relation_softmax
+            )
+        return out

@@ -1,0 +1,126 @@
+"""Top-k selection functions of MaskAgain: F_global, F_local and F_act.
+
+Every selection keeps exactly ``min(k, available)`` entries. Ties are broken deterministically in
+favour of the lower token index (a stable descending sort), unlike the official ``>= k-th value``
+test, which keeps every tied entry and so can keep more than k.
+
+Selection is done on the logits, not on ``softmax(logits / tau)``: softmax is monotonic, so the
+order is the same, and logits do not collapse to equal values where probabilities underflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def stable_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``min(k, n)`` largest entries along the last dim, ties to the lower index.
+
+    scores: (..., n) -> (..., min(k, n)) long, in descending order of score.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, scores.shape[-1])
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def select_global(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """F_global: the top-k keys of every query over all visible tokens.
+
+    logits: (B, heads, N, N) -> index (B, heads, N, min(k, N)) long.
+    """
+    return stable_topk_indices(logits.detach(), k)
+
+
+def activation_topk(tokens: torch.Tensor, k: int) -> torch.Tensor:
+    """F_act: the top-k tokens of every sample by the activation map ``sum(|z|, -1)`` (eq. 10).
+
+    tokens: (B, N, D) -> index (B, min(k, N)) long. With k >= N every token is kept.
+    """
+    activation = tokens.detach().float().abs().sum(-1)  # (B, N)
+    return stable_topk_indices(activation, k)
+
+
+@dataclass
+class FrameGroups:
+    """Visible tokens grouped by frame, padded to the largest per-frame count C.
+
+    key: (B, F, C) long, token index (into the N visible tokens) of slot c of frame f; padding
+        slots repeat a valid index and must be ignored through ``valid``.
+    valid: (B, F, C) bool, True where the slot holds a visible token of that frame.
+    counts: (B, F) long, number of visible tokens of every frame (0 for a fully hidden frame).
+    """
+
+    key: torch.Tensor
+    valid: torch.Tensor
+    counts: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.key.shape[1]
+
+    @property
+    def nonempty(self) -> torch.Tensor:
+        """(B, F) bool, frames holding at least one visible token."""
+        return self.counts > 0
+
+
+def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> FrameGroups:
+    """Group the visible tokens of every sample by their true frame index.
+
+    frame_index: (B, N) long, the frame of every visible token (``EncoderOutput.frame_index``).
+    num_frames: token frames F; None infers ``max(frame_index) + 1``. Frames past the last visible
+        one are then missing, which changes no loss value (empty frames are left out of them).
+    Works for any mask (tube, random, frame): frames may hold different numbers of tokens, or none.
+    Costs one or two host synchronisations (the padded width C is a shape).
+    """
+    if frame_index.ndim != 2:
+        raise ValueError(f"frame_index must be (B, N), got shape {tuple(frame_index.shape)}")
+    b, n = frame_index.shape
+    frame_index = frame_index.long()
+    top = int(frame_index.max()) if frame_index.numel() else -1
+    if num_frames is None:
+        num_frames = top + 1
+    elif top >= num_frames or (frame_index.numel() and int(frame_index.min()) < 0):
+        raise ValueError(
+            f"frame_index holds frame {top} but num_frames={num_frames}; pass the token frame "
+            "count (num_frames // tubelet_size) of the clip"
+        )
+    counts = torch.zeros(b, num_frames, dtype=torch.long, device=frame_index.device)
+    counts.scatter_add_(1, frame_index, torch.ones_like(frame_index))
+    width = max(int(counts.max()), 1) if counts.numel() else 1
+    order = torch.sort(frame_index, dim=1, stable=True).indices  # (B, N) tokens grouped by frame
+    starts = counts.cumsum(1) - counts  # (B, F)
+    slot = torch.arange(width, device=frame_index.device)
+    valid = slot < counts[:, :, None]  # (B, F, C)
+    pos = (starts[:, :, None] + slot).clamp_(max=max(n - 1, 0))
+    key = order.gather(1, pos.reshape(b, -1)).reshape(b, num_frames, width)
+    return FrameGroups(key=key, valid=valid, counts=counts)
+
+
+def gather_frame_logits(logits: torch.Tensor, groups: FrameGroups) -> torch.Tensor:
+    """Split every query's attention row into per-frame groups.
+
+    logits: (B, heads, N, N) -> (B, heads, N, F, C), padding slots hold arbitrary values
+    (mask them with ``groups.valid``).
+    """
+    b, h, n, _ = logits.shape
+    _, f, c = groups.key.shape
+    index = groups.key.reshape(b, 1, 1, f * c).expand(b, h, n, f * c)
+    return logits.gather(-1, index).reshape(b, h, n, f, c)
+
+
+def select_local(frame_logits: torch.Tensor, groups: FrameGroups, k: int) -> torch.Tensor:
+    """F_local: the top-k keys of every query within every frame.
+
+    frame_logits: (B, heads, N, F, C) from ``gather_frame_logits`` -> keep (B, heads, N, F, C)
+    bool, True on exactly ``min(k, count of that frame)`` slots of every (query, frame).
+    """
+    valid = groups.valid[:, None, None]  # (B, 1, 1, F, C)
+    scores = frame_logits.detach().masked_fill(~valid, float("-inf"))
+    index = stable_topk_indices(scores, k)
+    keep = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    keep.scatter_(-1, index, True)
+    return keep & valid
