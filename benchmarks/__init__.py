@@ -1,0 +1,1 @@
+"""Benchmarks of the training step and the data pipeline (not part of the library)."""

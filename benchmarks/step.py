@@ -1,0 +1,537 @@
+"""Training-step benchmark: MaskAgain distillation against VideoMAE and MVD-style pre-training.
+
+    python -m benchmarks.step --device cpu --batch 2 --json out.json [--markdown benchmarks/RESULTS.md]
+
+Every row times a full training step (forward, backward, fused AdamW) at the paper's shapes
+(16 x 224 x 224, tubelet 2, patch 16, tube mask 90%) in a fresh subprocess, so that its peak RSS
+is its own. The trained model runs under bf16 autocast; a distillation teacher is frozen, cast
+to bf16 and runs under ``torch.inference_mode``. In the same run the machine's matmul FLOP/s is
+measured (bf16 and fp32) at the GEMM shapes of the steps' linear layers, and every row reports
+its achieved FLOP/s (analytic FLOPs per clip, see ``benchmarks.flops``, over the median seconds
+per clip) as a fraction of the bf16 matmul rate.
+
+Rows: ``maskagain_b_b``, ``maskagain_b_s`` (ViT-B teacher -> ViT-B / ViT-S student, all four
+losses), ``videomae_b``, ``videomae_s`` (4-block pixel decoder), ``mvd_b_s`` (ViT-B teacher on
+all tokens -> ViT-S student + 2-block feature decoder). ``--size tiny`` swaps in tiny models and
+clips for the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks import flops as fl
+from maskagain.masking import tube_mask, visible_count
+from maskagain.models import create_model
+
+ROW_NAMES = ("maskagain_b_b", "maskagain_b_s", "videomae_b", "videomae_s", "mvd_b_s")
+ROW_FIELDS = (
+    "name",
+    "batch",
+    "seconds_per_clip",
+    "seconds_per_clip_min",
+    "seconds_per_clip_max",
+    "seconds_per_clip_iqr",
+    "step_seconds",
+    "peak_memory_mb",
+    "memory_kind",
+    "flops_per_clip",
+    "flops_parts",
+    "achieved_flops",
+    "fraction_of_matmul",
+    "trained_params",
+    "loss",
+)
+# ViT-B / ViT-S VideoMAE decoders: width and heads (VideoMAE's pre-training configs)
+VIDEOMAE_DECODER = {"vit_base": (384, 6), "vit_small": (192, 3)}
+
+
+@dataclass(frozen=True)
+class Size:
+    """Models and clip of a benchmark size."""
+
+    base: str
+    small: str
+    frames: int
+    img: int
+    patch: int
+    tubelet: int
+    mask_ratio: float
+    decoder: dict[str, tuple[int, int]]
+
+    def model_kwargs(self) -> dict:
+        return dict(
+            img_size=self.img,
+            num_frames=self.frames,
+            patch_size=self.patch,
+            tubelet_size=self.tubelet,
+        )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        g = self.img // self.patch
+        return (self.frames // self.tubelet, g, g)
+
+    @property
+    def clip(self) -> fl.ClipShape:
+        f, h, w = self.grid
+        return fl.ClipShape(
+            n_all=f * h * w,
+            n_vis=visible_count("tube", self.grid, self.mask_ratio),
+            frames=f,
+            patch_dim=3 * self.tubelet * self.patch * self.patch,
+        )
+
+
+SIZES = {
+    "full": Size("vit_base", "vit_small", 16, 224, 16, 2, 0.9, VIDEOMAE_DECODER),
+    "tiny": Size(
+        "vit_micro", "vit_nano", 4, 32, 8, 2, 0.75, {"vit_micro": (64, 2), "vit_nano": (32, 2)}
+    ),
+}
+
+
+# ---------------------------------------------------------------------- workloads
+@dataclass
+class Workload:
+    """What one row trains: ``loss_fn(video, mask)`` -> scalar loss; ``trained`` holds the params."""
+
+    trained: nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    flops: fl.FlopCount
+
+
+def _spec(model: nn.Module, clip: fl.ClipShape) -> fl.EncoderSpec:
+    c = model.cfg
+    return fl.EncoderSpec(c.embed_dim, c.depth, c.mlp_ratio, clip.patch_dim)
+
+
+def frozen_teacher(name: str, size: Size, device: torch.device) -> nn.Module:
+    """A frozen bf16 teacher in eval mode (random weights: the cost does not depend on them)."""
+    teacher = create_model(name, **size.model_kwargs()).to(device, torch.bfloat16).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def maskagain_workload(student_name: str, preset: str, size: Size, device) -> Workload:
+    from maskagain.losses import MaskAgainObjective, objective_preset
+
+    teacher = frozen_teacher(size.base, size, device)
+    student = create_model(student_name, **size.model_kwargs()).to(device)
+    objective = MaskAgainObjective.from_models(objective_preset(preset), student, teacher).to(
+        device
+    )
+    trained = nn.ModuleDict({"student": student, "objective": objective})
+
+    def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            t_out = teacher.forward_features(
+                video.to(torch.bfloat16), mask, objective.attn_layers_teacher
+            )
+        s_out = student.forward_features(video, mask, objective.attn_layers_student)
+        return objective(s_out, t_out)["loss"]
+
+    k = objective.cfg.k
+    count = fl.maskagain_flops(
+        _spec(teacher, size.clip), _spec(student, size.clip), size.clip, k, batch=1
+    )
+    return Workload(trained, loss_fn, count)
+
+
+def videomae_workload(name: str, size: Size, device) -> Workload:
+    from maskagain.models.pretrain import VideoMAEPretrain
+
+    dec_dim, dec_heads = size.decoder[name]
+    encoder = create_model(name, **size.model_kwargs())
+    model = VideoMAEPretrain(encoder, dec_dim, 4, dec_heads).to(device)
+
+    def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(video, mask)["loss"]
+
+    count = fl.videomae_flops(_spec(model.encoder, size.clip), size.clip, dec_dim, 4)
+    return Workload(model, loss_fn, count)
+
+
+def mvd_workload(student_name: str, size: Size, device) -> Workload:
+    from maskagain.losses.mvd import MVDConfig, MVDObjective
+
+    teacher = frozen_teacher(size.base, size, device)
+    student = create_model(student_name, **size.model_kwargs()).to(device)
+    cfg = MVDConfig(decoder_depth=2)
+    s, t = student.cfg, teacher.cfg
+    n_all = size.clip.n_all
+    objective = MVDObjective(cfg, s.embed_dim, s.num_heads, t.embed_dim, n_all).to(device)
+    trained = nn.ModuleDict({"student": student, "objective": objective})
+
+    def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            t_out = teacher.forward_features(video.to(torch.bfloat16))
+        return objective(student.forward_features(video, mask), t_out)["loss"]
+
+    count = fl.mvd_flops(
+        _spec(teacher, size.clip), _spec(student, size.clip), size.clip, s.embed_dim, 2
+    )
+    return Workload(trained, loss_fn, count)
+
+
+def build_workload(name: str, size: Size, device: torch.device) -> Workload:
+    if name == "maskagain_b_b":
+        return maskagain_workload(size.base, "maskagain_b", size, device)
+    if name == "maskagain_b_s":
+        return maskagain_workload(size.small, "k400_vit_s", size, device)
+    if name == "videomae_b":
+        return videomae_workload(size.base, size, device)
+    if name == "videomae_s":
+        return videomae_workload(size.small, size, device)
+    if name == "mvd_b_s":
+        return mvd_workload(size.small, size, device)
+    raise ValueError(f"unknown row {name!r}; choose from {ROW_NAMES}")
+
+
+# ---------------------------------------------------------------------- timing
+def make_optimizer(module: nn.Module) -> torch.optim.Optimizer:
+    """AdamW as in the paper's recipe (betas 0.9/0.95, wd 0.05), fused kernel."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+
+
+def train_step(w: Workload, opt: torch.optim.Optimizer, video, mask, device) -> torch.Tensor:
+    """One step: forward under bf16 autocast, backward, AdamW. Returns the detached loss."""
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        loss = w.loss_fn(video, mask)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024, "rss"
+
+
+def run_row(name: str, size: Size, batch: int, steps: int, warmup: int, device) -> dict:
+    """Build ``name``, run ``warmup + steps`` steps, return the row (without the matmul fraction)."""
+    torch.manual_seed(0)
+    w = build_workload(name, size, device)
+    opt = make_optimizer(w.trained)
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(batch, 3, size.frames, size.img, size.img, generator=g).to(device)
+    masks = [tube_mask(batch, size.grid, size.mask_ratio, g).to(device) for _ in range(4)]
+    times = []
+    loss = torch.zeros(())
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = train_step(w, opt, video, masks[i % len(masks)], device)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    timed = times[warmup:]
+    per_clip = [t / batch for t in timed]
+    q = statistics.quantiles(per_clip, n=4) if len(per_clip) > 1 else [per_clip[0]] * 3
+    median = statistics.median(per_clip)
+    peak, kind = _peak_memory_mb(device)
+    return {
+        "name": name,
+        "batch": batch,
+        "seconds_per_clip": median,
+        "seconds_per_clip_min": min(per_clip),
+        "seconds_per_clip_max": max(per_clip),
+        "seconds_per_clip_iqr": q[2] - q[0],
+        "step_seconds": timed,
+        "peak_memory_mb": peak,
+        "memory_kind": kind,
+        "flops_per_clip": w.flops.total,
+        "flops_parts": w.flops.parts,
+        "achieved_flops": w.flops.total / median,
+        "trained_params": sum(p.numel() for p in w.trained.parameters() if p.requires_grad),
+        "loss": float(loss),
+    }
+
+
+# ---------------------------------------------------------------------- matmul limit
+def matmul_flops(
+    shapes: list[tuple[int, int, int]], dtype: torch.dtype, device, reps: int = 10
+) -> dict:
+    """FLOP/s of ``F.linear`` at every (m, k, n) and over the whole set (total FLOPs / time)."""
+    per_shape, total_flops, total_time = [], 0.0, 0.0
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(n, k, device=device).to(dtype)
+        for _ in range(2):
+            F.linear(a, b)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            F.linear(a, b)
+        _sync(device)
+        elapsed = (time.perf_counter() - t0) / reps
+        work = 2.0 * m * k * n
+        per_shape.append({"m": m, "k": k, "n": n, "flops": work / elapsed})
+        total_flops += work
+        total_time += elapsed
+    return {"flops": total_flops / total_time, "shapes": per_shape}
+
+
+def measure_matmul(size: Size, batch: int, device) -> dict:
+    """bf16 and fp32 matmul FLOP/s at the base encoder's linear-layer GEMM shapes."""
+    arch = create_model(size.base, **size.model_kwargs()).cfg
+    m = batch * size.clip.n_vis
+    shapes = fl.linear_gemm_shapes(m, arch.embed_dim, int(arch.embed_dim * arch.mlp_ratio))
+    out = {}
+    for label, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        out[label] = matmul_flops(shapes, dtype, device)
+    return out
+
+
+# ---------------------------------------------------------------------- orchestration
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_child(name: str, args: argparse.Namespace) -> dict:
+    """Run one row in a fresh interpreter so that its peak RSS is its own."""
+    cmd = [sys.executable, "-m", "benchmarks.step", "--child", name]
+    cmd += ["--size", args.size, "--batch", str(args.batch), "--device", args.device]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_repo_root())
+    for line in proc.stdout.splitlines():
+        if line.startswith("ROW "):
+            return json.loads(line[4:])
+    raise RuntimeError(f"row {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+RATIOS = {
+    # name: (numerator row, denominator row, quantity, target)
+    "maskagain_b_b_over_videomae_b_time": ("maskagain_b_b", "videomae_b", "seconds_per_clip", 0.55),
+    "maskagain_b_s_over_mvd_b_s_time": ("maskagain_b_s", "mvd_b_s", "seconds_per_clip", 0.2),
+    "maskagain_b_b_over_videomae_b_memory": (
+        "maskagain_b_b",
+        "videomae_b",
+        "peak_memory_mb",
+        0.7,
+    ),
+}
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Same-run ratios of the issue's targets (only those whose two rows ran)."""
+    by_name = {r["name"]: r for r in rows}
+    out = {}
+    for key, (num, den, field, target) in RATIOS.items():
+        if num in by_name and den in by_name:
+            value = by_name[num][field] / by_name[den][field]
+            out[key] = {"value": value, "target_at_most": target, "met": value <= target}
+    if "maskagain_b_b" in by_name:
+        value = by_name["maskagain_b_b"]["fraction_of_matmul"]
+        out["maskagain_b_b_fraction_of_bf16_matmul"] = {
+            "value": value,
+            "target_at_least": 0.6,
+            "met": value >= 0.6,
+        }
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    size = SIZES[args.size]
+    names = args.only or list(ROW_NAMES)
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.step", *sys.argv[1:]]),
+        "machine": machine_info(device),
+        "config": {
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "frames": size.frames,
+            "img_size": size.img,
+            "patch_size": size.patch,
+            "tubelet_size": size.tubelet,
+            "mask": f"tube {size.mask_ratio}",
+            "tokens": size.clip.n_all,
+            "visible_tokens": size.clip.n_vis,
+            "precision": "bf16 autocast (student), bf16 weights + inference_mode (teacher)",
+            "optimizer": "AdamW fused, betas (0.9, 0.95), wd 0.05",
+        },
+    }
+    rows = []
+    for name in names:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_child(name, args))
+    matmul = measure_matmul(size, args.batch, device)
+    result["matmul_flops"] = {k: v["flops"] for k, v in matmul.items()}
+    result["matmul_shapes"] = {k: v["shapes"] for k, v in matmul.items()}
+    for row in rows:
+        row["fraction_of_matmul"] = row["achieved_flops"] / result["matmul_flops"]["bf16"]
+    result["rows"] = rows
+    result["ratios"] = ratios(rows)
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    if args.data:
+        result["data"] = _data_benchmark()
+    return result
+
+
+def _data_benchmark() -> dict:
+    """The data-loader benchmark of ``benchmarks.data`` (decode + transform vs decord)."""
+    from benchmarks import data as data_bench
+
+    return data_bench.run_default()
+
+
+# ---------------------------------------------------------------------- reports
+MD_BEGIN, MD_END = "<!-- step-benchmark:begin -->", "<!-- step-benchmark:end -->"
+
+
+def markdown_table(result: dict) -> str:
+    m = result["machine"]
+    mm = result["matmul_flops"]
+    lines = [
+        "## Training step",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Date: {result['date']}  ",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} "
+        f"({m['torch_threads']} threads), device `{m['device']}`"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + "  ",
+        f"Load average at start / end: {m['load_average_at_start'][0]:.2f} / "
+        f"{m['load_average_at_end'][0]:.2f}  ",
+        f"Matmul at the step's GEMM shapes: bf16 {mm['bf16'] / 1e9:.0f} GFLOP/s, "
+        f"fp32 {mm['fp32'] / 1e9:.0f} GFLOP/s",
+        "",
+        "| row | batch | s/clip (median) | min-max | peak MB | GFLOP/clip | GFLOP/s | of bf16 matmul |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['batch']} | {r['seconds_per_clip']:.3f} | "
+            f"{r['seconds_per_clip_min']:.3f}-{r['seconds_per_clip_max']:.3f} | "
+            f"{r['peak_memory_mb']:.0f} | {r['flops_per_clip'] / 1e9:.1f} | "
+            f"{r['achieved_flops'] / 1e9:.0f} | {r['fraction_of_matmul']:.0%} |"
+        )
+    if result["ratios"]:
+        lines += ["", "| ratio (same run) | value | target | met |", "|---|---|---|---|"]
+        for key, r in result["ratios"].items():
+            target = (
+                f"<= {r['target_at_most']}"
+                if "target_at_most" in r
+                else f">= {r['target_at_least']}"
+            )
+            lines.append(f"| {key} | {r['value']:.3f} | {target} | {'yes' if r['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Path, result: dict) -> None:
+    """Write the step table between markers in ``path``, leaving every other section alone."""
+    block = f"{MD_BEGIN}\n{markdown_table(result)}{MD_END}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if MD_BEGIN in text and MD_END in text:
+        head, rest = text.split(MD_BEGIN, 1)
+        tail = rest.split(MD_END, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.step", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch", type=int, default=2, help="clips per step (default 2)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per row (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--size", choices=sorted(SIZES), default="full", help="full or tiny models")
+    p.add_argument(
+        "--only", action="append", choices=ROW_NAMES, help="run only this row (repeatable)"
+    )
+    p.add_argument("--json", type=Path, help="write the full result here")
+    p.add_argument("--markdown", type=Path, help="update the step section of this markdown file")
+    p.add_argument(
+        "--data", action="store_true", help="also run benchmarks.data (loader vs decord)"
+    )
+    p.add_argument("--child", choices=ROW_NAMES, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
+        p.error("--batch and --steps must be >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        row = run_row(
+            args.child,
+            SIZES[args.size],
+            args.batch,
+            args.steps,
+            args.warmup,
+            torch.device(args.device),
+        )
+        print("ROW " + json.dumps(row), flush=True)
+        return 0
+    result = run_benchmark(args)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    if args.markdown:
+        update_markdown(args.markdown, result)
+    print(markdown_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
