@@ -12,7 +12,10 @@ import logging
 import sys
 
 # subcommand -> module under maskagain.cli (imported lazily so `--help` stays fast)
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "export": "export",
+    "inspect": "inspect_cmd",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,71 @@
+"""``maskagain export``: write a checkpoint as a Hugging Face directory or an official ``.pth``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = (
+    "export a checkpoint to Hugging Face transformers (--format hf) or the official VideoMAE layout"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run directory, maskagain .safetensors, official .pth or Hugging Face directory",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("hf", "videomae"),
+        help="hf: a transformers save_pretrained directory; videomae: an official .pth file",
+    )
+    parser.add_argument(
+        "--out", required=True, help="output directory (hf) or .pth file (videomae)"
+    )
+    parser.add_argument(
+        "--class-names",
+        metavar="FILE",
+        help="classes.txt (one a line) or class_index.json; default: found with the checkpoint",
+    )
+    parser.add_argument("--mean", type=float, nargs=3, help="normalisation mean (hf only)")
+    parser.add_argument("--std", type=float, nargs=3, help="normalisation std (hf only)")
+    parser.add_argument(
+        "--img-size", type=int, help="input size, for sources that do not record it (.pth)"
+    )
+    parser.add_argument(
+        "--num-frames", type=int, help="clip length, for sources that do not record it (.pth)"
+    )
+    parser.add_argument(
+        "--num-heads", type=int, help="attention heads, for sources that do not record it (.pth)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskagain.models.export import export_checkpoint, read_class_names
+    from maskagain.models.loading import CheckpointError
+
+    if (args.mean is None) != (args.std is None):
+        print("error: give both --mean and --std, or neither", file=sys.stderr)
+        return 2
+    overrides = {
+        k: v
+        for k, v in (
+            ("img_size", args.img_size),
+            ("num_frames", args.num_frames),
+            ("num_heads", args.num_heads),
+        )
+        if v is not None
+    }
+    try:
+        names = read_class_names(args.class_names) if args.class_names else None
+        out = export_checkpoint(
+            args.checkpoint, args.out, args.format, names, args.mean, args.std, **overrides
+        )
+    except (CheckpointError, OSError, TypeError, ValueError) as e:
+        print(f"error: cannot export {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0

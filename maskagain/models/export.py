@@ -1,0 +1,495 @@
+"""Export a video ViT to Hugging Face ``transformers`` and to the official VideoMAE layout.
+
+The inverse of :mod:`maskagain.models.loading`: the loader maps every format users have onto the
+official VideoMAE key layout, this module maps that layout back out.
+
+- :func:`export_hf` writes a ``save_pretrained``-style directory: ``config.json``
+  (``VideoMAEModel`` for an encoder, ``VideoMAEForVideoClassification`` with ``id2label`` for a
+  classifier), ``model.safetensors`` and the ``VideoMAEImageProcessor`` /
+  ``VideoMAEVideoProcessor`` configs with the normalisation the model was trained with. It needs
+  no ``transformers`` install; the files are what ``transformers`` 5 writes itself (including its
+  on-disk ``q_bias``/``v_bias`` spelling, which 4.x reads too).
+- :func:`export_videomae` writes a ``.pth`` the official fine-tuning code reads: ``{"model":
+  {"encoder.*"}}`` for an encoder (the pre-training layout), the fine-tuning layout
+  (``blocks.*``, ``fc_norm``, ``head``) for a classifier.
+
+Not every model has a ``transformers`` twin: :func:`hf_layout` names the one that fits or says why
+none does (layer scale, or a pooling/norm combination ``VideoMAEModel`` cannot express).
+
+Metadata a checkpoint does not carry in its weights is resolved by :func:`resolve_export_metadata`,
+first match wins:
+
+- normalisation: explicit arguments, our file's ``mean``/``std`` metadata, its ``train_config``
+  metadata (``data.mean``/``data.std``), the run directory's ``config.yaml`` (same keys), a
+  Hugging Face source's ``preprocessor_config.json``, else ImageNet (VideoMAE's own).
+- class names: explicit list, our file's ``class_names`` (list) or ``id2label`` (mapping)
+  metadata, ``class_index.json`` / ``classes.txt`` next to the weights, the file named by
+  ``data.class_index`` in the training config, a Hugging Face source's ``id2label``, else
+  none (the export then writes ``class_0 .. class_{n-1}`` and warns).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from maskagain.models.loading import CheckpointError, build_from_checkpoint
+from maskagain.models.vit import ModelConfig, VideoViT
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HF_FC_NORM_EPS = 1e-5  # transformers builds VideoMAEForVideoClassification.fc_norm with the default
+CLASS_FILES = ("class_index.json", "classes.txt")
+RUN_CONFIG = "config.yaml"
+_HF_LAYER = {  # official block sub-key -> transformers layer sub-key
+    "norm1.": "layernorm_before.",
+    "norm2.": "layernorm_after.",
+    "attn.proj.": "attention.output.dense.",
+    "attn.q_bias": "attention.attention.q_bias",
+    "attn.v_bias": "attention.attention.v_bias",
+    "mlp.fc1.": "intermediate.dense.",
+    "mlp.fc2.": "output.dense.",
+}
+
+
+@dataclass
+class ExportMetadata:
+    """What an export needs beyond the weights, and where each piece came from."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    norm_source: str
+    class_names: list[str] | None
+    class_source: str | None
+
+
+@dataclass
+class HFLayout:
+    """The ``transformers`` class and pooling flag that express a model exactly."""
+
+    architecture: str  # "VideoMAEModel" | "VideoMAEForVideoClassification"
+    use_mean_pooling: bool
+
+
+# ----------------------------------------------------------------------------- key mapping
+def official_to_hf(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Rename official-layout encoder keys to transformers' VideoMAE keys (qkv split into
+    query/key/value). ``prefix`` (``"videomae."`` for the classifier) goes before encoder keys;
+    ``fc_norm``/``head`` become the classifier's top-level ``fc_norm``/``classifier``.
+
+    Raises :class:`CheckpointError` for keys that have no transformers equivalent.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for k, v in sd.items():
+        if k.startswith("blocks."):
+            _, i, rest = k.split(".", 2)
+            if rest == "attn.qkv.weight":
+                q, key, val = v.chunk(3, dim=0)  # each (D, D)
+                base = f"{prefix}encoder.layer.{i}.attention.attention."
+                out[base + "query.weight"] = q
+                out[base + "key.weight"] = key
+                out[base + "value.weight"] = val
+                continue
+            for src, dst in _HF_LAYER.items():
+                if rest.startswith(src):
+                    out[f"{prefix}encoder.layer.{i}.{dst}{rest[len(src) :]}"] = v
+                    break
+            else:
+                unknown.append(k)
+        elif k.startswith("patch_embed.proj."):
+            out[f"{prefix}embeddings.patch_embeddings.projection.{k.split('.')[-1]}"] = v
+        elif k.startswith("norm."):
+            out[f"{prefix}layernorm.{k.split('.')[-1]}"] = v
+        elif k.startswith("fc_norm."):
+            out[k] = v
+        elif k.startswith("head."):
+            out[f"classifier.{k.split('.')[-1]}"] = v
+        elif k != "pos_embed":  # fixed sinusoid table: transformers rebuilds it
+            unknown.append(k)
+    if unknown:
+        raise CheckpointError(
+            f"no transformers VideoMAE equivalent for {sorted(unknown)[:8]}"
+            + (" (layer scale)" if any("gamma_" in k for k in unknown) else "")
+        )
+    return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+
+def hf_layout(cfg: ModelConfig) -> HFLayout:
+    """Pick the transformers class whose forward equals ours, or raise :class:`CheckpointError`.
+
+    ``VideoMAEModel`` has a final ``layernorm`` only when ``use_mean_pooling=False``; its
+    classifier then takes the first token, and with ``use_mean_pooling=True`` it mean-pools and
+    applies ``fc_norm`` (no final layernorm).
+    """
+    if cfg.init_values > 0:
+        raise CheckpointError(
+            "the model uses layer scale (gamma_1/gamma_2, init_values="
+            f"{cfg.init_values}); transformers' VideoMAE has no layer scale, so it cannot be "
+            "exported to Hugging Face (use --format videomae or maskagain's own format)"
+        )
+    if cfg.final_norm and cfg.fc_norm:
+        raise CheckpointError(
+            "the model has both a final norm and fc_norm; transformers' VideoMAE has one or the "
+            "other (use_mean_pooling), so it cannot be exported to Hugging Face"
+        )
+    if not cfg.num_classes:
+        if cfg.fc_norm:
+            raise CheckpointError(
+                "the model has fc_norm but no head; transformers' VideoMAEModel has no fc_norm. "
+                "Export it with its classification head, or as --format videomae"
+            )
+        return HFLayout("VideoMAEModel", use_mean_pooling=not cfg.final_norm)
+    if cfg.fc_norm and cfg.pooling == "mean":
+        return HFLayout("VideoMAEForVideoClassification", use_mean_pooling=True)
+    if cfg.final_norm and not cfg.fc_norm and cfg.pooling == "first":
+        return HFLayout("VideoMAEForVideoClassification", use_mean_pooling=False)
+    raise CheckpointError(
+        f"the classifier pools with final_norm={cfg.final_norm}, fc_norm={cfg.fc_norm}, "
+        f"pooling={cfg.pooling!r}; transformers' VideoMAEForVideoClassification only does mean "
+        "pooling + fc_norm (no final norm) or final norm + first token, so it cannot be "
+        "exported to Hugging Face (use --format videomae)"
+    )
+
+
+def hf_config(cfg: ModelConfig, layout: HFLayout, class_names: Sequence[str] | None) -> dict:
+    """``config.json`` contents for ``cfg`` (what ``VideoMAEConfig.save_pretrained`` writes)."""
+    config = {
+        "architectures": [layout.architecture],
+        "model_type": "videomae",
+        "image_size": cfg.img_size,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.in_chans,
+        "num_frames": cfg.num_frames,
+        "tubelet_size": cfg.tubelet_size,
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio),
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.norm_eps,
+        "qv_bias": cfg.qkv_bias,
+        "use_mean_pooling": layout.use_mean_pooling,
+        "dtype": "float32",
+    }
+    if cfg.num_classes:
+        names = list(class_names) if class_names else [f"class_{i}" for i in range(cfg.num_classes)]
+        config["id2label"] = {str(i): n for i, n in enumerate(names)}
+        config["label2id"] = {n: i for i, n in enumerate(names)}
+    return config
+
+
+def processor_configs(
+    cfg: ModelConfig, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, dict]:
+    """``preprocessor_config.json`` (VideoMAEImageProcessor) and ``video_preprocessor_config.json``
+    (VideoMAEVideoProcessor): resize the short side to the input size, centre-crop it, scale to
+    [0, 1] and normalise with the training ``mean``/``std`` (not transformers' 0.5 defaults)."""
+    common = {
+        "do_resize": True,
+        "size": {"shortest_edge": cfg.img_size},
+        "resample": 2,  # bilinear
+        "do_center_crop": True,
+        "crop_size": {"height": cfg.img_size, "width": cfg.img_size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [float(m) for m in mean],
+        "image_std": [float(s) for s in std],
+    }
+    image = {**common, "image_processor_type": "VideoMAEImageProcessor"}
+    video = {
+        **common,
+        "video_processor_type": "VideoMAEVideoProcessor",
+        "do_convert_rgb": True,
+        "do_sample_frames": False,
+        "num_frames": cfg.num_frames,
+    }
+    return {"preprocessor_config.json": image, "video_preprocessor_config.json": video}
+
+
+# ----------------------------------------------------------------------------- writers
+def export_hf(
+    model: VideoViT,
+    out_dir: str | Path,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Path:
+    """Write ``model`` as a Hugging Face directory that ``from_pretrained`` loads with no
+    missing or unexpected keys. Raises :class:`CheckpointError` if transformers cannot express
+    the model (see :func:`hf_layout`)."""
+    cfg = model.cfg
+    layout = hf_layout(cfg)
+    _check_class_names(cfg, class_names)
+    _check_norm(cfg, mean, std)
+    if cfg.fc_norm and _fc_eps(cfg) != HF_FC_NORM_EPS:
+        log.warning(
+            "fc_norm eps is %g but transformers' classifier uses %g: its logits will differ "
+            "slightly (relative error about |eps difference| / (2 * variance of the pooled "
+            "feature), e.g. 2e-6 at unit variance); the tokens are unaffected",
+            _fc_eps(cfg),
+            HF_FC_NORM_EPS,
+        )
+    prefix = "videomae." if cfg.num_classes else ""
+    tensors = official_to_hf(model.state_dict(), prefix)
+    config = hf_config(cfg, layout, class_names)
+    config["dtype"] = str(model.patch_embed.proj.weight.dtype).removeprefix("torch.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(out / "config.json", config)
+    for name, content in processor_configs(cfg, mean, std).items():
+        _write_json(out / name, content)
+    log.info("wrote %s (%s, %d tensors) to %s", layout.architecture, _dims(cfg), len(tensors), out)
+    return out
+
+
+def export_videomae(model: VideoViT, out_path: str | Path) -> Path:
+    """Write ``model`` as an official VideoMAE ``.pth``: ``{"model": {"encoder.*": ...}}`` (the
+    pre-training layout) without a head, the fine-tuning layout with one.
+
+    The official layout records no input size or head count: load it back with
+    ``load_encoder(path, img_size=..., num_frames=...)`` (and ``num_heads=`` for widths outside
+    the VideoMAE family).
+    """
+    cfg = model.cfg
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd.pop("pos_embed", None)  # official models rebuild the fixed table themselves
+    if not cfg.num_classes:
+        sd = {f"encoder.{k}": v for k, v in sd.items()}
+    elif not official_pooling_matches(cfg):
+        log.warning(
+            "official VideoMAE classifiers either mean-pool + fc_norm or take the final-normed "
+            "first token; this one (final_norm=%s, fc_norm=%s, pooling=%s) will pool differently "
+            "in the official code",
+            cfg.final_norm,
+            cfg.fc_norm,
+            cfg.pooling,
+        )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({"model": sd}, tmp)
+    tmp.replace(out)
+    kind = "classifier (fine-tuning layout)" if cfg.num_classes else "encoder (pre-training layout)"
+    log.info("wrote official VideoMAE %s, %s, to %s", kind, _dims(cfg), out)
+    return out
+
+
+def official_pooling_matches(cfg: ModelConfig) -> bool:
+    """Whether the official VideoMAE classifier pools like ``cfg``: with ``use_mean_pooling`` it
+    mean-pools into ``fc_norm`` (no final norm), otherwise it takes the final-normed first token."""
+    mean_fc = cfg.fc_norm and not cfg.final_norm and cfg.pooling == "mean"
+    first = cfg.final_norm and not cfg.fc_norm and cfg.pooling == "first"
+    return mean_fc or first
+
+
+def export_checkpoint(
+    source: str | Path,
+    out: str | Path,
+    fmt: str,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **overrides,
+) -> Path:
+    """Load ``source`` (run directory, our safetensors, official ``.pth``, HF directory) strictly
+    and export it as ``fmt`` (``"hf"`` or ``"videomae"``) to ``out``."""
+    if fmt not in ("hf", "videomae"):
+        raise ValueError(f"unknown export format {fmt!r}; choose 'hf' or 'videomae'")
+    model, src_fmt, info = build_from_checkpoint(source, **overrides)
+    log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
+    if fmt == "videomae":
+        return export_videomae(model, out)
+    meta = resolve_export_metadata(source, info, model.cfg, class_names, mean, std)
+    log.info("normalisation from %s: mean %s, std %s", meta.norm_source, meta.mean, meta.std)
+    if meta.class_names is not None:
+        log.info("%d class names from %s", len(meta.class_names), meta.class_source)
+    elif model.cfg.num_classes:
+        log.warning(
+            "no class names found for %s (metadata class_names/id2label, %s, data.class_index); "
+            "writing class_0..class_%d",
+            source,
+            " / ".join(CLASS_FILES),
+            model.cfg.num_classes - 1,
+        )
+    return export_hf(model, out, meta.class_names, meta.mean, meta.std)
+
+
+# ----------------------------------------------------------------------------- metadata
+def resolve_export_metadata(
+    source: str | Path,
+    info: dict,
+    cfg: ModelConfig,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ExportMetadata:
+    """Normalisation and class names for ``source`` (order in the module docstring)."""
+    run_dir = weights_dir(source)
+    train_cfg = training_config(run_dir, info)
+    m, s, norm_source = _resolve_norm(info, train_cfg, _hf_preprocessor(run_dir), mean, std)
+    names, class_source = None, None
+    if cfg.num_classes:
+        names, class_source = _resolve_class_names(run_dir, info, train_cfg, class_names)
+        _check_class_names(cfg, names, class_source)
+    return ExportMetadata(m, s, norm_source, names, class_source)
+
+
+def weights_dir(source: str | Path) -> Path:
+    """The directory holding ``source``'s weights (the run directory for our checkpoints)."""
+    path = Path(source).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+def training_config(run_dir: Path, info: dict) -> dict:
+    """The training config stored in the file's metadata, else the run's ``config.yaml``."""
+    cfg = info.get("train_config")
+    if isinstance(cfg, dict):
+        return cfg
+    path = run_dir / RUN_CONFIG
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            log.warning("ignoring unreadable %s: %s", path, str(e).splitlines()[0])
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def _hf_preprocessor(run_dir: Path) -> dict:
+    path = run_dir / "preprocessor_config.json"
+    if not (run_dir / "config.json").is_file() or not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("ignoring unreadable %s", path)
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _resolve_norm(
+    info: dict, train_cfg: dict, hf_proc: dict, mean, std
+) -> tuple[tuple, tuple, str]:
+    data = train_cfg.get("data") if isinstance(train_cfg.get("data"), dict) else {}
+    candidates = (
+        ("arguments", mean, std),
+        ("checkpoint metadata", info.get("mean"), info.get("std")),
+        ("training config (data.mean/std)", data.get("mean"), data.get("std")),
+        ("source preprocessor_config.json", hf_proc.get("image_mean"), hf_proc.get("image_std")),
+    )
+    for origin, m, s in candidates:
+        if m is not None and s is not None:
+            return tuple(float(x) for x in m), tuple(float(x) for x in s), origin
+        if (m is None) != (s is None):
+            raise CheckpointError(f"{origin} gives only one of mean/std ({m=}, {s=})")
+    return IMAGENET_MEAN, IMAGENET_STD, "ImageNet default"
+
+
+def _resolve_class_names(run_dir: Path, info: dict, train_cfg: dict, explicit):
+    if explicit is not None:
+        return list(explicit), "arguments"
+    if isinstance(info.get("class_names"), list):
+        return [str(n) for n in info["class_names"]], "checkpoint metadata (class_names)"
+    if isinstance(info.get("id2label"), dict):
+        return _names_from_mapping(info["id2label"], "metadata id2label"), "checkpoint metadata"
+    for name in CLASS_FILES:
+        if (run_dir / name).is_file():
+            return read_class_names(run_dir / name), str(run_dir / name)
+    data = train_cfg.get("data") if isinstance(train_cfg.get("data"), dict) else {}
+    index = data.get("class_index")
+    if index:
+        for path in (run_dir / index, Path(index).expanduser()):
+            if path.is_file():
+                return read_class_names(path), f"{path} (data.class_index)"
+        log.warning("training config names class_index %s, which does not exist", index)
+    hf = info.get("hf_config") or {}
+    if isinstance(hf.get("id2label"), dict):
+        names = _names_from_mapping(hf["id2label"], "config.json id2label")
+        if not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+            return names, "source config.json id2label"
+    return None, None
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from ``classes.txt`` (one a line) or ``class_index.json`` (a list, a
+    ``{name: index}`` mapping as in Kinetics' files, or an ``{index: name}`` mapping)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if isinstance(data, list):
+        return [str(n) for n in data]
+    if isinstance(data, dict) and data:
+        if all(isinstance(v, int) for v in data.values()):  # {name: index}
+            data = {str(v): k for k, v in data.items()}
+        return _names_from_mapping(data, str(path))
+    raise CheckpointError(f"{path} holds neither a list of class names nor a mapping")
+
+
+def _names_from_mapping(mapping: dict, where: str) -> list[str]:
+    try:
+        by_index = {int(k): str(v) for k, v in mapping.items()}
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"{where}: keys must be class indices, got {list(mapping)[:5]}"
+        ) from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise CheckpointError(f"{where}: class indices are not 0..{len(by_index) - 1}")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _check_class_names(cfg: ModelConfig, names, origin: str | None = "arguments") -> None:
+    if names is None or not cfg.num_classes:
+        return
+    if len(names) != cfg.num_classes:
+        raise CheckpointError(
+            f"{len(names)} class names from {origin} but the head has {cfg.num_classes} classes"
+        )
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"class names from {origin} are not unique")
+
+
+def _check_norm(cfg: ModelConfig, mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != cfg.in_chans or len(std) != cfg.in_chans:
+        raise CheckpointError(
+            f"mean/std need {cfg.in_chans} values (one per channel), got {len(mean)}/{len(std)}"
+        )
+    if not all(math.isfinite(s) and s > 0 for s in std):
+        raise CheckpointError(f"std must be positive, got {list(std)}")
+
+
+def _fc_eps(cfg: ModelConfig) -> float:
+    return cfg.fc_norm_eps if cfg.fc_norm_eps is not None else cfg.norm_eps
+
+
+def _dims(cfg: ModelConfig) -> str:
+    head = f", {cfg.num_classes} classes" if cfg.num_classes else ", no head"
+    return (
+        f"width {cfg.embed_dim}, {cfg.depth} blocks, {cfg.num_heads} heads, "
+        f"{cfg.num_frames}x{cfg.img_size}x{cfg.img_size} input{head}"
+    )
+
+
+def _write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")

@@ -1,0 +1,219 @@
+"""Say what a checkpoint is: format, architecture, input size, parameters, head, provenance.
+
+:func:`inspect_checkpoint` reads any source :func:`~maskagain.models.loading.read_checkpoint`
+understands, checks its keys and shapes against the architecture it implies (on the meta device:
+no weights are copied), and returns a JSON-able report; :func:`format_report` renders it for
+people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from maskagain.models.export import (
+    hf_layout,
+    official_pooling_matches,
+    resolve_export_metadata,
+    training_config,
+    weights_dir,
+)
+from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError, infer_config, read_checkpoint
+from maskagain.models.registry import ARCHITECTURES
+from maskagain.models.vit import ModelConfig, VideoViT
+
+log = logging.getLogger(__name__)
+
+RUN_LOG = "log.jsonl"  # the engine's metrics log in a run directory
+_RECORDED_INPUT = ("maskagain", "hf")  # formats that store the input size
+
+
+def inspect_checkpoint(source: str | Path, **overrides) -> dict:
+    """Report on ``source``; ``overrides`` are ModelConfig fields the weights cannot tell
+    (as for ``load_encoder``). Raises :class:`CheckpointError` for unreadable or inconsistent
+    checkpoints."""
+    sd, cfg, fmt, info = read_checkpoint(source)
+    if cfg is None:
+        cfg = infer_config(sd, **overrides)
+    elif overrides:
+        cfg = ModelConfig(**{**cfg.to_dict(), **overrides})
+    _check_consistent(sd, cfg, source, fmt)
+    meta = resolve_export_metadata(source, info, cfg)
+    first = next(iter(sd.values()))
+    report = {
+        "source": str(source),
+        "weights": str(_weights_file(source)),
+        "format": fmt,
+        "architecture": _architecture(cfg, fmt),
+        "input": {
+            "num_frames": cfg.num_frames,
+            "img_size": cfg.img_size,
+            "tokens": cfg.grid[0] * cfg.grid[1] * cfg.grid[2],
+            "recorded": fmt in _RECORDED_INPUT or "img_size" in overrides,
+        },
+        "parameters": sum(v.numel() for k, v in sd.items() if k != "pos_embed"),
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "head": _head(cfg, meta),
+        "normalization": {"mean": list(meta.mean), "std": list(meta.std), "from": meta.norm_source},
+        "export": _export_targets(cfg),
+    }
+    report.update(_provenance(source, fmt, info))
+    return report
+
+
+def _check_consistent(sd: dict[str, torch.Tensor], cfg: ModelConfig, source, fmt: str) -> None:
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in VideoViT(cfg).state_dict().items()}
+    got = {k: v.shape for k, v in sd.items() if k != "pos_embed"}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source} (detected format: {fmt}) is not a consistent video ViT: missing keys "
+            f"{missing[:8]}, unexpected keys {unexpected[:8]}, wrong shapes {wrong[:8]}"
+        )
+
+
+def _architecture(cfg: ModelConfig, fmt: str) -> dict:
+    names = [
+        n
+        for n, a in ARCHITECTURES.items()
+        if (a["embed_dim"], a["depth"], a["num_heads"]) == (cfg.embed_dim, cfg.depth, cfg.num_heads)
+    ]
+    return {
+        "name": names[0] if names else "custom",
+        "embed_dim": cfg.embed_dim,
+        "depth": cfg.depth,
+        "num_heads": cfg.num_heads,
+        "heads_recorded": fmt in _RECORDED_INPUT,
+        "mlp_ratio": cfg.mlp_ratio,
+        "patch_size": cfg.patch_size,
+        "tubelet_size": cfg.tubelet_size,
+        "in_chans": cfg.in_chans,
+        "qkv_bias": cfg.qkv_bias,
+        "layer_scale": cfg.init_values > 0,
+        "final_norm": cfg.final_norm,
+        "fc_norm": cfg.fc_norm,
+        "pooling": cfg.pooling,
+        "norm_eps": cfg.norm_eps,
+    }
+
+
+def _head(cfg: ModelConfig, meta) -> dict | None:
+    if not cfg.num_classes:
+        return None
+    return {
+        "num_classes": cfg.num_classes,
+        "class_names": meta.class_names,
+        "class_names_from": meta.class_source,
+    }
+
+
+def _export_targets(cfg: ModelConfig) -> dict:
+    try:
+        layout = hf_layout(cfg)
+        hf = f"{layout.architecture} (use_mean_pooling={layout.use_mean_pooling})"
+    except CheckpointError as e:
+        hf = f"not possible: {e}"
+    if not cfg.num_classes:
+        videomae = "pre-training layout (encoder.*)"
+    elif official_pooling_matches(cfg):
+        videomae = "fine-tuning layout"
+    else:
+        videomae = "fine-tuning layout (official code would pool differently)"
+    return {"hf": hf, "videomae": videomae}
+
+
+def _provenance(source, fmt: str, info: dict) -> dict:
+    """Training config and metrics: only our checkpoints carry them."""
+    if fmt != "maskagain":
+        return {}
+    run_dir = weights_dir(source)
+    out: dict = {"train_config": training_config(run_dir, info) or None}
+    metrics = info.get("metrics")
+    if metrics is None and (run_dir / RUN_LOG).is_file():
+        metrics = _last_logged(run_dir / RUN_LOG)
+    out["metrics"] = metrics
+    skip = {"format", "model_config", "train_config", "metrics", "class_names", "id2label"}
+    skip |= {"mean", "std"}
+    extra = {k: v for k, v in info.items() if k not in skip}
+    if extra:
+        out["metadata"] = extra
+    return out
+
+
+def _last_logged(path: Path) -> dict | None:
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return {"last_logged": record}
+    return None
+
+
+def _weights_file(source) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        for name in RUN_DIR_WEIGHTS:
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+# ----------------------------------------------------------------------------- rendering
+def format_report(report: dict) -> str:
+    """Human-readable rendering of :func:`inspect_checkpoint`'s report."""
+    a, i = report["architecture"], report["input"]
+    heads = "" if a["heads_recorded"] else " (inferred: not stored in this format)"
+    size = "" if i["recorded"] else " (not stored in this format: the default, pass overrides)"
+    lines = [
+        f"source:        {report['source']}",
+        f"weights:       {report['weights']}",
+        f"format:        {report['format']}",
+        f"architecture:  {a['name']}: width {a['embed_dim']}, {a['depth']} blocks, "
+        f"{a['num_heads']} heads{heads}, mlp ratio {a['mlp_ratio']:g}",
+        f"               patch {a['patch_size']}, tubelet {a['tubelet_size']}, "
+        f"{a['in_chans']} channels, qkv bias {a['qkv_bias']}, layer scale {a['layer_scale']}",
+        f"               final norm {a['final_norm']}, fc_norm {a['fc_norm']}, "
+        f"pooling {a['pooling']}, norm eps {a['norm_eps']:g}",
+        f"input:         {i['num_frames']} frames x {i['img_size']}x{i['img_size']} "
+        f"-> {i['tokens']} tokens{size}",
+        f"parameters:    {report['parameters']:,} ({report['dtype']})",
+        f"head:          {_head_line(report['head'])}",
+        f"normalisation: mean {_floats(report['normalization']['mean'])}, "
+        f"std {_floats(report['normalization']['std'])} "
+        f"(from {report['normalization']['from']})",
+        f"export:        hf: {report['export']['hf']}",
+        f"               videomae: {report['export']['videomae']}",
+    ]
+    for key in ("train_config", "metrics", "metadata"):
+        if key in report:
+            lines.append(f"{key + ':':<15}{_compact(report[key])}")
+    return "\n".join(lines)
+
+
+def _head_line(head: dict | None) -> str:
+    if head is None:
+        return "none (encoder)"
+    names = head["class_names"]
+    if not names:
+        return f"{head['num_classes']} classes (no class names found)"
+    shown = ", ".join(names[:5]) + (f", ... (+{len(names) - 5})" if len(names) > 5 else "")
+    return f"{head['num_classes']} classes: {shown} (from {head['class_names_from']})"
+
+
+def _floats(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _compact(value) -> str:
+    if value is None:
+        return "none"
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 400 else text[:397] + "..."
