@@ -118,3 +118,11 @@ def test_prob_zero_only_smooths() -> None:
 def test_rejects_image_batches() -> None:
     with pytest.raises(ValueError, match="B, C, T, H, W"):
         VideoMixup(num_classes=5).apply(torch.zeros(2, 3, 8, 8), torch.zeros(2), MixParams(0.5))
+
+
+def test_state_round_trip_continues_the_stream() -> None:
+    a = VideoMixup(num_classes=5, seed=7)
+    a.sample(8, 8)
+    b = VideoMixup(num_classes=5, seed=0)
+    b.load_state_dict(a.state_dict())
+    assert [a.sample(8, 8) for _ in range(5)] == [b.sample(8, 8) for _ in range(5)]

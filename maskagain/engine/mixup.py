@@ -141,6 +141,26 @@ class VideoMixup:
         soft = y.mul(params.lam).add_(y.flip(0), alpha=1.0 - params.lam)
         return mixed, soft
 
+    def state_dict(self) -> dict:
+        """The generator's position (big integers as strings: ``weights_only``-loadable)."""
+        st = self.rng.bit_generator.state
+        return {
+            "bit_generator": st["bit_generator"],
+            "state": str(st["state"]["state"]),
+            "inc": str(st["state"]["inc"]),
+            "has_uint32": int(st["has_uint32"]),
+            "uinteger": int(st["uinteger"]),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the random stream saved by :meth:`state_dict`."""
+        self.rng.bit_generator.state = {
+            "bit_generator": state["bit_generator"],
+            "state": {"state": int(state["state"]), "inc": int(state["inc"])},
+            "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"]),
+        }
+
     def __call__(
         self, video: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
