@@ -1,0 +1,354 @@
+"""Clip datasets: video files, frame folders and the on-the-fly synthetic set share one item shape.
+
+Each item is a dict:
+
+* ``"video"``: float ``(C, T, H, W)``, normalised; with ``num_sample > 1`` (repeated sampling,
+  training only) a stacked ``(S, C, T, H, W)`` of S clips from one decode, each with its own
+  random crop (``MaskCollator`` flattens them into the batch);
+* ``"label"``: int; ``"index"``: int, the video id; ``"view"``: int, the test view
+  (``clip * test_crops + crop``) for test splits only;
+* ``"skipped"``: list of ``(path, reason)`` of bad files replaced to produce this item.
+
+A bad file is replaced by another video chosen deterministically from ``(seed, item, attempt)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as F
+
+from maskagain.data.bad_files import TooManyBadFiles
+from maskagain.data.config import DataConfig
+from maskagain.data.decode import VideoDecodeError, VideoFile, short_side_size
+from maskagain.data.lists import (
+    VideoRecord,
+    read_class_index,
+    read_list,
+    scan_class_folders,
+    write_class_index,
+)
+from maskagain.data.sampling import sample_indices
+from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
+from maskagain.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+PURPOSES = ("pretrain", "finetune", "eval")
+
+
+class ClipSource(Protocol):
+    """Something with ``num_frames`` that reads frames as uint8 ``(T, H, W, C)``."""
+
+    num_frames: int
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+
+def resize_short_side(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` resized (antialiased) so the short side is ``short_side``."""
+    h, w = frames.shape[1:3]
+    size = short_side_size(h, w, short_side)
+    if size == (h, w):
+        return frames
+    out = F.resize(frames.permute(0, 3, 1, 2), list(size), antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+class FrameFolder:
+    """A folder of frame images ``template.format(i + start)`` (rawframes / SSv2 frames)."""
+
+    def __init__(self, path: str, num_frames: int, template: str, start: int = 1) -> None:
+        if not os.path.isdir(path):
+            raise VideoDecodeError(path, "frame folder not found")
+        self.path, self.num_frames, self.template, self.start = path, num_frames, template, start
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor:
+        images = {}
+        for i in sorted(set(indices)):
+            file = os.path.join(self.path, self.template.format(i + self.start))
+            try:
+                images[i] = decode_image(read_file(file), mode=ImageReadMode.RGB)  # (C, H, W)
+            except (OSError, RuntimeError) as e:
+                raise VideoDecodeError(self.path, f"frame {file}: {e}") from e
+        sizes = {tuple(im.shape) for im in images.values()}
+        if len(sizes) > 1:
+            raise VideoDecodeError(self.path, f"frames of different sizes {sorted(sizes)[:2]}")
+        frames = torch.stack([images[i] for i in indices]).permute(0, 2, 3, 1)
+        return resize_short_side(frames, short_side)
+
+    def close(self) -> None:
+        pass
+
+
+class SyntheticSource:
+    """One synthetic video: renders only the frames asked for."""
+
+    def __init__(
+        self, spec: SyntheticSpec, label: int, rng_args: tuple[int, str, int, int]
+    ) -> None:
+        self.spec, self.label, self.rng_args = spec, label, rng_args
+        self.num_frames = spec.frames
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor:
+        rng = clip_rng(*self.rng_args)
+        frames = render_clip(self.spec, self.label, rng, np.asarray(indices))
+        return resize_short_side(torch.from_numpy(frames), short_side)
+
+    def close(self) -> None:
+        pass
+
+
+class ClipDataset(Dataset):
+    """Sampling, views, repeated sampling, transforms and bad-file replacement over videos
+    ``0..num_videos-1``; subclasses say how to open a video and what its label is."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        split: str,
+        purpose: str,
+        num_videos: int,
+        class_names: list[str],
+    ) -> None:
+        if split not in SPLITS or purpose not in PURPOSES:
+            raise ValueError(f"split must be in {SPLITS} and purpose in {PURPOSES}")
+        if num_videos < 1:
+            raise ValueError("dataset has no videos")
+        self.cfg, self.split, self.purpose = cfg, split, purpose
+        self.num_videos = num_videos
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.train = split == "train" and purpose != "eval"
+        self.views = cfg.views_per_video if split == "test" and not self.train else 1
+        self.num_sample = cfg.num_sample if self.train else 1
+        self.transform = build_transform(cfg, split, purpose)
+
+    def open(self, video_id: int) -> ClipSource:
+        raise NotImplementedError
+
+    def label(self, video_id: int) -> int:
+        raise NotImplementedError
+
+    def path(self, video_id: int) -> str:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_videos * self.views
+
+    def __getitem__(self, item: int) -> dict:
+        video_id, view = divmod(int(item), self.views)
+        skipped: list[tuple[str, str]] = []
+        for attempt in range(self.cfg.max_replacements + 1):
+            try:
+                video = self._load(video_id, view)
+                break
+            except VideoDecodeError as e:
+                log.debug("bad video %s (%s); replacing it", e.path, e.reason)
+                skipped.append((e.path, e.reason))
+                video_id = self._replacement(item, attempt)
+        else:
+            raise TooManyBadFiles(
+                f"{len(skipped)} bad videos in a row while loading item {item}, e.g. "
+                f"{skipped[:3]}; check DataConfig.root and the list files"
+            )
+        out = {"video": video, "label": self.label(video_id), "index": video_id, "skipped": skipped}
+        if self.views > 1:
+            out["view"] = view
+        return out
+
+    def _replacement(self, item: int, attempt: int) -> int:
+        """A deterministic substitute video for ``item`` after ``attempt`` failures."""
+        rng = np.random.default_rng([self.cfg.seed, int(item), attempt])
+        return int(rng.integers(self.num_videos))
+
+    def _clip_indices(self, n: int, view: int) -> list[list[int]]:
+        cfg = self.cfg
+        if self.train:
+            return [
+                sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, train=True)
+                for _ in range(self.num_sample)
+            ]
+        clip, clips = (view // cfg.test_crops, cfg.test_clips) if self.views > 1 else (0, 1)
+        return [
+            sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, False, clip, clips)
+        ]
+
+    def _load(self, video_id: int, view: int) -> torch.Tensor:
+        source = self.open(video_id)
+        try:
+            index_sets = self._clip_indices(source.num_frames, view)
+            union = sorted({i for s in index_sets for i in s})
+            frames = source.read(union, self.cfg.short_side)  # (U, H, W, C) uint8
+        finally:
+            source.close()
+        pos = {f: k for k, f in enumerate(union)}
+        crop = view % self.cfg.test_crops if self.views > 1 else 0
+        clips = [self.transform(frames[[pos[i] for i in s]], crop) for s in index_sets]
+        return clips[0] if len(clips) == 1 else torch.stack(clips)  # (C,T,H,W) | (S,C,T,H,W)
+
+
+class VideoListDataset(ClipDataset):
+    """Videos (or frame folders, when records carry ``num_frames``) from a list of records."""
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        cfg: DataConfig,
+        split: str,
+        purpose: str,
+        class_names: list[str] | None = None,
+    ) -> None:
+        if class_names is None:
+            class_names = [str(i) for i in range(max(r.label for r in records) + 1)]
+        super().__init__(cfg, split, purpose, len(records), class_names)
+        self.records = records
+
+    def open(self, video_id: int) -> ClipSource:
+        r = self.records[video_id]
+        if r.num_frames is not None:
+            return FrameFolder(r.path, r.num_frames, self.cfg.frame_template, self.cfg.frame_start)
+        return VideoFile(r.path, threads=self.cfg.decode_threads)
+
+    def label(self, video_id: int) -> int:
+        return self.records[video_id].label
+
+    def path(self, video_id: int) -> str:
+        return self.records[video_id].path
+
+
+class SyntheticVideoDataset(ClipDataset):
+    """The motion-defined synthetic set, generated on the fly (no files).
+
+    Clip ``i`` is deterministic from ``(seed, split, epoch, i)``; ``set_epoch`` changes the
+    clips when ``fresh_every_epoch`` (call it before creating the DataLoader iterator, i.e.
+    without persistent workers). Labels cycle over the classes: ``label = i % num_classes``.
+    """
+
+    def __init__(
+        self,
+        num_clips: int,
+        seed: int = 0,
+        *,
+        spec: SyntheticSpec | None = None,
+        cfg: DataConfig | None = None,
+        split: str = "train",
+        purpose: str = "pretrain",
+        fresh_every_epoch: bool = False,
+    ) -> None:
+        spec = spec or SyntheticSpec()
+        if cfg is None:
+            cfg = DataConfig(
+                kind="synthetic",
+                num_frames=spec.frames,
+                sampling_rate=1,
+                input_size=spec.size,
+                short_side=spec.size,
+                synthetic_frames=spec.frames,
+            )
+        super().__init__(cfg, split, purpose, num_clips, spec.class_names)
+        self.spec, self.seed = spec, seed
+        self.fresh_every_epoch = fresh_every_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def open(self, video_id: int) -> ClipSource:
+        epoch = self.epoch if self.fresh_every_epoch else 0
+        return SyntheticSource(
+            self.spec, self.label(video_id), (self.seed, self.split, video_id, epoch)
+        )
+
+    def label(self, video_id: int) -> int:
+        return video_id % self.spec.num_classes
+
+    def path(self, video_id: int) -> str:
+        return f"synthetic:{self.split}:{video_id}"
+
+
+def _list_file(cfg: DataConfig, split: str) -> str:
+    path = {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list}[split]
+    if not path and split == "test" and cfg.val_list:
+        log.info("no test_list given; testing on val_list %s", cfg.val_list)
+        path = cfg.val_list
+    if not path:
+        raise ValueError(f"DataConfig.{split}_list is not set (kind={cfg.kind!r})")
+    return path
+
+
+def _folder_split(cfg: DataConfig, split: str) -> str:
+    """``root/<split>`` when it exists (``test`` falls back to ``val``), else ``root``."""
+    for name in (split, "val") if split == "test" else (split,):
+        candidate = os.path.join(cfg.root, name)
+        if os.path.isdir(candidate):
+            return candidate
+    log.warning(
+        "%s has no %r folder; using every video under it for the %s split", cfg.root, split, split
+    )
+    return cfg.root
+
+
+def folder_class_index(cfg: DataConfig) -> str:
+    """Path of the class index of a folder dataset; generated from the class folders of all
+    splits under ``root`` (sorted names) and saved if it does not exist yet."""
+    path = cfg.class_index or os.path.join(cfg.root, "classes.txt")
+    if os.path.isfile(path):
+        return path
+    dirs = [os.path.join(cfg.root, s) for s in SPLITS if os.path.isdir(os.path.join(cfg.root, s))]
+    names: set[str] = set()
+    for d in dirs or [cfg.root]:
+        names.update(e.name for e in os.scandir(d) if e.is_dir())
+    if not names:
+        raise ValueError(f"{cfg.root}: no class folders")
+    write_class_index(sorted(names), path)
+    log.info("wrote class index of %d classes to %s", len(names), path)
+    return path
+
+
+def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
+    """The dataset of ``split`` ("train" | "val" | "test") for ``purpose``
+    ("pretrain" | "finetune" | "eval"); see the module docstring for the item dict."""
+    if split not in SPLITS or purpose not in PURPOSES:
+        raise ValueError(
+            f"split must be in {SPLITS} and purpose in {PURPOSES}, got {split!r}, {purpose!r}"
+        )
+    if cfg.kind == "synthetic":
+        spec = SyntheticSpec(
+            size=cfg.synthetic_size,
+            frames=cfg.synthetic_video_frames,
+            num_classes=cfg.synthetic_classes,
+            distractor=cfg.synthetic_distractor,
+        )
+        count = cfg.synthetic_train_clips if split == "train" else cfg.synthetic_val_clips
+        return SyntheticVideoDataset(
+            count,
+            cfg.synthetic_seed,
+            spec=spec,
+            cfg=cfg,
+            split=split,
+            purpose=purpose,
+            fresh_every_epoch=cfg.fresh_every_epoch and split == "train",
+        )
+    names = read_class_index(cfg.class_index) if cfg.class_index and cfg.kind != "folder" else None
+    if cfg.kind == "folder":
+        records, names = scan_class_folders(_folder_split(cfg, split), folder_class_index(cfg))
+    else:
+        records = read_list(
+            _list_file(cfg, split), cfg.root, cfg.separator, frames=cfg.kind == "frames"
+        )
+    if names is not None and max(r.label for r in records) >= len(names):
+        raise ValueError(
+            f"labels go up to {max(r.label for r in records)} but the class index has {len(names)} names"
+        )
+    return VideoListDataset(records, cfg, split, purpose, names)

@@ -1,0 +1,231 @@
+"""Clip decoding with PyAV: seek to the key frame before the first wanted frame, decode up to the
+last one, convert (and resize) only the wanted frames.
+
+Frames are counted by demuxing packets (no decoding), so missing durations, missing frame counts
+(webm/mkv) and variable frame rates do not matter: frame ``i`` is the ``i``-th presentation
+timestamp of the video stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file that cannot be read; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def short_side_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) after resizing so that the shorter side is ``short_side`` (None: keep)."""
+    if not short_side:
+        return height, width
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    """Presentation timestamps of all frames, in display order, and those of the key frames."""
+
+    pts: list[int] | None  # None: timestamps unusable, read sequentially by counting
+    keys: list[int]
+    count: int
+
+
+class VideoFile:
+    """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
+
+    Use as a context manager, or call ``close``. ``threads=0`` lets FFmpeg pick the thread count.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise VideoDecodeError(self.path, "file not found")
+        if os.path.getsize(self.path) == 0:
+            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        try:
+            self._container = av.open(self.path, metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            raise VideoDecodeError(self.path, f"cannot open: {e}") from e
+        try:
+            if not self._container.streams.video:
+                raise VideoDecodeError(self.path, "no video stream")
+            self._stream = self._container.streams.video[0]
+            self._stream.codec_context.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = threads
+            self._index = self._build_index()
+        except BaseException:
+            self._container.close()
+            raise
+        if self._index.count == 0:
+            self._container.close()
+            raise VideoDecodeError(self.path, "video stream has no frames")
+
+    # -- index ---------------------------------------------------------------------------------
+    def _build_index(self) -> _FrameIndex:
+        pts: list[int] = []
+        keys: list[int] = []
+        usable = True
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is None:
+                    usable = False
+                    pts.append(len(pts))
+                    continue
+                pts.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+        except av.FFmpegError as e:
+            if not pts:
+                raise VideoDecodeError(self.path, f"cannot demux: {e}") from e
+            log.debug("%s: demuxing stopped after %d packets: %s", self.path, len(pts), e)
+        usable = usable and bool(keys) and len(set(pts)) == len(pts)
+        return _FrameIndex(sorted(pts) if usable else None, sorted(keys), len(pts))
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames, counted from the stream's packets."""
+        return self._index.count
+
+    @property
+    def fps(self) -> float:
+        """Average frame rate from the container (0.0 when unknown)."""
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return float(rate) if rate else 0.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the coded frames."""
+        return self._stream.codec_context.height, self._stream.codec_context.width
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB."""
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise ValueError("indices must not be empty")
+        bad = [i for i in idx if not 0 <= i < self.num_frames]
+        if bad:
+            raise IndexError(f"{self.path}: frame indices {bad[:5]} outside [0, {self.num_frames})")
+        wanted = sorted(set(idx))
+        try:
+            frames = self._read_seek(wanted) if self._index.pts is not None else None
+            if frames is None:
+                frames = self._read_sequential(wanted)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(self.path, f"decoding failed: {e}") from e
+        if not frames:
+            raise VideoDecodeError(self.path, "no frame could be decoded")
+        arrays = self._to_arrays(frames, wanted, short_side)
+        return torch.from_numpy(np.stack([arrays[i] for i in idx]))
+
+    def _read_seek(self, wanted: list[int]) -> dict[int, av.VideoFrame] | None:
+        """Decode from the key frame before ``wanted[0]`` to ``wanted[-1]``; None if seeking failed."""
+        pts = self._index.pts
+        assert pts is not None
+        by_pts = {pts[i]: i for i in wanted}
+        first, last = pts[wanted[0]], pts[wanted[-1]]
+        candidates = [k for k in self._index.keys if k <= first][::-1][:3]
+        for key in candidates:
+            self._container.seek(key, stream=self._stream, backward=True)
+            frames: dict[int, av.VideoFrame] = {}
+            started = False
+            for frame in self._container.decode(self._stream):
+                t = frame.pts if frame.pts is not None else frame.dts
+                if t is None:
+                    break
+                if not started:
+                    started = True
+                    if t > first:  # landed after the first wanted frame: try an earlier key
+                        break
+                if t in by_pts:
+                    frames[by_pts[t]] = frame
+                if t >= last:
+                    break
+            if len(frames) == len(wanted):
+                return frames
+        log.debug("%s: seeking did not deliver all frames; decoding sequentially", self.path)
+        return None
+
+    def _read_sequential(self, wanted: list[int]) -> dict[int, av.VideoFrame]:
+        """Decode from the start, counting frames, up to ``wanted[-1]``; pads if the stream ends."""
+        self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
+        want = set(wanted)
+        frames: dict[int, av.VideoFrame] = {}
+        last = None
+        for n, frame in enumerate(self._container.decode(self._stream)):
+            last = frame
+            if n in want:
+                frames[n] = frame
+            if n >= wanted[-1]:
+                break
+        missing = [i for i in wanted if i not in frames]
+        if missing and last is not None:
+            log.warning(
+                "%s: stream ended before frame %d; repeating its last frame", self.path, missing[0]
+            )
+            for i in missing:
+                frames[i] = last
+        return frames
+
+    def _to_arrays(
+        self, frames: dict[int, av.VideoFrame], wanted: list[int], short_side: int | None
+    ) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        converted: dict[int, np.ndarray] = {}
+        for i in wanted:
+            frame = frames[i]
+            key = id(frame)
+            if key not in converted:
+                h, w = short_side_size(frame.height, frame.width, short_side)
+                converted[key] = frame.to_ndarray(
+                    width=w, height=h, format="rgb24", interpolation="BILINEAR"
+                )
+            out[i] = converted[key]
+        return out
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_clip(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    short_side: int | None = None,
+    threads: int = 0,
+) -> torch.Tensor:
+    """Read frames ``indices`` of a video as uint8 ``(T, H, W, C)`` RGB, optionally resized so
+    the short side is ``short_side``. Raises ``VideoDecodeError`` for an unreadable file."""
+    with VideoFile(path, threads=threads) as video:
+        return video.read(indices, short_side)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of frames of a video, counted from its packets (no decoding)."""
+    with VideoFile(path) as video:
+        return video.num_frames

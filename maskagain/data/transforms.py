@@ -1,0 +1,156 @@
+"""Clip augmentation with ``torchvision.transforms.v2`` on video tensors.
+
+Every transform sees the whole clip as one ``tv_tensors.Video`` ``(T, C, H, W)``, so all frames
+get the same crop, flip, RandAugment ops and erased box. Input: uint8 ``(T, H, W, C)`` as decoded;
+output: float ``(C, T, H, W)`` normalised.
+
+* pre-training: VideoMAE's multi-scale crop (scales 1, .875, .75, .66 of the short side, fixed
+  offsets) resized to ``input_size``;
+* fine-tuning: random resized crop, horizontal flip (off for SSv2), RandAugment with a
+  magnitude drawn per clip from N(m, mstd), random erasing;
+* evaluation: short-side resize and a centre crop, or the k-th of N crops along the long side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from maskagain.data.config import DataConfig
+
+# (row, col) offsets of VideoMAE's (TSN's) multi-scale crop, in quarters of the free space
+_FIXED_OFFSETS = (
+    (0, 0), (0, 4), (4, 0), (4, 4), (2, 2),
+    (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3),
+)  # fmt: skip
+
+
+def parse_rand_augment(spec: str) -> dict[str, float]:
+    """Parse a timm-style string such as ``rand-m9-n2-mstd0.5`` into {m, n, mstd}."""
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"RandAugment spec must start with 'rand', got {spec!r}")
+    out = {"m": 9.0, "n": 2.0, "mstd": 0.0}
+    for part in parts[1:]:
+        key = next((k for k in ("mstd", "inc", "m", "n") if part.startswith(k)), None)
+        if key is None:
+            raise ValueError(
+                f"unknown RandAugment option {part!r} in {spec!r} (know m, n, mstd, inc)"
+            )
+        try:
+            value = float(part[len(key) :])
+        except ValueError:
+            raise ValueError(f"bad number in RandAugment option {part!r} of {spec!r}") from None
+        if key != "inc":
+            out[key] = value
+    if not 0 <= out["m"] <= 10 or out["n"] < 1 or out["mstd"] < 0:
+        raise ValueError(f"RandAugment needs 0 <= m <= 10, n >= 1, mstd >= 0; got {spec!r}")
+    return out
+
+
+class RandAugmentMstd(nn.Module):
+    """torchvision RandAugment whose magnitude (timm scale 0..10) is drawn per clip from
+    N(m, mstd), as timm's ``rand-m9-mstd0.5``. One draw and one op choice per clip."""
+
+    def __init__(self, m: float = 9.0, n: int = 2, mstd: float = 0.5) -> None:
+        super().__init__()
+        self.m, self.mstd = m, mstd
+        self.ra = v2.RandAugment(num_ops=int(n), magnitude=round(m * 10), num_magnitude_bins=101)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        if self.mstd > 0:
+            m = float(torch.normal(torch.tensor(self.m), torch.tensor(self.mstd)))
+        self.ra.magnitude = int(round(min(max(m, 0.0), 10.0) * 10))
+        return self.ra(video)
+
+
+class MultiScaleCrop(nn.Module):
+    """VideoMAE's ``GroupMultiScaleCrop``: a crop of side pair (scale_i, scale_j) x short side,
+    |i - j| <= 1, at one of 13 fixed offsets, resized to ``size`` x ``size``."""
+
+    def __init__(self, size: int, scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)) -> None:
+        super().__init__()
+        self.size, self.scales = size, tuple(scales)
+        self.pairs = [
+            (i, j) for i in range(len(scales)) for j in range(len(scales)) if abs(i - j) <= 1
+        ]
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        h, w = video.shape[-2:]
+        base = min(h, w)
+        i, j = self.pairs[int(torch.randint(len(self.pairs), (1,)))]
+        ch, cw = max(1, int(base * self.scales[i])), max(1, int(base * self.scales[j]))
+        qr, qc = _FIXED_OFFSETS[int(torch.randint(len(_FIXED_OFFSETS), (1,)))]
+        top, left = (h - ch) * qr // 4, (w - cw) * qc // 4
+        return F.resized_crop(video, top, left, ch, cw, [self.size, self.size], antialias=True)
+
+
+def crop_box(h: int, w: int, size: int, k: int, n: int) -> tuple[int, int]:
+    """(top, left) of the k-th of n square crops spread along the long side (centred if n=1)."""
+    pos = 0.5 if n == 1 else k / (n - 1)
+    if h >= w:
+        return round((h - size) * pos), (w - size) // 2
+    return (h - size) // 2, round((w - size) * pos)
+
+
+class ClipTransform:
+    """uint8 ``(T, H, W, C)`` -> float ``(C, T, H, W)``: spatial transform, then normalise.
+
+    ``crop`` selects the spatial test view (0..test_crops-1) for evaluation transforms.
+    """
+
+    def __init__(
+        self, spatial: v2.Transform | None, post: v2.Transform, cfg: DataConfig, test_crops: int
+    ) -> None:
+        self.spatial, self.post = spatial, post
+        self.size, self.short_side, self.test_crops = cfg.input_size, cfg.short_side, test_crops
+
+    def __call__(self, frames: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        video = tv_tensors.Video(frames.permute(0, 3, 1, 2))  # (T, C, H, W)
+        if self.spatial is not None:
+            video = self.spatial(video)
+        else:
+            video = self._eval_crop(video, crop)
+        video = self.post(video)
+        return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
+
+    def _eval_crop(self, video: torch.Tensor, crop: int) -> torch.Tensor:
+        if min(video.shape[-2:]) != self.short_side:
+            video = F.resize(video, [self.short_side], antialias=True)
+        h, w = video.shape[-2:]
+        top, left = crop_box(h, w, self.size, crop, self.test_crops)
+        return F.crop(video, top, left, self.size, self.size)
+
+
+def build_transform(cfg: DataConfig, split: str, purpose: str) -> ClipTransform:
+    """The clip transform for a split and purpose (random augmentation only for training)."""
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+    train = split == "train" and purpose in ("pretrain", "finetune")
+    if not train:
+        crops = cfg.test_crops if split == "test" else 1
+        return ClipTransform(None, v2.Compose(to_float), cfg, crops)
+    if purpose == "pretrain":
+        return ClipTransform(
+            MultiScaleCrop(cfg.input_size, cfg.pretrain_scales), v2.Compose(to_float), cfg, 1
+        )
+    spatial: list[nn.Module] = [
+        v2.RandomResizedCrop(
+            cfg.input_size,
+            scale=cfg.crop_scale,
+            ratio=tuple(cfg.crop_ratio),
+            antialias=True,
+        )
+    ]
+    if cfg.use_flip:
+        spatial.append(v2.RandomHorizontalFlip())
+    if cfg.rand_augment:
+        p = parse_rand_augment(cfg.rand_augment)
+        spatial.append(RandAugmentMstd(p["m"], int(p["n"]), p["mstd"]))
+    post = list(to_float)
+    if cfg.random_erase > 0:
+        post.append(v2.RandomErasing(p=cfg.random_erase, value=0.0))
+    return ClipTransform(v2.Compose(spatial), v2.Compose(post), cfg, 1)
