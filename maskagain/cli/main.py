@@ -13,6 +13,7 @@ import sys
 
 # subcommand -> module under maskagain.cli (imported lazily so `--help` stays fast)
 SUBCOMMANDS: dict[str, str] = {
+    "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",
 }

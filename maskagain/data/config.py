@@ -122,14 +122,6 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.frame_template must contain a format field, got {self.frame_template!r}"
             )
-        if self.kind in ("list", "frames") and not (
-            self.train_list or self.val_list or self.test_list
-        ):
-            raise ValueError(
-                f"DataConfig.kind={self.kind!r} needs train_list, val_list or test_list"
-            )
-        if self.kind == "folder" and not self.root:
-            raise ValueError("DataConfig.kind='folder' needs root")
         if self.rand_augment:
             from maskagain.data.transforms import parse_rand_augment
 

@@ -342,6 +342,8 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
         )
     names = read_class_index(cfg.class_index) if cfg.class_index and cfg.kind != "folder" else None
     if cfg.kind == "folder":
+        if not cfg.root:
+            raise ValueError("DataConfig.root must be set for kind='folder'")
         records, names = scan_class_folders(_folder_split(cfg, split), folder_class_index(cfg))
     else:
         records = read_list(
