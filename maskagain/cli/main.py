@@ -13,6 +13,8 @@ import sys
 
 # subcommand -> module under maskagain.cli (imported lazily so `--help` stays fast)
 SUBCOMMANDS: dict[str, str] = {
+    "pretrain": "pretrain",
+    "distill": "distill",
     "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",
@@ -50,6 +52,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        code = known_error_code(err)
+        if code is None:
+            raise
+        message = " ".join(str(err).split())
+        print(f"maskagain {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def known_error_code(err: Exception) -> int | None:
+    """Exit code for errors users cause (printed as one line, no traceback); None otherwise.
+
+    2: an invalid configuration; 1: an unreadable checkpoint, a non-finite loss, too many bad
+    video files.
+    """
+    from maskagain.config import ConfigError
+
+    if isinstance(err, ConfigError):
+        return 2
+    from maskagain.engine.trainer import NonFiniteLossError
+    from maskagain.models.loading import CheckpointError
+
+    known: tuple[type[Exception], ...] = (CheckpointError, NonFiniteLossError)
+    try:
+        from maskagain.data import TooManyBadFiles
+
+        known += (TooManyBadFiles,)
+    except ImportError:
+        pass
+    return 1 if isinstance(err, known) else None
 
 
 if __name__ == "__main__":

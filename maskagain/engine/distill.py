@@ -1,0 +1,175 @@
+"""Recipe: MaskAgain distillation (``maskagain distill``).
+
+The teacher (any checkpoint ``maskagain.models.load_encoder`` reads) is frozen where it is
+built: eval mode, ``requires_grad=False``, run under ``torch.inference_mode()`` and its own
+autocast, never wrapped in DDP and never checkpointed. What trains is one module,
+:class:`DistillModule` (the student and the objective's projections); it is what the engine
+wraps in DDP, checkpoints and finally exports as ``student.safetensors``. No decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+from maskagain.config import ConfigError, DistillConfig, check_teacher, to_dict
+from maskagain.data import build_dataset
+from maskagain.engine.masks import IndexSeededMaskCollate
+from maskagain.engine.run import (
+    build_optimization,
+    build_train_loader,
+    count_parameters,
+    finish_run,
+    resolve_resume,
+    start_run,
+    write_summary,
+)
+from maskagain.engine.trainer import DTYPES, Trainer, steps_per_epoch
+from maskagain.losses import MaskAgainObjective
+from maskagain.models.loading import load_encoder, save_encoder
+from maskagain.models.vit import EncoderOutput, VideoViT
+
+log = logging.getLogger(__name__)
+
+
+class FrozenTeacher:
+    """A frozen encoder called as ``teacher(video, mask) -> EncoderOutput`` (inference tensors).
+
+    Deliberately not an ``nn.Module`` attribute of anything that trains, so DDP, the optimizer
+    and the checkpoints never see it.
+    """
+
+    def __init__(self, encoder: VideoViT, attn_layers: tuple[int, ...], precision: str) -> None:
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.attn_layers = attn_layers
+        self.dtype = DTYPES[precision]
+        self.device_type = next(encoder.parameters()).device.type
+
+    def __call__(self, video: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
+        amp = torch.autocast(
+            self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
+        )
+        with torch.inference_mode(), amp:
+            return self.encoder.forward_features(video, mask, self.attn_layers)
+
+
+class DistillModule(nn.Module):
+    """Everything that trains: ``student`` and ``objective`` (its projections).
+
+    ``forward(video, mask, teacher_out)`` runs the student on the visible tokens and returns
+    the objective's dict of named terms with the weighted total under ``"loss"``.
+    """
+
+    def __init__(self, student: VideoViT, objective: MaskAgainObjective) -> None:
+        super().__init__()
+        self.student = student
+        self.objective = objective
+        # Distillation compares block outputs before the final norm: the norm gets no gradient
+        # here. Freezing it keeps DDP's reducer consistent and leaves it at its initial values.
+        student.norm.requires_grad_(False)
+
+    def forward(
+        self, video: torch.Tensor, mask: torch.Tensor, teacher_out: EncoderOutput
+    ) -> dict[str, torch.Tensor]:
+        out = self.student.forward_features(video, mask, self.objective.attn_layers_student)
+        return self.objective(out, teacher_out)
+
+
+def build_teacher(cfg: DistillConfig, device: torch.device) -> VideoViT:
+    """Load the teacher encoder and check it against the student's geometry."""
+    if not cfg.teacher.source:
+        raise ConfigError(
+            "config key 'teacher.source' is empty; give a teacher checkpoint or run dir"
+        )
+    teacher = load_encoder(cfg.teacher.source, **cfg.teacher.overrides)
+    check_teacher(cfg.student.model_config("student"), teacher.cfg)
+    return teacher.to(device)
+
+
+def build_distill_module(cfg: DistillConfig, teacher: VideoViT) -> DistillModule:
+    """Fresh student (``cfg.student``) and objective sized for this student/teacher pair."""
+    student = VideoViT(cfg.student.model_config("student"))
+    objective = MaskAgainObjective.from_models(cfg.objective, student, teacher)
+    return DistillModule(student, objective)
+
+
+def make_distill_step(teacher: FrozenTeacher):
+    """The step function: teacher forward (inference mode), then student + objective."""
+
+    def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        video, mask = batch["video"], batch["mask"]
+        return module(video, mask, teacher(video, mask))
+
+    return distill_step
+
+
+def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
+    """Distil, checkpoint and export; returns the summary written to ``summary.json``."""
+    t0 = time.time()
+    dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
+    try:
+        teacher_model = build_teacher(cfg, dist.device)
+        module = build_distill_module(cfg, teacher_model).to(dist.device)
+        teacher = FrozenTeacher(
+            teacher_model, module.objective.attn_layers_teacher, cfg.teacher.precision
+        )
+        dataset = build_dataset(cfg.data, "train", "pretrain")
+        grid = module.student.cfg.grid
+        collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
+        loader, sampler = build_train_loader(
+            dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
+        )
+        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+        total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
+        optimizer, schedule = build_optimization(
+            module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
+        )
+        trainer = Trainer(
+            engine=cfg.engine,
+            dist=dist,
+            run_dir=run_dir,
+            model=module,
+            step_fn=make_distill_step(teacher),
+            optimizer=optimizer,
+            schedule=schedule,
+            loader=loader,
+            sampler=sampler,
+            epochs=cfg.schedule.epochs,
+            clip_grad=cfg.optim.clip_grad,
+            config=to_dict(cfg),
+            name="distill",
+        )
+        ckpt = resolve_resume(resume, run_dir)
+        if ckpt is not None:
+            trainer.resume(ckpt)
+        metrics = trainer.fit()
+        done = trainer.state.step >= trainer.total_steps
+        summary = {
+            "recipe": "distill",
+            "completed": done,
+            "step": trainer.state.step,
+            "epoch": trainer.state.epoch,
+            "total_steps": trainer.total_steps,
+            "world_size": dist.world_size,
+            "total_batch": total_batch,
+            "peak_lr": schedule.peak_lr,
+            "parameters": count_parameters(module),
+            "teacher": cfg.teacher.source,
+            "wall_s": round(time.time() - t0, 2),
+            "final": metrics,
+        }
+        if dist.is_main:
+            if done:
+                extra = {
+                    "recipe": "distill",
+                    "step": trainer.state.step,
+                    "teacher": cfg.teacher.source,
+                }
+                save_encoder(module.student, run_dir / "student.safetensors", extra)
+            write_summary(run_dir, summary)
+        return summary
+    finally:
+        finish_run()

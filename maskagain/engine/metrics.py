@@ -1,0 +1,74 @@
+"""Where training metrics go: ``log.jsonl``, TensorBoard and a tqdm progress bar (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class MetricWriter:
+    """Appends one JSON object per log line to ``run_dir/log.jsonl`` and mirrors scalars to
+    TensorBoard (``run_dir/tensorboard``). Inactive (all no-ops) on non-main processes."""
+
+    def __init__(self, run_dir: str | Path, active: bool, tensorboard: bool = True) -> None:
+        self.active = active
+        self.path = Path(run_dir) / "log.jsonl"
+        self._file = open(self.path, "a") if active else None  # noqa: SIM115
+        self._tb = None
+        if active and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, record: dict, step: int, prefix: str = "train") -> None:
+        """``record``: flat dict of numbers (and strings, which TensorBoard skips)."""
+        if not self.active:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("time", "step", "epoch"):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+class Progress:
+    """A tqdm bar over optimizer steps with loss terms, lr and clips/s (ETA from tqdm)."""
+
+    def __init__(self, total: int, initial: int, active: bool, desc: str) -> None:
+        self._bar = None
+        if active:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def show(self, values: dict) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix({k: _short(v) for k, v in values.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
+    return str(value)

@@ -1,0 +1,106 @@
+"""Recipe: VideoMAE pre-training of a teacher (``maskagain pretrain``).
+
+Encoder on the visible tokens of a tube-masked clip, decoder on all tokens, MSE to per-patch
+normalised pixels of the hidden tokens. The run ends with ``teacher.safetensors`` (the encoder
+alone, loadable by ``maskagain.models.load_encoder``) next to the training checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from torch import nn
+
+from maskagain.config import PretrainConfig, to_dict
+from maskagain.data import build_dataset
+from maskagain.engine.masks import IndexSeededMaskCollate
+from maskagain.engine.run import (
+    build_optimization,
+    build_train_loader,
+    count_parameters,
+    finish_run,
+    resolve_resume,
+    start_run,
+    write_summary,
+)
+from maskagain.engine.trainer import Trainer, steps_per_epoch
+from maskagain.models.loading import save_encoder
+from maskagain.models.pretrain import VideoMAEPretrain
+from maskagain.models.vit import VideoViT
+
+log = logging.getLogger(__name__)
+
+
+def build_pretrain_model(cfg: PretrainConfig) -> VideoMAEPretrain:
+    """Encoder (``cfg.model``) + VideoMAE decoder (``cfg.decoder``), freshly initialised."""
+    mcfg = cfg.model.model_config("model")
+    dim, heads = cfg.decoder.resolved(mcfg.embed_dim)
+    return VideoMAEPretrain(
+        VideoViT(mcfg), dim, cfg.decoder.depth, heads, cfg.decoder.norm_pix_loss
+    )
+
+
+def pretrain_step(module: nn.Module, batch: dict) -> dict:
+    """One micro-batch: ``{"loss": pixel MSE on the hidden tokens}``."""
+    return module(batch["video"], batch["mask"])
+
+
+def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
+    """Train, checkpoint and export; returns the summary written to ``summary.json``."""
+    t0 = time.time()
+    dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
+    try:
+        model = build_pretrain_model(cfg).to(dist.device)
+        grid = model.encoder.cfg.grid
+        dataset = build_dataset(cfg.data, "train", "pretrain")
+        collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
+        loader, sampler = build_train_loader(
+            dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
+        )
+        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+        total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
+        optimizer, schedule = build_optimization(
+            model, cfg.optim, cfg.schedule, steps, total_batch, dist.device
+        )
+        trainer = Trainer(
+            engine=cfg.engine,
+            dist=dist,
+            run_dir=run_dir,
+            model=model,
+            step_fn=pretrain_step,
+            optimizer=optimizer,
+            schedule=schedule,
+            loader=loader,
+            sampler=sampler,
+            epochs=cfg.schedule.epochs,
+            clip_grad=cfg.optim.clip_grad,
+            config=to_dict(cfg),
+            name="pretrain",
+        )
+        ckpt = resolve_resume(resume, run_dir)
+        if ckpt is not None:
+            trainer.resume(ckpt)
+        metrics = trainer.fit()
+        done = trainer.state.step >= trainer.total_steps
+        summary = {
+            "recipe": "pretrain",
+            "completed": done,
+            "step": trainer.state.step,
+            "epoch": trainer.state.epoch,
+            "total_steps": trainer.total_steps,
+            "world_size": dist.world_size,
+            "total_batch": total_batch,
+            "peak_lr": schedule.peak_lr,
+            "parameters": count_parameters(model),
+            "wall_s": round(time.time() - t0, 2),
+            "final": metrics,
+        }
+        if dist.is_main:
+            if done:
+                extra = {"recipe": "pretrain", "step": trainer.state.step}
+                save_encoder(model.encoder, run_dir / "teacher.safetensors", extra)
+            write_summary(run_dir, summary)
+        return summary
+    finally:
+        finish_run()

@@ -1,0 +1,177 @@
+"""What every recipe does around the loop: run directory, seeds, loaders, optimizer, summary.
+
+A recipe (``maskagain.engine.pretrain``, ``maskagain.engine.distill``, fine-tuning, ...) is:
+
+    dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
+    ... build model(s), dataset, collate ...
+    loader, sampler = build_train_loader(dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed)
+    optimizer, schedule = build_optimization(module, cfg.optim, cfg.schedule, steps, total_batch, device)
+    trainer = Trainer(...); trainer.resume(path) if resuming; metrics = trainer.fit()
+    write_summary(run_dir, {...}); finish_run()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from maskagain.config import EngineConfig, OptimConfig, ScheduleConfig, save_config, to_dict
+from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
+from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from maskagain.engine.optim import CosineSchedule, LrScaleFn, build_adamw, param_groups
+from maskagain.engine.sampler import ResumableSampler
+
+log = logging.getLogger(__name__)
+
+
+def start_run(
+    cfg: Any, out_dir: str | Path, seed: int, device: str = "auto"
+) -> tuple[DistInfo, Path]:
+    """Join torchrun's process group (if any), create the run directory, save the resolved
+    config as ``config.yaml`` (rank 0), log to ``train.log`` and seed this process
+    (``seed + rank``, so dropout and drop path differ across processes)."""
+    dist = init_distributed(device)
+    run_dir = Path(out_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _warn_config_change(run_dir / "config.yaml", to_dict(cfg))
+        save_config(cfg, run_dir / "config.yaml")
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("maskagain").addHandler(handler)
+    barrier()
+    seed_everything(seed + dist.rank)
+    log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
+    return dist, run_dir
+
+
+def finish_run() -> None:
+    """Leave the process group and close the run's log file."""
+    cleanup()
+    logger = logging.getLogger("maskagain")
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _warn_config_change(path: Path, new: dict) -> None:
+    if not path.is_file():
+        return
+    import yaml
+
+    old = yaml.safe_load(path.read_text()) or {}
+    changed = sorted(
+        k
+        for k in _flatten(new).keys() | _flatten(old).keys()
+        if _flatten(new).get(k) != _flatten(old).get(k)
+    )
+    if changed:
+        log.warning("config differs from the one saved in %s: %s", path.parent, ", ".join(changed))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """``None``/``"none"``: fresh start; ``"auto"``: the newest complete checkpoint of the run
+    directory (fresh start when there is none); anything else: that checkpoint file."""
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        path = latest_checkpoint(run_dir)
+        log.info("resume auto: %s", path or "no checkpoint yet, starting fresh")
+        return path
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+    return path
+
+
+def build_train_loader(
+    dataset: Dataset,
+    collate_fn: Any,
+    engine: EngineConfig,
+    num_workers: int,
+    dist: DistInfo,
+    seed: int,
+    shuffle: bool = True,
+) -> tuple[DataLoader, ResumableSampler]:
+    """A drop-last loader over this process's share of ``dataset`` in epoch-seeded order.
+
+    The loader carries its own ``generator`` (re-seeded per epoch by the trainer), so worker
+    seeds never draw from the global RNG and a resumed run sees the same streams.
+    """
+    sampler = ResumableSampler(
+        len(dataset), shuffle=shuffle, seed=seed, rank=dist.rank, world_size=dist.world_size
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=engine.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=dist.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+        generator=torch.Generator(),
+    )
+    return loader, sampler
+
+
+def build_optimization(
+    module: nn.Module,
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    steps_per_epoch: int,
+    total_batch: int,
+    device: torch.device,
+    lr_scale: LrScaleFn | None = None,
+    groups: list[dict] | None = None,
+) -> tuple[torch.optim.AdamW, CosineSchedule]:
+    """AdamW over ``module``'s trainable parameters (or the given ``groups``, e.g. layer-wise
+    decayed ones carrying ``lr_scale``) and the per-step cosine schedule for the whole run."""
+    peak = optim.peak_lr(total_batch)
+    if groups is None:
+        groups = param_groups(module, optim.weight_decay, lr_scale)
+    optimizer = build_adamw(groups, peak, optim.betas, optim.eps, device, optim.fused)
+    total = steps_per_epoch * schedule.epochs
+    warmup = math.floor(schedule.warmup_epochs * steps_per_epoch)
+    sched = CosineSchedule(optimizer, total, peak, schedule.min_lr, warmup, schedule.warmup_lr)
+    log.info(
+        "lr %.3g (base %.3g x %d / 256), %d steps (%d warm-up), %d steps/epoch",
+        peak,
+        optim.base_lr,
+        total_batch,
+        total,
+        warmup,
+        steps_per_epoch,
+    )
+    return optimizer, sched
+
+
+def write_summary(run_dir: Path, summary: dict) -> Path:
+    """``run_dir/summary.json``: final metrics and run facts (call on rank 0)."""
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def count_parameters(module: nn.Module, trainable: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)

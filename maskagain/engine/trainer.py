@@ -1,0 +1,407 @@
+"""The training loop shared by every recipe.
+
+A recipe supplies:
+
+- ``model``: one ``nn.Module`` holding everything that trains (e.g. student + the objective's
+  projections). The trainer wraps it in DDP (when distributed) and ``torch.compile`` (when
+  asked), checkpoints it, and can keep an EMA of it. Frozen parts (a teacher) stay outside.
+- ``step_fn(module, batch) -> dict[str, Tensor]``: the forward pass of one micro-batch, called
+  with the wrapped module under autocast; it returns scalar tensors, ``"loss"`` being the one
+  to minimise (the others are logged as they are). Batches arrive on the device.
+- the optimizer, the :class:`~maskagain.engine.optim.CosineSchedule`, a DataLoader over a
+  :class:`~maskagain.engine.sampler.ResumableSampler`, and optional ``extra_state`` objects
+  (anything with ``state_dict``/``load_state_dict``) to checkpoint with the run.
+
+The hot loop does no host synchronisation between log lines: loss terms stay on the device
+until every ``log_every`` steps, when they are averaged across processes, checked for
+non-finite values (naming the step and the term) and written out in one transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from maskagain.config import EngineConfig
+from maskagain.engine.checkpoint import (
+    atomic_torch_save,
+    capture_rng,
+    checkpoint_path,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng,
+)
+from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
+from maskagain.engine.ema import ModelEma
+from maskagain.engine.metrics import MetricWriter, Progress
+from maskagain.engine.optim import CosineSchedule
+from maskagain.engine.sampler import ResumableSampler
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
+EpochHook = Callable[["Trainer"], dict[str, float] | None]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CHECKPOINT_FORMAT = "maskagain-train-v1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+@dataclass
+class TrainState:
+    """Position of a run. ``batch_in_epoch`` counts micro-batches done in the current epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors of a batch dict moved to ``device`` (non-blocking); other values kept."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def enable_grad_checkpointing(module: nn.Module) -> int:
+    """Switch on activation checkpointing in every submodule that supports it; returns how many."""
+    count = 0
+    for m in module.modules():
+        if hasattr(m, "grad_checkpointing"):
+            m.grad_checkpointing = True
+            count += 1
+    return count
+
+
+class Trainer:
+    """Epochs of optimizer steps with accumulation, precision, DDP, logs and checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        engine: EngineConfig,
+        dist: DistInfo,
+        run_dir: str | Path,
+        model: nn.Module,
+        step_fn: StepFn,
+        optimizer: torch.optim.Optimizer,
+        schedule: CosineSchedule,
+        loader: DataLoader,
+        sampler: ResumableSampler,
+        epochs: int,
+        clip_grad: float | None = None,
+        config: dict | None = None,
+        extra_state: dict[str, Any] | None = None,
+        on_epoch_end: EpochHook | None = None,
+        name: str = "train",
+    ) -> None:
+        self.engine = engine
+        self.dist = dist
+        self.run_dir = Path(run_dir)
+        self.model = model
+        self.step_fn = step_fn
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.loader = loader
+        self.sampler = sampler
+        self.epochs = epochs
+        self.clip_grad = clip_grad
+        self.config = config or {}
+        self.extra_state = extra_state or {}
+        self.on_epoch_end = on_epoch_end
+        self.name = name
+        self.state = TrainState()
+        self.steps_per_epoch = steps_per_epoch(len(sampler.order()), engine)
+        self.total_steps = self.steps_per_epoch * epochs
+        self.clips_per_step = engine.batch_size * engine.accum_steps * dist.world_size
+        self.dtype = DTYPES[engine.precision]
+        self.scaler = self._make_scaler()
+        self.ema = ModelEma(model, engine.ema_decay) if engine.ema_decay > 0 else None
+        self.wrapped = self._wrap(model)
+        self.last_metrics: dict[str, float] = {}
+        self.epoch_metrics: dict[str, float] = {}
+        self._window: list[torch.Tensor] = []
+        self._window_steps: list[int] = []
+        self._keys: list[str] | None = None
+        self._pending_rng: Any = None
+        self._t_last = time.perf_counter()
+
+    # ------------------------------------------------------------------ construction
+    def _make_scaler(self) -> torch.amp.GradScaler | None:
+        if self.engine.precision != "fp16":
+            return None
+        return torch.amp.GradScaler(self.dist.device.type)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.engine.grad_checkpointing:
+            n = enable_grad_checkpointing(model)
+            log.info("activation checkpointing on in %d module(s)", n)
+        wrapped = model
+        if self.dist.distributed:
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=ids,
+                find_unused_parameters=self.engine.find_unused_parameters,
+            )
+        if self.engine.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def autocast(self):
+        """Autocast context for the configured precision (a no-op for fp32)."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        """Everything needed to continue the run exactly (weights_only-loadable)."""
+        rng = capture_rng()
+        if self.dist.distributed:
+            gathered: list[Any] = [None] * self.dist.world_size
+            torch_dist.all_gather_object(gathered, rng)
+            rng_all = gathered
+        else:
+            rng_all = [rng]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "ema": self.ema.state_dict() if self.ema else {},
+            "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
+            "state": self.state.as_dict(),
+            "world_size": self.dist.world_size,
+            "rng": rng_all,
+            "config": self.config,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/ckpt_stepN.pt`` atomically on rank 0 (all ranks must call)."""
+        self.flush_logs()  # never checkpoint weights that came after a non-finite loss
+        state = self.checkpoint_state()
+        path = None
+        if self.dist.is_main:
+            path = atomic_torch_save(state, checkpoint_path(self.run_dir, self.state.step))
+            prune_checkpoints(self.run_dir, self.engine.keep_checkpoints)
+            log.info("saved %s", path)
+        barrier()
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, optimizer, schedule, scaler, EMA, extras, position and RNG states."""
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a maskagain training checkpoint")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        if self.scaler and ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema and ckpt["ema"]:
+            self.ema.load_state_dict(ckpt["ema"])
+        for key, obj in self.extra_state.items():
+            if key in ckpt["extra"]:
+                obj.load_state_dict(ckpt["extra"][key])
+        self.state = TrainState(**ckpt["state"])
+        if ckpt["world_size"] == self.dist.world_size:
+            self._pending_rng = ckpt["rng"][self.dist.rank]
+        else:
+            log.warning(
+                "checkpoint written by %d processes; RNG streams re-seeded", ckpt["world_size"]
+            )
+        log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
+
+    # ------------------------------------------------------------------ one step
+    def micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
+        """Forward + backward of one micro-batch; gradients are all-reduced only when ``sync``."""
+        batch = to_device(batch, self.dist.device)
+        no_sync = self.dist.distributed and not sync
+        with self.wrapped.no_sync() if no_sync else nullcontext():
+            with self.autocast():
+                losses = self.step_fn(self.wrapped, batch)
+            loss = losses["loss"] / self.engine.accum_steps
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return losses
+
+    def optimizer_step(self) -> torch.Tensor | None:
+        """Clip (optionally), step, zero grads, advance the schedule and the EMA; returns the
+        gradient norm as a device tensor when clipping."""
+        grad_norm = None
+        if self.clip_grad is not None:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(unwrap(self.model))
+        return grad_norm
+
+    def _record(self, terms: list[dict[str, torch.Tensor]], grad_norm: torch.Tensor | None) -> None:
+        """Keep this step's loss terms (mean over micro-batches) on the device for the next log."""
+        if self._keys is None:
+            self._keys = list(terms[0]) + (["grad_norm"] if grad_norm is not None else [])
+        values = [sum(t[k].detach().float() for t in terms) / len(terms) for k in terms[0]]
+        if grad_norm is not None:
+            values.append(grad_norm.detach().float())
+        self._window.append(torch.stack(values))
+        self._window_steps.append(self.state.step)
+
+    # ------------------------------------------------------------------ logging
+    def flush_logs(self) -> dict[str, float]:
+        """Average the pending steps over processes, check them, log them (one host sync)."""
+        if not self._window:
+            return self.last_metrics
+        window = all_reduce_mean(torch.stack(self._window))  # (steps, terms)
+        rows = window.tolist()
+        steps, self._window, self._window_steps = self._window_steps, [], []
+        for step, row in zip(steps, rows):
+            for key, value in zip(self._keys, row):
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {step}: term '{key}' = {value}; stopped, "
+                        f"the last checkpoint in {self.run_dir / 'checkpoints'} is untouched"
+                    )
+        now = time.perf_counter()
+        elapsed, self._t_last = now - self._t_last, now
+        means = [sum(col) / len(col) for col in zip(*rows)]
+        metrics = dict(zip(self._keys, means))
+        record = {"step": self.state.step, "epoch": self.state.epoch, "lr": self.current_lr()}
+        record.update(metrics)
+        record["clips_per_s"] = len(rows) * self.clips_per_step / max(elapsed, 1e-9)
+        self.last_metrics = record
+        self.writer.write(record, self.state.step)
+        self.progress.show({k: v for k, v in record.items() if k not in ("step", "epoch")})
+        return record
+
+    def current_lr(self) -> float:
+        """lr of the most recent optimizer step (unscaled)."""
+        return self.schedule.lr_at(max(0, self.schedule.step_count - 1))
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, float]:
+        """Train until the last epoch (or ``engine.stop_after_steps``); returns final metrics."""
+        main = self.dist.is_main
+        self.writer = MetricWriter(self.run_dir, main, self.engine.tensorboard)
+        self.progress = Progress(
+            self.total_steps, self.state.step, main and self.engine.progress, self.name
+        )
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
+        self.wrapped.train()
+        self._t_last = time.perf_counter()
+        try:
+            while self.state.epoch < self.epochs and not self._stop_requested():
+                self.run_epoch()
+            self.flush_logs()
+        finally:
+            self.progress.close()
+            self.writer.close()
+        return {**self.last_metrics, **self.epoch_metrics}
+
+    def _stop_requested(self) -> bool:
+        stop = self.engine.stop_after_steps
+        return stop is not None and self.state.step >= stop
+
+    def run_epoch(self) -> None:
+        """The rest of the current epoch, from the saved data position."""
+        accum = self.engine.accum_steps
+        budget = self.steps_per_epoch * accum
+        self.sampler.set_epoch(self.state.epoch)
+        self.sampler.set_start(self.state.batch_in_epoch * self.engine.batch_size)
+        for obj in (self.loader.dataset, self.loader.collate_fn):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(self.state.epoch)
+        generator = getattr(self.loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self.sampler.seed * 1000 + self.state.epoch)
+        terms: list[dict[str, torch.Tensor]] = []
+        if self.state.batch_in_epoch < budget:
+            for batch in self.loader:
+                self.state.batch_in_epoch += 1
+                terms.append(self.micro_step(batch, sync=len(terms) + 1 == accum))
+                if len(terms) < accum:
+                    continue
+                grad_norm = self.optimizer_step()
+                self.state.step += 1
+                self._record(terms, grad_norm)
+                terms = []
+                self.progress.update()
+                if self._after_step():
+                    return
+                if self.state.batch_in_epoch >= budget:
+                    break
+        self._end_epoch()
+
+    def _after_step(self) -> bool:
+        """Logging and step checkpoints; True when the run must stop now."""
+        step = self.state.step
+        if step % self.engine.log_every == 0:
+            self.flush_logs()
+        if self._stop_requested():
+            self.save_checkpoint()
+            log.info("stopping after step %d (engine.stop_after_steps)", step)
+            return True
+        every = self.engine.ckpt_every_steps
+        if every and step % every == 0 and step < self.total_steps:
+            self.save_checkpoint()
+        return False
+
+    def _end_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        self.flush_logs()
+        if self.on_epoch_end is not None:
+            metrics = self.on_epoch_end(self) or {}
+            if metrics:
+                self.epoch_metrics = dict(metrics)
+                self.writer.write(
+                    {"step": self.state.step, "epoch": self.state.epoch, **metrics},
+                    self.state.step,
+                    prefix="val",
+                )
+        every = self.engine.ckpt_every_epochs
+        last = self.state.epoch >= self.epochs
+        if last or (every and self.state.epoch % every == 0):
+            self.save_checkpoint()
+
+
+def steps_per_epoch(samples_per_process: int, engine: EngineConfig) -> int:
+    """Optimizer steps in one epoch (VideoMAE: ``len(dataset) // total_batch``), capped by
+    ``engine.max_steps_per_epoch``."""
+    steps = samples_per_process // (engine.batch_size * engine.accum_steps)
+    if steps < 1:
+        raise ValueError(
+            f"{samples_per_process} clips per process are fewer than one optimizer step of "
+            f"engine.batch_size * engine.accum_steps = {engine.batch_size * engine.accum_steps}"
+        )
+    if engine.max_steps_per_epoch is not None:
+        steps = min(steps, engine.max_steps_per_epoch)
+    return steps
