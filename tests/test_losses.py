@@ -183,6 +183,16 @@ def test_stable_topk_breaks_ties_to_lower_index_and_keeps_exactly_k():
     assert stable_topk_indices(scores, 100).shape == (1, 6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stable_topk_orders_signed_zeros_infinities_and_denormals(dtype):
+    row = [float("-inf"), -2.0, -1.0, -0.0, 0.0, 1e-40, -1e-40, 3.0, float("inf"), 3.0, -2.0]
+    scores = torch.tensor([row]).to(dtype)
+    vals = scores.float()[0].tolist()
+    want = sorted(range(len(row)), key=lambda j: (-vals[j], j))
+    assert stable_topk_indices(scores, len(row)).tolist() == [want]
+    assert stable_topk_indices(scores, 4).tolist() == [want[:4]]
+
+
 def test_select_global_matches_reference_and_is_deterministic():
     logits = torch.randint(0, 3, (2, 2, 7, 7)).float()  # many ties
     idx = select_global(logits, 3)

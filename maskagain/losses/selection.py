@@ -1,7 +1,7 @@
 """Top-k selection functions of MaskAgain: F_global, F_local and F_act.
 
 Every selection keeps exactly ``min(k, available)`` entries. Ties are broken deterministically in
-favour of the lower token index (a stable descending sort), unlike the official ``>= k-th value``
+favour of the lower token index, unlike the official ``>= k-th value``
 test, which keeps every tied entry and so can keep more than k.
 
 Selection is done on the logits, not on ``softmax(logits / tau)``: softmax is monotonic, so the
@@ -15,6 +15,21 @@ from dataclasses import dataclass
 import torch
 
 
+def _tie_broken_key(scores: torch.Tensor) -> torch.Tensor:
+    """(..., n) float -> (..., n) int64 keys in the same order, all distinct, ties to lower index.
+
+    The fp32 bit pattern mapped to a monotonic integer, times n, plus ``n - 1 - index``: a
+    single ``topk`` on these keys is exact and deterministic on any device (a stable sort of
+    the whole row costs several times more).
+    """
+    n = scores.shape[-1]
+    x = scores.float() + 0.0  # exact for fp16/bf16; -0.0 becomes +0.0 so that they tie
+    bits = x.view(torch.int32)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)  # monotonic in x
+    rank = torch.arange(n - 1, -1, -1, device=scores.device)
+    return bits * n + rank
+
+
 def stable_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``min(k, n)`` largest entries along the last dim, ties to the lower index.
 
@@ -23,7 +38,7 @@ def stable_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(k, scores.shape[-1])
-    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+    return _tie_broken_key(scores.detach()).topk(k, dim=-1).indices
 
 
 def select_global(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,13 +95,13 @@ def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> Fr
         raise ValueError(f"frame_index must be (B, N), got shape {tuple(frame_index.shape)}")
     b, n = frame_index.shape
     frame_index = frame_index.long()
-    top = int(frame_index.max()) if frame_index.numel() else -1
+    low, top = torch.stack(torch.aminmax(frame_index)).tolist() if frame_index.numel() else (0, -1)
     if num_frames is None:
         num_frames = top + 1
-    elif top >= num_frames or (frame_index.numel() and int(frame_index.min()) < 0):
+    if low < 0 or top >= num_frames:
         raise ValueError(
-            f"frame_index holds frame {top} but num_frames={num_frames}; pass the token frame "
-            "count (num_frames // tubelet_size) of the clip"
+            f"frame_index holds frames {low}..{top} but num_frames={num_frames}; pass the token "
+            "frame count (num_frames // tubelet_size) of the clip"
         )
     counts = torch.zeros(b, num_frames, dtype=torch.long, device=frame_index.device)
     counts.scatter_add_(1, frame_index, torch.ones_like(frame_index))
