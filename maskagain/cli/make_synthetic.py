@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--distractor", type=float, default=0.2, help="distractor strength in [0, 1] (default 0.2)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes (default 0: one per CPU core, max 8)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
         size=args.size, frames=args.frames, num_classes=args.classes, distractor=args.distractor
     )
     start = time.perf_counter()
-    lists = write_synthetic_dataset(args.out, spec, args.train, args.val, seed=args.seed)
+    lists = write_synthetic_dataset(
+        args.out, spec, args.train, args.val, seed=args.seed, workers=args.workers
+    )
     print(
         f"wrote {args.train} train + {args.val} val clips ({args.frames} frames of "
         f"{args.size}x{args.size}, {args.classes} classes) in {time.perf_counter() - start:.1f}s"
