@@ -15,6 +15,9 @@ import sys
 SUBCOMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "distill": "distill",
+    "finetune": "finetune",
+    "evaluate": "evaluate",
+    "probe": "probe",
     "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",

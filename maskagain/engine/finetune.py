@@ -1,0 +1,381 @@
+"""Fine-tuning pieces: the classifier's initialisation, the training step, multi-view prediction.
+
+The recipe (``maskagain.cli.finetune``) wires these into the shared
+:class:`~maskagain.engine.trainer.Trainer`:
+
+- :func:`build_classifier`: a ``VideoViT`` from scratch or from any checkpoint
+  ``load_encoder`` reads (a distilled student, a VideoMAE ``.pth``, a Hugging Face directory),
+  with drop path, head dropout and a fresh head (mean pooling + ``fc_norm``).
+- :class:`FinetuneStep`: mixup / cutmix + label smoothing, soft-target cross-entropy.
+- :func:`predict_views`: softmax scores of every view, averaged per video
+  (:mod:`maskagain.engine.evaluation`), counting each view once under DDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from maskagain.config import ConfigError, to_dict
+from maskagain.data import ClipDataset, MaskCollator, build_dataset
+from maskagain.engine.distributed import DistInfo
+from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
+from maskagain.engine.finetune_config import FinetuneConfig
+from maskagain.engine.lrd import param_groups_lrd
+from maskagain.engine.mixup import VideoMixup, smooth_one_hot, soft_target_cross_entropy
+from maskagain.engine.run import (
+    build_optimization,
+    build_train_loader,
+    count_parameters,
+    finish_run,
+    resolve_resume,
+    start_run,
+    write_summary,
+)
+from maskagain.engine.trainer import Trainer, steps_per_epoch
+from maskagain.models.loading import load_encoder, save_encoder
+from maskagain.models.vit import ModelConfig, VideoViT
+
+log = logging.getLogger(__name__)
+
+# architecture fields a checkpoint must share with the configured model
+ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "tubelet_size")
+
+
+class ArchitectureMismatch(ValueError):
+    """The checkpoint's architecture is not the configured one."""
+
+
+def build_classifier(
+    spec: ModelConfig,
+    num_classes: int,
+    source: str = "",
+    head_dropout: float = 0.0,
+    fc_norm: bool = True,
+    loader_overrides: dict | None = None,
+) -> VideoViT:
+    """A video ViT classifier with ``num_classes`` outputs.
+
+    Args:
+        spec: the configured architecture (drop path, clip size); from scratch it is built as is.
+        num_classes: size of the new head.
+        source: "" for scratch, else a checkpoint for ``load_encoder``; its architecture must
+            match ``spec`` in :data:`ARCH_FIELDS`, its head (if any) is replaced.
+        head_dropout: dropout before the head.
+        fc_norm: mean pooling + LayerNorm before the head (VideoMAE fine-tuning).
+        loader_overrides: extra ``ModelConfig`` fields for the loader.
+    """
+    common = dict(
+        drop_path_rate=spec.drop_path_rate,
+        head_drop_rate=head_dropout,
+        img_size=spec.img_size,
+        num_frames=spec.num_frames,
+    )
+    if source:
+        model = load_encoder(source, **{**common, **(loader_overrides or {})})
+        bad = [
+            f"{k}={getattr(model.cfg, k)} (configured {getattr(spec, k)})"
+            for k in ARCH_FIELDS
+            if getattr(model.cfg, k) != getattr(spec, k)
+        ]
+        if bad:
+            raise ArchitectureMismatch(
+                f"checkpoint {source} has {', '.join(bad)}; set the model section to the "
+                "checkpoint's architecture (e.g. model.name=vit_small)"
+            )
+        log.info("initialised from %s", source)
+    else:
+        cfg = ModelConfig(**{**spec.to_dict(), **common})
+        model = VideoViT(cfg)
+        log.info("initialised from scratch")
+    model.reset_head(num_classes, fc_norm=fc_norm)
+    return model
+
+
+class FinetuneStep:
+    """``step_fn`` of the trainer: mixed clips -> logits -> soft-target cross-entropy.
+
+    A batch holds ``video`` (B, C, T, H, W) and ``label`` (B,). Without mixup the targets are
+    the smoothed one-hot labels.
+    """
+
+    def __init__(self, num_classes: int, mixup: VideoMixup | None, label_smoothing: float) -> None:
+        self.num_classes = num_classes
+        self.mixup = mixup
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        video, label = batch["video"], batch["label"]
+        if self.mixup is not None:
+            video, target = self.mixup(video, label)
+        else:
+            target = smooth_one_hot(label, self.num_classes, self.label_smoothing)
+        logits = module(video)  # (B, K)
+        return {"loss": soft_target_cross_entropy(logits, target)}
+
+
+@torch.no_grad()
+def predict_views(
+    model: nn.Module,
+    batches: Iterable[dict],
+    num_classes: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    views_per_video: int = 1,
+) -> EvalResult:
+    """Multi-view testing of ``model`` over data-pipeline batches: ``video`` (B, C, T, H, W),
+    ``label`` (B,), ``index`` (B,) the video id and ``view`` (B,) the view id (absent: 0).
+    A view's unique key is ``index * views_per_video + view``.
+
+    The model runs in eval mode (its previous mode is restored); scores of every process are
+    gathered and each view counted once.
+    """
+    was_training = model.training
+    model.eval()
+    acc = MultiViewAccumulator(num_classes)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    try:
+        for batch in batches:
+            with autocast:
+                logits = model(batch["video"].to(device, non_blocking=True))
+            video_index = batch["index"]
+            view = batch.get("view")
+            sample_index = video_index * views_per_video + (0 if view is None else view)
+            acc.add(logits, batch["label"], video_index, sample_index)
+    finally:
+        model.train(was_training)
+    return acc.compute()
+
+
+def build_eval_loader(
+    dataset: ClipDataset, batch_size: int, num_workers: int, dist: DistInfo
+) -> DataLoader:
+    """In-order loader over this process's share (``DistributedSampler`` pads the last shard;
+    :func:`predict_views` de-duplicates)."""
+    sampler = None
+    if dist.distributed:
+        sampler = DistributedSampler(
+            dataset, dist.world_size, dist.rank, shuffle=False, drop_last=False
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=MaskCollator(),
+        pin_memory=dist.device.type == "cuda",
+    )
+
+
+def progress_batches(loader: DataLoader, active: bool, desc: str) -> Iterable[dict]:
+    """Batches of ``loader`` behind a tqdm bar (rank 0 only)."""
+    if not active:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def resolve_num_classes(configured: int | None, dataset: ClipDataset) -> int:
+    """The head size: the configured one (checked against the data) or the dataset's."""
+    if configured is None:
+        return dataset.num_classes
+    if dataset.num_classes > configured:
+        raise ConfigError(
+            f"config key 'head.num_classes'={configured} but the training data has "
+            f"{dataset.num_classes} classes; raise it or leave it null"
+        )
+    return configured
+
+
+class _Validator:
+    """Epoch-end hook: single-view top-1/top-5 on the validation split (model and EMA)."""
+
+    def __init__(self, cfg: FinetuneConfig, model: VideoViT, num_classes: int, dist: DistInfo):
+        self.cfg, self.model, self.num_classes, self.dist = cfg, model, num_classes, dist
+        self.dataset = build_dataset(cfg.data, "val", "finetune")
+        batch = cfg.val.batch_size or cfg.engine.batch_size
+        self.loader = build_eval_loader(self.dataset, batch, cfg.data.num_workers, dist)
+
+    def __call__(self, trainer: Trainer) -> dict[str, float]:
+        every = self.cfg.val.every_epochs
+        if not every or trainer.state.epoch % every:
+            return {}
+        models = {"": self.model}
+        if trainer.ema is not None:
+            models["ema_"] = trainer.ema.module
+        out = {}
+        for prefix, model in models.items():
+            res = predict_views(
+                model,
+                progress_batches(
+                    self.loader, self.dist.is_main and self.cfg.engine.progress, "val"
+                ),
+                self.num_classes,
+                self.dist.device,
+                trainer.dtype,
+            )
+            out[f"{prefix}val_top1"] = res.top1
+            out[f"{prefix}val_top5"] = res.top5
+        log.info("epoch %d: %s", trainer.state.epoch, _fmt(out))
+        return out
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
+def run_test(
+    model: VideoViT,
+    dataset: ClipDataset,
+    batch_size: int,
+    num_workers: int,
+    dist: DistInfo,
+    dtype: torch.dtype,
+    out_dir: Path,
+    progress: bool = True,
+    class_names: list[str] | None = None,
+) -> dict[str, float]:
+    """Multi-view test of ``model`` on ``dataset``; rank 0 writes the reports to ``out_dir``.
+
+    ``class_names`` default to the dataset's when it has as many classes as the head.
+    """
+    loader = build_eval_loader(dataset, batch_size, num_workers, dist)
+    batches = progress_batches(loader, dist.is_main and progress, f"test {out_dir.name}")
+    result = predict_views(model, batches, model.num_classes, dist.device, dtype, dataset.views)
+    if class_names is None and dataset.num_classes == model.num_classes:
+        class_names = dataset.class_names
+    if dist.is_main:
+        save_report(result, out_dir, class_names)
+    metrics = result.metrics()
+    metrics["views_per_video"] = dataset.views
+    log.info("test (%s): %s", out_dir.name, _fmt({k: float(v) for k, v in metrics.items()}))
+    return metrics
+
+
+def build_finetune_model(cfg: FinetuneConfig, num_classes: int) -> VideoViT:
+    """The classifier of ``cfg``: scratch or ``cfg.init.source``, with a fresh head."""
+    return build_classifier(
+        cfg.model.model_config("model"),
+        num_classes,
+        source=cfg.init.source,
+        head_dropout=cfg.head.dropout,
+        fc_norm=cfg.head.fc_norm,
+        loader_overrides=cfg.init.overrides,
+    )
+
+
+def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
+    """Fine-tune, validate, test (multi-view) and export; returns what ``summary.json`` holds."""
+    t0 = time.time()
+    dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
+    try:
+        dataset = build_dataset(cfg.data, "train", "finetune")
+        num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
+        model = build_finetune_model(cfg, num_classes).to(dist.device)
+        loader, sampler = build_train_loader(
+            dataset, MaskCollator(), cfg.engine, cfg.data.num_workers, dist, cfg.seed
+        )
+        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+        clips_per_item = dataset.num_sample  # repeated augmentation: clips per decoded video
+        total_batch = (
+            cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size * clips_per_item
+        )
+        groups = param_groups_lrd(model, cfg.optim.weight_decay, cfg.layer_decay)
+        optimizer, schedule = build_optimization(
+            model, cfg.optim, cfg.schedule, steps, total_batch, dist.device, groups=groups
+        )
+        mixup = None
+        if cfg.mixup.prob > 0 and (cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0):
+            m = cfg.mixup
+            mixup = VideoMixup(
+                num_classes,
+                m.mixup_alpha,
+                m.cutmix_alpha,
+                m.prob,
+                m.switch_prob,
+                m.label_smoothing,
+                seed=cfg.seed * 1000 + dist.rank,
+            )
+        validator = _Validator(cfg, model, num_classes, dist) if cfg.val.every_epochs else None
+        trainer = Trainer(
+            engine=cfg.engine,
+            dist=dist,
+            run_dir=run_dir,
+            model=model,
+            step_fn=FinetuneStep(num_classes, mixup, cfg.mixup.label_smoothing),
+            optimizer=optimizer,
+            schedule=schedule,
+            loader=loader,
+            sampler=sampler,
+            epochs=cfg.schedule.epochs,
+            clip_grad=cfg.optim.clip_grad,
+            config=to_dict(cfg),
+            extra_state={"mixup": mixup} if mixup is not None else None,
+            on_epoch_end=validator,
+            name="finetune",
+        )
+        ckpt = resolve_resume(resume, run_dir)
+        if ckpt is not None:
+            trainer.resume(ckpt)
+        metrics = trainer.fit()
+        done = trainer.state.step >= trainer.total_steps
+        summary = {
+            "recipe": "finetune",
+            "completed": done,
+            "step": trainer.state.step,
+            "epoch": trainer.state.epoch,
+            "total_steps": trainer.total_steps,
+            "world_size": dist.world_size,
+            "total_batch": total_batch,
+            "peak_lr": schedule.peak_lr,
+            "num_classes": num_classes,
+            "parameters": count_parameters(model),
+            "init": cfg.init.source or "scratch",
+            "final": metrics,
+        }
+        if done:
+            summary.update(_finish(cfg, trainer, model, dist, run_dir))
+        summary["wall_s"] = round(time.time() - t0, 2)
+        if dist.is_main:
+            write_summary(run_dir, summary)
+        return summary
+    finally:
+        finish_run()
+
+
+def _finish(
+    cfg: FinetuneConfig, trainer: Trainer, model: VideoViT, dist: DistInfo, run_dir: Path
+) -> dict:
+    """Export the weights and run the multi-view test (with the EMA weights too)."""
+    models = {"": model}
+    if trainer.ema is not None:
+        models["_ema"] = trainer.ema.module
+    out: dict = {}
+    if dist.is_main:
+        extra = {"recipe": "finetune", "step": trainer.state.step, "init": cfg.init.source}
+        for suffix, m in models.items():
+            save_encoder(m, run_dir / f"model{suffix}.safetensors", extra)
+    if cfg.val.final_test:
+        test_set = build_dataset(cfg.data, "test", "eval")
+        batch = cfg.val.batch_size or cfg.engine.batch_size
+        for suffix, m in models.items():
+            out[f"test{suffix}"] = run_test(
+                m,
+                test_set,
+                batch,
+                cfg.data.num_workers,
+                dist,
+                trainer.dtype,
+                run_dir / f"test{suffix}",
+                cfg.engine.progress,
+            )
+    return out

@@ -1,0 +1,234 @@
+"""Typed configs of ``finetune``, ``evaluate`` and ``probe`` (built with ``maskagain.config``).
+
+Same pattern as the pre-training and distillation configs: dataclass trees loaded from YAML with
+``defaults`` includes and dotted ``key=value`` overrides, validated before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from maskagain.config import (
+    ConfigError,
+    EngineConfig,
+    ModelSpec,
+    OptimConfig,
+    Precision,
+    ScheduleConfig,
+    check_model_geometry,
+)
+from maskagain.data import DataConfig
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class InitSpec:
+    """Where the weights come from.
+
+    ``source``: empty for scratch, else anything ``maskagain.models.load_encoder`` reads: a
+    distilled student (a ``distill`` run directory or its ``student.safetensors``), an official
+    VideoMAE / MaskAgain ``.pth``, or a Hugging Face VideoMAE directory. The checkpoint's own
+    architecture must match ``model`` (name, patch, tubelet); its head, if any, is replaced.
+    ``overrides``: extra ``ModelConfig`` fields for the loader (e.g. ``num_heads`` or
+    ``norm_eps`` that an official ``.pth`` cannot tell).
+    """
+
+    source: str = ""
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class HeadSpec:
+    """The classifier: ``num_classes`` null means "take it from the dataset"."""
+
+    num_classes: int | None = None
+    dropout: float = 0.0  # head dropout (Table 8 "dropout")
+    fc_norm: bool = True  # mean pooling + LayerNorm (VideoMAE fine-tuning); drops the final norm
+
+    def validate(self, path: str = "head") -> None:
+        _check(
+            self.num_classes is None or self.num_classes >= 1,
+            f"config key '{path}.num_classes' must be >= 1 or null, got {self.num_classes}",
+        )
+        _check(
+            0.0 <= self.dropout < 1.0,
+            f"config key '{path}.dropout' must be in [0, 1), got {self.dropout}",
+        )
+
+
+@dataclass
+class MixupSpec:
+    """Mixup / CutMix with label smoothing (``maskagain.engine.mixup.VideoMixup``)."""
+
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+
+    def validate(self, path: str = "mixup") -> None:
+        _check(
+            self.mixup_alpha >= 0 and self.cutmix_alpha >= 0,
+            f"config keys '{path}.mixup_alpha' and '{path}.cutmix_alpha' must be >= 0 (0 disables)",
+        )
+        for key in ("prob", "switch_prob"):
+            value = getattr(self, key)
+            _check(0 <= value <= 1, f"config key '{path}.{key}' must be in [0, 1], got {value}")
+        _check(
+            0 <= self.label_smoothing < 1,
+            f"config key '{path}.label_smoothing' must be in [0, 1), got {self.label_smoothing}",
+        )
+
+
+@dataclass
+class ValSpec:
+    """Evaluation during and after fine-tuning.
+
+    ``every_epochs``: single-view top-1 on the validation split every N epochs (0: never).
+    ``final_test``: multi-view test (``data.test_clips x data.test_crops``) after the last epoch,
+    on ``data.test_list`` (or the validation split when there is none), with EMA weights too
+    when ``engine.ema_decay > 0``.
+    """
+
+    every_epochs: int = 1
+    final_test: bool = True
+    batch_size: int | None = None  # null: engine.batch_size
+
+    def validate(self, path: str = "val") -> None:
+        _check(self.every_epochs >= 0, f"config key '{path}.every_epochs' must be >= 0")
+        _check(
+            self.batch_size is None or self.batch_size >= 1,
+            f"config key '{path}.batch_size' must be >= 1 or null",
+        )
+
+
+def _finetune_optim() -> OptimConfig:
+    return OptimConfig(base_lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999))
+
+
+def _finetune_schedule() -> ScheduleConfig:
+    return ScheduleConfig(epochs=100, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)
+
+
+@dataclass
+class FinetuneConfig:
+    """``maskagain finetune``: supervised fine-tuning of a (distilled) video ViT.
+
+    Peak lr = ``optim.base_lr * total_batch / 256`` (``optim.lr`` overrides), scaled per layer
+    by ``layer_decay ** (depth + 1 - layer)``.
+    """
+
+    out_dir: str = "runs/finetune"
+    seed: int = 0
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1))
+    init: InitSpec = field(default_factory=InitSpec)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    layer_decay: float = 0.75
+    mixup: MixupSpec = field(default_factory=MixupSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=_finetune_optim)
+    schedule: ScheduleConfig = field(default_factory=_finetune_schedule)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    val: ValSpec = field(default_factory=ValSpec)
+
+    def validate(self) -> None:
+        mcfg = self.model.model_config("model")
+        check_model_geometry(self.model, mcfg, "model")
+        _check_clip(self.data, mcfg.num_frames, mcfg.img_size, "model")
+        _check(
+            0 < self.layer_decay <= 1,
+            f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}",
+        )
+        self.head.validate()
+        self.mixup.validate()
+        self.optim.validate()
+        self.schedule.validate()
+        self.engine.validate()
+        self.val.validate()
+
+
+@dataclass
+class EvaluateConfig:
+    """``maskagain evaluate``: multi-view testing of a classifier.
+
+    ``checkpoint``: a ``finetune`` run directory (its ``model.safetensors``, or
+    ``model_ema.safetensors`` with ``use_ema``), a weights file, or a training checkpoint
+    ``ckpt_step*.pt`` of a fine-tuning run. ``split``: which list of ``data`` to test on.
+    """
+
+    out_dir: str = "runs/evaluate"
+    checkpoint: str = ""
+    use_ema: bool = False
+    split: Literal["test", "val"] = "test"
+    data: DataConfig = field(default_factory=lambda: DataConfig(test_clips=5, test_crops=3))
+    batch_size: int = 16
+    num_workers: int = 4
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
+    progress: bool = True
+
+    def validate(self) -> None:
+        _check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
+        _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        _check(self.num_workers >= 0, "config key 'num_workers' must be >= 0")
+
+
+@dataclass
+class ProbeSpec:
+    """The linear classifier trained on frozen features."""
+
+    epochs: int = 50
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    batch_size: int = 256
+
+    def validate(self, path: str = "probe") -> None:
+        _check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, f"config key '{path}.lr' must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"config key '{path}.weight_decay' must be >= 0")
+        _check(self.batch_size >= 1, f"config key '{path}.batch_size' must be >= 1")
+
+
+@dataclass
+class ProbeConfig:
+    """``maskagain probe``: linear probe on frozen, mean-pooled features of an encoder.
+
+    ``encoder``: anything ``load_encoder`` reads (distill run dir, safetensors, official ``.pth``,
+    Hugging Face directory); ``overrides`` go to the loader.
+    """
+
+    out_dir: str = "runs/probe"
+    seed: int = 0
+    encoder: str = ""
+    overrides: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=lambda: DataConfig(rand_augment="", random_erase=0.0))
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+    batch_size: int = 16  # clips per forward pass of the encoder
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    progress: bool = True
+
+    def validate(self) -> None:
+        _check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
+        _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        self.probe.validate()
+
+
+def _check_clip(data: DataConfig, num_frames: int, img_size: int, path: str) -> None:
+    """The clip the data pipeline produces must be the clip the model is built for."""
+    _check(
+        data.num_frames == num_frames,
+        f"config key 'data.num_frames'={data.num_frames} does not match '{path}.num_frames'="
+        f"{num_frames}; set both to the same value",
+    )
+    _check(
+        data.input_size == img_size,
+        f"config key 'data.input_size'={data.input_size} does not match '{path}.img_size'="
+        f"{img_size}; set both to the same value",
+    )
