@@ -290,6 +290,21 @@ def export_videomae(model: VideoViT, out_path: str | Path) -> Path:
     return out
 
 
+def load_checked(source: str | Path, **overrides) -> tuple[VideoViT, str, dict]:
+    """:func:`build_from_checkpoint`, with a tensor whose shape does not fit the architecture the
+    checkpoint implies reported as a one-line :class:`CheckpointError` (torch raises a multi-line
+    ``RuntimeError`` for those)."""
+    try:
+        return build_from_checkpoint(source, **overrides)
+    except RuntimeError as e:
+        if isinstance(e, CheckpointError) or "Error(s) in loading state_dict" not in str(e):
+            raise
+        details = "; ".join(line.strip() for line in str(e).splitlines()[1:4])
+        raise CheckpointError(
+            f"{source}: the weights do not fit the architecture they imply: {details}"
+        ) from None
+
+
 def official_pooling_matches(cfg: ModelConfig) -> bool:
     """Whether the official VideoMAE classifier pools like ``cfg``: with ``use_mean_pooling`` it
     mean-pools into ``fc_norm`` (no final norm), otherwise it takes the final-normed first token."""
@@ -311,7 +326,7 @@ def export_checkpoint(
     and export it as ``fmt`` (``"hf"`` or ``"videomae"``) to ``out``."""
     if fmt not in ("hf", "videomae"):
         raise ValueError(f"unknown export format {fmt!r}; choose 'hf' or 'videomae'")
-    model, src_fmt, info = build_from_checkpoint(source, **overrides)
+    model, src_fmt, info = load_checked(source, **overrides)
     log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
     if fmt == "videomae":
         return export_videomae(model, out)

@@ -1,8 +1,8 @@
 """Say what a checkpoint is: format, architecture, input size, parameters, head, provenance.
 
 :func:`inspect_checkpoint` reads any source :func:`~maskagain.models.loading.read_checkpoint`
-understands, checks its keys and shapes against the architecture it implies (on the meta device:
-no weights are copied), and returns a JSON-able report; :func:`format_report` renders it for
+understands, loads it strictly into the architecture it implies (so a report is only given for a
+checkpoint that loads), and returns a JSON-able report; :func:`format_report` renders it for
 people.
 """
 
@@ -12,18 +12,17 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from maskagain.models.export import (
     hf_layout,
+    load_checked,
     official_pooling_matches,
     resolve_export_metadata,
     training_config,
     weights_dir,
 )
-from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError, infer_config, read_checkpoint
+from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError
 from maskagain.models.registry import ARCHITECTURES
-from maskagain.models.vit import ModelConfig, VideoViT
+from maskagain.models.vit import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +32,12 @@ _RECORDED_INPUT = ("maskagain", "hf")  # formats that store the input size
 
 def inspect_checkpoint(source: str | Path, **overrides) -> dict:
     """Report on ``source``; ``overrides`` are ModelConfig fields the weights cannot tell
-    (as for ``load_encoder``). Raises :class:`CheckpointError` for unreadable or inconsistent
-    checkpoints."""
-    sd, cfg, fmt, info = read_checkpoint(source)
-    if cfg is None:
-        cfg = infer_config(sd, **overrides)
-    elif overrides:
-        cfg = ModelConfig(**{**cfg.to_dict(), **overrides})
-    _check_consistent(sd, cfg, source, fmt)
+    (as for ``load_encoder``). The checkpoint is loaded strictly, so an unreadable or
+    inconsistent file raises :class:`CheckpointError` with the loader's message."""
+    model, fmt, info = load_checked(source, **overrides)
+    cfg = model.cfg
+    sd = model.state_dict()
     meta = resolve_export_metadata(source, info, cfg)
-    first = next(iter(sd.values()))
     report = {
         "source": str(source),
         "weights": str(_weights_file(source)),
@@ -54,27 +49,14 @@ def inspect_checkpoint(source: str | Path, **overrides) -> dict:
             "tokens": cfg.grid[0] * cfg.grid[1] * cfg.grid[2],
             "recorded": fmt in _RECORDED_INPUT or "img_size" in overrides,
         },
-        "parameters": sum(v.numel() for k, v in sd.items() if k != "pos_embed"),
-        "dtype": str(first.dtype).removeprefix("torch."),
+        "parameters": sum(v.numel() for v in sd.values()),
+        "dtype": str(next(iter(sd.values())).dtype).removeprefix("torch."),
         "head": _head(cfg, meta),
         "normalization": {"mean": list(meta.mean), "std": list(meta.std), "from": meta.norm_source},
         "export": _export_targets(cfg),
     }
     report.update(_provenance(source, fmt, info))
     return report
-
-
-def _check_consistent(sd: dict[str, torch.Tensor], cfg: ModelConfig, source, fmt: str) -> None:
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in VideoViT(cfg).state_dict().items()}
-    got = {k: v.shape for k, v in sd.items() if k != "pos_embed"}
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{source} (detected format: {fmt}) is not a consistent video ViT: missing keys "
-            f"{missing[:8]}, unexpected keys {unexpected[:8]}, wrong shapes {wrong[:8]}"
-        )
 
 
 def _architecture(cfg: ModelConfig, fmt: str) -> dict:
