@@ -349,3 +349,19 @@ def test_read_class_names_formats(tmp_path):
     gap.write_text(json.dumps({"0": "a", "2": "c"}))
     with pytest.raises(CheckpointError, match="not 0..1"):
         read_class_names(gap)
+
+
+def test_finetune_run_directory_layout(tiny_kwargs, tmp_path, monkeypatch):
+    """What the fine-tuning recipe leaves: model.safetensors (recipe/step metadata only) and a
+    config.yaml naming the class file (relative to where training ran) and the normalisation."""
+    model = _classifier(tiny_kwargs)
+    run = tmp_path / "runs" / "ft"
+    save_encoder(model, run / "model.safetensors", extra={"recipe": "finetune", "step": 10})
+    (tmp_path / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    config = {"class_names": "labels.txt", "data": {"mean": [0.4] * 3, "std": [0.3] * 3}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    out = export_checkpoint(run, tmp_path / "hf", "hf")
+    assert json.loads((out / "config.json").read_text())["id2label"]["3"] == "dancing"
+    proc = json.loads((out / "preprocessor_config.json").read_text())
+    assert proc["image_mean"] == [0.4] * 3 and proc["image_std"] == [0.3] * 3

@@ -141,3 +141,15 @@ def test_cli_errors_are_one_line_exit_2(classifier, tmp_path, capsys):
         assert _cli([str(source)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err and err.startswith("error:")
+
+
+def test_run_directory_summary_gives_metrics(classifier, tmp_path):
+    run = tmp_path / "run"
+    save_encoder(classifier, run / "model.safetensors", extra={"recipe": "finetune"})
+    summary = {"final": {"val_top1": 0.5}, "steps": 10}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.yaml").write_text("optim:\n  lr: 0.01\n")
+    report = inspect_checkpoint(run)
+    assert report["metrics"] == {"val_top1": 0.5} and report["summary"] == summary
+    assert report["train_config"] == {"optim": {"lr": 0.01}}
+    assert report["metadata"] == {"recipe": "finetune"}

@@ -23,8 +23,9 @@ first match wins:
   metadata (``data.mean``/``data.std``), the run directory's ``config.yaml`` (same keys), a
   Hugging Face source's ``preprocessor_config.json``, else ImageNet (VideoMAE's own).
 - class names: explicit list, our file's ``class_names`` (list) or ``id2label`` (mapping)
-  metadata, ``class_index.json`` / ``classes.txt`` next to the weights, the file named by
-  ``data.class_index`` in the training config, a Hugging Face source's ``id2label``, else
+  metadata, ``class_index.json`` / ``classes.txt`` next to the weights, the file the training
+  config names (``class_names``, then ``data.class_index``, then a folder dataset's
+  ``data.root/classes.txt``), a Hugging Face source's ``id2label``, else
   none (the export then writes ``class_0 .. class_{n-1}`` and warns).
 """
 
@@ -427,19 +428,36 @@ def _resolve_class_names(run_dir: Path, info: dict, train_cfg: dict, explicit):
     for name in CLASS_FILES:
         if (run_dir / name).is_file():
             return read_class_names(run_dir / name), str(run_dir / name)
-    data = train_cfg.get("data") if isinstance(train_cfg.get("data"), dict) else {}
-    index = data.get("class_index")
-    if index:
-        for path in (run_dir / index, Path(index).expanduser()):
-            if path.is_file():
-                return read_class_names(path), f"{path} (data.class_index)"
-        log.warning("training config names class_index %s, which does not exist", index)
+    found = _class_file_from_config(run_dir, train_cfg)
+    if found is not None:
+        return read_class_names(found[0]), found[1]
     hf = info.get("hf_config") or {}
     if isinstance(hf.get("id2label"), dict):
         names = _names_from_mapping(hf["id2label"], "config.json id2label")
         if not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
             return names, "source config.json id2label"
     return None, None
+
+
+def _class_file_from_config(run_dir: Path, train_cfg: dict) -> tuple[Path, str] | None:
+    """The class names file a training config points at: the fine-tuning recipe's
+    ``class_names``, ``data.class_index``, or a folder dataset's generated ``root/classes.txt``.
+    Relative paths are tried against the run directory, then the working directory."""
+    data = train_cfg.get("data") if isinstance(train_cfg.get("data"), dict) else {}
+    keys = [
+        ("class_names", train_cfg.get("class_names")),
+        ("data.class_index", data.get("class_index")),
+    ]
+    if data.get("kind") == "folder" and data.get("root"):
+        keys.append(("data.root", str(Path(data["root"]) / "classes.txt")))
+    for key, value in keys:
+        if not isinstance(value, str) or not value:
+            continue
+        for path in (run_dir / value, Path(value).expanduser()):
+            if path.is_file():
+                return path, f"{path} ({key} in the training config)"
+        log.warning("training config %s names %s, which does not exist here", key, value)
+    return None
 
 
 def read_class_names(path: str | Path) -> list[str]:

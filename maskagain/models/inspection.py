@@ -27,6 +27,7 @@ from maskagain.models.vit import ModelConfig
 log = logging.getLogger(__name__)
 
 RUN_LOG = "log.jsonl"  # the engine's metrics log in a run directory
+RUN_SUMMARY = "summary.json"  # the engine's final metrics and run facts
 _RECORDED_INPUT = ("maskagain", "hf")  # formats that store the input size
 
 
@@ -116,6 +117,11 @@ def _provenance(source, fmt: str, info: dict) -> dict:
     run_dir = weights_dir(source)
     out: dict = {"train_config": training_config(run_dir, info) or None}
     metrics = info.get("metrics")
+    summary = _read_json(run_dir / RUN_SUMMARY)
+    if summary is not None:
+        out["summary"] = summary
+        if metrics is None and isinstance(summary.get("final"), dict):
+            metrics = summary["final"]
     if metrics is None and (run_dir / RUN_LOG).is_file():
         metrics = _last_logged(run_dir / RUN_LOG)
     out["metrics"] = metrics
@@ -125,6 +131,17 @@ def _provenance(source, fmt: str, info: dict) -> dict:
     if extra:
         out["metadata"] = extra
     return out
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("ignoring unreadable %s", path)
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def _last_logged(path: Path) -> dict | None:
