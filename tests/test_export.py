@@ -365,3 +365,27 @@ def test_finetune_run_directory_layout(tiny_kwargs, tmp_path, monkeypatch):
     assert json.loads((out / "config.json").read_text())["id2label"]["3"] == "dancing"
     proc = json.loads((out / "preprocessor_config.json").read_text())
     assert proc["image_mean"] == [0.4] * 3 and proc["image_std"] == [0.3] * 3
+
+
+def test_out_paths_that_would_clobber_are_refused(classifier, tmp_path):
+    model, path = classifier
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="not a previous Hugging Face export"):
+        export_checkpoint(path, path.parent, "hf")  # into the run directory itself
+    assert path.read_bytes() == before
+    out = export_checkpoint(path, tmp_path / "hf", "hf")
+    assert export_checkpoint(path, out, "hf") == out  # re-exporting over an export is fine
+    with pytest.raises(CheckpointError, match="is a directory"):
+        export_videomae(model, tmp_path)
+    with pytest.raises(CheckpointError, match="is a file"):
+        export_checkpoint(path, path, "hf")
+
+
+def test_training_checkpoint_gets_a_hint(tiny_kwargs, tmp_path):
+    student = create_model("vit_nano", **tiny_kwargs).state_dict()
+    wrapped = {f"student.{k}": v for k, v in student.items()}
+    ckpt = tmp_path / "checkpoints" / "ckpt_step00000100.pt"
+    ckpt.parent.mkdir()
+    torch.save({"model": wrapped, "optimizer": {}, "step": 100}, ckpt)
+    with pytest.raises(CheckpointError, match="training checkpoint.*export the run directory"):
+        export_checkpoint(ckpt, tmp_path / "hf", "hf")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HF_FC_NORM_EPS = 1e-5  # transformers builds VideoMAEForVideoClassification.fc_norm with the default
 CLASS_FILES = ("class_index.json", "classes.txt")
+HF_FILES = (
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+)
+TRAINING_CHECKPOINT = r"ckpt_step\d+\.pt$"  # the engine's resumable checkpoints
 RUN_CONFIG = "config.yaml"
 _HF_LAYER = {  # official block sub-key -> transformers layer sub-key
     "norm1.": "layernorm_before.",
@@ -249,13 +257,30 @@ def export_hf(
     tensors = official_to_hf(model.state_dict(), prefix)
     config = hf_config(cfg, layout, class_names)
     config["dtype"] = str(model.patch_embed.proj.weight.dtype).removeprefix("torch.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _hf_out_dir(out_dir)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     _write_json(out / "config.json", config)
     for name, content in processor_configs(cfg, mean, std).items():
         _write_json(out / name, content)
     log.info("wrote %s (%s, %d tensors) to %s", layout.architecture, _dims(cfg), len(tensors), out)
+    return out
+
+
+def _hf_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir``, refusing to write into a directory that holds anything but a previous
+    export (a run directory's own ``model.safetensors`` would be overwritten, and stray weight
+    files would be read together with ours)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file; Hugging Face export writes a directory")
+    if out.is_dir():
+        stray = sorted(p.name for p in out.iterdir() if p.name not in HF_FILES)
+        if stray or (any(out.iterdir()) and not (out / "config.json").is_file()):
+            raise CheckpointError(
+                f"--out {out} already holds {stray[:5] or 'files'} that are not a previous "
+                "Hugging Face export; choose a new or empty directory"
+            )
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -282,6 +307,8 @@ def export_videomae(model: VideoViT, out_path: str | Path) -> Path:
             cfg.pooling,
         )
     out = Path(out_path)
+    if out.is_dir():
+        raise CheckpointError(f"--out {out} is a directory; give the .pth file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": sd}, tmp)
@@ -297,8 +324,16 @@ def load_checked(source: str | Path, **overrides) -> tuple[VideoViT, str, dict]:
     ``RuntimeError`` for those)."""
     try:
         return build_from_checkpoint(source, **overrides)
+    except CheckpointError as e:
+        if re.match(TRAINING_CHECKPOINT, Path(source).name):
+            raise CheckpointError(
+                f"{e}. {Path(source).name} is a training checkpoint (model, optimizer, ...); "
+                "export the run directory instead: its student.safetensors / model.safetensors "
+                "is written when training ends"
+            ) from None
+        raise
     except RuntimeError as e:
-        if isinstance(e, CheckpointError) or "Error(s) in loading state_dict" not in str(e):
+        if "Error(s) in loading state_dict" not in str(e):
             raise
         details = "; ".join(line.strip() for line in str(e).splitlines()[1:4])
         raise CheckpointError(
