@@ -57,11 +57,13 @@ def aggregate_global(
     logits: (B, heads, N, N) scaled pre-softmax; values: (B, heads, N, d_k) -> (B, heads, N, d_k).
     index: optional (B, heads, N, k') keys chosen elsewhere ("selected by the teacher",
         Table 5); by default each side selects its own (``select_global``).
-    The k kept values are gathered, never an N x N x d_k product. With k >= N every key is kept:
-    that is plain attention, computed as one dense product.
+    Two exact formulations, the one that materialises less is used: the masked N x N weights
+    times the values (when N <= k * d_k, the usual case: N ~ 160, k * d_k = 640) or a gather of
+    the k kept values per query (N x k x d_k). Neither builds an N x N x d_k tensor. With
+    k >= N every key is kept: plain attention.
     """
     _check_tap(logits, values, tau)
-    b, h, n, d = values.shape
+    n, d = values.shape[-2:]
     if index is None:
         if k >= n:
             return aggregate_full(logits, values, tau)
@@ -71,14 +73,35 @@ def aggregate_global(
             f"index {tuple(index.shape)} does not match logits {tuple(logits.shape)}; "
             "'selected by the teacher' needs the same head count on both sides"
         )
+    if n <= index.shape[-1] * d:
+        return _global_dense(logits, values, index, tau, renormalize)
+    return _global_gather(logits, values, index, tau, renormalize)
+
+
+def _global_dense(logits, values, index, tau: float, renormalize: bool) -> torch.Tensor:
+    """Kept weights as a masked (B, heads, N, N) matrix times the values."""
+    keep = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    keep.scatter_(-1, index, True)
+    x = logits / tau
+    if renormalize:  # softmax over the kept logits only; every row keeps >= 1 key
+        weights = torch.softmax(x.masked_fill(~keep, float("-inf")), dim=-1)
+    else:
+        weights = torch.softmax(x, dim=-1) * keep
+    return weights.to(values.dtype) @ values
+
+
+def _global_gather(logits, values, index, tau: float, renormalize: bool) -> torch.Tensor:
+    """Softmax over the k kept logits times the k gathered values (B, heads, N, k, d_k)."""
+    b, h, n, d = values.shape
     kept = index.shape[-1]
     if renormalize:
         weights = torch.softmax(logits.gather(-1, index) / tau, dim=-1)  # (B, heads, N, k)
     else:
         weights = torch.softmax(logits / tau, dim=-1).gather(-1, index)
-    gathered = values.gather(2, index.reshape(b, h, n * kept, 1).expand(b, h, n * kept, d))
-    gathered = gathered.reshape(b, h, n, kept, d)  # (B, heads, N, k, d_k)
-    return (weights.to(values.dtype).unsqueeze(-2) @ gathered).squeeze(-2)
+    flat = index.reshape(b, h, n * kept, 1).expand(b, h, n * kept, d)
+    gathered = values.gather(2, flat).reshape(b, h, n, kept, d)
+    # a broadcast product, not a batched (1 x k) @ (k x d_k) matmul: that one loops on CPU
+    return (weights.to(values.dtype).unsqueeze(-1) * gathered).sum(-2)
 
 
 def local_weights(

@@ -30,15 +30,31 @@ def _tie_broken_key(scores: torch.Tensor) -> torch.Tensor:
     return bits * n + rank
 
 
-def stable_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+def stable_topk_indices(
+    scores: torch.Tensor, k: int, *, ignore_padding_ties: bool = False
+) -> torch.Tensor:
     """Indices of the ``min(k, n)`` largest entries along the last dim, ties to the lower index.
 
-    scores: (..., n) -> (..., min(k, n)) long, in descending order of score.
+    scores: (..., n) -> (..., min(k, n)) long, in descending order of score. The kept set is
+    exact; inside it, equal scores may come in any order.
+    Fast path: one float ``topk`` of k + 1 entries; only where an entry equal to the k-th is
+    left out (a tie across the boundary, one host sync to find out) does the exact
+    integer-key ``topk`` run. ignore_padding_ties: ties at -inf do not count (padding slots
+    that the caller drops).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, scores.shape[-1])
-    return _tie_broken_key(scores.detach()).topk(k, dim=-1).indices
+    scores = scores.detach()
+    n = scores.shape[-1]
+    if k < n:
+        values, index = scores.topk(k + 1, dim=-1)
+        boundary = values[..., k - 1]
+        straddle = boundary == values[..., k]
+        if ignore_padding_ties:
+            straddle &= boundary > float("-inf")
+        if not bool(straddle.any()):
+            return index[..., :k]
+    return _tie_broken_key(scores).topk(min(k, n), dim=-1).indices
 
 
 def select_global(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -134,8 +150,10 @@ def select_local(frame_logits: torch.Tensor, groups: FrameGroups, k: int) -> tor
     bool, True on exactly ``min(k, count of that frame)`` slots of every (query, frame).
     """
     valid = groups.valid[:, None, None]  # (B, 1, 1, F, C)
+    if k >= frame_logits.shape[-1]:  # every visible token of every frame
+        return valid.expand(frame_logits.shape)
     scores = frame_logits.detach().masked_fill(~valid, float("-inf"))
-    index = stable_topk_indices(scores, k)
+    index = stable_topk_indices(scores, k, ignore_padding_ties=True)
     keep = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     keep.scatter_(-1, index, True)
     return keep & valid
