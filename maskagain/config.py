@@ -180,7 +180,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if isinstance(value, RawValue) and tp is not str and origin is not Literal:
         value = _parse_raw(value, path)
     if tp is Any:
-        return value
+        return _parse_raw(value, path) if isinstance(value, RawValue) else value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is Literal:
@@ -190,7 +190,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{path}' expects a mapping, got {value!r}")
-        return dict(value)
+        item_tp = args[1] if len(args) == 2 else Any
+        return {k: _coerce(item_tp, v, _join(path, str(k))) for k, v in value.items()}
     if tp in (int, float, bool, str):
         return _coerce_scalar(tp, value, path)
     return value
@@ -233,6 +234,8 @@ def _coerce_literal(args: tuple, value: Any, path: str) -> Any:
 
 
 def _coerce_sequence(tp: Any, origin: type, args: tuple, value: Any, path: str) -> Any:
+    if isinstance(value, (int, float, bool)):
+        value = [value]  # a single value typed on the command line
     if isinstance(value, str):
         value = [v for v in (s.strip() for s in value.split(",")) if v] if value else []
     if not isinstance(value, (list, tuple)):
@@ -288,6 +291,8 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -318,6 +323,22 @@ class ModelSpec:
     depth: int | None = None
     num_heads: int | None = None
 
+    def _check_geometry(self, path: str) -> None:
+        """Frames divisible by the tubelet, image size by the patch."""
+        for key in ("img_size", "num_frames", "patch_size", "tubelet_size"):
+            value = getattr(self, key)
+            _check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")
+        _check(
+            self.num_frames % self.tubelet_size == 0,
+            f"config key '{path}.num_frames'={self.num_frames} is not divisible by "
+            f"'{path}.tubelet_size'={self.tubelet_size}; use a multiple of {self.tubelet_size}",
+        )
+        _check(
+            self.img_size % self.patch_size == 0,
+            f"config key '{path}.img_size'={self.img_size} is not divisible by "
+            f"'{path}.patch_size'={self.patch_size}; use a multiple of {self.patch_size}",
+        )
+
     def model_config(self, path: str = "model") -> ModelConfig:
         """The resolved :class:`ModelConfig` (raises :class:`ConfigError` naming ``path``)."""
         if self.name not in ARCHITECTURES:
@@ -326,6 +347,7 @@ class ModelSpec:
             raise ConfigError(
                 f"config key '{path}.name' must be one of {', '.join(ARCHITECTURES)}, got {self.name!r}{hint}"
             )
+        self._check_geometry(path)
         overrides = {
             k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None
         }
@@ -438,18 +460,12 @@ class EngineConfig:
             _check(value is None or value >= 1, f"config key '{path}.{key}' must be >= 1 or null")
 
 
-def check_model_geometry(spec: ModelSpec, cfg: ModelConfig, path: str) -> None:
-    """Frames divisible by the tubelet, image size by the patch (before any data is read)."""
-    _check(
-        cfg.num_frames % cfg.tubelet_size == 0,
-        f"config key '{path}.num_frames'={cfg.num_frames} is not divisible by "
-        f"'{path}.tubelet_size'={cfg.tubelet_size}; use a multiple of {cfg.tubelet_size}",
-    )
-    _check(
-        cfg.img_size % cfg.patch_size == 0,
-        f"config key '{path}.img_size'={cfg.img_size} is not divisible by "
-        f"'{path}.patch_size'={cfg.patch_size}; use a multiple of {cfg.patch_size}",
-    )
+def check_model_geometry(
+    spec: ModelSpec, cfg: ModelConfig | None = None, path: str = "model"
+) -> None:
+    """Frames divisible by the tubelet, image size by the patch (``cfg`` is not needed; kept for
+    callers that pass the resolved ModelConfig)."""
+    spec._check_geometry(path)
 
 
 def _check_data_matches_model(data: DataConfig, cfg: ModelConfig, path: str) -> None:
@@ -505,7 +521,6 @@ class PretrainConfig:
 
     def validate(self) -> None:
         mcfg = self.model.model_config("model")
-        check_model_geometry(self.model, mcfg, "model")
         _check_data_matches_model(self.data, mcfg, "model")
         self.decoder.validate(mcfg.embed_dim)
         self.mask.validate()
@@ -547,7 +562,6 @@ class DistillConfig:
     def validate(self) -> None:
         """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
         scfg = self.student.model_config("student")
-        check_model_geometry(self.student, scfg, "student")
         _check_data_matches_model(self.data, scfg, "student")
         self.mask.validate()
         check_objective_k(self.objective, self.mask, scfg.grid)

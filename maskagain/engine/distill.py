@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from maskagain.config import ConfigError, DistillConfig, check_teacher, to_dict
-from maskagain.data import build_dataset
+from maskagain.data import BadFileTracker, build_dataset
 from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.run import (
     build_optimization,
@@ -127,6 +127,7 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
         optimizer, schedule = build_optimization(
             module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
         )
+        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
         trainer = Trainer(
             engine=cfg.engine,
             dist=dist,
@@ -140,6 +141,7 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
             epochs=cfg.schedule.epochs,
             clip_grad=cfg.optim.clip_grad,
             config=to_dict(cfg),
+            batch_hook=bad_files.update,
             name="distill",
         )
         ckpt = resolve_resume(resume, run_dir)
@@ -160,6 +162,7 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
             "teacher": cfg.teacher.source,
             "wall_s": round(time.time() - t0, 2),
             "final": metrics,
+            "data": bad_files.summary(),
         }
         if dist.is_main:
             if done:

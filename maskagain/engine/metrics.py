@@ -17,6 +17,8 @@ class MetricWriter:
     def __init__(self, run_dir: str | Path, active: bool, tensorboard: bool = True) -> None:
         self.active = active
         self.path = Path(run_dir) / "log.jsonl"
+        if active:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a") if active else None  # noqa: SIM115
         self._tb = None
         if active and tensorboard:

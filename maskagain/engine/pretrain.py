@@ -13,7 +13,7 @@ import time
 from torch import nn
 
 from maskagain.config import PretrainConfig, to_dict
-from maskagain.data import build_dataset
+from maskagain.data import BadFileTracker, build_dataset
 from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.run import (
     build_optimization,
@@ -63,6 +63,7 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         optimizer, schedule = build_optimization(
             model, cfg.optim, cfg.schedule, steps, total_batch, dist.device
         )
+        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
         trainer = Trainer(
             engine=cfg.engine,
             dist=dist,
@@ -76,6 +77,7 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
             epochs=cfg.schedule.epochs,
             clip_grad=cfg.optim.clip_grad,
             config=to_dict(cfg),
+            batch_hook=bad_files.update,
             name="pretrain",
         )
         ckpt = resolve_resume(resume, run_dir)
@@ -95,6 +97,7 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
             "parameters": count_parameters(model),
             "wall_s": round(time.time() - t0, 2),
             "final": metrics,
+            "data": bad_files.summary(),
         }
         if dist.is_main:
             if done:

@@ -10,7 +10,9 @@ A recipe supplies:
   to minimise (the others are logged as they are). Batches arrive on the device.
 - the optimizer, the :class:`~maskagain.engine.optim.CosineSchedule`, a DataLoader over a
   :class:`~maskagain.engine.sampler.ResumableSampler`, and optional ``extra_state`` objects
-  (anything with ``state_dict``/``load_state_dict``) to checkpoint with the run.
+  (anything with ``state_dict``/``load_state_dict``) to checkpoint with the run;
+  ``on_epoch_end(trainer) -> metrics`` (validation) and ``batch_hook(batch)`` (called on every
+  CPU batch before it moves to the device, e.g. bad-file accounting).
 
 The hot loop does no host synchronisation between log lines: loss terms stay on the device
 until every ``log_every`` steps, when they are averaged across processes, checked for
@@ -110,6 +112,7 @@ class Trainer:
         config: dict | None = None,
         extra_state: dict[str, Any] | None = None,
         on_epoch_end: EpochHook | None = None,
+        batch_hook: Callable[[dict], None] | None = None,
         name: str = "train",
     ) -> None:
         self.engine = engine
@@ -126,6 +129,7 @@ class Trainer:
         self.config = config or {}
         self.extra_state = extra_state or {}
         self.on_epoch_end = on_epoch_end
+        self.batch_hook = batch_hook
         self.name = name
         self.state = TrainState()
         self.steps_per_epoch = steps_per_epoch(len(sampler.order()), engine)
@@ -283,7 +287,8 @@ class Trainer:
         steps, self._window, self._window_steps = self._window_steps, [], []
         for step, row in zip(steps, rows):
             for key, value in zip(self._keys, row):
-                if not math.isfinite(value):
+                # an overflowing fp16 gradient norm is expected: GradScaler skips that step
+                if not math.isfinite(value) and key != "grad_norm":
                     raise NonFiniteLossError(
                         f"non-finite loss at step {step}: term '{key}' = {value}; stopped, "
                         f"the last checkpoint in {self.run_dir / 'checkpoints'} is untouched"
@@ -346,6 +351,8 @@ class Trainer:
         if self.state.batch_in_epoch < budget:
             for batch in self.loader:
                 self.state.batch_in_epoch += 1
+                if self.batch_hook is not None:
+                    self.batch_hook(batch)
                 terms.append(self.micro_step(batch, sync=len(terms) + 1 == accum))
                 if len(terms) < accum:
                     continue

@@ -1,0 +1,85 @@
+"""Every shipped config in configs/ loads and validates (files named base*.yaml are partial
+configs included through ``defaults`` and are validated through the files that include them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maskagain.config import DistillConfig, PretrainConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+COMMANDS = ("pretrain", "distill", "finetune", "evaluate", "probe")
+
+
+def config_class(command: str) -> type:
+    if command == "pretrain":
+        return PretrainConfig
+    if command == "distill":
+        return DistillConfig
+    from maskagain.engine import finetune_config
+
+    return {
+        "finetune": finetune_config.FinetuneConfig,
+        "evaluate": finetune_config.EvaluateConfig,
+        "probe": finetune_config.ProbeConfig,
+    }[command]
+
+
+def command_of(path: Path) -> str:
+    """The subcommand a config is for: its folder (configs/<command>/) or its name prefix."""
+    for name in (path.parent.name, path.stem.split("_")[0]):
+        if name in COMMANDS:
+            return name
+    raise AssertionError(f"{path}: cannot tell which command it is for (folder or name prefix)")
+
+
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("base"))
+
+
+def test_every_command_ships_configs():
+    commands = {command_of(p) for p in SHIPPED}
+    assert {"pretrain", "distill"} <= commands
+    names = {p.relative_to(CONFIGS).as_posix() for p in SHIPPED}
+    for required in (
+        "distill/k400_vit_b.yaml",
+        "distill/k400_vit_s.yaml",
+        "distill/ucf101_vit_b.yaml",
+        "distill/ucf101_vit_s.yaml",
+        "pretrain/videomae_k400_vit_b.yaml",
+        "tiny/pretrain.yaml",
+        "tiny/distill.yaml",
+    ):
+        assert required in names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_shipped_config_validates(path):
+    cfg = load_config(config_class(command_of(path)), path)
+    assert cfg.out_dir
+
+
+def test_distill_configs_mirror_the_paper():
+    def load(name):
+        return load_config(DistillConfig, CONFIGS / "distill" / name)
+
+    table = {  # file: (mask ratio, base lr, alpha, beta, gamma, lambda, drop path, batch/GPU)
+        "k400_vit_b.yaml": (0.9, 1.5e-4, 3, 1, 0.2, 0.1, 0.1, 64),
+        "k400_vit_s.yaml": (0.9, 1.5e-4, 0.1, 3, 0.1, 0.1, 0.1, 64),
+        "ucf101_vit_b.yaml": (0.75, 3e-4, 3, 1, 0.1, 0.1, 0.0, 64),
+        "ucf101_vit_s.yaml": (0.75, 3e-4, 1, 3, 0.1, 0.1, 0.1, 64),
+    }
+    for name, (ratio, lr, a, b, g, lam, dp, bs) in table.items():
+        cfg = load(name)
+        o = cfg.objective
+        assert (cfg.mask.kind, cfg.mask.ratio, cfg.optim.base_lr) == ("tube", ratio, lr), name
+        assert (o.alpha, o.beta, o.gamma, o.lam, o.k) == (a, b, g, lam, 10), name
+        assert (cfg.student.drop_path_rate, cfg.engine.batch_size) == (dp, bs), name
+        assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.05
+        assert (cfg.schedule.epochs, cfg.schedule.warmup_epochs, cfg.schedule.min_lr) == (
+            400,
+            40,
+            1e-5,
+        )
+        assert cfg.optim.peak_lr(512) == pytest.approx(lr * 2)
