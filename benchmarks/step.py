@@ -233,6 +233,28 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return kib / 1024, "rss"
 
 
+def profile_row(name: str, size: Size, batch: int, warmup: int, device, path: Path) -> None:
+    """Profile one step of ``name`` after ``warmup`` steps; write the top ops to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    w = build_workload(name, size, device)
+    opt = make_optimizer(w.trained)
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(batch, 3, size.frames, size.img, size.img, generator=g).to(device)
+    mask = tube_mask(batch, size.grid, size.mask_ratio, g).to(device)
+    for _ in range(warmup):
+        train_step(w, opt, video, mask, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        train_step(w, opt, video, mask, device)
+        _sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40)
+    shapes = prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=40)
+    path.write_text(f"{name} batch {batch}\n\n{table}\n\nby input shape\n\n{shapes}\n")
+
+
 def run_row(name: str, size: Size, batch: int, steps: int, warmup: int, device) -> dict:
     """Build ``name``, run ``warmup + steps`` steps, return the row (without the matmul fraction)."""
     torch.manual_seed(0)
@@ -503,6 +525,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data", action="store_true", help="also run benchmarks.data (loader vs decord)"
     )
+    p.add_argument("--profile", type=Path, help="profile one step of the --only row to this file")
     p.add_argument("--child", choices=ROW_NAMES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
@@ -512,6 +535,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        if not args.only or len(args.only) != 1:
+            raise SystemExit("--profile needs exactly one --only ROW")
+        size, device = SIZES[args.size], torch.device(args.device)
+        profile_row(args.only[0], size, args.batch, max(args.warmup, 1), device, args.profile)
+        return 0
     if args.child:
         row = run_row(
             args.child,

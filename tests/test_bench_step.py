@@ -1,0 +1,97 @@
+"""The training-step benchmark: runs at the tiny size and writes JSON with every field.
+
+No timing is asserted: this only checks the command, the schema and the FLOP bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import flops as fl
+from benchmarks.step import ROW_FIELDS, ROW_NAMES, update_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tiny_benchmark_writes_every_field(tmp_path):
+    out = tmp_path / "out.json"
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n## Data loader\n\nkept as is\n")
+    cmd = [sys.executable, "-m", "benchmarks.step", "--size", "tiny", "--batch", "2"]
+    cmd += ["--steps", "2", "--warmup", "0", "--json", str(out), "--markdown", str(md)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    for key in ("machine", "matmul_flops", "rows", "ratios", "config", "date", "command"):
+        assert key in result
+    assert set(result["matmul_flops"]) == {"bf16", "fp32"}
+    assert all(v > 0 for v in result["matmul_flops"].values())
+    assert [r["name"] for r in result["rows"]] == list(ROW_NAMES)
+    for row in result["rows"]:
+        assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
+        assert row["batch"] == 2 and len(row["step_seconds"]) == 2
+        for key in ("seconds_per_clip", "peak_memory_mb", "flops_per_clip", "achieved_flops"):
+            assert row[key] > 0 and math.isfinite(row[key])
+        assert math.isfinite(row["loss"])
+        assert math.isclose(sum(row["flops_parts"].values()), row["flops_per_clip"])
+    text = md.read_text()
+    assert "kept as is" in text and "| maskagain_b_b | 2 |" in text
+
+
+def test_markdown_update_replaces_only_its_section(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    row = dict(
+        name="videomae_b",
+        batch=1,
+        seconds_per_clip=1.0,
+        seconds_per_clip_min=1.0,
+        seconds_per_clip_max=1.0,
+        peak_memory_mb=1.0,
+        flops_per_clip=1e9,
+        achieved_flops=1e9,
+        fraction_of_matmul=0.5,
+    )
+    machine = dict(
+        cpu_model="x",
+        cpu_count=1,
+        torch="t",
+        torch_threads=1,
+        device="cpu",
+        load_average_at_start=[0.0],
+        load_average_at_end=[0.0],
+    )
+    result = dict(
+        command="c", date="d", machine=machine, matmul_flops=dict(bf16=2e9, fp32=1e9), ratios={}
+    )
+    md.write_text("# B\n\nabove\n")
+    update_markdown(md, {**result, "rows": [row]})
+    md.write_text(md.read_text() + "\nbelow\n")
+    update_markdown(md, {**result, "rows": [{**row, "seconds_per_clip": 2.0}]})
+    text = md.read_text()
+    assert text.count("## Training step") == 1
+    assert "| videomae_b | 1 | 2.000 |" in text and "| videomae_b | 1 | 1.000 |" not in text
+    assert text.index("above") < text.index("## Training step") < text.index("below")
+
+
+def test_flops_of_one_block_by_hand():
+    # 4 tokens, width 8, MLP 32: qkv 4*8*24 + proj 4*8*8 + mlp 2*4*8*32 + attention 2*4*4*8
+    assert fl.block_macs(4, 8, 32) == 4 * 8 * 24 + 4 * 8 * 8 + 2 * 4 * 8 * 32 + 2 * 4 * 4 * 8
+    spec = fl.EncoderSpec(dim=8, depth=2, patch_dim=6)
+    clip = fl.ClipShape(n_all=10, n_vis=4, frames=2, patch_dim=6)
+    count = fl.maskagain_flops(spec, spec, clip, k=2, batch=1)
+    block = fl.block_macs(4, 8, 32)
+    assert count.parts["teacher.blocks"] == 2 * 2 * block  # forward only
+    assert count.parts["student.blocks"] == 2 * 3 * 2 * block  # forward + backward
+    assert count.parts["student.patch_embed"] == 2 * 2 * 10 * 6 * 8  # weight grad only
+    assert "loss.projections" not in count.parts  # equal widths: no projection
+
+
+def test_mvd_teacher_sees_all_tokens():
+    spec = fl.EncoderSpec(dim=8, depth=1, patch_dim=6)
+    clip = fl.ClipShape(n_all=10, n_vis=4, frames=2, patch_dim=6)
+    mvd = fl.mvd_flops(spec, spec, clip, decoder_dim=8, decoder_depth=1)
+    assert mvd.parts["teacher.blocks"] == 2 * fl.block_macs(10, 8, 32)
+    assert mvd.parts["decoder.head"] == 2 * 3 * 6 * 8 * 8  # 6 hidden tokens, 8 -> 8
