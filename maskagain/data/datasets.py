@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
 from maskagain.data.bad_files import TooManyBadFiles
@@ -78,13 +78,14 @@ class FrameFolder:
         for i in sorted(set(indices)):
             file = os.path.join(self.path, self.template.format(i + self.start))
             try:
-                images[i] = decode_image(read_file(file), mode=ImageReadMode.RGB)  # (C, H, W)
-            except (OSError, RuntimeError) as e:
+                with Image.open(file) as image:
+                    images[i] = np.asarray(image.convert("RGB"))  # (H, W, 3)
+            except (OSError, ValueError) as e:
                 raise VideoDecodeError(self.path, f"frame {file}: {e}") from e
-        sizes = {tuple(im.shape) for im in images.values()}
+        sizes = {im.shape for im in images.values()}
         if len(sizes) > 1:
             raise VideoDecodeError(self.path, f"frames of different sizes {sorted(sizes)[:2]}")
-        frames = torch.stack([images[i] for i in indices]).permute(0, 2, 3, 1)
+        frames = torch.from_numpy(np.stack([images[i] for i in indices]))
         return resize_short_side(frames, short_side)
 
     def close(self) -> None:
