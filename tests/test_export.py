@@ -166,13 +166,13 @@ def test_imagenet_normalisation_when_nothing_is_recorded(tiny_kwargs, tmp_path):
     assert proc["crop_size"] == {"height": 32, "width": 32}
 
 
-def test_fc_norm_eps_mismatch_is_small_and_warned(tiny_kwargs, video, tmp_path, caplog):
+def test_fc_norm_eps_mismatch_is_small_and_reported(tiny_kwargs, video, tmp_path, caplog):
     """A classifier trained with fc_norm eps 1e-6 (VideoMAE's) against transformers' 1e-5:
-    the export warns, the tokens are exact and the logits drift by a bounded, small amount."""
+    the export says so, the tokens are exact and the logits drift by a bounded, small amount."""
     transformers = pytest.importorskip("transformers")
     model = _classifier(tiny_kwargs, fc_norm_eps=None)  # None -> norm_eps = 1e-6
     path = save_encoder(model, tmp_path / "run" / "student.safetensors")
-    with caplog.at_level(logging.WARNING, logger="maskagain"):
+    with caplog.at_level(logging.INFO, logger="maskagain"):
         out = export_checkpoint(path, tmp_path / "hf", "hf", class_names=CLASSES)
     assert any("fc_norm eps is 1e-06" in r.getMessage() for r in caplog.records)
     hf = transformers.VideoMAEForVideoClassification.from_pretrained(out).eval()

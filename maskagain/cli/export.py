@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, args.format, names, args.mean, args.std, **overrides
         )
     except (CheckpointError, OSError, TypeError, ValueError) as e:
-        print(f"error: cannot export {args.checkpoint}: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: cannot export {args.checkpoint}: {message}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

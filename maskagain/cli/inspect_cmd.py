@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = inspect_checkpoint(args.source, **overrides)
     except (CheckpointError, OSError, TypeError, ValueError) as e:
-        print(f"error: cannot inspect {args.source}: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: cannot inspect {args.source}: {message}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

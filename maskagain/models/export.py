@@ -246,7 +246,7 @@ def export_hf(
     _check_class_names(cfg, class_names)
     _check_norm(cfg, mean, std)
     if cfg.fc_norm and _fc_eps(cfg) != HF_FC_NORM_EPS:
-        log.warning(
+        log.info(
             "fc_norm eps is %g but transformers' classifier uses %g: its logits will differ "
             "slightly (relative error about |eps difference| / (2 * variance of the pooled "
             "feature), e.g. 2e-6 at unit variance); the tokens are unaffected",
