@@ -163,6 +163,14 @@ def tube_frame_index(b=2, grid=(4, 2, 3), ratio=0.5) -> torch.Tensor:
 
 
 FP32 = dict(atol=1e-5, rtol=1e-5)
+
+
+def shuffled_frame_index(b=2, grid=(4, 2, 3), ratio=0.5) -> torch.Tensor:
+    """Equal frame counts, tokens not in frame order (a layout the encoder does not make)."""
+    fi = tube_frame_index(b, grid, ratio)
+    return fi[:, torch.randperm(fi.shape[1], generator=torch.Generator().manual_seed(5))]
+
+
 BF16 = dict(atol=5e-2, rtol=5e-2)
 
 
@@ -232,6 +240,17 @@ def test_frame_groups_cover_every_visible_token_once():
         assert sorted(keys) == list(range(fi.shape[1]))
         for f in range(4):
             assert all(int(fi[b, j]) == f for j in groups.key[b, f][groups.valid[b, f]].tolist())
+
+
+def test_frame_groups_in_order_only_for_equal_counts_in_frame_order():
+    assert frame_groups(tube_frame_index(), 4).in_order
+    assert not frame_groups(random_frame_index(), 4).in_order
+    shuffled = shuffled_frame_index()
+    groups = frame_groups(shuffled, 4)
+    assert not groups.in_order and bool(groups.valid.all())
+    for b in range(2):
+        for f in range(4):
+            assert all(int(shuffled[b, j]) == f for j in groups.key[b, f].tolist())
 
 
 def test_frame_groups_rejects_out_of_range_frames_and_infers_count():
@@ -307,7 +326,7 @@ def test_aggregate_global_all_equal_logits_is_uniform_over_first_k():
 
 
 @pytest.mark.parametrize("renorm", [True, False])
-@pytest.mark.parametrize("make_index", [tube_frame_index, random_frame_index])
+@pytest.mark.parametrize("make_index", [tube_frame_index, random_frame_index, shuffled_frame_index])
 def test_aggregate_local_matches_reference(renorm, make_index):
     fi = make_index()
     logits, values = taps(n=fi.shape[1])

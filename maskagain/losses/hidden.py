@@ -107,21 +107,23 @@ def _global_gather(logits, values, index, tau: float, renormalize: bool) -> torc
 def local_weights(
     frame_logits: torch.Tensor,
     keep: torch.Tensor,
-    valid: torch.Tensor,
+    valid: torch.Tensor | None,
     tau: float = 1.0,
     renormalize: bool = True,
 ) -> torch.Tensor:
     """Per-frame attention weights, zero outside ``keep``.
 
-    frame_logits, keep: (B, heads, N, F, C); valid: (B, F, C) -> (B, heads, N, F, C).
+    frame_logits, keep: (B, heads, N, F, C); valid: (B, F, C), None when every slot is a token
+    -> (B, heads, N, F, C).
     A frame with no visible token gets all-zero weights (no NaN).
     """
     x = frame_logits / tau
     low = torch.finfo(x.dtype).min
     if renormalize:
         return torch.softmax(x.masked_fill(~keep, low), dim=-1) * keep
-    full = torch.softmax(x.masked_fill(~valid[:, None, None], low), dim=-1)
-    return full * keep
+    if valid is not None:
+        x = x.masked_fill(~valid[:, None, None], low)
+    return torch.softmax(x, dim=-1) * keep
 
 
 def aggregate_local(
@@ -160,9 +162,13 @@ def aggregate_local(
             f"keep {tuple(keep.shape)} does not match the per-frame logits "
             f"{tuple(frame_logits.shape)}; 'selected by the teacher' needs equal head counts"
         )
-    weights = local_weights(frame_logits, keep, groups.valid, tau, renormalize)
-    index = groups.key.reshape(b, 1, f * c, 1).expand(b, h, f * c, d)
-    grouped = values.gather(2, index).reshape(b, h, f, c, d)  # (B, heads, F, C, d_k)
+    valid = None if groups.in_order else groups.valid
+    weights = local_weights(frame_logits, keep, valid, tau, renormalize)
+    if groups.in_order:
+        grouped = values.reshape(b, h, f, c, d)  # (B, heads, F, C, d_k)
+    else:
+        index = groups.key.reshape(b, 1, f * c, 1).expand(b, h, f * c, d)
+        grouped = values.gather(2, index).reshape(b, h, f, c, d)
     return torch.einsum("bhnfc,bhfcd->bhnfd", weights.to(values.dtype), grouped)
 
 

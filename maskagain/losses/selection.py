@@ -82,11 +82,14 @@ class FrameGroups:
         slots repeat a valid index and must be ignored through ``valid``.
     valid: (B, F, C) bool, True where the slot holds a visible token of that frame.
     counts: (B, F) long, number of visible tokens of every frame (0 for a fully hidden frame).
+    in_order: every frame holds C tokens and the tokens come frame by frame (tube masking), so
+        ``key`` is ``arange(N).view(F, C)``: per-frame views need no gather and no padding mask.
     """
 
     key: torch.Tensor
     valid: torch.Tensor
     counts: torch.Tensor
+    in_order: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -105,7 +108,7 @@ def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> Fr
     num_frames: token frames F; None infers ``max(frame_index) + 1``. Frames past the last visible
         one are then missing, which changes no loss value (empty frames are left out of them).
     Works for any mask (tube, random, frame): frames may hold different numbers of tokens, or none.
-    Costs one or two host synchronisations (the padded width C is a shape).
+    Costs two host synchronisations (the padded width C is a shape).
     """
     if frame_index.ndim != 2:
         raise ValueError(f"frame_index must be (B, N), got shape {tuple(frame_index.shape)}")
@@ -121,10 +124,20 @@ def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> Fr
         )
     counts = torch.zeros(b, num_frames, dtype=torch.long, device=frame_index.device)
     counts.scatter_add_(1, frame_index, torch.ones_like(frame_index))
-    width = max(int(counts.max()), 1) if counts.numel() else 1
+    unsorted = (frame_index[:, 1:] < frame_index[:, :-1]).any()
+    low_count, width, unsorted = torch.stack([*torch.aminmax(counts), unsorted]).tolist()
+    width = max(width, 1)
+    slot = torch.arange(width, device=frame_index.device)
+    if low_count == width and not unsorted:
+        key = (
+            torch.arange(n, device=frame_index.device)
+            .reshape(1, num_frames, width)
+            .expand(b, -1, -1)
+        )
+        valid = torch.ones(b, num_frames, width, dtype=torch.bool, device=frame_index.device)
+        return FrameGroups(key=key, valid=valid, counts=counts, in_order=True)
     order = torch.sort(frame_index, dim=1, stable=True).indices  # (B, N) tokens grouped by frame
     starts = counts.cumsum(1) - counts  # (B, F)
-    slot = torch.arange(width, device=frame_index.device)
     valid = slot < counts[:, :, None]  # (B, F, C)
     pos = (starts[:, :, None] + slot).clamp_(max=max(n - 1, 0))
     key = order.gather(1, pos.reshape(b, -1)).reshape(b, num_frames, width)
@@ -139,6 +152,8 @@ def gather_frame_logits(logits: torch.Tensor, groups: FrameGroups) -> torch.Tens
     """
     b, h, n, _ = logits.shape
     _, f, c = groups.key.shape
+    if groups.in_order:
+        return logits.reshape(b, h, n, f, c)
     index = groups.key.reshape(b, 1, 1, f * c).expand(b, h, n, f * c)
     return logits.gather(-1, index).reshape(b, h, n, f, c)
 
@@ -152,7 +167,9 @@ def select_local(frame_logits: torch.Tensor, groups: FrameGroups, k: int) -> tor
     valid = groups.valid[:, None, None]  # (B, 1, 1, F, C)
     if k >= frame_logits.shape[-1]:  # every visible token of every frame
         return valid.expand(frame_logits.shape)
-    scores = frame_logits.detach().masked_fill(~valid, float("-inf"))
+    scores = frame_logits.detach()
+    if not groups.in_order:
+        scores = scores.masked_fill(~valid, float("-inf"))
     index = stable_topk_indices(scores, k, ignore_padding_ties=True)
     keep = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     keep.scatter_(-1, index, True)
