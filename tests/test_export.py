@@ -389,3 +389,20 @@ def test_training_checkpoint_gets_a_hint(tiny_kwargs, tmp_path):
     torch.save({"model": wrapped, "optimizer": {}, "step": 100}, ckpt)
     with pytest.raises(CheckpointError, match="training checkpoint.*export the run directory"):
         export_checkpoint(ckpt, tmp_path / "hf", "hf")
+
+
+def test_official_pth_to_hf_needs_and_uses_the_input_size(
+    student, video, tmp_path, transformers_logs
+):
+    transformers, caplog = transformers_logs
+    model, _ = student
+    pth = export_videomae(model, tmp_path / "pretrain.pth")
+    with caplog.at_level(logging.WARNING, logger="maskagain"):
+        export_checkpoint(pth, tmp_path / "guessed", "hf")
+    assert any("does not record its input size" in r.getMessage() for r in caplog.records)
+    argv = ["--checkpoint", str(pth), "--format", "hf", "--out", str(tmp_path / "hf")]
+    assert _cli([*argv, "--img-size", "32", "--num-frames", "4"]) == 0
+    hf = _load_hf(transformers.VideoMAEModel, tmp_path / "hf", caplog)
+    with torch.no_grad():
+        theirs = hf(video.transpose(1, 2), output_hidden_states=True).hidden_states[-1]
+        torch.testing.assert_close(theirs, model.forward_features(video).tokens, atol=TOL, rtol=0)

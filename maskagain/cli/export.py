@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if (args.mean is None) != (args.std is None):
         print("error: give both --mean and --std, or neither", file=sys.stderr)
         return 2
+    if args.format == "videomae" and (args.mean or args.class_names):
+        print(
+            "note: --mean/--std/--class-names only apply to --format hf; "
+            "the official layout stores weights only",
+            file=sys.stderr,
+        )
     overrides = {
         k: v
         for k, v in (

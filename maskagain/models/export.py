@@ -14,7 +14,16 @@ official VideoMAE key layout, this module maps that layout back out.
   (``blocks.*``, ``fc_norm``, ``head``) for a classifier.
 
 Not every model has a ``transformers`` twin: :func:`hf_layout` names the one that fits or says why
-none does (layer scale, or a pooling/norm combination ``VideoMAEModel`` cannot express).
+none does (layer scale, or a pooling/norm combination ``VideoMAEModel`` cannot express). An
+encoder with a final norm is written with ``use_mean_pooling=False`` (so ``VideoMAEModel`` keeps
+its ``layernorm``), as transformers' own conversion does for the MCG-NJU pre-trained checkpoints;
+to fine-tune it in transformers with VideoMAE's mean pooling + ``fc_norm``, pass
+``use_mean_pooling=True`` to ``VideoMAEForVideoClassification.from_pretrained`` (the final norm is
+then unused and ``fc_norm`` starts fresh, exactly as with ``MCG-NJU/videomae-base``).
+
+Tolerances: tokens (``hidden_states[-1]``) are bit-identical to ours; logits agree to ~2e-6 when
+our ``fc_norm_eps`` is transformers' 1e-5. A classifier trained with VideoMAE's 1e-6 drifts by a
+relative ~4.5e-6 / var(pooled feature) (1e-4 absolute on logits of magnitude 20 in the tests).
 
 Metadata a checkpoint does not carry in its weights is resolved by :func:`resolve_export_metadata`,
 first match wins:
@@ -366,6 +375,17 @@ def export_checkpoint(
     log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
     if fmt == "videomae":
         return export_videomae(model, out)
+    if src_fmt not in ("maskagain", "hf") and not {"img_size", "num_frames"} & set(overrides):
+        log.warning(
+            "%s (%s) does not record its input size or head count; config.json will say %d "
+            "frames of %dx%d and %d heads: pass img_size/num_frames/num_heads if that is wrong",
+            source,
+            src_fmt,
+            model.cfg.num_frames,
+            model.cfg.img_size,
+            model.cfg.img_size,
+            model.cfg.num_heads,
+        )
     meta = resolve_export_metadata(source, info, model.cfg, class_names, mean, std)
     log.info("normalisation from %s: mean %s, std %s", meta.norm_source, meta.mean, meta.std)
     if meta.class_names is not None:
