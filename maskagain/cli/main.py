@@ -41,7 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (``--out DIR a.b=1``): argparse leaves those
+    # for last, so gather them here for the subcommands that take overrides
+    if (
+        extra
+        and isinstance(getattr(args, "overrides", None), list)
+        and all(_is_override(e) for e in extra)
+    ):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -62,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split())
         print(f"maskagain {args.command}: error: {message}", file=sys.stderr)
         return code
+
+
+def _is_override(item: str) -> bool:
+    key, sep, _ = item.partition("=")
+    return bool(sep and key) and not item.startswith("-")
 
 
 def known_error_code(err: Exception) -> int | None:

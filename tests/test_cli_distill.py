@@ -1,0 +1,94 @@
+"""``maskagain distill`` end to end through the CLI entry point: run directory, finite moving
+losses, what is checkpointed and exported, and exact resumption."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from maskagain.cli.main import main
+from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
+from maskagain.models import load_encoder
+from maskagain.models.loading import save_encoder
+from maskagain.models.registry import create_model
+
+CONFIG = "configs/tiny/distill.yaml"
+TERMS = ("global", "local", "hint", "relation", "loss")
+
+
+@pytest.fixture
+def teacher_path(tmp_path):
+    """A tiny random 'pre-trained' teacher, wider than the student (projections get built)."""
+    torch.manual_seed(7)
+    model = create_model("vit_micro", img_size=32, num_frames=4, patch_size=8, depth=2)
+    return str(save_encoder(model, tmp_path / "teacher" / "teacher.safetensors"))
+
+
+def distill(run_dir, teacher, *extra) -> int:
+    return main(
+        ["distill", "--config", CONFIG, "--out", str(run_dir), f"teacher.source={teacher}", *extra]
+    )
+
+
+def read_log(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_distill_cli_end_to_end(tmp_path, teacher_path):
+    run_dir = tmp_path / "run"
+    assert distill(run_dir, teacher_path) == 0
+    for name in ("config.yaml", "log.jsonl", "train.log", "summary.json", "student.safetensors"):
+        assert (run_dir / name).is_file(), name
+    records = read_log(run_dir)
+    assert len(records) == 8
+    for term in TERMS:
+        values = [r[term] for r in records]
+        assert all(math.isfinite(v) for v in values), term
+    losses = [r["loss"] for r in records]
+    assert max(losses) - min(losses) > 1e-3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] and summary["step"] == 8 and summary["final"]["loss"] == losses[-1]
+
+    ckpt = load_checkpoint(list_checkpoints(run_dir)[-1][1])  # weights_only=True
+    keys = set(ckpt["model"])
+    assert any(k.startswith("objective.student_proj.") for k in keys)  # projections train and save
+    assert all(k.startswith(("student.", "objective.")) for k in keys)  # no teacher, no decoder
+    student = load_encoder(run_dir)  # the run directory resolves to student.safetensors
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(value, ckpt["model"][f"student.{key}"], rtol=0, atol=0)
+    # the frozen teacher is unchanged by training
+    before = load_file(teacher_path)
+    after = load_encoder(teacher_path).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert distill(full, teacher_path) == 0
+    assert distill(cut, teacher_path, "engine.stop_after_steps=3") == 0
+    assert json.loads((cut / "summary.json").read_text())["completed"] is False
+    assert not (cut / "student.safetensors").exists()
+    assert distill(cut, teacher_path, "--resume", "auto") == 0
+
+    a = load_checkpoint(list_checkpoints(full)[-1][1])
+    b = load_checkpoint(list_checkpoints(cut)[-1][1])
+    assert a["state"] == b["state"] == {"epoch": 2, "step": 8, "batch_in_epoch": 0}
+    assert a["schedule"] == b["schedule"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    # the logged losses after the resume point are the uninterrupted run's
+    tail = [r["loss"] for r in read_log(full)][3:]
+    assert [r["loss"] for r in read_log(cut)][3:] == tail
+
+
+def test_teacher_with_another_patch_grid_is_refused(tmp_path, capsys):
+    model = create_model("vit_nano", img_size=32, num_frames=4, patch_size=16)
+    path = save_encoder(model, tmp_path / "t16.safetensors")
+    assert distill(tmp_path / "run", path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "student.patch_size'=8 does not match the teacher's patch_size=16" in err
+    assert "\n" not in err
