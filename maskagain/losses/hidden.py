@@ -118,7 +118,9 @@ def local_weights(
     A frame with no visible token gets all-zero weights (no NaN).
     """
     x = frame_logits / tau
-    low = torch.finfo(x.dtype).min
+    if renormalize and valid is None:  # every frame keeps >= 1 slot: a plain masked softmax
+        return torch.softmax(x.masked_fill(~keep, float("-inf")), dim=-1)
+    low = torch.finfo(x.dtype).min  # finite: a frame with no token gives zeros, not NaN
     if renormalize:
         return torch.softmax(x.masked_fill(~keep, low), dim=-1) * keep
     if valid is not None:

@@ -365,7 +365,7 @@ class MaskAgainObjective(nn.Module):
         z_s = aggregate_local(s.logits, s.values, *args, groups=groups, keep=keep)
         z_t = aggregate_local(t.logits, t.values, *args, groups=groups)
         z_s, z_t = self._project("local", z_s, z_t)  # (B, N, F, D_t)
-        return feature_mse(z_s, z_t, groups.nonempty[:, None, :])
+        return feature_mse(z_s, z_t, None if groups.in_order else groups.nonempty[:, None, :])
 
     def _output_terms(self, s_tokens: torch.Tensor, t_tokens: torch.Tensor):
         cfg, terms, out = self.cfg, self.term_weights, {}
