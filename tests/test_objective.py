@@ -348,6 +348,10 @@ def test_layer_choice_and_tap_errors():
     ambiguous = MaskAgainObjective(cfg, 32, 2, 32, 2, 4)  # no depth given, two taps
     with pytest.raises(KeyError, match="attn_layers"):
         ambiguous(s, t)
+    only_first = [EncoderOutput(x.tokens, fi, attn={0: x.attn[0]}) for x in (s, t)]
+    assert ambiguous(*only_first)["global"].item() == first(s, t)["global"].item()
+    with pytest.raises(KeyError, match="block -1"):  # depth known: block 1 is missing
+        last(*only_first)
     with pytest.raises(ValueError, match="same mask"):
         last(s, fake_output(2, n - 1, 32, 2, fi[:, :-1], layer=0))
 

@@ -308,7 +308,7 @@ class MaskAgainObjective(nn.Module):
         key = depth + layer if layer < 0 and depth is not None else layer
         if key in enc.attn:
             return enc.attn[key]
-        if layer < 0 and len(enc.attn) == 1:
+        if layer < 0 and depth is None and len(enc.attn) == 1:
             return next(iter(enc.attn.values()))
         raise KeyError(
             f"the {side} output has attention taps {sorted(enc.attn)} but the objective needs "
