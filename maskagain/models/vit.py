@@ -207,17 +207,21 @@ class VideoViT(nn.Module):
         logits and values are returned; the other blocks run fused SDPA.
         """
         grid = self.token_grid(video.shape)
-        x = self.patch_embed(video)  # (B, N, D)
-        b, n, d = x.shape
-        x = x + self.position_table(grid).to(dtype=x.dtype)
-        frame_index = torch.arange(n, device=x.device).div_(
+        b, n, d = video.shape[0], _prod(grid), self.embed_dim
+        pos = self.position_table(grid)  # (N, D)
+        frame_index = torch.arange(n, device=video.device).div_(
             grid[1] * grid[2], rounding_mode="floor"
         )
         frame_index = frame_index.expand(b, n)
-        if mask is not None:
+        if mask is None:
+            x = self.patch_embed(video)  # (B, N, D)
+            x = x + pos.to(dtype=x.dtype)
+        else:
+            # only the visible tubelets are embedded: hidden ones would be dropped anyway
             n_vis = self._check_mask(mask, b, n)
             keep = ~mask
-            x = x[keep].reshape(b, n_vis, d)
+            x = self.patch_embed.forward_visible(video, keep).reshape(b, n_vis, d)
+            x = x + pos.expand(b, n, d)[keep].reshape(b, n_vis, d).to(dtype=x.dtype)
             frame_index = frame_index[keep].reshape(b, n_vis)
         x = self.pos_drop(x)
         taps = {self._block_index(i) for i in attn_layers}
