@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class VideoFile:
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         self.path = str(path)
+        self._threads = threads
+        self._reformatter = VideoReformatter()  # caches the swscale context across frames
         if not os.path.isfile(self.path):
             raise VideoDecodeError(self.path, "file not found")
         if os.path.getsize(self.path) == 0:
@@ -190,6 +193,7 @@ class VideoFile:
     def _to_arrays(
         self, frames: dict[int, av.VideoFrame], wanted: list[int], short_side: int | None
     ) -> dict[int, np.ndarray]:
+        """RGB (and resized) arrays of the wanted frames, one shared swscale context."""
         out: dict[int, np.ndarray] = {}
         converted: dict[int, np.ndarray] = {}
         for i in wanted:
@@ -197,9 +201,15 @@ class VideoFile:
             key = id(frame)
             if key not in converted:
                 h, w = short_side_size(frame.height, frame.width, short_side)
-                converted[key] = frame.to_ndarray(
-                    width=w, height=h, format="rgb24", interpolation="BILINEAR"
-                )
+                down = h * w < frame.height * frame.width
+                converted[key] = self._reformatter.reformat(
+                    frame,
+                    width=w,
+                    height=h,
+                    format="rgb24",
+                    interpolation="AREA" if down else "BILINEAR",
+                    threads=self._threads,
+                ).to_ndarray()
             out[i] = converted[key]
         return out
 

@@ -1,0 +1,210 @@
+"""Data benchmark: clips/s for VideoMAE 16x4 clips, PyAV (``maskagain.data``) next to decord.
+
+    python -m benchmarks.data --clips 24 [--json out.json] [--markdown benchmarks/RESULTS.md]
+
+Two H.264 test videos (10 s at 30 fps, ~320p and ~720p, x264 defaults: B-frames, key frame
+every <= 250 frames) are written once to ``--workdir``. For each video the same random 16x4
+clips (16 frames, stride 4, random start) are read by
+
+* ``pyav``: ``maskagain.data.read_clip(path, indices, short_side=256)`` (seek to the key frame
+  before the first frame, decode to the last one, swscale resize + RGB of the 16 frames only);
+* ``decord``: ``decord.VideoReader(path, width, height)`` (resizing while decoding, as
+  VideoMAE's loader does with ``new_width/new_height``) and ``get_batch(indices)``;
+
+each with 1 decoder thread (what one DataLoader worker uses) and with the library's automatic
+thread count, opening the file per clip as a dataset does. Every clip then goes through the
+same pre-training transform (multi-scale crop to 224, normalise), so "decode + transform" is
+compared per clip. The libraries alternate clip by clip so that machine load hits both alike.
+decord is only needed here (``pip install decord``), not by maskagain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from maskagain.data import DataConfig, build_transform, read_clip
+from maskagain.data.decode import short_side_size
+from maskagain.data.sampling import dense_indices
+
+VIDEOS = {"320p": (320, 568), "720p": (720, 1280)}
+FPS, SECONDS = 30, 10
+
+
+def write_test_video(path: Path, height: int, width: int) -> None:
+    """A 10 s H.264 video with camera-pan-like motion and texture (not trivially compressible)."""
+    rng = np.random.default_rng(0)
+    big_h, big_w = height + 64, width + 8 * FPS * SECONDS // 4
+    base = rng.integers(0, 256, (big_h // 8, big_w // 8, 3), dtype=np.uint8)
+    base = np.kron(base, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks of texture
+    yy, xx = np.mgrid[0:big_h, 0 : base.shape[1]]
+    shade = 100 * (np.sin(xx / 37.0) + np.cos(yy / 23.0) + 2) / 4
+    base = (base * 0.6 + shade[..., None]).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for t in range(FPS * SECONDS):
+            x, y = 2 * t, int(20 + 20 * np.sin(t / 15))
+            frame = np.ascontiguousarray(base[y : y + height, x : x + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def read_pyav(path: str, indices: list[int], size: tuple[int, int] | None, threads: int):
+    """``size`` is the (height, width) after the short-side resize; PyAV takes the short side."""
+    return read_clip(path, indices, short_side=min(size) if size else None, threads=threads)
+
+
+def read_decord(path: str, indices: list[int], size: tuple[int, int] | None, threads: int):
+    import decord
+
+    h, w = size if size else (-1, -1)
+    vr = decord.VideoReader(path, width=w, height=h, num_threads=threads)
+    return torch.from_numpy(vr.get_batch(indices).asnumpy())
+
+
+READERS = {"pyav": read_pyav, "decord": read_decord}
+
+
+def bench_video(path: Path, clips: int, threads: int, transform, short_side: int) -> dict:
+    """Seconds per clip (decode only and decode + transform) for every reader, same clips."""
+    with av.open(str(path)) as c:
+        n = sum(1 for p in c.demux(video=0) if p.size)
+        size = short_side_size(c.streams.video[0].height, c.streams.video[0].width, short_side)
+    g = torch.Generator().manual_seed(0)
+    index_sets = [dense_indices(n, 16, 4, generator=g) for _ in range(clips + 1)]
+    times: dict[str, dict[str, list[float]]] = {r: {"decode": [], "total": []} for r in READERS}
+    for k, indices in enumerate(index_sets):
+        order = list(READERS) if k % 2 == 0 else list(READERS)[::-1]
+        for name in order:
+            start = time.perf_counter()
+            frames = READERS[name](str(path), indices, size, threads)
+            mid = time.perf_counter()
+            out = transform(frames)
+            end = time.perf_counter()
+            assert frames.shape[0] == 16 and out.shape[-2:] == (224, 224)
+            if k > 0:  # the first clip warms up file caches and libraries
+                times[name]["decode"].append(mid - start)
+                times[name]["total"].append(end - start)
+    result = {}
+    for name, t in times.items():
+        med_total, med_decode = statistics.median(t["total"]), statistics.median(t["decode"])
+        result[name] = {
+            "clips_per_s": 1.0 / med_total,
+            "decode_clips_per_s": 1.0 / med_decode,
+            "seconds_per_clip_median": med_total,
+            "seconds_per_clip_iqr": _iqr(t["total"]),
+        }
+    result["ratio_pyav_over_decord"] = (
+        result["pyav"]["clips_per_s"] / result["decord"]["clips_per_s"]
+    )
+    return result
+
+
+def _iqr(values: list[float]) -> float:
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
+
+
+def check_same_frames(path: Path) -> float:
+    """Mean absolute difference between the two readers' frames at full size (sanity)."""
+    idx = [0, 37, 151, 299]
+    a = read_pyav(str(path), idx, None, 0).float()
+    b = read_decord(str(path), idx, None, 0).float()
+    return float((a - b).abs().mean())
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "",
+        "## Data: clip decoding + transform (16x4 clips, PyAV vs decord)",
+        "",
+        f"`{report['command']}` on {report['machine']}, {report['date']}. Median over "
+        f"{report['clips']} clips; same clips for both, alternating; file opened per clip; "
+        "pre-training transform (multi-scale crop to 224, normalise) included.",
+        "",
+        "| video | threads | PyAV clips/s | decord clips/s | PyAV / decord | PyAV decode-only | decord decode-only |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        p, d = row["pyav"], row["decord"]
+        lines.append(
+            f"| {row['video']} | {row['threads']} | {p['clips_per_s']:.2f} | {d['clips_per_s']:.2f} "
+            f"| {row['ratio_pyav_over_decord']:.2f} | {p['decode_clips_per_s']:.2f} "
+            f"| {d['decode_clips_per_s']:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Threads 0 = the library's automatic choice. Mean |PyAV - decord| pixel difference at full "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in report["frame_difference"].items())
+        + " (both decode the same frames)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0])
+    parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
+    parser.add_argument(
+        "--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "maskagain_bench")
+    )
+    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--markdown", help="append a table to this markdown file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    transform = build_transform(DataConfig(), "train", "pretrain")
+    report = {
+        "command": "python -m benchmarks.data " + " ".join(argv or []),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "clips": args.clips,
+        "rows": [],
+        "frame_difference": {},
+    }
+    for name in args.videos:
+        path = work / f"test_{name}.mp4"
+        if not path.exists():
+            print(f"writing {path} ...", flush=True)
+            write_test_video(path, *VIDEOS[name])
+        report["frame_difference"][name] = check_same_frames(path)
+        for threads in args.threads:
+            row = {
+                "video": name,
+                "threads": threads,
+                **bench_video(path, args.clips, threads, transform, 256),
+            }
+            report["rows"].append(row)
+            print(
+                f"{name} threads={threads}: pyav {row['pyav']['clips_per_s']:.2f} clips/s, "
+                f"decord {row['decord']['clips_per_s']:.2f} clips/s, "
+                f"ratio {row['ratio_pyav_over_decord']:.2f}",
+                flush=True,
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
