@@ -167,7 +167,6 @@ class EvaluateConfig:
     split: Literal["test", "val"] = "test"
     data: DataConfig = field(default_factory=lambda: DataConfig(test_clips=5, test_crops=3))
     batch_size: int = 16
-    num_workers: int = 4
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Precision = "bf16"
     class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
@@ -176,7 +175,6 @@ class EvaluateConfig:
     def validate(self) -> None:
         _check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
         _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
-        _check(self.num_workers >= 0, "config key 'num_workers' must be >= 0")
 
 
 @dataclass

@@ -38,7 +38,8 @@ def load_classifier(checkpoint: str | Path, use_ema: bool = False) -> VideoViT:
     ``load_encoder`` reads) or a fine-tuning training checkpoint ``ckpt_step*.pt``.
 
     A run directory gives ``model.safetensors`` (``model_ema.safetensors`` with ``use_ema``),
-    or, for a run that has not finished, its newest training checkpoint.
+    or, for a run that has not finished, its newest training checkpoint, or else whatever
+    weights ``load_encoder`` finds in it.
     """
     path = Path(checkpoint)
     if path.is_dir():
@@ -46,10 +47,12 @@ def load_classifier(checkpoint: str | Path, use_ema: bool = False) -> VideoViT:
         if (path / name).is_file():
             return load_encoder(path / name)
         ckpt = latest_checkpoint(path)
-        if ckpt is None:
+        if ckpt is not None:
+            log.info("%s has no %s yet; using the training checkpoint %s", path, name, ckpt)
+            return _from_training_checkpoint(ckpt, use_ema)
+        if use_ema:
             raise CheckpointError(f"{path} holds neither {name} nor checkpoints/ckpt_step*.pt")
-        log.info("%s has no %s yet; using the training checkpoint %s", path, name, ckpt)
-        return _from_training_checkpoint(ckpt, use_ema)
+        return load_encoder(path)  # any weights file a run directory holds
     if path.suffix == ".pt" and path.is_file():
         state = load_checkpoint(path)
         if state.get("format") == CHECKPOINT_FORMAT:
@@ -113,7 +116,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             )
         names = _class_names(cfg.class_names, dataset, model.num_classes)
         metrics = run_test(
-            model, dataset, cfg.batch_size, cfg.num_workers, dist, DTYPES[cfg.precision],
+            model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[cfg.precision],
             run_dir, cfg.progress, names,
         )  # fmt: skip
         summary = {
