@@ -13,7 +13,7 @@ Conventions (one clip, i.e. everything below is per sample of the batch):
 
 Encoder (VideoMAE ViT, width d, depth L, MLP hidden r*d, heads irrelevant to the count), with
 ``n`` tokens entering the blocks and ``n_embed`` tokens going through the tubelet embedding
-(the encoder embeds the whole clip and then keeps the visible tokens, so ``n_embed = N``)::
+(the encoder embeds only the visible tubelets of a masked clip, so ``n_embed = n``)::
 
     patch embed   n_embed * (C * t * p * p) * d
     per block     n * d * 3d   (qkv)   + n * n * d (q @ k^T) + n * n * d (attn @ v)
@@ -140,8 +140,8 @@ def maskagain_flops(
 ) -> FlopCount:
     """MaskAgain distillation step: teacher forward + student train on the visible tokens."""
     count = FlopCount()
-    add_encoder(count, "teacher", teacher, clip.n_vis, clip.n_all, trained=False)
-    add_encoder(count, "student", student, clip.n_vis, clip.n_all, trained=True)
+    add_encoder(count, "teacher", teacher, clip.n_vis, clip.n_vis, trained=False)
+    add_encoder(count, "student", student, clip.n_vis, clip.n_vis, trained=True)
     n, ds, dt = clip.n_vis, student.dim, teacher.dim
     for side, d, factor in (("student", ds, TRAINED), ("teacher", dt, FROZEN)):
         count.add(f"loss.global.{side}", n * min(k, n) * d, factor)
@@ -157,7 +157,7 @@ def videomae_flops(
 ) -> FlopCount:
     """VideoMAE pre-training step: encoder on visible tokens, pixel decoder over all tokens."""
     count = FlopCount()
-    add_encoder(count, "encoder", encoder, clip.n_vis, clip.n_all, trained=True)
+    add_encoder(count, "encoder", encoder, clip.n_vis, clip.n_vis, trained=True)
     add_decoder(
         count,
         "decoder",
@@ -181,7 +181,7 @@ def mvd_flops(
     """MVD-style step: teacher forward on ALL tokens, student + feature decoder trained."""
     count = FlopCount()
     add_encoder(count, "teacher", teacher, clip.n_all, clip.n_all, trained=False)
-    add_encoder(count, "student", student, clip.n_vis, clip.n_all, trained=True)
+    add_encoder(count, "student", student, clip.n_vis, clip.n_vis, trained=True)
     add_decoder(
         count,
         "decoder",

@@ -32,9 +32,9 @@ def _reference_loss(objective, s_tokens, t_tokens, mask):
         rows = [x[j] + objective.pos_embed[i] for j, i in enumerate(vis_pos)]
         rows += [objective.mask_token[0, 0] + objective.pos_embed[i] for i in hid_pos]
         h = torch.stack(rows)[None]
-        for blk in objective.blocks:
+        for blk in objective.decoder.blocks:
             h = blk(h)
-        pred = objective.head(objective.norm(h[0, len(vis_pos) :]))
+        pred = objective.decoder.head(objective.decoder.norm(h[0, len(vis_pos) :]))
         target = torch.stack([F.layer_norm(t_tokens[b, i], (t_tokens.shape[-1],)) for i in hid_pos])
         losses.append(((pred - target) ** 2).mean())
     return torch.stack(losses).mean()

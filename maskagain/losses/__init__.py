@@ -9,6 +9,7 @@ from maskagain.losses.hidden import (
     local_weights,
     merge_heads,
 )
+from maskagain.losses.mvd import MVDConfig, MVDObjective
 from maskagain.losses.objective import (
     BASELINES,
     PRESETS,
@@ -32,6 +33,8 @@ __all__ = [
     "BASELINES",
     "PRESETS",
     "FrameGroups",
+    "MVDConfig",
+    "MVDObjective",
     "MaskAgainObjective",
     "ObjectiveConfig",
     "activation_topk",

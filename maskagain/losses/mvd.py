@@ -13,7 +13,8 @@ only. MVD's scripts use 2 decoder blocks at the student width and a SmoothL1 los
 is the plain alternative. Only the video-teacher branch is built (MVD also trains an image-teacher
 branch; MaskAgain has no image teacher).
 
-The decoder is built from the encoder's ``Block`` (``maskagain.models.layers``).
+The decoder is the reusable ``VideoMAEDecoder`` of ``maskagain.models.pretrain`` (blocks, final
+LayerNorm, linear head on the last tokens).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskagain.models.layers import Block, sinusoid_table, trunc_normal_init
+from maskagain.models.layers import sinusoid_table, trunc_normal_init
+from maskagain.models.pretrain import VideoMAEDecoder
 from maskagain.models.vit import EncoderOutput
 
 LOSSES = ("smooth_l1", "mse")
@@ -72,12 +74,11 @@ class MVDObjective(nn.Module):
         self.embed = nn.Linear(student_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos_embed", sinusoid_table(num_tokens, dim), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(dim, heads, cfg.mlp_ratio, norm_eps=norm_eps) for _ in range(cfg.decoder_depth)
+        self.decoder = VideoMAEDecoder(
+            dim, cfg.decoder_depth, heads, teacher_dim, cfg.mlp_ratio, norm_eps=norm_eps
         )
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.head = nn.Linear(dim, teacher_dim)
-        self.apply(trunc_normal_init)
+        trunc_normal_init(self.encoder_norm)
+        trunc_normal_init(self.embed)
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
 
     def decode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,9 +95,7 @@ class MVDObjective(nn.Module):
         vis = x + pos[~mask].reshape(b, -1, d)
         hid = self.mask_token.to(x.dtype) + pos[mask].reshape(b, n_hid, d)
         x = torch.cat((vis, hid), dim=1)  # (B, N, D_dec): visible first, then hidden
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.norm(x[:, -n_hid:]))
+        return self.decoder(x, return_last=n_hid)
 
     def targets(self, teacher_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, D_t) teacher features of all tokens -> (B, N_hid, D_t) targets, fp32."""
