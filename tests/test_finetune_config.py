@@ -100,3 +100,12 @@ def test_build_classifier_from_student_keeps_weights_and_replaces_head(
         build_classifier(model_config("vit_micro", **tiny_kwargs), 5, source=str(path))
     with pytest.raises(CheckpointError):
         build_classifier(spec, 5, source=str(tmp_path / "missing.safetensors"))
+
+
+def test_partial_sections_keep_the_finetuning_defaults() -> None:
+    cfg = load_config(
+        FinetuneConfig, overrides=["optim.base_lr=5e-4", "schedule.epochs=10", "model.depth=4"]
+    )
+    assert tuple(cfg.optim.betas) == (0.9, 0.999) and cfg.optim.base_lr == 5e-4
+    assert (cfg.schedule.warmup_epochs, cfg.schedule.warmup_lr) == (5, 1e-6)
+    assert cfg.model.name == "vit_base" and cfg.model.drop_path_rate == 0.1

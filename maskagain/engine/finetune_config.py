@@ -107,12 +107,32 @@ class ValSpec:
         )
 
 
-def _finetune_optim() -> OptimConfig:
-    return OptimConfig(base_lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999))
+# Fine-tuning defaults live in subclasses, not in ``default_factory``: a YAML file or override
+# that sets one key of a section builds the section from its class defaults.
+@dataclass
+class FinetuneModelSpec(ModelSpec):
+    """:class:`ModelSpec` with the fine-tuning default (ViT-B, drop path 0.1)."""
+
+    name: str = "vit_base"
+    drop_path_rate: float = 0.1
 
 
-def _finetune_schedule() -> ScheduleConfig:
-    return ScheduleConfig(epochs=100, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)
+@dataclass
+class FinetuneOptimConfig(OptimConfig):
+    """:class:`OptimConfig` with Table 8's defaults (base lr 1e-3, betas 0.9/0.999)."""
+
+    base_lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class FinetuneScheduleConfig(ScheduleConfig):
+    """:class:`ScheduleConfig` with Table 8's defaults (5 warm-up epochs from 1e-6, min 1e-5)."""
+
+    epochs: int = 100
+    warmup_epochs: float = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
 
 
 @dataclass
@@ -125,14 +145,14 @@ class FinetuneConfig:
 
     out_dir: str = "runs/finetune"
     seed: int = 0
-    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1))
+    model: FinetuneModelSpec = field(default_factory=FinetuneModelSpec)
     init: InitSpec = field(default_factory=InitSpec)
     head: HeadSpec = field(default_factory=HeadSpec)
     layer_decay: float = 0.75
     mixup: MixupSpec = field(default_factory=MixupSpec)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=_finetune_optim)
-    schedule: ScheduleConfig = field(default_factory=_finetune_schedule)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    schedule: FinetuneScheduleConfig = field(default_factory=FinetuneScheduleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     val: ValSpec = field(default_factory=ValSpec)
 
@@ -165,7 +185,7 @@ class EvaluateConfig:
     checkpoint: str = ""
     use_ema: bool = False
     split: Literal["test", "val"] = "test"
-    data: DataConfig = field(default_factory=lambda: DataConfig(test_clips=5, test_crops=3))
+    data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
     batch_size: int = 16
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Precision = "bf16"
@@ -205,7 +225,7 @@ class ProbeConfig:
     seed: int = 0
     encoder: str = ""
     overrides: dict = field(default_factory=dict)
-    data: DataConfig = field(default_factory=lambda: DataConfig(rand_augment="", random_erase=0.0))
+    data: DataConfig = field(default_factory=DataConfig)  # read without augmentation
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     batch_size: int = 16  # clips per forward pass of the encoder
     device: Literal["auto", "cuda", "cpu"] = "auto"
