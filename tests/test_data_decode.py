@@ -64,6 +64,7 @@ def full_decode(path: Path) -> np.ndarray:
 VIDEOS = {
     "h264_bframes.mp4": dict(codec="libx264", gop=12, options={"bframes": "3"}),
     "h264.mkv": dict(codec="libx264", gop=10),
+    "h264_annexb.ts": dict(codec="libx264", gop=12, options={"bframes": "3"}),
     "vp9.webm": dict(codec="libvpx-vp9", gop=15),
     "vp8.webm": dict(codec="libvpx", gop=15),
     "mpeg4.avi": dict(codec="mpeg4", gop=12),
@@ -104,19 +105,18 @@ def test_short_side_resize(videos):
     assert read_clip(tall, [0], short_side=16).shape == (1, 32, 16, 3)
 
 
-class _CountingContainer:
-    """Wraps a container and counts the frames its ``decode`` yields."""
+def _count_decoded(video: VideoFile) -> list[int]:
+    """Make ``video`` count the frames its seeking reader decodes; returns the counter."""
+    counter = [0]
+    decode = video._decode_skipping
 
-    def __init__(self, container):
-        self._c, self.decoded = container, 0
-
-    def decode(self, *args, **kwargs):
-        for frame in self._c.decode(*args, **kwargs):
-            self.decoded += 1
+    def counting(*args, **kwargs):
+        for frame in decode(*args, **kwargs):
+            counter[0] += 1
             yield frame
 
-    def __getattr__(self, name):
-        return getattr(self._c, name)
+    video._decode_skipping = counting
+    return counter
 
 
 def test_sparse_key_frames_seek_and_stop_early(tmp_path):
@@ -126,14 +126,24 @@ def test_sparse_key_frames_seek_and_stop_early(tmp_path):
     with VideoFile(path) as video:
         keys = [video._index.pts.index(k) for k in video._index.keys]
         assert keys == [0, 25, 50, 75]  # sparse key frames
-        counter = _CountingContainer(video._container)
-        video._container = counter
+        counter = _count_decoded(video)
         for idx in ([40, 44, 48], [26], [79], [24, 25], [0, 1], [3, 77], [60, 30, 49]):
-            counter.decoded = 0
+            counter[0] = 0
             np.testing.assert_array_equal(video.read(idx).numpy(), ref[idx])
             key = max(k for k in keys if k <= min(idx))
             # decoded from the key frame before the first index to (about) the last one only
-            assert counter.decoded <= max(idx) - key + 1 + 4, (idx, counter.decoded)
+            assert len(set(idx)) <= counter[0] <= max(idx) - key + 1 + 4, (idx, counter[0])
+
+
+def test_unreferenced_h264_frames_are_skipped(tmp_path):
+    x264 = {"bframes": "3", "x264-params": "keyint=40:min-keyint=40:scenecut=0:b-pyramid=none"}
+    path = write_video(tmp_path / "b.mp4", n=40, options=x264)
+    ref = full_decode(path)
+    with VideoFile(path) as video:
+        counter = _count_decoded(video)
+        idx = list(range(0, 40, 4))
+        np.testing.assert_array_equal(video.read(idx).numpy(), ref[idx])
+        assert counter[0] < 30  # of 37+ frames up to 36, the unwanted plain B-frames were left out
 
 
 def test_webm_without_frame_count_is_counted(videos):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import av
@@ -37,6 +37,39 @@ def short_side_size(height: int, width: int, short_side: int | None) -> tuple[in
     if height <= width:
         return short_side, max(1, round(width * short_side / height))
     return max(1, round(height * short_side / width)), short_side
+
+
+def _h264_nal_length(stream: av.video.stream.VideoStream) -> int | None:
+    """Byte size of NAL lengths of an H.264 stream in AVCC form (mp4/mkv/flv): 0 for Annex B
+    start codes, None for other codecs."""
+    if stream.codec_context.name != "h264":
+        return None
+    extra = stream.codec_context.extradata or b""
+    return (extra[4] & 3) + 1 if len(extra) > 6 and extra[0] == 1 else 0
+
+
+def _h264_unreferenced(data: memoryview, nal_length: int) -> bool:
+    """True if the first slice NAL of an H.264 access unit has ``nal_ref_idc == 0`` (all slices
+    of a picture agree), i.e. no other frame is decoded from this one."""
+    pos, n = 0, len(data)
+    while pos < n:
+        if nal_length:
+            size = int.from_bytes(data[pos : pos + nal_length], "big")
+            head, pos = pos + nal_length, pos + nal_length + size
+        else:
+            start = bytes(data[pos : pos + 4])
+            skip = 4 if start == b"\x00\x00\x00\x01" else 3 if start[:3] == b"\x00\x00\x01" else 0
+            if not skip:
+                return False
+            head = pos + skip
+            nxt = bytes(data[head:]).find(b"\x00\x00\x01")
+            pos = n if nxt < 0 else head + nxt - (1 if data[head + nxt - 1] == 0 else 0)
+        if head >= n:
+            return False
+        nal_type, ref_idc = data[head] & 0x1F, (data[head] >> 5) & 3
+        if nal_type in (1, 5):
+            return ref_idc == 0
+    return False
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,7 @@ class VideoFile:
             self._stream = self._container.streams.video[0]
             self._stream.codec_context.thread_type = "AUTO"
             self._stream.codec_context.thread_count = threads
+            self._nal_length = _h264_nal_length(self._stream)
             self._index = self._build_index()
         except BaseException:
             self._container.close()
@@ -152,7 +186,7 @@ class VideoFile:
             self._container.seek(key, stream=self._stream, backward=True)
             frames: dict[int, av.VideoFrame] = {}
             started = False
-            for frame in self._container.decode(self._stream):
+            for frame in self._decode_skipping(by_pts):
                 t = frame.pts if frame.pts is not None else frame.dts
                 if t is None:
                     break
@@ -168,6 +202,20 @@ class VideoFile:
                 return frames
         log.debug("%s: seeking did not deliver all frames; decoding sequentially", self.path)
         return None
+
+    def _decode_skipping(self, wanted_pts: dict[int, int]) -> Iterator[av.VideoFrame]:
+        """Decode from the current position, leaving out unwanted H.264 frames that no other
+        frame references (``nal_ref_idc == 0``): skipping them cannot change any other frame."""
+        for packet in self._container.demux(self._stream):
+            if (
+                self._nal_length is not None
+                and packet.size
+                and packet.pts is not None
+                and packet.pts not in wanted_pts
+                and _h264_unreferenced(memoryview(packet), self._nal_length)
+            ):
+                continue
+            yield from packet.decode()
 
     def _read_sequential(self, wanted: list[int]) -> dict[int, av.VideoFrame]:
         """Decode from the start, counting frames, up to ``wanted[-1]``; pads if the stream ends."""
