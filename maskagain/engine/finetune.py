@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from maskagain.config import ConfigError, to_dict
-from maskagain.data import ClipDataset, MaskCollator, build_dataset
+from maskagain.data import BadFileTracker, ClipDataset, MaskCollator, build_dataset
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
 from maskagain.engine.finetune_config import FinetuneConfig
@@ -249,7 +249,10 @@ def run_test(
     ``class_names`` default to the dataset's when it has as many classes as the head.
     """
     loader = build_eval_loader(dataset, batch_size, num_workers, dist)
-    batches = progress_batches(loader, dist.is_main and progress, f"test {out_dir.name}")
+    bad_files = BadFileTracker(dataset.cfg.max_bad_fraction, dataset.cfg.min_samples_for_bad_check)
+    batches = _tracked(
+        progress_batches(loader, dist.is_main and progress, f"test {out_dir.name}"), bad_files
+    )
     result = predict_views(model, batches, model.num_classes, dist.device, dtype, dataset.views)
     if class_names is None and dataset.num_classes == model.num_classes:
         class_names = dataset.class_names
@@ -257,8 +260,16 @@ def run_test(
         save_report(result, out_dir, class_names)
     metrics = result.metrics()
     metrics["views_per_video"] = dataset.views
+    metrics["bad_files"] = bad_files.bad  # views whose video was replaced (this process)
     log.info("test (%s): %s", out_dir.name, _fmt({k: float(v) for k, v in metrics.items()}))
     return metrics
+
+
+def _tracked(batches: Iterable[dict], bad_files: BadFileTracker) -> Iterable[dict]:
+    """``batches`` with every batch counted by ``bad_files`` (raises past its limit)."""
+    for batch in batches:
+        bad_files.update(batch)
+        yield batch
 
 
 def build_finetune_model(cfg: FinetuneConfig, num_classes: int) -> VideoViT:
@@ -305,6 +316,7 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
                 m.label_smoothing,
                 seed=cfg.seed * 1000 + dist.rank,
             )
+        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
         validator = _Validator(cfg, model, num_classes, dist) if cfg.val.every_epochs else None
         trainer = Trainer(
             engine=cfg.engine,
@@ -321,6 +333,7 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
             config=to_dict(cfg),
             extra_state={"mixup": mixup} if mixup is not None else None,
             on_epoch_end=validator,
+            batch_hook=bad_files.update,
             name="finetune",
         )
         ckpt = resolve_resume(resume, run_dir)
@@ -341,6 +354,7 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
             "parameters": count_parameters(model),
             "init": cfg.init.source or "scratch",
             "final": metrics,
+            "data": bad_files.summary(),
         }
         if done:
             summary.update(_finish(cfg, trainer, model, dist, run_dir))
