@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from maskagain.config import ConfigError, to_dict
 from maskagain.data import BadFileTracker, ClipDataset, MaskCollator, build_dataset
-from maskagain.engine.distributed import DistInfo
+from maskagain.engine.distributed import DistInfo, unwrap
 from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
-from maskagain.engine.finetune_config import FinetuneConfig
+from maskagain.engine.finetune_config import FinetuneConfig, MixupSpec
 from maskagain.engine.lrd import param_groups_lrd
 from maskagain.engine.mixup import VideoMixup, smooth_one_hot, soft_target_cross_entropy
 from maskagain.engine.run import (
@@ -284,58 +284,70 @@ def build_finetune_model(cfg: FinetuneConfig, num_classes: int) -> VideoViT:
     )
 
 
+def build_mixup(spec: MixupSpec, num_classes: int, seed: int) -> VideoMixup | None:
+    """The batch mixer of ``spec``, or None when mixup and cutmix are both off."""
+    if spec.prob <= 0 or (spec.mixup_alpha <= 0 and spec.cutmix_alpha <= 0):
+        return None
+    return VideoMixup(
+        num_classes, spec.mixup_alpha, spec.cutmix_alpha, spec.prob, spec.switch_prob,
+        spec.label_smoothing, seed=seed,
+    )  # fmt: skip
+
+
+def build_finetune_trainer(
+    cfg: FinetuneConfig, dist: DistInfo, run_dir: Path
+) -> tuple[Trainer, BadFileTracker, dict]:
+    """Data, classifier, layer-decayed AdamW, mixup and the trainer; plus run facts."""
+    dataset = build_dataset(cfg.data, "train", "finetune")
+    num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
+    model = build_finetune_model(cfg, num_classes).to(dist.device)
+    loader, sampler = build_train_loader(
+        dataset, MaskCollator(), cfg.engine, cfg.data.num_workers, dist, cfg.seed
+    )
+    steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+    # clips per optimizer step, repeated augmentation (clips per decoded video) included
+    total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
+    total_batch *= dataset.num_sample
+    groups = param_groups_lrd(model, cfg.optim.weight_decay, cfg.layer_decay)
+    optimizer, schedule = build_optimization(
+        model, cfg.optim, cfg.schedule, steps, total_batch, dist.device, groups=groups
+    )
+    mixup = build_mixup(cfg.mixup, num_classes, seed=cfg.seed * 1000 + dist.rank)
+    bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
+    trainer = Trainer(
+        engine=cfg.engine,
+        dist=dist,
+        run_dir=run_dir,
+        model=model,
+        step_fn=FinetuneStep(num_classes, mixup, cfg.mixup.label_smoothing),
+        optimizer=optimizer,
+        schedule=schedule,
+        loader=loader,
+        sampler=sampler,
+        epochs=cfg.schedule.epochs,
+        clip_grad=cfg.optim.clip_grad,
+        config=to_dict(cfg),
+        extra_state={"mixup": mixup} if mixup is not None else None,
+        on_epoch_end=_Validator(cfg, model, num_classes, dist) if cfg.val.every_epochs else None,
+        batch_hook=bad_files.update,
+        name="finetune",
+    )
+    facts = {
+        "total_batch": total_batch,
+        "peak_lr": schedule.peak_lr,
+        "num_classes": num_classes,
+        "parameters": count_parameters(model),
+        "init": cfg.init.source or "scratch",
+    }
+    return trainer, bad_files, facts
+
+
 def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
     """Fine-tune, validate, test (multi-view) and export; returns what ``summary.json`` holds."""
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        dataset = build_dataset(cfg.data, "train", "finetune")
-        num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
-        model = build_finetune_model(cfg, num_classes).to(dist.device)
-        loader, sampler = build_train_loader(
-            dataset, MaskCollator(), cfg.engine, cfg.data.num_workers, dist, cfg.seed
-        )
-        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
-        clips_per_item = dataset.num_sample  # repeated augmentation: clips per decoded video
-        total_batch = (
-            cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size * clips_per_item
-        )
-        groups = param_groups_lrd(model, cfg.optim.weight_decay, cfg.layer_decay)
-        optimizer, schedule = build_optimization(
-            model, cfg.optim, cfg.schedule, steps, total_batch, dist.device, groups=groups
-        )
-        mixup = None
-        if cfg.mixup.prob > 0 and (cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0):
-            m = cfg.mixup
-            mixup = VideoMixup(
-                num_classes,
-                m.mixup_alpha,
-                m.cutmix_alpha,
-                m.prob,
-                m.switch_prob,
-                m.label_smoothing,
-                seed=cfg.seed * 1000 + dist.rank,
-            )
-        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
-        validator = _Validator(cfg, model, num_classes, dist) if cfg.val.every_epochs else None
-        trainer = Trainer(
-            engine=cfg.engine,
-            dist=dist,
-            run_dir=run_dir,
-            model=model,
-            step_fn=FinetuneStep(num_classes, mixup, cfg.mixup.label_smoothing),
-            optimizer=optimizer,
-            schedule=schedule,
-            loader=loader,
-            sampler=sampler,
-            epochs=cfg.schedule.epochs,
-            clip_grad=cfg.optim.clip_grad,
-            config=to_dict(cfg),
-            extra_state={"mixup": mixup} if mixup is not None else None,
-            on_epoch_end=validator,
-            batch_hook=bad_files.update,
-            name="finetune",
-        )
+        trainer, bad_files, facts = build_finetune_trainer(cfg, dist, run_dir)
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
@@ -348,16 +360,12 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
             "epoch": trainer.state.epoch,
             "total_steps": trainer.total_steps,
             "world_size": dist.world_size,
-            "total_batch": total_batch,
-            "peak_lr": schedule.peak_lr,
-            "num_classes": num_classes,
-            "parameters": count_parameters(model),
-            "init": cfg.init.source or "scratch",
+            **facts,
             "final": metrics,
             "data": bad_files.summary(),
         }
         if done:
-            summary.update(_finish(cfg, trainer, model, dist, run_dir))
+            summary.update(_finish(cfg, trainer, dist, run_dir))
         summary["wall_s"] = round(time.time() - t0, 2)
         if dist.is_main:
             write_summary(run_dir, summary)
@@ -366,11 +374,9 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         finish_run()
 
 
-def _finish(
-    cfg: FinetuneConfig, trainer: Trainer, model: VideoViT, dist: DistInfo, run_dir: Path
-) -> dict:
+def _finish(cfg: FinetuneConfig, trainer: Trainer, dist: DistInfo, run_dir: Path) -> dict:
     """Export the weights and run the multi-view test (with the EMA weights too)."""
-    models = {"": model}
+    models = {"": unwrap(trainer.model)}
     if trainer.ema is not None:
         models["_ema"] = trainer.ema.module
     out: dict = {}
