@@ -220,6 +220,19 @@ def test_select_global_matches_reference_and_is_deterministic(tied):
                 assert sorted(idx[b, h, q].tolist()) == sorted(want)
 
 
+def test_topk_fixes_only_the_rows_with_a_boundary_tie():
+    scores = torch.randn(3, 4, 9)
+    scores[1, 2] = torch.tensor([0.0, 5.0, 1.0, 1.0, -1.0, 1.0, 2.0, 1.0, 0.5])  # 1.0 x4
+    scores[2, 0, 4:] = 7.0  # five-way tie at the top
+    idx = stable_topk_indices(scores, 3)
+    for r in range(3):
+        for q in range(4):
+            want = ref_topk(scores[r, q].tolist(), list(range(9)), 3)
+            assert sorted(idx[r, q].tolist()) == sorted(want)
+    assert sorted(idx[1, 2].tolist()) == [1, 2, 6]
+    assert sorted(idx[2, 0].tolist()) == [4, 5, 6]
+
+
 def test_activation_topk_matches_reference_and_clamps_k():
     tokens = torch.randn(3, 9, 4)
     got = activation_topk(tokens, 4).tolist()

@@ -12,6 +12,7 @@ eq. 3 literally reads.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from maskagain.losses.selection import (
     FrameGroups,
@@ -198,9 +199,9 @@ def feature_mse(
             f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ; "
             "a projection must map the student to the teacher width"
         )
-    diff = (student.float() - teacher.float()).pow(2)
     if valid is None:
-        return diff.mean()
+        return F.mse_loss(student.float(), teacher.float())
+    diff = (student.float() - teacher.float()).pow(2)
     mask = valid.expand(student.shape[:-1]).unsqueeze(-1)
     denom = mask.sum().clamp(min=1) * student.shape[-1]
     return (diff * mask).sum() / denom

@@ -46,15 +46,20 @@ def stable_topk_indices(
         raise ValueError(f"k must be >= 1, got {k}")
     scores = scores.detach()
     n = scores.shape[-1]
-    if k < n:
-        values, index = scores.topk(k + 1, dim=-1)
-        boundary = values[..., k - 1]
-        straddle = boundary == values[..., k]
-        if ignore_padding_ties:
-            straddle &= boundary > float("-inf")
-        if not bool(straddle.any()):
-            return index[..., :k]
-    return _tie_broken_key(scores).topk(min(k, n), dim=-1).indices
+    if k >= n:
+        return _tie_broken_key(scores).topk(n, dim=-1).indices
+    values, index = scores.topk(k + 1, dim=-1)
+    boundary = values[..., k - 1]
+    straddle = boundary == values[..., k]
+    if ignore_padding_ties:
+        straddle &= boundary > float("-inf")
+    rows = straddle.flatten().nonzero().squeeze(1)  # the one host sync
+    index = index[..., :k]
+    if rows.numel() == 0:
+        return index
+    # only the rows with a tie across the boundary take the exact path (common in bf16)
+    exact = _tie_broken_key(scores.reshape(-1, n)[rows]).topk(k, dim=-1).indices
+    return index.reshape(-1, k).index_copy(0, rows, exact).reshape(index.shape)
 
 
 def select_global(logits: torch.Tensor, k: int) -> torch.Tensor:
