@@ -1,4 +1,14 @@
-"""The MaskAgain objective: selection functions, MAGlobal, MALocal, MAHint, MARel, baselines."""
+"""The MaskAgain objective: selection functions, MAGlobal, MALocal, MAHint, MARel, baselines.
+
+Typical use (the teacher frozen, both encoders on the same mask)::
+
+    objective = MaskAgainObjective.from_models(objective_preset("maskagain_b"), student, teacher)
+    with torch.no_grad():
+        t_out = teacher.forward_features(video, mask, attn_layers=objective.attn_layers_teacher)
+    s_out = student.forward_features(video, mask, attn_layers=objective.attn_layers_student)
+    losses = objective(s_out, t_out)  # {"global", "local", "hint", "relation", "loss"}
+    losses["loss"].backward()  # optimise student.parameters() and objective.parameters()
+"""
 
 from maskagain.losses.baselines import attention_transfer_loss
 from maskagain.losses.hidden import (

@@ -1,8 +1,8 @@
 """Top-k selection functions of MaskAgain: F_global, F_local and F_act.
 
 Every selection keeps exactly ``min(k, available)`` entries. Ties are broken deterministically in
-favour of the lower token index, unlike the official ``>= k-th value``
-test, which keeps every tied entry and so can keep more than k.
+favour of the lower token index, unlike the official ``>= k-th value`` test, which keeps every
+tied entry and so can keep more than k.
 
 Selection is done on the logits, not on ``softmax(logits / tau)``: softmax is monotonic, so the
 order is the same, and logits do not collapse to equal values where probabilities underflow.
