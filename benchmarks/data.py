@@ -1,6 +1,7 @@
 """Data benchmark: clips/s for VideoMAE 16x4 clips, PyAV (``maskagain.data``) next to decord.
 
-    python -m benchmarks.data --clips 24 [--json out.json] [--markdown benchmarks/RESULTS.md]
+    python -m benchmarks.data --clips 24 [--probe] [--synthetic-speed 3000]
+                              [--json out.json] [--markdown benchmarks/RESULTS.md]
 
 Two H.264 test videos (10 s at 30 fps, ~320p and ~720p, x264 defaults: B-frames, key frame
 every <= 250 frames) are written once to ``--workdir``. For each video the same random 16x4
@@ -16,6 +17,10 @@ thread count, opening the file per clip as a dataset does. Every clip then goes 
 same pre-training transform (multi-scale crop to 224, normalise), so "decode + transform" is
 compared per clip. The libraries alternate clip by clip so that machine load hits both alike.
 decord is only needed here (``pip install decord``), not by maskagain.
+
+``--probe``: linear probes on the synthetic set, one frame's pixels vs four global-motion
+numbers per clip (the test suite runs the same probes, smaller). ``--synthetic-speed N``: time to
+write N clips with ``make-synthetic`` defaults.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import datetime
 import json
 import os
 import platform
+import resource
+import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +44,7 @@ import torch
 from maskagain.data import DataConfig, build_transform, read_clip
 from maskagain.data.decode import short_side_size
 from maskagain.data.sampling import dense_indices
+from maskagain.data.synthetic import SyntheticSpec, make_clip, write_synthetic_dataset
 
 VIDEOS = {"320p": (320, 568), "720p": (720, 1280)}
 FPS, SECONDS = 30, 10
@@ -74,6 +83,70 @@ def read_decord(path: str, indices: list[int], size: tuple[int, int] | None, thr
     h, w = size if size else (-1, -1)
     vr = decord.VideoReader(path, width=w, height=h, num_threads=threads)
     return torch.from_numpy(vr.get_batch(indices).asnumpy())
+
+
+def motion_features(clips: np.ndarray) -> np.ndarray:
+    """Global motion of each clip by least squares on brightness constancy (no learning):
+    translation x/y, rotation and divergence about the motion centroid. (N, 4)."""
+    v = clips.mean(-1)  # (N, T, S, S) luminance
+    s = v.shape[-1]
+    it = v[:, 1:] - v[:, :-1]
+    m = 0.5 * (v[:, 1:] + v[:, :-1])
+    ix = (np.roll(m, -1, -1) - np.roll(m, 1, -1)) / 2
+    iy = (np.roll(m, -1, -2) - np.roll(m, 1, -2)) / 2
+    phase = np.exp(2j * np.pi * (np.arange(s) + 0.5) / s)
+    w = np.abs(it)
+    cx = np.angle((w * phase[None, None, None, :]).sum((-1, -2))) * s / (2 * np.pi)
+    cy = np.angle((w * phase[None, None, :, None]).sum((-1, -2))) * s / (2 * np.pi)
+    pos = np.arange(s) + 0.5
+    rx = (pos[None, None, None, :] - cx[..., None, None] + s / 2) % s - s / 2
+    ry = (pos[None, None, :, None] - cy[..., None, None] + s / 2) % s - s / 2
+    basis = [ix, iy, rx * iy - ry * ix, rx * ix + ry * iy]
+    return np.stack([-(it * b).sum((1, 2, 3)) / ((b * b).sum((1, 2, 3)) + 1e-6) for b in basis], 1)
+
+
+def linear_probe(xtr, ytr, xte, yte, classes, steps=300, lr=0.5, wd=1e-3) -> float:
+    """Softmax regression by full-batch gradient descent; returns test accuracy."""
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
+    w = np.zeros((xtr.shape[1], classes), np.float32)
+    b = np.zeros(classes, np.float32)
+    onehot = np.eye(classes, dtype=np.float32)[ytr]
+    for _ in range(steps):
+        z = xtr @ w + b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) / len(xtr)
+        w -= lr * (xtr.T @ g + wd * w)
+        b -= lr * g.sum(0)
+    return float(((xte @ w + b).argmax(1) == yte).mean())
+
+
+def probe_synthetic(train: int, val: int, size: int, frames: int, distractor: float) -> dict:
+    """Linear probes on the synthetic set: one frame (random / first / middle) vs motion."""
+    spec = SyntheticSpec(size=size, frames=frames, distractor=distractor)
+
+    def split(name: str, n: int):
+        clips, labels = zip(*(make_clip(spec, 0, name, i) for i in range(n)))
+        return np.stack(clips).astype(np.float32) / 255, np.array(labels)
+
+    (xtr, ytr), (xte, yte) = split("train", train), split("val", val)
+    rng = np.random.default_rng(0)
+
+    def frame(x, which):
+        t = rng.integers(0, frames, len(x)) if which == "random" else np.full(len(x), which)
+        return x[np.arange(len(x)), t].reshape(len(x), -1)
+
+    out = {"chance": 1 / spec.num_classes, "distractor": distractor}
+    for name, which in (("random", "random"), ("first", 0), ("middle", frames // 2)):
+        out[f"single_frame_{name}"] = linear_probe(
+            frame(xtr, which), ytr, frame(xte, which), yte, spec.num_classes
+        )
+    out["motion"] = linear_probe(
+        motion_features(xtr), ytr, motion_features(xte), yte, spec.num_classes
+    )
+    return out
 
 
 READERS = {"pyav": read_pyav, "decord": read_decord}
@@ -127,69 +200,124 @@ def check_same_frames(path: Path) -> float:
     return float((a - b).abs().mean())
 
 
+def synthetic_speed(clips: int, workdir: Path) -> dict:
+    """Wall and CPU seconds to write ``clips`` clips with ``make-synthetic`` defaults."""
+    out = workdir / "synthetic_speed"
+    shutil.rmtree(out, ignore_errors=True)
+    spec = SyntheticSpec(size=64, frames=32)
+    wall, cpu = time.perf_counter(), time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    write_synthetic_dataset(out, spec, train_clips=clips, val_clips=0)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu + child_cpu
+    shutil.rmtree(out, ignore_errors=True)
+    return {"clips": clips, "wall_s": wall, "cpu_s": cpu, "size": 64, "frames": 32}
+
+
 def markdown(report: dict) -> str:
     lines = [
         "",
-        "## Data: clip decoding + transform (16x4 clips, PyAV vs decord)",
+        "## Data pipeline",
         "",
-        f"`{report['command']}` on {report['machine']}, {report['date']}. Median over "
-        f"{report['clips']} clips; same clips for both, alternating; file opened per clip; "
-        "pre-training transform (multi-scale crop to 224, normalise) included.",
-        "",
-        "| video | threads | PyAV clips/s | decord clips/s | PyAV / decord | PyAV decode-only | decord decode-only |",
-        "|---|---|---|---|---|---|---|",
+        f"`{report['command']}` on {report['machine']}, {report['date']}.",
     ]
-    for row in report["rows"]:
-        p, d = row["pyav"], row["decord"]
-        lines.append(
-            f"| {row['video']} | {row['threads']} | {p['clips_per_s']:.2f} | {d['clips_per_s']:.2f} "
-            f"| {row['ratio_pyav_over_decord']:.2f} | {p['decode_clips_per_s']:.2f} "
-            f"| {d['decode_clips_per_s']:.2f} |"
-        )
-    lines.append("")
-    lines.append(
-        "Threads 0 = the library's automatic choice. Mean |PyAV - decord| pixel difference at full "
-        + ", ".join(f"{k}: {v:.2f}" for k, v in report["frame_difference"].items())
-        + " (both decode the same frames)."
-    )
+    if report["rows"]:
+        lines += [
+            "",
+            "### Clip decoding + transform (16x4 clips, PyAV vs decord)",
+            "",
+            f"Median over {report['clips']} clips; same clips for both, alternating; file opened "
+            "per clip; pre-training transform (multi-scale crop to 224, normalise) included.",
+            "",
+            "| video | threads | PyAV clips/s | decord clips/s | PyAV / decord "
+            "| PyAV decode-only | decord decode-only |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in report["rows"]:
+            p, d = row["pyav"], row["decord"]
+            lines.append(
+                f"| {row['video']} | {row['threads']} | {p['clips_per_s']:.2f} "
+                f"| {d['clips_per_s']:.2f} | {row['ratio_pyav_over_decord']:.2f} "
+                f"| {p['decode_clips_per_s']:.2f} | {d['decode_clips_per_s']:.2f} |"
+            )
+        diffs = ", ".join(f"{k}: {v:.2f}" for k, v in report["frame_difference"].items())
+        lines += [
+            "",
+            "Threads 0 = the library's automatic choice. Mean |PyAV - decord| pixel difference "
+            f"at full size ({diffs}): both decode the same frames.",
+        ]
+    if report["probes"]:
+        lines += [
+            "",
+            "### Synthetic set: is the label in the motion?",
+            "",
+            "Linear probes (softmax regression, `benchmarks.data.linear_probe`) on "
+            f"{report['probe_setup']}: pixels of one frame vs 4 global-motion numbers per clip "
+            "(least squares on brightness constancy: translation x/y, rotation, divergence).",
+            "",
+            "| distractor | chance | random frame | first frame | middle frame | motion |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["probes"]:
+            lines.append(
+                f"| {r['distractor']} | {r['chance']:.3f} | {r['single_frame_random']:.3f} "
+                f"| {r['single_frame_first']:.3f} | {r['single_frame_middle']:.3f} "
+                f"| {r['motion']:.3f} |"
+            )
+    if report["synthetic_speed"]:
+        g = report["synthetic_speed"]
+        lines += [
+            "",
+            f"Writing {g['clips']} synthetic clips ({g['frames']} frames of {g['size']}x{g['size']}, "
+            f"H.264): {g['wall_s']:.1f} s wall, {g['cpu_s']:.1f} CPU-s "
+            f"({g['clips'] / g['cpu_s']:.0f} clips per CPU-second).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--clips", type=int, default=24, help="clips per decode row (0: skip)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0])
     parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
     parser.add_argument(
         "--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "maskagain_bench")
     )
+    parser.add_argument("--probe", action="store_true", help="synthetic-set linear probes")
+    parser.add_argument(
+        "--probe-clips", type=int, nargs=2, default=[2000, 800], metavar=("TRAIN", "VAL")
+    )
+    parser.add_argument("--synthetic-speed", type=int, default=0, metavar="CLIPS")
     parser.add_argument("--json", help="write the report here")
-    parser.add_argument("--markdown", help="append a table to this markdown file")
+    parser.add_argument("--markdown", help="append the tables to this markdown file")
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(1)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    transform = build_transform(DataConfig(), "train", "pretrain")
     report = {
-        "command": "python -m benchmarks.data " + " ".join(argv or []),
+        "command": " ".join(["python -m benchmarks.data", *argv]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "clips": args.clips,
         "rows": [],
         "frame_difference": {},
+        "probes": [],
+        "probe_setup": f"{args.probe_clips[0]} train / {args.probe_clips[1]} val clips of 16 frames, 32x32",
+        "synthetic_speed": None,
     }
-    for name in args.videos:
+    transform = build_transform(DataConfig(), "train", "pretrain")
+    for name in args.videos if args.clips else []:
         path = work / f"test_{name}.mp4"
         if not path.exists():
             print(f"writing {path} ...", flush=True)
             write_test_video(path, *VIDEOS[name])
         report["frame_difference"][name] = check_same_frames(path)
         for threads in args.threads:
-            row = {
-                "video": name,
-                "threads": threads,
-                **bench_video(path, args.clips, threads, transform, 256),
-            }
+            row = {"video": name, "threads": threads}
+            row.update(bench_video(path, args.clips, threads, transform, 256))
             report["rows"].append(row)
             print(
                 f"{name} threads={threads}: pyav {row['pyav']['clips_per_s']:.2f} clips/s, "
@@ -197,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"ratio {row['ratio_pyav_over_decord']:.2f}",
                 flush=True,
             )
+    if args.probe:
+        for distractor in (0.0, 0.2, 0.5):
+            report["probes"].append(probe_synthetic(*args.probe_clips, 32, 16, distractor))
+            print(report["probes"][-1], flush=True)
+    if args.synthetic_speed:
+        report["synthetic_speed"] = synthetic_speed(args.synthetic_speed, work)
+        print(report["synthetic_speed"], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:

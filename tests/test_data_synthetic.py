@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.data import linear_probe, motion_features
 from maskagain.cli.main import main
 from maskagain.data import (
     DataConfig,
@@ -91,44 +92,6 @@ def test_make_synthetic_cli_writes_h264_and_lists(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- label evidence
-def _motion_features(clips: np.ndarray) -> np.ndarray:
-    """Global motion of each clip by least squares on brightness constancy (no learning):
-    translation x/y, rotation and divergence about the motion centroid. (N, 4)."""
-    v = clips.mean(-1)  # (N, T, S, S) luminance
-    s = v.shape[-1]
-    it = v[:, 1:] - v[:, :-1]
-    m = 0.5 * (v[:, 1:] + v[:, :-1])
-    ix = (np.roll(m, -1, -1) - np.roll(m, 1, -1)) / 2
-    iy = (np.roll(m, -1, -2) - np.roll(m, 1, -2)) / 2
-    phase = np.exp(2j * np.pi * (np.arange(s) + 0.5) / s)
-    w = np.abs(it)
-    cx = np.angle((w * phase[None, None, None, :]).sum((-1, -2))) * s / (2 * np.pi)
-    cy = np.angle((w * phase[None, None, :, None]).sum((-1, -2))) * s / (2 * np.pi)
-    pos = np.arange(s) + 0.5
-    rx = (pos[None, None, None, :] - cx[..., None, None] + s / 2) % s - s / 2
-    ry = (pos[None, None, :, None] - cy[..., None, None] + s / 2) % s - s / 2
-    basis = [ix, iy, rx * iy - ry * ix, rx * ix + ry * iy]
-    return np.stack([-(it * b).sum((1, 2, 3)) / ((b * b).sum((1, 2, 3)) + 1e-6) for b in basis], 1)
-
-
-def _linear_probe(xtr, ytr, xte, yte, classes, steps=300, lr=0.5, wd=1e-3) -> float:
-    """Softmax regression by full-batch gradient descent; returns test accuracy."""
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
-    w = np.zeros((xtr.shape[1], classes), np.float32)
-    b = np.zeros(classes, np.float32)
-    onehot = np.eye(classes, dtype=np.float32)[ytr]
-    for _ in range(steps):
-        z = xtr @ w + b
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot) / len(xtr)
-        w -= lr * (xtr.T @ g + wd * w)
-        b -= lr * g.sum(0)
-    return float(((xte @ w + b).argmax(1) == yte).mean())
-
-
 @pytest.fixture(scope="module")
 def probe_data():
     spec = SyntheticSpec(size=32, frames=8)  # default distractor strength
@@ -147,11 +110,11 @@ def test_a_single_frame_stays_near_chance(probe_data):
     def one_frame(x):
         return x[np.arange(len(x)), rng.integers(0, x.shape[1], len(x))].reshape(len(x), -1)
 
-    acc = _linear_probe(one_frame(xtr), ytr, one_frame(xte), yte, 8)
+    acc = linear_probe(one_frame(xtr), ytr, one_frame(xte), yte, 8)
     assert acc < 0.25, acc  # chance is 0.125
 
 
 def test_the_motion_tells_the_class(probe_data):
     (xtr, ytr), (xte, yte) = probe_data
-    acc = _linear_probe(_motion_features(xtr), ytr, _motion_features(xte), yte, 8)
+    acc = linear_probe(motion_features(xtr), ytr, motion_features(xte), yte, 8)
     assert acc > 0.6, acc
