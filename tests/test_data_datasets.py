@@ -273,3 +273,16 @@ def test_mask_collator_differs_across_workers():
     torch.manual_seed(0)
     again = [b["mask"] for b in loader]
     assert all(torch.equal(x, y) for x, y in zip(masks, again))
+
+
+def test_dataloader_workers_with_masks(video_root):
+    c = cfg(kind="folder", root=str(video_root), num_sample=2)
+    loader = DataLoader(
+        build_dataset(c, "train", "pretrain"),
+        batch_size=3,
+        num_workers=2,
+        collate_fn=MaskCollator("tube", 0.5, (2, 2, 2), seed=0),
+    )
+    batches = list(loader)
+    assert [b["video"].shape for b in batches] == [(6, 3, 4, 16, 16)] * 2
+    assert all(b["mask"].shape == (6, 8) and b["label"].shape == (6,) for b in batches)

@@ -56,7 +56,7 @@ class DataConfig:
     min_samples_for_bad_check: int = 50
     max_replacements: int = 20
     num_workers: int = 2
-    decode_threads: int = 0  # FFmpeg threads per decoder; 0 = FFmpeg's choice
+    decode_threads: int = 0  # FFmpeg threads per decoder; 0 = 1 in DataLoader workers, else auto
     seed: int = 0
 
     synthetic_classes: int = 8

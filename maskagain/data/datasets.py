@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2 import functional as F
 
 from maskagain.data.bad_files import TooManyBadFiles
@@ -219,7 +219,9 @@ class VideoListDataset(ClipDataset):
         r = self.records[video_id]
         if r.num_frames is not None:
             return FrameFolder(r.path, r.num_frames, self.cfg.frame_template, self.cfg.frame_start)
-        return VideoFile(r.path, threads=self.cfg.decode_threads)
+        # 0 = automatic: one decoder thread per DataLoader worker, FFmpeg's choice otherwise
+        threads = self.cfg.decode_threads or (1 if get_worker_info() is not None else 0)
+        return VideoFile(r.path, threads=threads)
 
     def label(self, video_id: int) -> int:
         return self.records[video_id].label
