@@ -19,6 +19,7 @@ from maskagain.models.export import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     export_checkpoint,
+    export_hf,
     export_videomae,
     hf_layout,
     official_to_hf,
@@ -222,8 +223,28 @@ def test_hf_refuses_what_transformers_cannot_express(tiny_kwargs, tmp_path):
     mean_no_fc = create_model("vit_nano", **tiny_kwargs, num_classes=3)  # final norm + mean pool
     with pytest.raises(CheckpointError, match="pooling='mean'"):
         hf_layout(mean_no_fc.cfg)
-    first = create_model("vit_nano", **tiny_kwargs, num_classes=3, pooling="first")
-    assert hf_layout(first.cfg).use_mean_pooling is False
+    both = create_model("vit_nano", **tiny_kwargs, num_classes=3, fc_norm=True)
+    with pytest.raises(CheckpointError, match="both a final norm and fc_norm"):
+        hf_layout(both.cfg)
+    probe_ready = create_model("vit_nano", **tiny_kwargs, fc_norm=True, final_norm=False)
+    with pytest.raises(CheckpointError, match="fc_norm but no head"):
+        hf_layout(probe_ready.cfg)
+    bare = create_model("vit_nano", **tiny_kwargs, final_norm=False)
+    assert hf_layout(bare.cfg).use_mean_pooling is True  # VideoMAEModel without layernorm
+
+
+def test_first_token_classifier_exports_exactly(tiny_kwargs, video, tmp_path, transformers_logs):
+    """The other classifier transformers has: final norm, first token, no fc_norm."""
+    transformers, caplog = transformers_logs
+    model = _randomise(create_model("vit_nano", **tiny_kwargs, num_classes=3, pooling="first"))
+    assert hf_layout(model.cfg).use_mean_pooling is False
+    out = export_hf(model, tmp_path / "hf", ["a", "b", "c"])
+    hf = _load_hf(transformers.AutoModelForVideoClassification, out, caplog)
+    assert type(hf).__name__ == "VideoMAEForVideoClassification" and hf.fc_norm is None
+    with torch.no_grad():
+        torch.testing.assert_close(hf(video.transpose(1, 2)).logits, model(video), atol=TOL, rtol=0)
+        back = load_encoder(out).eval()
+        torch.testing.assert_close(back(video), model(video))
 
 
 # ----------------------------------------------------------------------------- official layout
