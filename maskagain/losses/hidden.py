@@ -61,7 +61,8 @@ def aggregate_global(
     Two exact formulations, the one that materialises less is used: the masked N x N weights
     times the values (when N <= k * d_k, the usual case: N ~ 160, k * d_k = 640) or a gather of
     the k kept values per query (N x k x d_k). Neither builds an N x N x d_k tensor. With
-    k >= N every key is kept: plain attention.
+    k >= N every key is kept: plain attention. All-equal logits keep the k lowest key indices
+    with equal weights (no NaN).
     """
     _check_tap(logits, values, tau)
     n, d = values.shape[-2:]
@@ -145,8 +146,9 @@ def aggregate_local(
 
     logits: (B, heads, N, N); values: (B, heads, N, d_k); frame_index: (B, N) true frame of every
     visible token -> (B, heads, N, F, d_k). Each attention weight multiplies the value of the
-    same key token, for any mask. A frame holding fewer than k visible tokens keeps all of them;
-    a frame holding none gives a zero vector (``groups.nonempty`` is False there).
+    same key token, for any mask. A frame holding fewer than k visible tokens keeps all of them
+    (a single visible token: its value, weight 1); a frame holding none gives a zero vector
+    (``groups.nonempty`` is False there, and the objective leaves it out of the mean).
     groups: precomputed ``frame_groups(frame_index, num_frames)`` to share between student and
         teacher; keep: (B, heads, N, F, C) slots chosen elsewhere (selected by the teacher).
     Computed as F dense (N x C) @ (C x d_k) products over the per-frame weights: C (tokens per

@@ -70,6 +70,7 @@ def relation_loss(
     Computed in fp32 with autocast off: tau_t = 0.05 magnifies low-precision similarities.
     Under DDP the rows are the local batch's only (no gather across ranks), as in the official
     code: relations are between tokens of the samples on one device.
+    A batch of one gives K = k rows: relations between the tokens of that one sample only.
     K = 1 has no pair to compare: the loss is 0 (still connected to the graph).
     """
     if student_selected.ndim != 2 or teacher_selected.ndim != 2:
