@@ -277,66 +277,107 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def collect(
+    clips: int = 24,
+    threads: tuple[int, ...] = (1, 0),
+    videos: tuple[str, ...] = tuple(VIDEOS),
+    workdir: str | os.PathLike | None = None,
+    probe: bool = False,
+    probe_clips: tuple[int, int] = (2000, 800),
+    synthetic_clips: int = 0,
+    command: str = "python -m benchmarks.data",
+) -> dict:
+    """Run the selected parts and return the report (see ``markdown`` for its tables)."""
+    torch.set_num_threads(1)
+    work = Path(workdir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "maskagain_bench"))
+    work.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "clips": clips,
+        "rows": [],
+        "frame_difference": {},
+        "probes": [],
+        "probe_setup": f"{probe_clips[0]} train / {probe_clips[1]} val clips of 16 frames, 32x32",
+        "synthetic_speed": None,
+    }
+    transform = build_transform(DataConfig(), "train", "pretrain")
+    for name in videos if clips else ():
+        path = work / f"test_{name}.mp4"
+        if not path.exists():
+            print(f"writing {path} ...", flush=True)
+            write_test_video(path, *VIDEOS[name])
+        report["frame_difference"][name] = check_same_frames(path)
+        for n_threads in threads:
+            row = {"video": name, "threads": n_threads}
+            row.update(bench_video(path, clips, n_threads, transform, 256))
+            report["rows"].append(row)
+            print(
+                f"{name} threads={n_threads}: pyav {row['pyav']['clips_per_s']:.2f} clips/s, "
+                f"decord {row['decord']['clips_per_s']:.2f} clips/s, "
+                f"ratio {row['ratio_pyav_over_decord']:.2f}",
+                flush=True,
+            )
+    if probe:
+        for distractor in (0.0, 0.2, 0.5):
+            report["probes"].append(probe_synthetic(*probe_clips, 32, 16, distractor))
+            print(report["probes"][-1], flush=True)
+    if synthetic_clips:
+        report["synthetic_speed"] = synthetic_speed(synthetic_clips, work)
+        print(report["synthetic_speed"], flush=True)
+    return report
+
+
+def run_default() -> dict:
+    """The decode benchmark with its defaults (used by ``benchmarks.step --data``)."""
+    return collect()
+
+
+MD_BEGIN, MD_END = "<!-- data-benchmark:begin -->", "<!-- data-benchmark:end -->"
+
+
+def update_markdown(path: Path, report: dict) -> None:
+    """Write the data section between its markers in ``path``, leaving other sections alone."""
+    block = f"{MD_BEGIN}{markdown(report)}{MD_END}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if MD_BEGIN in text and MD_END in text:
+        head, rest = text.split(MD_BEGIN, 1)
+        text = head + block + rest.split(MD_END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=24, help="clips per decode row (0: skip)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0])
     parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
-    parser.add_argument(
-        "--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "maskagain_bench")
-    )
+    parser.add_argument("--workdir", help="where the test videos are kept (default $TMPDIR)")
     parser.add_argument("--probe", action="store_true", help="synthetic-set linear probes")
     parser.add_argument(
         "--probe-clips", type=int, nargs=2, default=[2000, 800], metavar=("TRAIN", "VAL")
     )
     parser.add_argument("--synthetic-speed", type=int, default=0, metavar="CLIPS")
     parser.add_argument("--json", help="write the report here")
-    parser.add_argument("--markdown", help="append the tables to this markdown file")
+    parser.add_argument("--markdown", type=Path, help="update the data section of this file")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    torch.set_num_threads(1)
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    report = {
-        "command": " ".join(["python -m benchmarks.data", *argv]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "clips": args.clips,
-        "rows": [],
-        "frame_difference": {},
-        "probes": [],
-        "probe_setup": f"{args.probe_clips[0]} train / {args.probe_clips[1]} val clips of 16 frames, 32x32",
-        "synthetic_speed": None,
-    }
-    transform = build_transform(DataConfig(), "train", "pretrain")
-    for name in args.videos if args.clips else []:
-        path = work / f"test_{name}.mp4"
-        if not path.exists():
-            print(f"writing {path} ...", flush=True)
-            write_test_video(path, *VIDEOS[name])
-        report["frame_difference"][name] = check_same_frames(path)
-        for threads in args.threads:
-            row = {"video": name, "threads": threads}
-            row.update(bench_video(path, args.clips, threads, transform, 256))
-            report["rows"].append(row)
-            print(
-                f"{name} threads={threads}: pyav {row['pyav']['clips_per_s']:.2f} clips/s, "
-                f"decord {row['decord']['clips_per_s']:.2f} clips/s, "
-                f"ratio {row['ratio_pyav_over_decord']:.2f}",
-                flush=True,
-            )
-    if args.probe:
-        for distractor in (0.0, 0.2, 0.5):
-            report["probes"].append(probe_synthetic(*args.probe_clips, 32, 16, distractor))
-            print(report["probes"][-1], flush=True)
-    if args.synthetic_speed:
-        report["synthetic_speed"] = synthetic_speed(args.synthetic_speed, work)
-        print(report["synthetic_speed"], flush=True)
+    report = collect(
+        args.clips,
+        tuple(args.threads),
+        tuple(args.videos),
+        args.workdir,
+        args.probe,
+        tuple(args.probe_clips),
+        args.synthetic_speed,
+        " ".join(["python -m benchmarks.data", *argv]),
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write(markdown(report))
+        update_markdown(args.markdown, report)
     print(markdown(report))
     return 0
 
