@@ -332,7 +332,7 @@ class MaskAgainObjective(nn.Module):
             if cfg.selection == "teacher" and k < t.logits.shape[-1]:
                 index = select_global(t.logits, k)
             z_s = aggregate_global(s.logits, s.values, k, tau, renorm, index=index)
-            z_t = aggregate_global(t.logits, t.values, k, tau, renorm)
+            z_t = aggregate_global(t.logits, t.values, k, tau, renorm, index=index)
             out["global"] = feature_mse(*self._project("global", z_s, z_t))
         if "local" in terms:
             out["local"] = self._local(s, t, frame_groups(frame_index, self.num_frames))
@@ -363,7 +363,7 @@ class MaskAgainObjective(nn.Module):
             keep = select_local(gather_frame_logits(t.logits, groups), groups, k)
         args = (None, None, k, cfg.tau_att, cfg.renormalize)
         z_s = aggregate_local(s.logits, s.values, *args, groups=groups, keep=keep)
-        z_t = aggregate_local(t.logits, t.values, *args, groups=groups)
+        z_t = aggregate_local(t.logits, t.values, *args, groups=groups, keep=keep)
         z_s, z_t = self._project("local", z_s, z_t)  # (B, N, F, D_t)
         return feature_mse(z_s, z_t, None if groups.in_order else groups.nonempty[:, None, :])
 
