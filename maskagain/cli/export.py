@@ -30,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="classes.txt (one a line) or class_index.json; default: found with the checkpoint",
     )
-    parser.add_argument("--mean", type=float, nargs=3, help="normalisation mean (hf only)")
-    parser.add_argument("--std", type=float, nargs=3, help="normalisation std (hf only)")
+    parser.add_argument(
+        "--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean (hf only)"
+    )
+    parser.add_argument(
+        "--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std (hf only)"
+    )
     parser.add_argument(
         "--img-size", type=int, help="input size, for sources that do not record it (.pth)"
     )
