@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -110,7 +111,7 @@ class SyntheticSource:
         pass
 
 
-class ClipDataset(Dataset):
+class ClipDataset(Dataset, ABC):
     """Sampling, views, repeated sampling, transforms and bad-file replacement over videos
     ``0..num_videos-1``; subclasses say how to open a video and what its label is."""
 
@@ -135,14 +136,17 @@ class ClipDataset(Dataset):
         self.num_sample = cfg.num_sample if self.train else 1
         self.transform = build_transform(cfg, split, purpose)
 
+    @abstractmethod
     def open(self, video_id: int) -> ClipSource:
-        raise NotImplementedError
+        """An opened video (closed by the caller)."""
 
+    @abstractmethod
     def label(self, video_id: int) -> int:
-        raise NotImplementedError
+        """The class of a video."""
 
+    @abstractmethod
     def path(self, video_id: int) -> str:
-        raise NotImplementedError
+        """Where a video comes from (for reports)."""
 
     def __len__(self) -> int:
         return self.num_videos * self.views
