@@ -4,6 +4,9 @@ last one, convert (and resize) only the wanted frames.
 Frames are counted by demuxing packets (no decoding), so missing durations, missing frame counts
 (webm/mkv) and variable frame rates do not matter: frame ``i`` is the ``i``-th presentation
 timestamp of the video stream.
+
+H.264 frames that are neither wanted nor referenced by other frames (``nal_ref_idc == 0``, most
+B-frames) are not decoded at all; FFmpeg's own threading is used (``threads=0``: its choice).
 """
 
 from __future__ import annotations
