@@ -104,6 +104,7 @@ def test_finetune_run_dir_and_loss(run_dir: Path, student_dir: Path) -> None:
     assert summary["completed"] and summary["step"] == 8
     assert summary["init"] == str(student_dir)
     assert summary["num_classes"] == 4
+    assert summary["total_batch"] == 4 * 2, "batch of 4 videos x 2 repeated clips"
     assert summary["test"]["num_videos"] == 8 and summary["test"]["num_views"] == 8 * 6
     conf = np.load(run_dir / "test" / "confusion_matrix.npy")
     assert conf.shape == (4, 4) and conf.sum() == 8
@@ -126,10 +127,11 @@ def test_finetune_resume_auto_matches_uninterrupted(
     assert _finetune(out, student_dir, "--resume", "auto") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["step"] == 8
-    resumed = load_file(out / "model.safetensors")
-    straight = load_file(run_dir / "model.safetensors")
-    for key, value in straight.items():
-        assert torch.allclose(resumed[key], value, atol=1e-6), key
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        resumed = load_file(out / name)
+        straight = load_file(run_dir / name)
+        for key, value in straight.items():
+            assert torch.allclose(resumed[key], value, atol=1e-6), f"{name}: {key}"
     resumed_losses = [r["loss"] for r in _log(out / "log.jsonl") if "loss" in r]
     straight_losses = [r["loss"] for r in _log(run_dir / "log.jsonl") if "loss" in r]
     assert resumed_losses == pytest.approx(straight_losses, abs=1e-6)
