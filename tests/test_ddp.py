@@ -24,13 +24,14 @@ def test_torchrun_two_processes_gloo_distill(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "maskagain", "distill", "--config", "configs/tiny/distill.yaml",
         "--out", str(run_dir), f"teacher.source={teacher_path}",
+        "engine.batch_size=2", "engine.accum_steps=2",  # accumulation: DDP no_sync path
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    # 16 clips over 2 processes, 4 per process and step: 2 steps per epoch, 2 epochs
+    # 16 clips over 2 processes, 2 x 2 per process and step: 2 steps per epoch, 2 epochs
     assert summary["world_size"] == 2 and summary["total_batch"] == 8
     assert summary["step"] == summary["total_steps"] == 4 and summary["completed"]
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]

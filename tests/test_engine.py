@@ -163,15 +163,15 @@ def weights(trainer: Trainer) -> dict:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("stop", [3, 6])
-def test_resume_matches_uninterrupted_run(tmp_path, stop):
-    full = make_trainer(tmp_path / "full")
+@pytest.mark.parametrize("stop, ema", [(3, 0.0), (6, 0.0), (5, 0.9)])
+def test_resume_matches_uninterrupted_run(tmp_path, stop, ema):
+    full = make_trainer(tmp_path / "full", ema_decay=ema)
     full.fit()
-    first = make_trainer(tmp_path / "cut", stop_after_steps=stop)
+    first = make_trainer(tmp_path / "cut", stop_after_steps=stop, ema_decay=ema)
     first.fit()
     assert first.state.step == stop
     # other initial weights and RNG: everything must come from the checkpoint
-    second = make_trainer(tmp_path / "cut", init_seed=123)
+    second = make_trainer(tmp_path / "cut", init_seed=123, ema_decay=ema)
     second.resume(list_checkpoints(tmp_path / "cut")[-1][1])
     second.fit()
     assert second.state.step == full.state.step
@@ -181,6 +181,11 @@ def test_resume_matches_uninterrupted_run(tmp_path, stop):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     sa, sb = full.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
     torch.testing.assert_close(sa[0]["exp_avg"], sb[0]["exp_avg"], rtol=0, atol=0)
+    if ema:
+        ea, eb = full.ema.module.state_dict(), second.ema.module.state_dict()
+        assert not torch.equal(ea["fc1.weight"], a["fc1.weight"])
+        for k in ea:
+            torch.testing.assert_close(ea[k], eb[k], rtol=0, atol=0, msg=f"ema {k}")
 
 
 def test_accumulation_equals_big_batch(tmp_path):

@@ -42,18 +42,26 @@ class FrozenTeacher:
     and the checkpoints never see it.
     """
 
-    def __init__(self, encoder: VideoViT, attn_layers: tuple[int, ...], precision: str) -> None:
+    def __init__(
+        self,
+        encoder: VideoViT,
+        attn_layers: tuple[int, ...],
+        precision: str,
+        compile: bool = False,
+    ) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.attn_layers = attn_layers
         self.dtype = DTYPES[precision]
         self.device_type = next(encoder.parameters()).device.type
+        forward = encoder.forward_features
+        self._forward = torch.compile(forward) if compile else forward
 
     def __call__(self, video: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         amp = torch.autocast(
             self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
         )
         with torch.inference_mode(), amp:
-            return self.encoder.forward_features(video, mask, self.attn_layers)
+            return self._forward(video, mask, self.attn_layers)
 
 
 class DistillModule(nn.Module):
@@ -114,7 +122,10 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
         teacher_model = build_teacher(cfg, dist.device)
         module = build_distill_module(cfg, teacher_model).to(dist.device)
         teacher = FrozenTeacher(
-            teacher_model, module.objective.attn_layers_teacher, cfg.teacher.precision
+            teacher_model,
+            module.objective.attn_layers_teacher,
+            cfg.teacher.precision,
+            compile=cfg.engine.compile,
         )
         dataset = build_dataset(cfg.data, "train", "pretrain")
         grid = module.student.cfg.grid

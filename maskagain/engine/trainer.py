@@ -365,6 +365,9 @@ class Trainer:
                     return
                 if self.state.batch_in_epoch >= budget:
                     break
+        if terms:  # the loader ran out inside an accumulation group: drop its gradients
+            log.warning("epoch %d ended inside an accumulation group", self.state.epoch)
+            self.optimizer.zero_grad(set_to_none=True)
         self._end_epoch()
 
     def _after_step(self) -> bool:
