@@ -61,3 +61,17 @@ def test_layer_id_and_validation() -> None:
     assert layer_id("head.weight", 12) == 13
     with pytest.raises(ValueError):
         param_groups_lrd(create_model("vit_nano"), 0.05, 0.0)
+
+
+def test_schedule_scales_each_group(tiny_kwargs: dict) -> None:
+    """The shared cosine schedule multiplies every group's lr by its ``lr_scale``."""
+    from maskagain.engine.optim import CosineSchedule
+
+    model = create_model("vit_nano", num_classes=3, **tiny_kwargs)
+    opt = torch.optim.AdamW(param_groups_lrd(model, 0.05, 0.5), lr=1.0)
+    sched = CosineSchedule(opt, total_steps=10, peak_lr=1e-3, warmup_steps=2, warmup_lr=1e-6)
+    for _ in range(3):
+        sched.step()
+    base = sched.lr_at(3)
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(base * 0.5 ** (model.depth + 1 - g["layer"]))
