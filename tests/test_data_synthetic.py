@@ -86,8 +86,14 @@ def test_make_synthetic_cli_writes_h264_and_lists(tmp_path, capsys):
     assert clip.shape == (8, 32, 32, 3)
     expected, _ = make_clip(SyntheticSpec(size=32, frames=8), 0, "train", 2)
     assert np.abs(clip.numpy().astype(int) - expected).mean() < 6  # H.264 of the same clip
-    c = DataConfig(root=str(out), train_list=str(out / "train.txt"), num_frames=4, sampling_rate=2)
-    c.input_size, c.short_side = 32, 32
+    c = DataConfig(
+        root=str(out),
+        train_list=str(out / "train.txt"),
+        num_frames=4,
+        sampling_rate=2,
+        input_size=32,
+        short_side=32,
+    )
     assert build_dataset(c, "train", "pretrain")[0]["video"].shape == (3, 4, 32, 32)
 
 
