@@ -240,11 +240,46 @@ class _Payload:
 def test_unsafe_pickle_is_refused_without_running(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"model": _Payload()}, f)
-    with pytest.raises(CheckpointError, match="refused.*weights_only=False"):
+    torch.save({"model": _Payload()}, path)
+    with pytest.raises(
+        CheckpointError, match="refused.*could run code.*GLOBAL.*weights_only=False"
+    ):
         load_encoder(path)
     assert not (tmp_path / "PWNED").exists()
+    raw = tmp_path / "raw.pkl.pth"
+    with open(raw, "wb") as f:
+        pickle.dump({"model": _Payload()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_encoder(raw)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_corrupt_pickle_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"\x80\x02" + bytes(range(256)) * 2)
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
+        load_encoder(path)
+
+
+def test_shape_mismatch_is_a_checkpoint_error(tmp_path, tiny_kwargs):
+    sd = dict(create_model("vit_nano", **tiny_kwargs).state_dict())
+    sd["blocks.0.mlp.fc2.weight"] = torch.zeros(64, 100)
+    path = tmp_path / "mismatch.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        load_encoder(path, num_heads=2)
+
+
+def test_pooling_conventions(tmp_path, tiny_kwargs):
+    encoder = create_model("vit_nano", **tiny_kwargs)
+    torch.save(encoder.state_dict(), tmp_path / "enc.pth")
+    assert load_encoder(tmp_path / "enc.pth", num_heads=2).cfg.pooling == "mean"
+    classifier = create_model("vit_nano", num_classes=3, **tiny_kwargs)  # final norm, no fc_norm
+    torch.save(classifier.state_dict(), tmp_path / "cls.pth")
+    assert load_encoder(tmp_path / "cls.pth", num_heads=2).cfg.pooling == "first"
+    hf = _hf_model(use_mean_pooling=False)
+    hf.save_pretrained(tmp_path / "hf")
+    assert load_encoder(tmp_path / "hf").cfg.pooling == "mean"
 
 
 def test_truncated_and_garbage_files(tmp_path, tiny_kwargs):

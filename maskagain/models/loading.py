@@ -60,9 +60,15 @@ def _torch_load(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        reason = _unpickling_reason(str(e))
+        if reason is None:
+            raise CheckpointError(
+                f"cannot read {path}: it is corrupt, truncated or not a torch.save checkpoint "
+                "(the safe weights-only reader rejected its bytes)"
+            ) from None
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects that could run code on load "
-            f"({str(e).splitlines()[0][:200]}). If you trust the file, convert it once with "
+            f"({reason}). If you trust the file, convert it once with "
             f"`python -c \"import torch; c = torch.load('{path}', weights_only=False); "
             f"torch.save({{'model': c['model']}}, 'clean.pth')\"` and load clean.pth"
         ) from None
@@ -74,6 +80,14 @@ def _torch_load(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def _unpickling_reason(message: str) -> str | None:
+    """The unsafe global a weights-only load refused, or None when the bytes were just bad."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "Unsupported global" in line:
+            return line.strip()[:200]
+    return None
 
 
 def _safetensors_load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -217,6 +231,8 @@ def infer_config(sd: dict[str, torch.Tensor], **overrides) -> ModelConfig:
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
         final_norm="norm.weight" in sd,
         fc_norm="fc_norm.weight" in sd,
+        # the official classifier without fc_norm returns norm(x)[:, 0]
+        pooling="first" if "head.weight" in sd and "fc_norm.weight" not in sd else "mean",
     )
     cfg.update(overrides)
     return _make_config(cfg)
@@ -257,7 +273,8 @@ def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
         final_norm=not use_mean,
         fc_norm=use_mean and num_classes > 0,
         fc_norm_eps=1e-5,  # transformers builds the classifier's fc_norm with the default eps
-        pooling="mean" if use_mean else "first",
+        # transformers pools the first token only in its classifier; an encoder is mean-pooled
+        pooling="first" if num_classes and not use_mean else "mean",
     )
     cfg.update(overrides)
     return _make_config(cfg)
@@ -375,7 +392,14 @@ def build_from_checkpoint(source: str | Path, **overrides) -> tuple[VideoViT, st
     pos = sd.pop("pos_embed", None)
     if pos is not None:
         _load_position_table(model, pos, source)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        raise CheckpointError(
+            f"{source} (detected format: {fmt}) has weights whose shapes do not fit a "
+            f"{cfg.embed_dim}-wide, {cfg.depth}-block video ViT: {'; '.join(lines[:4]) or e}"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"{source} (detected format: {fmt}) does not match a {cfg.embed_dim}-wide, "
