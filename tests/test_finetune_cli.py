@@ -220,3 +220,25 @@ def test_evaluate_under_torchrun_counts_each_view_once(
     assert ddp["top1"] == pytest.approx(ref["top1"]) and ddp["top5"] == pytest.approx(ref["top5"])
     scores_ddp = np.load(tmp_path / "ddp" / "scores.npy")
     assert np.allclose(scores_ddp, np.load(single / "scores.npy"), atol=1e-5)
+
+
+def test_finetune_under_torchrun(tmp_path: Path, student_dir: Path) -> None:
+    """2 gloo processes: DDP training, per-epoch validation and the final test gathered once."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "maskagain.cli.main", "finetune", "--config", str(TINY / "finetune.yaml"),
+           "--out", str(out), f"init.source={student_dir}", "data.synthetic_train_clips=8"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] and summary["world_size"] == 2
+    assert (
+        summary["total_batch"] == 4 * 2 * 2 and summary["step"] == 2
+    )  # 8 videos / 8 per step, 2 epochs
+    assert summary["test"]["num_videos"] == 8 and summary["test"]["num_views"] == 48
+    losses = [r["loss"] for r in _log(out / "log.jsonl") if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert (out / "model.safetensors").is_file() and (
+        out / "test" / "confusion_matrix.png"
+    ).is_file()
