@@ -157,6 +157,14 @@ def test_evaluate_reproduces_the_final_test(tmp_path: Path, run_dir: Path, one_t
     assert np.array_equal(
         np.load(out / "confusion_matrix.npy"), np.load(run_dir / "test" / "confusion_matrix.npy")
     )
+    # the same weights as an official VideoMAE fine-tuning .pth (heads given as an override)
+    pth = tmp_path / "videomae_finetuned.pth"
+    torch.save({"module": load_file(run_dir / "model.safetensors")}, pth)
+    out_pth = tmp_path / "eval_pth"
+    args = ["evaluate", "--checkpoint", str(pth), "--out", str(out_pth), "overrides.num_heads=2"]
+    assert main([*args, "--config", str(TINY / "evaluate.yaml")]) == 0
+    from_pth = json.loads((out_pth / "summary.json").read_text())
+    assert from_pth["top1"] == pytest.approx(ft["test"]["top1"])
     # the EMA weights, from a training checkpoint file
     ckpt = run_dir / "checkpoints" / "ckpt_step00000008.pt"
     out_ema = tmp_path / "eval_ema"

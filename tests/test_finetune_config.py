@@ -109,3 +109,12 @@ def test_partial_sections_keep_the_finetuning_defaults() -> None:
     assert tuple(cfg.optim.betas) == (0.9, 0.999) and cfg.optim.base_lr == 5e-4
     assert (cfg.schedule.warmup_epochs, cfg.schedule.warmup_lr) == (5, 1e-6)
     assert cfg.model.name == "vit_base" and cfg.model.drop_path_rate == 0.1
+
+
+def test_loader_overrides_are_typed_and_checked() -> None:
+    cfg = load_config(EvaluateConfig, overrides=["checkpoint=x", "overrides.num_heads=2"])
+    assert cfg.overrides == {"num_heads": 2}
+    with pytest.raises(ConfigError, match=r"did you mean 'overrides\.num_heads'"):
+        load_config(EvaluateConfig, overrides=["checkpoint=x", "overrides.num_head=2"])
+    with pytest.raises(ConfigError, match=r"init\.overrides\.norm_eps"):
+        load_config(FinetuneConfig, overrides=["init.overrides.norm_eps=small"])

@@ -6,6 +6,8 @@ Same pattern as the pre-training and distillation configs: dataclass trees loade
 
 from __future__ import annotations
 
+import difflib
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +20,9 @@ from maskagain.config import (
     ScheduleConfig,
     check_model_geometry,
 )
+from maskagain.config import _coerce as coerce_value  # the schema's typing of raw values
 from maskagain.data import DataConfig
+from maskagain.models.vit import ModelConfig
 
 
 def _check(ok: bool, message: str) -> None:
@@ -40,6 +44,25 @@ class InitSpec:
 
     source: str = ""
     overrides: dict = field(default_factory=dict)
+
+    def validate(self, path: str = "init") -> None:
+        self.overrides = loader_overrides(self.overrides, f"{path}.overrides")
+
+
+def loader_overrides(raw: dict, path: str) -> dict:
+    """``ModelConfig`` fields for ``load_encoder``, typed (``overrides.num_heads=2`` from the
+    command line becomes the int 2); an unknown field fails naming the key."""
+    hints = typing.get_type_hints(ModelConfig)
+    out = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1)
+            hint = f"did you mean '{path}.{close[0]}'? " if close else ""
+            raise ConfigError(
+                f"unknown config key '{path}.{key}'; {hint}valid keys: {', '.join(hints)}"
+            )
+        out[key] = coerce_value(hints[key], value, f"{path}.{key}")
+    return out
 
 
 @dataclass
@@ -164,6 +187,7 @@ class FinetuneConfig:
             0 < self.layer_decay <= 1,
             f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}",
         )
+        self.init.validate()
         self.head.validate()
         self.mixup.validate()
         self.optim.validate()
@@ -179,10 +203,13 @@ class EvaluateConfig:
     ``checkpoint``: a ``finetune`` run directory (its ``model.safetensors``, or
     ``model_ema.safetensors`` with ``use_ema``), a weights file, or a training checkpoint
     ``ckpt_step*.pt`` of a fine-tuning run. ``split``: which list of ``data`` to test on.
+    ``overrides``: ``ModelConfig`` fields a weights file cannot tell (e.g. ``num_heads`` of an
+    official ``.pth``), passed to ``load_encoder``.
     """
 
     out_dir: str = "runs/evaluate"
     checkpoint: str = ""
+    overrides: dict = field(default_factory=dict)
     use_ema: bool = False
     split: Literal["test", "val"] = "test"
     data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
@@ -195,6 +222,7 @@ class EvaluateConfig:
     def validate(self) -> None:
         _check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
         _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        self.overrides = loader_overrides(self.overrides, "overrides")
 
 
 @dataclass
@@ -234,6 +262,7 @@ class ProbeConfig:
 
     def validate(self) -> None:
         _check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
+        self.overrides = loader_overrides(self.overrides, "overrides")
         _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
         self.probe.validate()
 

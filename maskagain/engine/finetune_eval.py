@@ -33,33 +33,36 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def load_classifier(checkpoint: str | Path, use_ema: bool = False) -> VideoViT:
+def load_classifier(
+    checkpoint: str | Path, use_ema: bool = False, overrides: dict | None = None
+) -> VideoViT:
     """A classifier from a ``finetune`` run directory, an exported weights file (any format
     ``load_encoder`` reads) or a fine-tuning training checkpoint ``ckpt_step*.pt``.
 
     A run directory gives ``model.safetensors`` (``model_ema.safetensors`` with ``use_ema``),
     or, for a run that has not finished, its newest training checkpoint, or else whatever
-    weights ``load_encoder`` finds in it.
+    weights ``load_encoder`` finds in it. ``overrides`` go to ``load_encoder`` (weights files).
     """
+    overrides = overrides or {}
     path = Path(checkpoint)
     if path.is_dir():
         name = "model_ema.safetensors" if use_ema else "model.safetensors"
         if (path / name).is_file():
-            return load_encoder(path / name)
+            return load_encoder(path / name, **overrides)
         ckpt = latest_checkpoint(path)
         if ckpt is not None:
             log.info("%s has no %s yet; using the training checkpoint %s", path, name, ckpt)
             return _from_training_checkpoint(ckpt, use_ema)
         if use_ema:
             raise CheckpointError(f"{path} holds neither {name} nor checkpoints/ckpt_step*.pt")
-        return load_encoder(path)  # any weights file a run directory holds
+        return load_encoder(path, **overrides)  # any weights file a run directory holds
     if path.suffix == ".pt" and path.is_file():
         state = load_checkpoint(path)
         if state.get("format") == CHECKPOINT_FORMAT:
             return _from_training_checkpoint(path, use_ema, state)
     if use_ema:
         raise CheckpointError(f"use_ema needs a run directory or a training checkpoint, not {path}")
-    return load_encoder(path)
+    return load_encoder(path, **overrides)
 
 
 def _from_training_checkpoint(path: Path, use_ema: bool, state: dict | None = None) -> VideoViT:
@@ -101,7 +104,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, 0, cfg.device)
     try:
-        model = load_classifier(cfg.checkpoint, cfg.use_ema).to(dist.device)
+        model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides).to(dist.device)
         if not model.num_classes:
             raise CheckpointError(
                 f"{cfg.checkpoint} is an encoder without a classification head; fine-tune it "
