@@ -541,6 +541,22 @@ class TeacherSpec:
     overrides: dict = field(default_factory=dict)
     precision: Precision = "bf16"
 
+    def validate(self, path: str = "teacher") -> None:
+        self.overrides = model_overrides(self.overrides, f"{path}.overrides")
+
+
+def model_overrides(raw: Mapping, path: str) -> dict:
+    """``ModelConfig`` field overrides (for ``load_encoder``), typed by the field annotations;
+    an unknown field fails naming the dotted key and the closest valid one."""
+    hints = typing.get_type_hints(ModelConfig)
+    names = [f.name for f in dataclasses.fields(ModelConfig)]
+    out = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(_unknown_key(str(key), names, path))
+        out[key] = _coerce(hints[key], value, _join(path, key))
+    return out
+
 
 @dataclass
 class DistillConfig:
@@ -563,6 +579,7 @@ class DistillConfig:
         """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
         scfg = self.student.model_config("student")
         _check_data_matches_model(self.data, scfg, "student")
+        self.teacher.validate()
         self.mask.validate()
         check_objective_k(self.objective, self.mask, scfg.grid)
         self.optim.validate()

@@ -92,3 +92,14 @@ def test_teacher_with_another_patch_grid_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "student.patch_size'=8 does not match the teacher's patch_size=16" in err
     assert "\n" not in err
+
+
+def test_non_finite_loss_stops_with_one_line_naming_step_and_term(tmp_path, teacher_path, capsys):
+    run_dir = tmp_path / "nan"
+    extra = ["optim.lr=1e25", "schedule.warmup_epochs=0", "engine.ckpt_every_steps=1"]
+    assert distill(run_dir, teacher_path, "engine.log_every=2", *extra) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("maskagain distill: error: non-finite loss at step 2: term '")
+    # the step-1 checkpoint (finite) stays; nothing after the bad step was written
+    assert [s for s, _ in list_checkpoints(run_dir)] == [1]
+    assert not (run_dir / "student.safetensors").exists()

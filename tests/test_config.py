@@ -89,6 +89,8 @@ def test_misspelled_section_in_yaml(tmp_path):
             "config section 'objective': relation_softmax must be one of",
         ),
         ("engine.accum_steps=0", "'engine.accum_steps' must be >= 1"),
+        ("teacher.overrides.img_sise=32", "did you mean 'teacher.overrides.img_size'"),
+        ("teacher.overrides.num_heads=two", "'teacher.overrides.num_heads' expects int"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):

@@ -18,11 +18,10 @@ from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.run import (
     build_optimization,
     build_train_loader,
-    count_parameters,
     finish_run,
+    fit_and_summarize,
     resolve_resume,
     start_run,
-    write_summary,
 )
 from maskagain.engine.trainer import Trainer, steps_per_epoch
 from maskagain.models.loading import save_encoder
@@ -83,27 +82,11 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
-        metrics = trainer.fit()
-        done = trainer.state.step >= trainer.total_steps
-        summary = {
-            "recipe": "pretrain",
-            "completed": done,
-            "step": trainer.state.step,
-            "epoch": trainer.state.epoch,
-            "total_steps": trainer.total_steps,
-            "world_size": dist.world_size,
-            "total_batch": total_batch,
-            "peak_lr": schedule.peak_lr,
-            "parameters": count_parameters(model),
-            "wall_s": round(time.time() - t0, 2),
-            "final": metrics,
-            "data": bad_files.summary(),
-        }
-        if dist.is_main:
-            if done:
-                extra = {"recipe": "pretrain", "step": trainer.state.step}
-                save_encoder(model.encoder, run_dir / "teacher.safetensors", extra)
-            write_summary(run_dir, summary)
+        extra = {"data": bad_files.summary()}
+        summary = fit_and_summarize(trainer, "pretrain", extra, t0)
+        if dist.is_main and summary["completed"]:
+            meta = {"recipe": "pretrain", "step": trainer.state.step}
+            save_encoder(model.encoder, run_dir / "teacher.safetensors", meta)
         return summary
     finally:
         finish_run()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from maskagain.engine.optim import CosineSchedule, LrScaleFn, build_adamw, param_groups
 from maskagain.engine.sampler import ResumableSampler
+from maskagain.engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,38 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
     path = Path(run_dir) / "summary.json"
     path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def fit_and_summarize(
+    trainer: Trainer, recipe: str, extra: dict | None = None, t0: float | None = None
+) -> dict:
+    """Run ``trainer.fit()`` and write ``summary.json`` (rank 0), also when the run fails
+    (``"error"`` holds the message, then the exception propagates). Returns the summary:
+    recipe, completed, step, epoch, total_steps, world_size, total_batch, peak_lr,
+    parameters, wall_s, final (last logged metrics) and ``extra``."""
+    t0 = time.time() if t0 is None else t0
+    summary: dict = {"recipe": recipe}
+    try:
+        summary["final"] = trainer.fit()
+    except Exception as err:
+        summary["error"] = " ".join(str(err).split())
+        raise
+    finally:
+        summary.update(
+            completed=trainer.state.step >= trainer.total_steps and "error" not in summary,
+            step=trainer.state.step,
+            epoch=trainer.state.epoch,
+            total_steps=trainer.total_steps,
+            world_size=trainer.dist.world_size,
+            total_batch=trainer.clips_per_step,
+            peak_lr=trainer.schedule.peak_lr,
+            parameters=count_parameters(trainer.model),
+            wall_s=round(time.time() - t0, 2),
+            **(extra or {}),
+        )
+        if trainer.dist.is_main:
+            write_summary(trainer.run_dir, summary)
+    return summary
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:

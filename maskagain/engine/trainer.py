@@ -194,6 +194,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else {},
             "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
             "state": self.state.as_dict(),
+            "metrics": {**self.last_metrics, **self.epoch_metrics},
             "world_size": self.dist.world_size,
             "rng": rng_all,
             "config": self.config,
@@ -227,6 +228,7 @@ class Trainer:
             if key in ckpt["extra"]:
                 obj.load_state_dict(ckpt["extra"][key])
         self.state = TrainState(**ckpt["state"])
+        self.last_metrics = dict(ckpt.get("metrics", {}))
         if ckpt["world_size"] == self.dist.world_size:
             self._pending_rng = ckpt["rng"][self.dist.rank]
         else:
