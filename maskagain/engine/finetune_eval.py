@@ -21,13 +21,18 @@ from maskagain.engine.finetune import (
     progress_batches,
     run_test,
 )
-from maskagain.engine.finetune_config import EvaluateConfig, FinetuneConfig, ProbeConfig
+from maskagain.engine.finetune_config import (
+    EvaluateConfig,
+    FinetuneConfig,
+    ProbeConfig,
+    loader_overrides,
+)
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, DTYPES
 from maskagain.models.loading import CheckpointError, load_encoder
-from maskagain.models.vit import VideoViT
+from maskagain.models.vit import ModelConfig, VideoViT
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,9 @@ def _from_training_checkpoint(path: Path, use_ema: bool, state: dict | None = No
             raise CheckpointError(f"{path} has no EMA weights (engine.ema_decay was 0)")
         weights = ema["module"] if "module" in ema else _strip(ema, "module.")
     num_classes = int(weights["head.weight"].shape[0])
-    model = build_classifier(cfg.model.model_config("model"), num_classes, fc_norm=cfg.head.fc_norm)
+    spec = cfg.model.model_config("model").to_dict()
+    spec.update(loader_overrides(cfg.init.overrides, "init.overrides"))  # e.g. norm_eps of a .pth
+    model = build_classifier(ModelConfig(**spec), num_classes, fc_norm=cfg.head.fc_norm)
     model.load_state_dict(weights, strict=True)
     return model
 
