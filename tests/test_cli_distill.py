@@ -103,3 +103,5 @@ def test_non_finite_loss_stops_with_one_line_naming_step_and_term(tmp_path, teac
     # the step-1 checkpoint (finite) stays; nothing after the bad step was written
     assert [s for s, _ in list_checkpoints(run_dir)] == [1]
     assert not (run_dir / "student.safetensors").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] is False and "non-finite loss at step 2" in summary["error"]
