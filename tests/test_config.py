@@ -151,3 +151,21 @@ def test_dry_run_prints_resolved_config(capsys):
     assert main(["pretrain", "--config", "configs/tiny/pretrain.yaml", "--dry-run", "seed=5"]) == 0
     out = capsys.readouterr().out
     assert "seed: 5" in out and "decoder:" in out
+
+
+def test_help_documents_options_and_config_keys(capsys):
+    from maskagain.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for text in (
+        "--config",
+        "--resume",
+        "--out",
+        "--dry-run",
+        "objective.{alpha",
+        "engine.{batch_size",
+    ):
+        assert text in out, text

@@ -163,15 +163,18 @@ def weights(trainer: Trainer) -> dict:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("stop, ema", [(3, 0.0), (6, 0.0), (5, 0.9)])
-def test_resume_matches_uninterrupted_run(tmp_path, stop, ema):
-    full = make_trainer(tmp_path / "full", ema_decay=ema)
+@pytest.mark.parametrize(
+    "stop, ema, precision", [(3, 0.0, "fp32"), (6, 0.0, "fp32"), (5, 0.9, "fp32"), (5, 0.0, "fp16")]
+)
+def test_resume_matches_uninterrupted_run(tmp_path, stop, ema, precision):
+    opts = dict(ema_decay=ema, precision=precision)
+    full = make_trainer(tmp_path / "full", **opts)
     full.fit()
-    first = make_trainer(tmp_path / "cut", stop_after_steps=stop, ema_decay=ema)
+    first = make_trainer(tmp_path / "cut", stop_after_steps=stop, **opts)
     first.fit()
     assert first.state.step == stop
     # other initial weights and RNG: everything must come from the checkpoint
-    second = make_trainer(tmp_path / "cut", init_seed=123, ema_decay=ema)
+    second = make_trainer(tmp_path / "cut", init_seed=123, **opts)
     second.resume(list_checkpoints(tmp_path / "cut")[-1][1])
     second.fit()
     assert second.state.step == full.state.step
@@ -181,6 +184,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, stop, ema):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     sa, sb = full.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
     torch.testing.assert_close(sa[0]["exp_avg"], sb[0]["exp_avg"], rtol=0, atol=0)
+    if precision == "fp16":  # the loss scale continued where it stopped
+        assert second.scaler.get_scale() == full.scaler.get_scale()
     if ema:
         ea, eb = full.ema.module.state_dict(), second.ema.module.state_dict()
         assert not torch.equal(ea["fc1.weight"], a["fc1.weight"])
