@@ -48,6 +48,8 @@ def start_run(
         handler = logging.FileHandler(run_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("maskagain").addHandler(handler)
+    else:  # one console voice: other processes report warnings and errors only
+        logging.getLogger("maskagain").setLevel(logging.WARNING)
     barrier()
     seed_everything(seed + dist.rank)
     log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
