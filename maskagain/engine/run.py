@@ -51,6 +51,8 @@ def start_run(
     else:  # one console voice: other processes report warnings and errors only
         logging.getLogger("maskagain").setLevel(logging.WARNING)
     barrier()
+    if dist.device.type == "cuda":  # TF32 for any fp32 matmul left outside autocast
+        torch.set_float32_matmul_precision("high")
     seed_everything(seed + dist.rank)
     log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
     return dist, run_dir
