@@ -160,10 +160,13 @@ class Trainer:
         wrapped = model
         if self.dist.distributed:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            # buffers here are fixed tables (position embeddings), nothing to re-broadcast
             wrapped = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=ids,
                 find_unused_parameters=self.engine.find_unused_parameters,
+                broadcast_buffers=False,
+                gradient_as_bucket_view=True,
             )
         if self.engine.compile:
             wrapped = torch.compile(wrapped)
