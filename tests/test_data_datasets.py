@@ -286,3 +286,15 @@ def test_dataloader_workers_with_masks(video_root):
     batches = list(loader)
     assert [b["video"].shape for b in batches] == [(6, 3, 4, 16, 16)] * 2
     assert all(b["mask"].shape == (6, 8) and b["label"].shape == (6,) for b in batches)
+
+
+def test_unwritable_root_still_gives_one_class_index(video_root, tmp_path, monkeypatch):
+    import maskagain.data.lists as lists
+
+    def refuse(names, path):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(lists, "write_class_index", refuse)
+    c = cfg(kind="folder", root=str(video_root), class_index=str(tmp_path / "none" / "c.txt"))
+    train, val = build_dataset(c, "train", "finetune"), build_dataset(c, "val", "eval")
+    assert train.class_names == val.class_names == ["jump", "run"]

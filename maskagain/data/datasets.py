@@ -33,8 +33,8 @@ from maskagain.data.lists import (
     VideoRecord,
     read_class_index,
     read_list,
+    save_class_index,
     scan_class_folders,
-    write_class_index,
 )
 from maskagain.data.sampling import sample_indices
 from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
@@ -306,21 +306,20 @@ def _folder_split(cfg: DataConfig, split: str) -> str:
     return cfg.root
 
 
-def folder_class_index(cfg: DataConfig) -> str:
-    """Path of the class index of a folder dataset; generated from the class folders of all
-    splits under ``root`` (sorted names) and saved if it does not exist yet."""
+def folder_class_index(cfg: DataConfig) -> list[str]:
+    """Class names of a folder dataset: read from ``class_index`` (default ``root/classes.txt``)
+    or generated from the class folders of all splits under ``root`` (sorted) and saved there."""
     path = cfg.class_index or os.path.join(cfg.root, "classes.txt")
     if os.path.isfile(path):
-        return path
+        return read_class_index(path)
     dirs = [os.path.join(cfg.root, s) for s in SPLITS if os.path.isdir(os.path.join(cfg.root, s))]
     names: set[str] = set()
     for d in dirs or [cfg.root]:
         names.update(e.name for e in os.scandir(d) if e.is_dir())
     if not names:
         raise ValueError(f"{cfg.root}: no class folders")
-    write_class_index(sorted(names), path)
-    log.info("wrote class index of %d classes to %s", len(names), path)
-    return path
+    save_class_index(sorted(names), path)
+    return sorted(names)
 
 
 def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
@@ -351,7 +350,9 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
     if cfg.kind == "folder":
         if not cfg.root:
             raise ValueError("DataConfig.root must be set for kind='folder'")
-        records, names = scan_class_folders(_folder_split(cfg, split), folder_class_index(cfg))
+        records, names = scan_class_folders(
+            _folder_split(cfg, split), names=folder_class_index(cfg)
+        )
     else:
         records = read_list(
             _list_file(cfg, split), cfg.root, cfg.separator, frames=cfg.kind == "frames"

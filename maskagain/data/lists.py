@@ -115,34 +115,42 @@ def write_class_index(names: list[str], path: str | os.PathLike) -> None:
     Path(path).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
+def save_class_index(names: list[str], path: str | os.PathLike) -> None:
+    """``write_class_index``, with a warning instead of an error where it cannot be written."""
+    try:
+        write_class_index(names, path)
+        log.info("wrote class index of %d classes to %s", len(names), path)
+    except OSError as e:
+        log.warning("could not save the class index to %s: %s", path, e)
+
+
 def scan_class_folders(
-    directory: str | os.PathLike, class_index: str | os.PathLike | None = None
+    directory: str | os.PathLike,
+    class_index: str | os.PathLike | None = None,
+    names: list[str] | None = None,
 ) -> tuple[list[VideoRecord], list[str]]:
     """Index a ``directory/<class>/<video>`` tree. Returns (records, class names).
 
-    The class index is read from ``class_index`` when that file exists, so labels stay fixed
-    across splits and machines; otherwise it is generated from the sorted folder names and saved
-    there (default ``directory/classes.txt``; a warning if it cannot be written).
+    Class names (label = position) come from ``names``, else from the ``class_index`` file when
+    it exists, so labels stay fixed across splits and machines; otherwise they are the sorted
+    folder names, saved to ``class_index`` (default ``directory/classes.txt``; a warning if it
+    cannot be written).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {directory}")
     folders = sorted(p.name for p in directory.iterdir() if p.is_dir())
     index_path = Path(class_index) if class_index else directory / "classes.txt"
-    if index_path.is_file():
+    if names is None and index_path.is_file():
         names = read_class_index(index_path)
-        unknown = sorted(set(folders) - set(names))
-        if unknown:
-            raise ValueError(f"{directory}: class folders {unknown[:5]} are not in {index_path}")
-    else:
+    elif names is None:
         names = folders
         if not names:
             raise ValueError(f"{directory}: no class folders")
-        try:
-            write_class_index(names, index_path)
-            log.info("wrote class index of %d classes to %s", len(names), index_path)
-        except OSError as e:
-            log.warning("could not save the class index to %s: %s", index_path, e)
+        save_class_index(names, index_path)
+    unknown = sorted(set(folders) - set(names))
+    if unknown:
+        raise ValueError(f"{directory}: class folders {unknown[:5]} are not in the class index")
     label = {n: i for i, n in enumerate(names)}
     records = []
     for name in folders:
