@@ -118,3 +118,22 @@ def test_loader_overrides_are_typed_and_checked() -> None:
         load_config(EvaluateConfig, overrides=["checkpoint=x", "overrides.num_head=2"])
     with pytest.raises(ConfigError, match=r"init\.overrides\.norm_eps"):
         load_config(FinetuneConfig, overrides=["init.overrides.norm_eps=small"])
+
+
+def test_build_classifier_from_videomae_pretraining_pth(tmp_path: Path, tiny_kwargs: dict) -> None:
+    """An official VideoMAE pre-training checkpoint: ``model`` with ``encoder.*`` keys and a
+    decoder that is dropped; the heads are given as a loader override."""
+    encoder = create_model("vit_nano", **tiny_kwargs)
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state["decoder.head.weight"] = torch.zeros(4, 4)
+    state["mask_token"] = torch.zeros(1, 1, 32)
+    torch.save({"model": state}, tmp_path / "videomae_pretrain.pth")
+    spec = model_config("vit_nano", **tiny_kwargs)
+    model = build_classifier(
+        spec, 7, source=str(tmp_path / "videomae_pretrain.pth"), loader_overrides={"num_heads": 2}
+    )
+    assert model.num_classes == 7
+    for (name, a), b in zip(
+        encoder.blocks.state_dict().items(), model.blocks.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
