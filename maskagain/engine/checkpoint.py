@@ -74,8 +74,21 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a training checkpoint onto the CPU with ``weights_only=True``."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a training checkpoint onto the CPU with ``weights_only=True``.
+
+    Goes through the encoder loader's reader, so a file that would run code on load is refused
+    without running it and a truncated or corrupt one fails the same way: a one-line
+    :class:`~maskagain.models.loading.CheckpointError` saying why (and how to convert a trusted
+    file).
+    """
+    from maskagain.models.loading import CheckpointError, _torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    return _torch_load(path)
 
 
 # ----------------------------------------------------------------------------- RNG states
