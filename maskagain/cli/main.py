@@ -83,13 +83,17 @@ def known_error_code(err: Exception) -> int | None:
     """Exit code for errors users cause (printed as one line, no traceback); None otherwise.
 
     2: an invalid configuration; 1: an unreadable checkpoint, a non-finite loss, too many bad
-    video files.
+    video files; 128 + signal number (130, 143): SIGINT/SIGTERM stopped training after a
+    checkpoint.
     """
     from maskagain.config import ConfigError
 
     if isinstance(err, ConfigError):
         return 2
-    from maskagain.engine.trainer import NonFiniteLossError
+    from maskagain.engine.trainer import NonFiniteLossError, TrainingInterrupted
+
+    if isinstance(err, TrainingInterrupted):
+        return 128 + err.signum
     from maskagain.models.loading import CheckpointError
 
     known: tuple[type[Exception], ...] = (CheckpointError, NonFiniteLossError)

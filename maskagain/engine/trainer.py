@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -60,6 +62,15 @@ CHECKPOINT_FORMAT = "maskagain-train-v1"
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was written (``signum`` says which;
+    the CLI exits with ``128 + signum``)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -146,6 +157,9 @@ class Trainer:
         self._keys: list[str] | None = None
         self._pending_rng: Any = None
         self._t_last = time.perf_counter()
+        self._signal: int | None = None  # SIGINT/SIGTERM received during fit()
+        self._signal_time = 0.0
+        self._saved_step: int | None = None
 
     # ------------------------------------------------------------------ construction
     def _make_scaler(self) -> torch.amp.GradScaler | None:
@@ -213,14 +227,25 @@ class Trainer:
             prune_checkpoints(self.run_dir, self.engine.keep_checkpoints)
             log.info("saved %s", path)
         barrier()
+        self._saved_step = self.state.step
         return path
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, schedule, scaler, EMA, extras, position and RNG states."""
-        ckpt = load_checkpoint(path)
+        from maskagain.models.loading import CheckpointError
+
+        ckpt = load_checkpoint(path)  # weights_only; unsafe or corrupt files: CheckpointError
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a maskagain training checkpoint")
-        unwrap(self.model).load_state_dict(ckpt["model"])
+            raise CheckpointError(
+                f"--resume {path} is not a maskagain training checkpoint (no format "
+                f"{CHECKPOINT_FORMAT!r}); to start from weights, use the recipe's source option"
+            )
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"--resume {path} does not match this run's model: {str(err).splitlines()[0]}"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         if self.scaler and ckpt["scaler"]:
@@ -327,14 +352,64 @@ class Trainer:
             self._pending_rng = None
         self.wrapped.train()
         self._t_last = time.perf_counter()
+        previous = self._catch_signals()
         try:
             while self.state.epoch < self.epochs and not self._stop_requested():
                 self.run_epoch()
             self.flush_logs()
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.progress.close()
             self.writer.close()
         return {**self.last_metrics, **self.epoch_metrics}
+
+    # ------------------------------------------------------------------ interrupts
+    def _catch_signals(self) -> dict:
+        """SIGINT/SIGTERM during ``fit`` only set a flag: the run stops after the current step
+        with a checkpoint (:class:`TrainingInterrupted`). A repeat more than 2 s later (not
+        the copy torchrun forwards) stops at once, without a checkpoint."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: Any) -> None:
+            now = time.monotonic()
+            if self._signal is None:
+                self._signal, self._signal_time = signum, now
+                log.warning(
+                    "%s received: stopping after this step with a checkpoint (repeat to stop "
+                    "at once, without one)",
+                    signal.Signals(signum).name,
+                )
+            elif now - self._signal_time > 2.0:
+                raise KeyboardInterrupt
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _interrupted(self) -> int | None:
+        """The signal that stops the run, agreed by every process (checked every step alone,
+        at log steps under DDP, where the processes already synchronise)."""
+        if not self.dist.distributed:
+            return self._signal
+        if self.state.step % self.engine.log_every != 0:
+            return None
+        flag = torch.tensor([float(self._signal or 0)], device=self.dist.device)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _stop_on_signal(self) -> None:
+        signum = self._interrupted()
+        if signum is None:
+            return
+        if self._saved_step != self.state.step:
+            self.save_checkpoint()
+        name = signal.Signals(signum).name
+        path = checkpoint_path(self.run_dir, self.state.step)
+        raise TrainingInterrupted(
+            f"interrupted by {name} at step {self.state.step} (epoch {self.state.epoch}); "
+            f"saved {path}; continue with --resume auto",
+            signum,
+        )
 
     def _stop_requested(self) -> bool:
         stop = self.engine.stop_after_steps
@@ -387,6 +462,7 @@ class Trainer:
         every = self.engine.ckpt_every_steps
         if every and step % every == 0 and step < self.total_steps:
             self.save_checkpoint()
+        self._stop_on_signal()
         return False
 
     def _end_epoch(self) -> None:
