@@ -22,7 +22,7 @@ from maskagain.engine.checkpoint import (
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.optim import cosine_lr, param_groups
 from maskagain.engine.run import build_optimization, build_train_loader
-from maskagain.engine.sampler import ResumableSampler
+from maskagain.engine.sampler import ResumableSampler, SeededItems
 from maskagain.engine.trainer import NonFiniteLossError, Trainer, steps_per_epoch
 
 
@@ -56,13 +56,23 @@ def toy_step(module: nn.Module, batch: dict) -> dict:
     return {"loss": err.mean(), "max_err": err.max().detach()}
 
 
-def make_trainer(tmp_path, seed=0, data=None, step_fn=toy_step, epochs=2, init_seed=None, **engine):
+class NoisyData(ToyData):
+    """Random augmentation from the global torch RNG, as the video transforms do."""
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        return {**item, "x": item["x"] + 0.1 * torch.randn(6)}
+
+
+def make_trainer(
+    tmp_path, seed=0, data=None, step_fn=toy_step, epochs=2, init_seed=None, workers=0, **engine
+):
     torch.manual_seed(seed if init_seed is None else init_seed)
     opts = dict(batch_size=4, precision="fp32", log_every=2, tensorboard=False, progress=False)
     cfg = EngineConfig(**{**opts, **engine})
     dist = DistInfo()
     model = ToyModel()
-    loader, sampler = build_train_loader(data or ToyData(), None, cfg, 0, dist, seed)
+    loader, sampler = build_train_loader(data or ToyData(), None, cfg, workers, dist, seed)
     steps = steps_per_epoch(len(sampler.order()), cfg)
     optim = OptimConfig(lr=1e-2, clip_grad=1.0)
     sched = ScheduleConfig(epochs=epochs, warmup_epochs=1, min_lr=1e-4)
@@ -243,3 +253,27 @@ def test_non_finite_loss_is_caught_before_a_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"step 1: term 'loss'"):
         trainer.fit()
     assert list_checkpoints(tmp_path) == []
+
+
+def test_resume_with_workers_and_random_augmentation(tmp_path):
+    """Per-item seeds make augmentation independent of workers and of where a run resumed."""
+
+    def run(run_dir, **kw):
+        return make_trainer(run_dir, data=SeededItems(NoisyData(), 0), workers=2, **kw)
+
+    full = run(tmp_path / "full")
+    full.fit()
+    run(tmp_path / "cut", stop_after_steps=5).fit()
+    second = run(tmp_path / "cut", init_seed=9)
+    second.resume(list_checkpoints(tmp_path / "cut")[-1][1])
+    second.fit()
+    a, b = weights(full), weights(second)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # the per-item seed changes with the epoch and leaves the caller's RNG alone
+    items = SeededItems(NoisyData(), 0)
+    state = torch.get_rng_state()
+    x0 = items[3]["x"]
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(items[3]["x"], x0)
+    items.set_epoch(1)
+    assert not torch.equal(items[3]["x"], x0)

@@ -26,6 +26,7 @@ from maskagain.engine.run import (
     resolve_resume,
     start_run,
 )
+from maskagain.engine.sampler import SeededItems
 from maskagain.engine.trainer import DTYPES, Trainer, steps_per_epoch
 from maskagain.losses import MaskAgainObjective
 from maskagain.models.loading import load_encoder, save_encoder
@@ -130,7 +131,12 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
         grid = module.student.cfg.grid
         collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
         loader, sampler = build_train_loader(
-            dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
+            SeededItems(dataset, cfg.seed),
+            collate,
+            cfg.engine,
+            cfg.data.num_workers,
+            dist,
+            cfg.seed,
         )
         steps = steps_per_epoch(len(sampler.order()), cfg.engine)
         total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size

@@ -23,6 +23,7 @@ from maskagain.engine.run import (
     resolve_resume,
     start_run,
 )
+from maskagain.engine.sampler import SeededItems
 from maskagain.engine.trainer import Trainer, steps_per_epoch
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
@@ -55,7 +56,12 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         dataset = build_dataset(cfg.data, "train", "pretrain")
         collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
         loader, sampler = build_train_loader(
-            dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
+            SeededItems(dataset, cfg.seed),
+            collate,
+            cfg.engine,
+            cfg.data.num_workers,
+            dist,
+            cfg.seed,
         )
         steps = steps_per_epoch(len(sampler.order()), cfg.engine)
         total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
