@@ -3,6 +3,7 @@ configs included through ``defaults`` and are validated through the files that i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,18 @@ def config_class(command: str) -> type:
 
 
 def command_of(path: Path) -> str:
-    """The subcommand a config is for: its folder (configs/<command>/) or its name prefix."""
+    """The subcommand a config is for: its folder (configs/<command>/), its name prefix, or a
+    ``maskagain <command> --config`` usage line in its comments."""
     for name in (path.parent.name, path.stem.split("_")[0]):
         if name in COMMANDS:
             return name
-    raise AssertionError(f"{path}: cannot tell which command it is for (folder or name prefix)")
+    usage = re.search(r"maskagain (\w+) --config", path.read_text())
+    if usage and usage.group(1) in COMMANDS:
+        return usage.group(1)
+    raise AssertionError(
+        f"{path}: cannot tell which command it is for: put it in configs/<command>/, name it "
+        "<command>_*.yaml or add a comment with 'maskagain <command> --config ...'"
+    )
 
 
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("base"))
