@@ -70,6 +70,9 @@ def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert distill(full, teacher_path) == 0
     assert distill(cut, teacher_path, "engine.stop_after_steps=3") == 0
+    # an attempt that logged past its last checkpoint: the resumed run drops those lines
+    with open(cut / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
     assert json.loads((cut / "summary.json").read_text())["completed"] is False
     assert not (cut / "student.safetensors").exists()
     assert distill(cut, teacher_path, "--resume", "auto") == 0
@@ -81,6 +84,7 @@ def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
     # the logged losses after the resume point are the uninterrupted run's
+    assert [r["step"] for r in read_log(cut)] == list(range(1, 9))
     tail = [r["loss"] for r in read_log(full)][3:]
     assert [r["loss"] for r in read_log(cut)][3:] == tail
 

@@ -14,17 +14,36 @@ class MetricWriter:
     """Appends one JSON object per log line to ``run_dir/log.jsonl`` and mirrors scalars to
     TensorBoard (``run_dir/tensorboard``). Inactive (all no-ops) on non-main processes."""
 
-    def __init__(self, run_dir: str | Path, active: bool, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        active: bool,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+    ) -> None:
+        """``resume_step``: a resumed run drops what an earlier attempt logged after it."""
         self.active = active
         self.path = Path(run_dir) / "log.jsonl"
         if active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                self._truncate(resume_step)
         self._file = open(self.path, "a") if active else None  # noqa: SIM115
         self._tb = None
         if active and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
+
+    def _truncate(self, step: int) -> None:
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            log.info("dropping %d log lines after step %d", len(lines) - len(kept), step)
+            self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict, step: int, prefix: str = "train") -> None:
         """``record``: flat dict of numbers (and strings, which TensorBoard skips)."""

@@ -156,6 +156,7 @@ class Trainer:
         self._window_steps: list[int] = []
         self._keys: list[str] | None = None
         self._pending_rng: Any = None
+        self._resumed = False
         self._t_last = time.perf_counter()
         self._signal: int | None = None  # SIGINT/SIGTERM received during fit()
         self._signal_time = 0.0
@@ -257,6 +258,7 @@ class Trainer:
                 obj.load_state_dict(ckpt["extra"][key])
         self.state = TrainState(**ckpt["state"])
         self.last_metrics = dict(ckpt.get("metrics", {}))
+        self._resumed = True
         if ckpt["world_size"] == self.dist.world_size:
             self._pending_rng = ckpt["rng"][self.dist.rank]
         else:
@@ -343,7 +345,8 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until the last epoch (or ``engine.stop_after_steps``); returns final metrics."""
         main = self.dist.is_main
-        self.writer = MetricWriter(self.run_dir, main, self.engine.tensorboard)
+        resumed = self.state.step if self._resumed else None
+        self.writer = MetricWriter(self.run_dir, main, self.engine.tensorboard, resumed)
         self.progress = Progress(
             self.total_steps, self.state.step, main and self.engine.progress, self.name
         )
