@@ -1,0 +1,60 @@
+"""Issue 7.3, interrupts: SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption) during training
+finishes the current step, writes a resumable checkpoint, and exits non-zero (128 + signal
+number) with one clear line; resuming from it ends bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from _reliability import (
+    TOTAL_STEPS,
+    assert_same_training_state,
+    distill_cmd,
+    final_checkpoint,
+    logged_steps,
+    reference_run,
+    run,
+    start,
+    teacher_path,
+    wait_until,
+)
+
+from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return reference_run(tmp_path_factory)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_and_exits_clearly(tmp_path, tmp_path_factory, signum):
+    teacher = teacher_path(tmp_path_factory)
+    run_dir = tmp_path / "run"
+    # no periodic step checkpoints: any mid-epoch checkpoint comes from the signal
+    proc = start(distill_cmd(run_dir, teacher, "engine.ckpt_every_steps=0"))
+    wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 3)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-3000:]
+
+    step = logged_steps(run_dir)[-1]
+    assert 3 <= step < TOTAL_STEPS
+    last = err.strip().splitlines()[-1]
+    name = signal.Signals(signum).name
+    assert last.startswith(f"maskagain distill: error: interrupted by {name} at step {step} ")
+    assert last.endswith("continue with --resume auto")
+    ckpts = list_checkpoints(run_dir)
+    assert ckpts[-1][0] == step and str(ckpts[-1][1]) in last
+    state = load_checkpoint(ckpts[-1][1])["state"]  # weights_only, complete
+    assert state["step"] == step and state["batch_in_epoch"] == step % 16
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] is False and f"interrupted by {name}" in summary["error"]
+    assert not (run_dir / "student.safetensors").exists()
+    if signum == signal.SIGTERM:  # nothing is lost: the resumed run ends where the full one does
+        reference = reference_run(tmp_path_factory)
+        proc = run(distill_cmd(run_dir, teacher, "engine.ckpt_every_steps=0", "--resume", "auto"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert_same_training_state(final_checkpoint(run_dir), final_checkpoint(reference))
