@@ -105,7 +105,9 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         return path
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+        from maskagain.models.loading import CheckpointError
+
+        raise CheckpointError(f"--resume {resume}: checkpoint does not exist (no such file)")
     return path
 
 
