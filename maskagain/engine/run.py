@@ -69,18 +69,19 @@ def finish_run() -> None:
 
 
 def _warn_config_change(path: Path, new: dict) -> None:
+    """Log which keys differ from the config an earlier attempt saved in this run directory."""
     if not path.is_file():
         return
     import yaml
 
-    old = yaml.safe_load(path.read_text()) or {}
-    changed = sorted(
-        k
-        for k in _flatten(new).keys() | _flatten(old).keys()
-        if _flatten(new).get(k) != _flatten(old).get(k)
-    )
+    old_flat, new_flat = _flatten(yaml.safe_load(path.read_text()) or {}), _flatten(new)
+    changed = [
+        f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}"
+        for k in sorted(old_flat.keys() | new_flat.keys())
+        if old_flat.get(k) != new_flat.get(k)
+    ]
     if changed:
-        log.warning("config differs from the one saved in %s: %s", path.parent, ", ".join(changed))
+        log.warning("config differs from the one saved in %s: %s", path.parent, "; ".join(changed))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
