@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",
+    "demo": "demo",
+    "visualize": "visualize",
 }
 
 

@@ -1,0 +1,511 @@
+"""``maskagain demo``: what MaskAgain buys over the alternatives, on a CPU in minutes.
+
+On the embedded synthetic motion set (classes defined only by motion, clips generated on the
+fly), with the VideoMAE-pre-trained teacher shipped in ``maskagain/assets``:
+
+1. the teacher (loaded, or re-trained with ``retrain_teacher``: ``configs/demo/teacher.yaml``);
+2. under one student budget (same architecture, epochs and freshly generated clips), the
+   student pre-trained four ways: MaskAgain distillation, VideoMAE, plain Hint distillation
+   (every visible token, no selection) and no pre-training at all;
+3. every model, teacher included (and a randomly initialised teacher-size encoder, the
+   learnability reference), evaluated with a linear probe on frozen features and with a
+   fine-tune followed by a multi-view test;
+4. ``summary.json``, ``report.md`` and figures (training curves, accuracy bars, the teacher's
+   selections as in the paper's Figures 1 and 4) in the output directory.
+
+Every training stage calls the engine's recipe functions (``run_pretrain``, ``run_distill``,
+``run_finetune``); the probes use ``maskagain.engine.probe`` on one shared set of clips.
+Splits: the synthetic set's seed 0 is reported (probe: ``val``, fine-tune: ``test``); settings
+were chosen on seed 1, which this module never reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from maskagain.config import DistillConfig, PretrainConfig, from_dict, to_dict
+from maskagain.engine.finetune_config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+TEACHER_WEIGHTS = ASSETS / "demo_teacher.safetensors"
+TEACHER_CARD = ASSETS / "demo_teacher.json"
+NUM_CLASSES = 8
+GEOMETRY = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2)
+STUDENT = dict(name="vit_micro", embed_dim=64, depth=4, num_heads=2)  # 4x fewer weights
+TEACHER_ARCH = dict(name="vit_micro")  # width 128, depth 4, 4 heads
+MASK = dict(kind="tube", ratio=0.75)  # 4 of 16 positions visible per frame, 16 of 64 tokens
+# MaskAgain-B weights (paper section 4.1); top-k scaled to 16 visible tokens (4 per frame)
+MASKAGAIN_OBJECTIVE = dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1, k=4, k_local=2)
+HINT_OBJECTIVE = dict(alpha=0.0, beta=0.0, gamma=0.0, lam=0.0, baselines={"hint_all": 1.0})
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much work every stage does (clips per epoch are freshly generated every epoch)."""
+
+    pretrain_epochs: int
+    pretrain_clips: int
+    finetune_epochs: int
+    finetune_clips: int
+    probe_train_clips: int
+    eval_clips: int  # probe val clips and fine-tune test videos (each)
+    test_crops: int
+    batch_size: int = 32
+
+
+DEFAULT_SIZES = DemoSizes(
+    pretrain_epochs=6,
+    pretrain_clips=1600,
+    finetune_epochs=12,
+    finetune_clips=960,
+    probe_train_clips=1600,
+    eval_clips=800,
+    test_crops=3,
+)
+QUICK_SIZES = DemoSizes(
+    pretrain_epochs=1,
+    pretrain_clips=64,
+    finetune_epochs=1,
+    finetune_clips=64,
+    probe_train_clips=64,
+    eval_clips=32,
+    test_crops=1,
+    batch_size=16,
+)
+
+
+# ------------------------------------------------------------------------------------ configs
+def data_section(sizes: DemoSizes, train_clips: int, **extra) -> dict:
+    """The synthetic set as every demo stage reads it (seed 0: the reported splits)."""
+    return {
+        "kind": "synthetic",
+        "num_frames": GEOMETRY["num_frames"],
+        "sampling_rate": 1,
+        "input_size": GEOMETRY["img_size"],
+        "short_side": GEOMETRY["img_size"],
+        "synthetic_size": GEOMETRY["img_size"],
+        "synthetic_frames": GEOMETRY["num_frames"],
+        "synthetic_classes": NUM_CLASSES,
+        "synthetic_train_clips": train_clips,
+        "synthetic_val_clips": sizes.eval_clips,
+        "synthetic_seed": 0,
+        "fresh_every_epoch": True,
+        "num_workers": 0,
+        **extra,
+    }
+
+
+def engine_section(sizes: DemoSizes, log_every: int = 10) -> dict:
+    return {
+        "device": "auto",
+        "batch_size": sizes.batch_size,
+        "precision": "fp32",
+        "log_every": log_every,
+        "ckpt_every_epochs": 1,
+        "keep_checkpoints": 1,
+        "tensorboard": False,
+        "progress": False,
+    }
+
+
+def _pretrain_common(sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
+    return {
+        "out_dir": str(out_dir),
+        "seed": seed,
+        "data": data_section(sizes, sizes.pretrain_clips),
+        "mask": dict(MASK),
+        "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95]},
+        "schedule": {
+            "epochs": sizes.pretrain_epochs,
+            "warmup_epochs": min(1, sizes.pretrain_epochs),
+            "min_lr": 1e-5,
+        },
+        "engine": engine_section(sizes),
+    }
+
+
+def videomae_student_config(sizes: DemoSizes, out_dir: Path, seed: int = 0) -> PretrainConfig:
+    tree = _pretrain_common(sizes, out_dir, seed)
+    tree["model"] = {**STUDENT, **GEOMETRY}
+    tree["decoder"] = {"depth": 2, "embed_dim": 64, "num_heads": 2, "norm_pix_loss": True}
+    return _build(PretrainConfig, tree)
+
+
+def distill_config(
+    sizes: DemoSizes, out_dir: Path, teacher: str, objective: dict, seed: int = 0
+) -> DistillConfig:
+    tree = _pretrain_common(sizes, out_dir, seed)
+    tree["student"] = {**STUDENT, **GEOMETRY, "drop_path_rate": 0.1}
+    tree["teacher"] = {"source": teacher, "precision": "fp32"}
+    tree["objective"] = copy.deepcopy(objective)
+    return _build(DistillConfig, tree)
+
+
+def finetune_config(
+    sizes: DemoSizes, out_dir: Path, arch: dict, init: str = "", seed: int = 0
+) -> FinetuneConfig:
+    tree = {
+        "out_dir": str(out_dir),
+        "seed": seed,
+        "model": {**arch, **GEOMETRY, "drop_path_rate": 0.1},
+        "init": {"source": init},
+        "head": {"dropout": 0.0},
+        "layer_decay": 0.75,
+        "mixup": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.1},
+        "data": data_section(
+            sizes,
+            sizes.finetune_clips,
+            short_side=GEOMETRY["img_size"] + 4,  # so the test crops differ
+            crop_scale=[0.5, 1.0],
+            rand_augment="",
+            random_erase=0.0,
+            test_clips=1,  # the 8-frame videos hold exactly one 8-frame clip
+            test_crops=sizes.test_crops,
+        ),
+        "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.999]},
+        "schedule": {
+            "epochs": sizes.finetune_epochs,
+            "warmup_epochs": min(1, sizes.finetune_epochs),
+            "warmup_lr": 1e-6,
+            "min_lr": 1e-5,
+        },
+        "engine": engine_section(sizes),
+        "val": {"every_epochs": 0, "final_test": True},
+    }
+    return _build(FinetuneConfig, tree)
+
+
+def teacher_config(out_dir: Path | None = None) -> PretrainConfig:
+    """The shipped teacher's training config (``configs/demo/teacher.yaml``, as recorded in the
+    teacher's card, so an installed package can re-train it without the repository)."""
+    card = json.loads(TEACHER_CARD.read_text()) if TEACHER_CARD.is_file() else {}
+    tree = card.get("config")
+    if tree is None:
+        from maskagain.config import load_yaml
+
+        repo_cfg = Path(__file__).resolve().parents[1] / "configs" / "demo" / "teacher.yaml"
+        tree = load_yaml(repo_cfg)
+    tree = copy.deepcopy(tree)
+    if out_dir is not None:
+        tree["out_dir"] = str(out_dir)
+    return _build(PretrainConfig, tree)
+
+
+def _build(cls: type, tree: dict):
+    cfg = from_dict(cls, tree)
+    cfg.validate()
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ teacher
+def retrain_teacher(out_dir: Path, resume: str | None = "auto") -> dict:
+    """Re-run the teacher's pre-training (``configs/demo/teacher.yaml``), probe it against a
+    random-init encoder of the same size and write ``demo_teacher.safetensors`` (fp16) and
+    ``demo_teacher.json`` (config, wall time, probe numbers) into ``out_dir``. Copy both into
+    ``maskagain/assets/`` to ship them. Returns the card."""
+    from maskagain.engine.pretrain import run_pretrain
+
+    cfg = teacher_config(out_dir / "run")
+    summary = run_pretrain(cfg, resume=resume)
+    if not summary.get("completed"):
+        raise RuntimeError(f"teacher pre-training did not complete: {summary.get('error')}")
+    return write_teacher_card(Path(cfg.out_dir), out_dir, cfg, summary)
+
+
+def write_teacher_card(
+    run_dir: Path,
+    out_dir: Path,
+    cfg: PretrainConfig,
+    summary: dict,
+    probe_sizes: DemoSizes | None = None,
+) -> dict:
+    """Half-precision teacher + card (config, epochs, wall time, probe vs random init)."""
+    from maskagain.models.loading import load_encoder, save_encoder
+
+    sizes = probe_sizes or DEFAULT_SIZES
+    teacher = load_encoder(run_dir / "teacher.safetensors")
+    probes = probe_encoders(
+        {"teacher": teacher, "random_init": random_encoder(TEACHER_ARCH, seed=cfg.seed)}, sizes
+    )
+    card = {
+        "description": "VideoMAE-pre-trained vit_micro (width 128, depth 4) on the synthetic "
+        "motion set, 8 frames of 32x32; trained by `maskagain pretrain --config "
+        "configs/demo/teacher.yaml`",
+        "command": "maskagain pretrain --config configs/demo/teacher.yaml --resume auto",
+        "config": to_dict(cfg),
+        "epochs": summary.get("epoch"),
+        "steps": summary.get("step"),
+        "clips_seen": summary.get("step", 0) * summary.get("total_batch", 0),
+        "wall_seconds": summary.get("wall_s"),
+        "final_loss": (summary.get("final") or {}).get("loss"),
+        "probe": probes,
+        "probe_settings": asdict(sizes),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_encoder(teacher.half(), out_dir / "demo_teacher.safetensors", {"card": card})
+    (out_dir / "demo_teacher.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+# ------------------------------------------------------------------------------------ probes
+def random_encoder(arch: dict, seed: int = 0):
+    """A randomly initialised encoder of architecture ``arch`` (seeded)."""
+    from maskagain.config import ModelSpec
+
+    spec = from_dict(ModelSpec, {**arch, **GEOMETRY})
+    from maskagain.models.vit import VideoViT
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return VideoViT(spec.model_config())
+
+
+class ProbeClips:
+    """The probe's clips, generated once and shared by every encoder (seed 0 train / val)."""
+
+    def __init__(self, sizes: DemoSizes) -> None:
+        from maskagain.data import DataConfig, build_dataset
+
+        cfg = from_dict(DataConfig, data_section(sizes, sizes.probe_train_clips))
+        self.splits = {}
+        for split in ("train", "val"):
+            ds = build_dataset(cfg, split, "eval")
+            items = [ds[i] for i in range(len(ds))]
+            video = torch.stack([it["video"] for it in items]).half()
+            label = torch.tensor([it["label"] for it in items])
+            self.splits[split] = (video, label, torch.arange(len(items)))
+
+    def batches(self, split: str, batch_size: int = 64):
+        video, label, index = self.splits[split]
+        for i in range(0, len(label), batch_size):
+            s = slice(i, i + batch_size)
+            yield video[s].float(), label[s], index[s]
+
+
+def probe_encoders(
+    encoders: dict, sizes: DemoSizes, clips: ProbeClips | None = None, seed: int = 0
+) -> dict[str, dict]:
+    """Linear probe (frozen mean-pooled features, standardised; AdamW 50 epochs) of every
+    encoder: {name: {train_top1, val_top1, val_se, num_train, num_val}}."""
+    from maskagain.engine.probe import extract_features, train_linear_probe
+
+    clips = clips or ProbeClips(sizes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {}
+    for name, encoder in encoders.items():
+        encoder = encoder.float().to(device)
+        train = extract_features(encoder, clips.batches("train"), device)
+        val = extract_features(encoder, clips.batches("val"), device)
+        res = train_linear_probe(train, val, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed)
+        out[name] = {
+            "train_top1": round(res.train_top1, 2),
+            "val_top1": round(res.val_top1, 2),
+            "val_se": round(standard_error(res.val_top1, len(val)), 2),
+            "num_train": len(train),
+            "num_val": len(val),
+        }
+        log.info("probe %s: val top-1 %.1f (train %.1f)", name, res.val_top1, res.train_top1)
+    return out
+
+
+def standard_error(top1: float, n: int) -> float:
+    """Binomial standard error (percentage points) of an accuracy ``top1`` (%) over ``n``."""
+    if n <= 0:
+        return float("nan")
+    p = top1 / 100
+    return 100 * math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+# ------------------------------------------------------------------------------------ the demo
+@dataclass
+class _Row:
+    model: str
+    objective: str
+    pretrain_epochs: int
+    pretrain_seconds: float
+    probe_top1: float | None = None
+    probe_se: float | None = None
+    finetune_top1: float | None = None
+    finetune_se: float | None = None
+    finetune_seconds: float | None = None
+    run: str = ""
+
+
+class _Stages:
+    """Numbered stage banners with elapsed time (progress stays visible on the console)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.time()
+
+    def start(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.t0
+        line = f"[demo {self.done}/{self.total} | {elapsed:5.0f}s] {what}"
+        print(line, flush=True)
+        log.debug(line)
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    teacher: str | Path | None = None,
+    retrain: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Run the whole comparison; returns (and writes) ``summary.json``'s content."""
+    from maskagain.engine.distill import run_distill
+    from maskagain.engine.finetune import run_finetune
+    from maskagain.engine.pretrain import run_pretrain
+    from maskagain.models.loading import load_encoder, save_encoder
+
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    stages = _Stages(11 + int(retrain))
+    if retrain:
+        stages.start("re-training the teacher (configs/demo/teacher.yaml; about an hour on CPU)")
+        card = retrain_teacher(out / "teacher")
+        teacher = out / "teacher" / "demo_teacher.safetensors"
+    else:
+        teacher = Path(teacher) if teacher else TEACHER_WEIGHTS
+        card = _read_card(teacher)
+    if not Path(teacher).is_file():
+        raise FileNotFoundError(
+            f"no teacher at {teacher}; run `maskagain demo --retrain-teacher` to train one"
+        )
+    teacher_src = str(teacher)
+    runs: dict[str, dict] = {}
+
+    stages.start("student + MaskAgain distillation (MAGlobal, MALocal, MAHint, MARel)")
+    cfg = distill_config(sizes, out / "maskagain", teacher_src, MASKAGAIN_OBJECTIVE, seed)
+    runs["maskagain"] = run_distill(cfg, resume=None)
+    stages.start("student + VideoMAE pre-training (pixel reconstruction)")
+    runs["videomae"] = run_pretrain(videomae_student_config(sizes, out / "videomae", seed))
+    stages.start("student + plain Hint distillation (every visible token, no selection)")
+    cfg = distill_config(sizes, out / "hint", teacher_src, HINT_OBJECTIVE, seed)
+    runs["hint"] = run_distill(cfg, resume=None)
+
+    students = {
+        "maskagain": out / "maskagain" / "student.safetensors",
+        "videomae": out / "videomae" / "teacher.safetensors",
+        "hint": out / "hint" / "student.safetensors",
+    }
+    scratch = out / "scratch" / "student_init.safetensors"
+    save_encoder(random_encoder(STUDENT, seed), scratch, {"recipe": "random init"})
+    random_teacher = out / "random_init" / "encoder.safetensors"
+    save_encoder(random_encoder(TEACHER_ARCH, seed), random_teacher, {"recipe": "random init"})
+
+    stages.start(f"generating the probe's clips ({sizes.probe_train_clips} train, "
+                 f"{sizes.eval_clips} val)")  # fmt: skip
+    clips = ProbeClips(sizes)
+    stages.start("linear probes of every encoder")
+    sources = {
+        "teacher": teacher_src,
+        "random_init": str(random_teacher),
+        **{k: str(v) for k, v in students.items()},
+        "scratch": str(scratch),
+    }
+    probes = probe_encoders({k: load_encoder(v) for k, v in sources.items()}, sizes, clips, seed)
+    del clips
+
+    finetunes: dict[str, dict] = {}
+    plan = [
+        ("teacher", TEACHER_ARCH, teacher_src),
+        ("maskagain", STUDENT, str(students["maskagain"])),
+        ("videomae", STUDENT, str(students["videomae"])),
+        ("hint", STUDENT, str(students["hint"])),
+        ("scratch", STUDENT, ""),
+    ]
+    for name, arch, init in plan:
+        stages.start(f"fine-tune + {sizes.test_crops}-view test: {name}")
+        ft = finetune_config(sizes, out / "finetune" / name, arch, init, seed)
+        finetunes[name] = run_finetune(ft)
+
+    stages.start("figures and report")
+    teacher_epochs = int(card.get("epochs") or 0)
+    teacher_seconds = float(card.get("wall_seconds") or 0.0)
+    rows = [
+        _Row("teacher vit_micro 128x4", "VideoMAE (shipped)", teacher_epochs, teacher_seconds),
+        _Row("random init vit_micro 128x4", "none (probe reference)", 0, 0.0),
+        _Row("student 64x4", "MaskAgain", sizes.pretrain_epochs, runs["maskagain"]["wall_s"]),
+        _Row("student 64x4", "VideoMAE", sizes.pretrain_epochs, runs["videomae"]["wall_s"]),
+        _Row("student 64x4", "Hint (no selection)", sizes.pretrain_epochs, runs["hint"]["wall_s"]),
+        _Row("student 64x4", "none (from scratch)", 0, 0.0),
+    ]
+    keys = ["teacher", "random_init", "maskagain", "videomae", "hint", "scratch"]
+    for row, key in zip(rows, keys):
+        row.run = key
+        row.probe_top1 = probes[key]["val_top1"]
+        row.probe_se = probes[key]["val_se"]
+        if key in finetunes:
+            test = finetunes[key].get("test", {})
+            row.finetune_top1 = round(float(test["top1"]), 2) if "top1" in test else None
+            n = int(test.get("num_videos", 0))
+            if row.finetune_top1 is not None:
+                row.finetune_se = round(standard_error(row.finetune_top1, n), 2)
+            row.finetune_seconds = finetunes[key].get("wall_s")
+    from maskagain import demo_report
+
+    figures = demo_report.draw_figures(out, rows, teacher_src)
+    summary = {
+        "results": [asdict(r) for r in rows],
+        "elapsed_seconds": round(time.time() - t0, 1),
+        "quick": quick,
+        "sizes": asdict(sizes),
+        "dataset": {
+            "kind": "synthetic",
+            "classes": NUM_CLASSES,
+            "frames": GEOMETRY["num_frames"],
+            "size": GEOMETRY["img_size"],
+            "seed": 0,
+            "probe_split": "val",
+            "finetune_test_split": "test",
+            "chance_top1": round(100 / NUM_CLASSES, 2),
+        },
+        "models": {
+            "teacher": {**TEACHER_ARCH, "embed_dim": 128, "depth": 4, "num_heads": 4, **GEOMETRY},
+            "student": {**STUDENT, **GEOMETRY},
+            "mask": MASK,
+            "maskagain_objective": MASKAGAIN_OBJECTIVE,
+            "hint_objective": HINT_OBJECTIVE,
+        },
+        "teacher": {"source": teacher_src, "card": _card_summary(card)},
+        "probes": probes,
+        "figures": {k: str(v) for k, v in figures.items()},
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    demo_report.write_report(out, summary)
+    print(demo_report.table(summary), flush=True)
+    print(f"wrote {out / 'summary.json'}, {out / 'report.md'} and figures in {out}", flush=True)
+    return summary
+
+
+def _read_card(weights: Path) -> dict:
+    card_file = weights.with_suffix(".json")
+    if card_file.is_file():
+        return json.loads(card_file.read_text())
+    try:  # a card stored in the safetensors metadata
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta.get("card", "{}"))
+    except Exception:  # noqa: BLE001  any other weights file: no card
+        return {}
+
+
+def _card_summary(card: dict) -> dict:
+    return {k: v for k, v in card.items() if k not in ("config",)}
