@@ -17,8 +17,10 @@ The resolved tree is saved with the run (:func:`save_config`). Nothing here read
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -85,7 +87,7 @@ def deep_merge(base: Mapping, top: Mapping) -> dict:
 
 def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
     """Apply ``a.b.c=value`` strings to a raw config tree (values typed later by the schema)."""
-    tree = deep_merge({}, tree)
+    tree = copy.deepcopy(dict(tree))  # never write into the caller's (nested) dicts
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -119,7 +121,33 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"config section '{path or '<root>'}': {_one_line(err)}") from None
+        raise _section_error(err, cls, names, path) from None
+
+
+def _section_error(err: Exception, cls: type, names: list[str], path: str) -> ConfigError:
+    """A section's own check failed: name the dotted key of the field its message mentions
+    first (``DataConfig.num_frames must be >= 1`` -> ``config key 'data.num_frames': ...``)."""
+    message = re.sub(rf"\b{cls.__name__}\.", "", _one_line(err))
+    found = []
+    for name in names:
+        m = re.search(rf"(?<![\w.']){re.escape(name)}(?![\w])", message)
+        if m:
+            found.append((m.start(), -len(name), name))
+    if found:
+        return ConfigError(f"config key '{_join(path, min(found)[2])}': {message}")
+    return ConfigError(f"config section '{path or '<root>'}': {message}")
+
+
+def check_seeds(cfg: Any, path: str = "") -> None:
+    """Every ``seed`` / ``*_seed`` integer of a config tree must be >= 0 (NumPy's seed
+    sequences, used for masks, clips and replacements, reject negative entropy mid-run)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = _join(path, f.name)
+        if dataclasses.is_dataclass(value):
+            check_seeds(value, key)
+        elif (f.name == "seed" or f.name.endswith("_seed")) and isinstance(value, int):
+            _check(value >= 0, f"config key '{key}' must be >= 0, got {value}")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -139,6 +167,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Sequence[s
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
+    check_seeds(cfg)
     return cfg
 
 
@@ -324,10 +353,24 @@ class ModelSpec:
     num_heads: int | None = None
 
     def _check_geometry(self, path: str) -> None:
-        """Frames divisible by the tubelet, image size by the patch."""
+        """Sizes >= 1, frames divisible by the tubelet, image size by the patch."""
         for key in ("img_size", "num_frames", "patch_size", "tubelet_size"):
             value = getattr(self, key)
             _check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")
+        for key in ("embed_dim", "depth", "num_heads"):
+            value = getattr(self, key)
+            _check(
+                value is None or value >= 1,
+                f"config key '{path}.{key}' must be >= 1 or null (the architecture's), got {value}",
+            )
+        _check(
+            0.0 <= self.drop_path_rate < 1.0,
+            f"config key '{path}.drop_path_rate' must be in [0, 1), got {self.drop_path_rate}",
+        )
+        _check(
+            self.init_values >= 0.0,
+            f"config key '{path}.init_values' must be >= 0 (0: no layer scale), got {self.init_values}",
+        )
         _check(
             self.num_frames % self.tubelet_size == 0,
             f"config key '{path}.num_frames'={self.num_frames} is not divisible by "
@@ -354,7 +397,8 @@ class ModelSpec:
         try:
             return model_config(self.name, **overrides)
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"config section '{path}': {_one_line(err)}") from None
+            names = [f.name for f in dataclasses.fields(self)]
+            raise _section_error(err, type(self), names, path) from None
 
 
 @dataclass
@@ -395,6 +439,7 @@ class OptimConfig:
             f"config key '{path}.lr' must be > 0 or null, got {self.lr}",
         )
         _check(self.weight_decay >= 0, f"config key '{path}.weight_decay' must be >= 0")
+        _check(self.eps > 0, f"config key '{path}.eps' must be > 0, got {self.eps}")
         _check(
             all(0.0 <= b < 1.0 for b in self.betas),
             f"config key '{path}.betas' must be two values in [0, 1), got {list(self.betas)}",
@@ -421,6 +466,7 @@ class ScheduleConfig:
             f"config key '{path}.warmup_epochs' must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
         )
         _check(self.min_lr >= 0, f"config key '{path}.min_lr' must be >= 0")
+        _check(self.warmup_lr >= 0, f"config key '{path}.warmup_lr' must be >= 0")
 
 
 @dataclass
@@ -498,6 +544,9 @@ class DecoderSpec:
 
     def validate(self, encoder_dim: int, path: str = "decoder") -> None:
         _check(self.depth >= 1, f"config key '{path}.depth' must be >= 1, got {self.depth}")
+        for key in ("embed_dim", "num_heads"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"config key '{path}.{key}' must be >= 1 or null")
         dim, heads = self.resolved(encoder_dim)
         _check(
             dim % heads == 0,

@@ -86,7 +86,7 @@ def test_misspelled_section_in_yaml(tmp_path):
         ("student.name=vit_bsae", "did you mean 'vit_base'"),
         (
             "objective.relation_softmax=col",
-            "config section 'objective': relation_softmax must be one of",
+            "config key 'objective.relation_softmax': relation_softmax must be one of",
         ),
         ("engine.accum_steps=0", "'engine.accum_steps' must be >= 1"),
         ("teacher.overrides.img_sise=32", "did you mean 'teacher.overrides.img_size'"),
