@@ -107,8 +107,17 @@ class DataConfig:
             )
         if self.synthetic_size < 16:
             raise ValueError(f"DataConfig.synthetic_size must be >= 16, got {self.synthetic_size}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("DataConfig.mean and DataConfig.std need 3 values, std > 0")
+        if len(self.mean) != 3:
+            raise ValueError(f"DataConfig.mean needs 3 values, got {self.mean}")
+        if len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"DataConfig.std needs 3 values > 0, got {self.std}")
+        if self.frame_start < 0:
+            raise ValueError(f"DataConfig.frame_start must be >= 0, got {self.frame_start}")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"DataConfig.crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}"
+            )
         if not self.pretrain_scales or not all(0 < s <= 1 for s in self.pretrain_scales):
             raise ValueError(
                 f"DataConfig.pretrain_scales must be in (0, 1], got {self.pretrain_scales}"
