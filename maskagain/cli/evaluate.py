@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from maskagain.cli.common import add_config_arguments, print_config
-from maskagain.config import apply_overrides, deep_merge, from_dict, load_yaml
+from maskagain.config import apply_overrides, check_seeds, deep_merge, from_dict, load_yaml
 from maskagain.engine.finetune_config import EvaluateConfig
 
 HELP = (
@@ -43,6 +43,7 @@ def load_evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
         tree = deep_merge({"data": run_data}, tree)
     cfg = from_dict(EvaluateConfig, tree)
     cfg.validate()
+    check_seeds(cfg)
     return cfg
 
 
