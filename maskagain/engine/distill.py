@@ -16,20 +16,21 @@ import torch
 from torch import nn
 
 from maskagain.config import ConfigError, DistillConfig, check_teacher, to_dict
-from maskagain.data import BadFileTracker, build_dataset
+from maskagain.data import BadFileTracker
 from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.run import (
     build_optimization,
     build_train_loader,
     finish_run,
     fit_and_summarize,
+    open_dataset,
     resolve_resume,
     start_run,
 )
 from maskagain.engine.sampler import SeededItems
 from maskagain.engine.trainer import DTYPES, Trainer, steps_per_epoch
 from maskagain.losses import MaskAgainObjective
-from maskagain.models.loading import load_encoder, save_encoder
+from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import EncoderOutput, VideoViT
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,10 @@ def build_teacher(cfg: DistillConfig, device: torch.device) -> VideoViT:
         raise ConfigError(
             "config key 'teacher.source' is empty; give a teacher checkpoint or run dir"
         )
-    teacher = load_encoder(cfg.teacher.source, **cfg.teacher.overrides)
+    try:
+        teacher = load_encoder(cfg.teacher.source, **cfg.teacher.overrides)
+    except CheckpointError as err:
+        raise CheckpointError(f"config key 'teacher.source': {err}") from None
     check_teacher(cfg.student.model_config("student"), teacher.cfg)
     return teacher.to(device)
 
@@ -119,6 +123,7 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
+        dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
         teacher_model = build_teacher(cfg, dist.device)
         module = build_distill_module(cfg, teacher_model).to(dist.device)
         teacher = FrozenTeacher(
@@ -127,7 +132,6 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
             cfg.teacher.precision,
             compile=cfg.engine.compile,
         )
-        dataset = build_dataset(cfg.data, "train", "pretrain")
         grid = module.student.cfg.grid
         collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
         loader, sampler = build_train_loader(

@@ -13,13 +13,14 @@ import time
 from torch import nn
 
 from maskagain.config import PretrainConfig, to_dict
-from maskagain.data import BadFileTracker, build_dataset
+from maskagain.data import BadFileTracker
 from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.run import (
     build_optimization,
     build_train_loader,
     finish_run,
     fit_and_summarize,
+    open_dataset,
     resolve_resume,
     start_run,
 )
@@ -51,9 +52,9 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
+        dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
         model = build_pretrain_model(cfg).to(dist.device)
         grid = model.encoder.cfg.grid
-        dataset = build_dataset(cfg.data, "train", "pretrain")
         collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
         loader, sampler = build_train_loader(
             SeededItems(dataset, cfg.seed),

@@ -23,7 +23,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from maskagain.config import EngineConfig, OptimConfig, ScheduleConfig, save_config, to_dict
+from maskagain.config import (
+    ConfigError,
+    EngineConfig,
+    OptimConfig,
+    ScheduleConfig,
+    save_config,
+    to_dict,
+)
 from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from maskagain.engine.optim import CosineSchedule, LrScaleFn, build_adamw, param_groups
@@ -110,6 +117,23 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
         raise CheckpointError(f"--resume {resume}: checkpoint does not exist (no such file)")
     return path
+
+
+def open_dataset(data: Any, split: str, purpose: str) -> Dataset:
+    """``maskagain.data.build_dataset``, with a source that cannot give a dataset (a missing or
+    empty list file, a root without videos, an unset list) reported as a one-line
+    :class:`ConfigError` naming the data key to fix. Reads list files only, no video."""
+    from maskagain.data import build_dataset
+
+    key = "data.root" if data.kind == "folder" else f"data.{split}_list"
+    try:
+        dataset = build_dataset(data, split, purpose)
+    except (ValueError, OSError) as err:  # ListFormatError, no class folders, no such file
+        message = " ".join(str(err).split())
+        raise ConfigError(f"config key '{key}': no usable {split} dataset: {message}") from None
+    if len(dataset) == 0:
+        raise ConfigError(f"config key '{key}': the {split} dataset is empty")
+    return dataset
 
 
 def build_train_loader(
