@@ -1,0 +1,245 @@
+"""Issue 7.6, bad configs and arguments fail fast with one line naming the key.
+
+The cases are generated from the config dataclasses (every leaf field of every recipe, found by
+introspection, so a new field is covered automatically): a value of the wrong type and an
+out-of-range value, each given through the real CLI entry point with the recipe's runner
+replaced by a recorder. Each must exit 2 with one stderr line naming the dotted key, before the
+runner (hence any data or model loading) is reached. An out-of-range value may only be accepted
+by a field listed in ``UNBOUNDED`` with the reason.
+
+Then the checks that need the file system: a teacher path that does not exist, a teacher whose
+patch grid cannot match the student, and empty or missing datasets, through ``maskagain
+distill`` / ``pretrain``, before any model is built or video read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+from _reliability import ROOT, teacher_path
+
+import maskagain.engine.distill as distill_mod
+from maskagain.cli.main import main
+from maskagain.config import DistillConfig, PretrainConfig
+from maskagain.engine.finetune_config import EvaluateConfig, FinetuneConfig, ProbeConfig
+
+# recipe -> (config class, tiny config, module.function that runs it)
+RECIPES = {
+    "pretrain": (PretrainConfig, "pretrain.yaml", "maskagain.engine.pretrain.run_pretrain"),
+    "distill": (DistillConfig, "distill.yaml", "maskagain.engine.distill.run_distill"),
+    "finetune": (FinetuneConfig, "finetune.yaml", "maskagain.engine.finetune.run_finetune"),
+    "evaluate": (EvaluateConfig, "evaluate.yaml", "maskagain.engine.finetune_eval.run_evaluate"),
+    "probe": (ProbeConfig, "probe.yaml", "maskagain.engine.finetune_eval.run_probe"),
+}
+
+# fields where any value of the right type is acceptable to the config, and why
+UNBOUNDED = {
+    "out_dir": "any directory name",
+    "data.root": "a path: checked when the dataset is built (test_empty_or_missing_dataset)",
+    "data.train_list": "a path: checked when the dataset is built",
+    "data.val_list": "a path: checked when the dataset is built",
+    "data.test_list": "a path: checked when the dataset is built",
+    "data.class_index": "a path: checked when the dataset is built",
+    "data.mean": "any real per-channel mean",
+    "teacher.source": "a path or hub id: checked when loaded (test_missing_teacher)",
+    "init.source": "a path or hub id: checked when loaded",
+    "encoder": "a path: checked when loaded",
+    "checkpoint": "a path: checked when loaded",
+    "class_names": "a path: checked when read",
+    "objective.layer": "negative layers count from the end; checked against the depth",
+}
+
+
+def leaves(cls: type, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from leaves(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp
+
+
+def bad_values(tp) -> dict[str, object]:
+    """{'type': a value of the wrong type, 'range': an out-of-range value} for an annotation.
+    Strings are typed on the command line; other objects go through a YAML file."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = options[0] if len(options) == 1 else tp
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"type": "maybe"}  # a bool has no range
+    if tp in (int, float):
+        return {"type": "abc", "range": "-1"}
+    if tp is str:
+        return {"type": {"not": "a string"}, "range": "bogus-value"}
+    if origin is Literal:
+        return {"type": [1, 2], "range": "bogus-value"}
+    if origin is tuple:
+        args = typing.get_args(tp)
+        n = 1 if not args or args[-1] is Ellipsis else len(args)
+        return {"type": "abc", "range": ",".join(["-1"] * n)}
+    if tp is dict or origin is dict:
+        return {"type": "abc", "range": {"bogus_field": 1}}
+    raise AssertionError(f"no bad values for annotation {tp!r}: extend bad_values()")
+
+
+def cases():
+    for recipe, (cls, _, _) in RECIPES.items():
+        for key, tp in leaves(cls):
+            for kind, value in bad_values(tp).items():
+                yield recipe, key, kind, value
+
+
+def run_case(recipe, key, kind, value, tmp_path, capsys, called) -> str | None:
+    """None when the case behaves; otherwise what went wrong."""
+    _, config, _ = RECIPES[recipe]
+    base = str(ROOT / "configs/tiny" / config)
+    args = [recipe, "--config", base]
+    if isinstance(value, str):
+        args.append(f"{key}={value}")
+    else:
+        tree: dict = {"defaults": base}
+        node = tree
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
+        path = tmp_path / "case.yaml"
+        path.write_text(yaml.safe_dump(tree))
+        args[2] = str(path)
+    out_dir = tmp_path / "out"
+    if key != "out_dir":
+        args += ["--out", str(out_dir)]
+    called.clear()
+    code = main(args)
+    captured = capsys.readouterr()
+    if kind == "range" and code == 0 and key in UNBOUNDED:
+        return None if called else "accepted but the runner was not reached"
+    lines = captured.err.strip().splitlines()
+    if code != 2:
+        return f"exit {code} (runner called: {bool(called)}): {captured.err.strip()[-300:]}"
+    if called or out_dir.exists():
+        return "failed only after the runner started"
+    if len(lines) != 1:
+        return f"{len(lines)} stderr lines: {captured.err[-300:]}"
+    if not re.search(rf"'{re.escape(key)}['\[.]", lines[0]):
+        return f"error does not name '{key}': {lines[0][:300]}"
+    if not lines[0].startswith(f"maskagain {recipe}: error: "):
+        return f"not a CLI error line: {lines[0][:200]}"
+    return None
+
+
+def test_every_field_wrong_type_and_out_of_range_fails_fast_naming_the_key(
+    tmp_path, capsys, monkeypatch
+):
+    called: list = []
+    for target in {t for _, _, t in RECIPES.values()}:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: called.append(a) or _Summary())
+    all_cases = list(cases())
+    assert len(all_cases) > 300  # every leaf of five recipes (sanity check on the generator)
+    failures = []
+    for case in all_cases:
+        problem = run_case(*case, tmp_path, capsys, called)
+        if problem:
+            failures.append(f"{case[0]} {case[1]}={case[3]!r} ({case[2]}): {problem}")
+    assert not failures, "\n".join(failures)
+
+
+class _Summary(dict):
+    """What a stubbed runner returns: every key the CLI prints reads as 0."""
+
+    def __getitem__(self, key):
+        return self.get(key, 0)
+
+
+def test_unbounded_list_names_real_fields():
+    keys = {key for _, key, _, _ in cases()}
+    assert set(UNBOUNDED) <= keys
+
+
+# ----------------------------------------------------------------------------- file system
+def distill(tmp_path, *extra) -> int:
+    config = str(ROOT / "configs/tiny/distill.yaml")
+    return main(["distill", "--config", config, "--out", str(tmp_path / "run"), *extra])
+
+
+@pytest.fixture
+def no_data_reads(monkeypatch):
+    """Fails the test if a dataset is opened or a student is built."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run went past its checks")
+
+    monkeypatch.setattr(distill_mod, "build_distill_module", refuse)
+    monkeypatch.setattr(distill_mod, "build_train_loader", refuse)
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("maskagain distill: error: ")
+    return lines[0]
+
+
+def test_missing_teacher(tmp_path, capsys, no_data_reads):
+    missing = tmp_path / "no_such_teacher.safetensors"
+    assert distill(tmp_path, f"teacher.source={missing}") == 1
+    line = one_error_line(capsys)
+    assert "'teacher.source'" in line and str(missing) in line and "does not exist" in line
+    assert distill(tmp_path, "teacher.source=") == 2
+    assert "'teacher.source' is empty" in one_error_line(capsys)
+
+
+def test_teacher_grid_mismatch(tmp_path, capsys, no_data_reads):
+    """(tests/test_cli_distill.py checks the patch size; here tubelet and frames too.)"""
+    from maskagain.models.loading import save_encoder
+    from maskagain.models.registry import create_model
+
+    for field, kwargs in (("tubelet_size", dict(tubelet_size=4)), ("num_frames", {})):
+        shape = dict(img_size=32, num_frames=8 if field == "num_frames" else 4, patch_size=8)
+        model = create_model("vit_nano", **{**shape, **kwargs})
+        path = save_encoder(model, tmp_path / f"{field}.safetensors")
+        assert distill(tmp_path, f"teacher.source={path}") == 2
+        line = one_error_line(capsys)
+        assert f"'student.{field}'" in line and "must share the patch grid" in line
+
+
+@pytest.mark.parametrize("case", ["empty_list", "missing_list", "unset_list", "empty_folder"])
+def test_empty_or_missing_dataset(tmp_path, tmp_path_factory, capsys, monkeypatch, case):
+    teacher = teacher_path(tmp_path_factory)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the teacher was loaded before the dataset was checked")
+
+    monkeypatch.setattr(distill_mod, "load_encoder", refuse)
+    monkeypatch.setattr(distill_mod, "build_distill_module", refuse)
+    (tmp_path / "empty.txt").write_text("# no videos\n")
+    (tmp_path / "videos").mkdir()
+    data = {
+        "empty_list": ["data.kind=list", f"data.train_list={tmp_path / 'empty.txt'}"],
+        "missing_list": ["data.kind=list", f"data.train_list={tmp_path / 'nope.txt'}"],
+        "unset_list": ["data.kind=list"],
+        "empty_folder": ["data.kind=folder", f"data.root={tmp_path / 'videos'}"],
+    }[case]
+    assert distill(tmp_path, f"teacher.source={teacher}", *data) == 2
+    line = one_error_line(capsys)
+    key = "data.root" if case == "empty_folder" else "data.train_list"
+    assert f"config key '{key}': no usable train dataset" in line
+
+
+def test_pretrain_empty_dataset(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    config = str(ROOT / "configs/tiny/pretrain.yaml")
+    args = ["data.kind=list", f"data.train_list={tmp_path / 'empty.txt'}"]
+    assert main(["pretrain", "--config", config, "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config key 'data.train_list'" in err[0]
+    assert not list(Path(tmp_path / "r").glob("checkpoints/*"))
