@@ -12,33 +12,53 @@ import sys
 from pathlib import Path
 
 from benchmarks import flops as fl
-from benchmarks.step import ROW_FIELDS, ROW_NAMES, update_markdown
+from benchmarks.step import ROW_FIELDS, ROW_NAMES, main, update_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_tiny_benchmark_writes_every_field(tmp_path):
-    out = tmp_path / "out.json"
-    md = tmp_path / "RESULTS.md"
-    md.write_text("# Benchmarks\n\n## Data loader\n\nkept as is\n")
-    cmd = [sys.executable, "-m", "benchmarks.step", "--size", "tiny", "--batch", "2"]
-    cmd += ["--steps", "2", "--warmup", "0", "--json", str(out), "--markdown", str(md)]
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)
-    result = json.loads(out.read_text())
+def _check_result(result: dict, names: list[str], steps: int) -> None:
     for key in ("machine", "matmul_flops", "rows", "ratios", "config", "date", "command"):
         assert key in result
     assert set(result["matmul_flops"]) == {"bf16", "fp32"}
     assert all(v > 0 for v in result["matmul_flops"].values())
-    assert [r["name"] for r in result["rows"]] == list(ROW_NAMES)
+    assert [r["name"] for r in result["rows"]] == names
     for row in result["rows"]:
         assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
-        assert row["batch"] == 2 and len(row["step_seconds"]) == 2
+        assert row["batch"] == 2 and len(row["step_seconds"]) == steps
         for key in ("seconds_per_clip", "peak_memory_mb", "flops_per_clip", "achieved_flops"):
             assert row[key] > 0 and math.isfinite(row[key])
         assert math.isfinite(row["loss"])
         assert math.isclose(sum(row["flops_parts"].values()), row["flops_per_clip"])
+
+
+def test_tiny_benchmark_every_row_in_process(tmp_path):
+    out, md = tmp_path / "out.json", tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n## Data loader\n\nkept as is\n")
+    args = ["--size", "tiny", "--batch", "2", "--steps", "2", "--warmup", "0", "--in-process"]
+    assert main([*args, "--json", str(out), "--markdown", str(md)]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, list(ROW_NAMES), steps=2)
+    assert set(result["ratios"]) == {
+        "maskagain_b_b_over_videomae_b_time",
+        "maskagain_b_s_over_mvd_b_s_time",
+        "maskagain_b_b_over_videomae_b_memory",
+        "maskagain_b_b_fraction_of_bf16_matmul",
+    }
     text = md.read_text()
     assert "kept as is" in text and "| maskagain_b_b | 2 |" in text
+
+
+def test_tiny_row_in_a_fresh_process(tmp_path):
+    """The default mode: every row in its own interpreter, so peak RSS is per row."""
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-m", "benchmarks.step", "--size", "tiny", "--only", "maskagain_b_s"]
+    cmd += ["--steps", "1", "--warmup", "0", "--threads", "1", "--json", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    _check_result(result, ["maskagain_b_s"], steps=1)
+    assert result["rows"][0]["memory_kind"] == "rss"
+    assert "memory_isolated" not in result["rows"][0]
 
 
 def test_markdown_update_replaces_only_its_section(tmp_path):
