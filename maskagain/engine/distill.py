@@ -167,7 +167,7 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
-        extra = {"teacher": cfg.teacher.source, "data": bad_files.summary()}
+        extra = {"teacher": cfg.teacher.source, "data": bad_files.summary}
         summary = fit_and_summarize(trainer, "distill", extra, t0)
         if dist.is_main and summary["completed"]:
             meta = {"recipe": "distill", "step": trainer.state.step, "teacher": cfg.teacher.source}

@@ -89,7 +89,7 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
-        extra = {"data": bad_files.summary()}
+        extra = {"data": bad_files.summary}  # counted when the run ends
         summary = fit_and_summarize(trainer, "pretrain", extra, t0)
         if dist.is_main and summary["completed"]:
             meta = {"recipe": "pretrain", "step": trainer.state.step}

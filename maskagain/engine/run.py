@@ -212,7 +212,8 @@ def fit_and_summarize(
     """Run ``trainer.fit()`` and write ``summary.json`` (rank 0), also when the run fails
     (``"error"`` holds the message, then the exception propagates). Returns the summary:
     recipe, completed, step, epoch, total_steps, world_size, total_batch, peak_lr,
-    parameters, wall_s, final (last logged metrics) and ``extra``."""
+    parameters, wall_s, final (last logged metrics) and ``extra`` (a callable value is called
+    when the run ends, e.g. ``{"data": bad_files.summary}`` for the counts at the end)."""
     t0 = time.time() if t0 is None else t0
     summary: dict = {"recipe": recipe}
     try:
@@ -231,7 +232,7 @@ def fit_and_summarize(
             peak_lr=trainer.schedule.peak_lr,
             parameters=count_parameters(trainer.model),
             wall_s=round(time.time() - t0, 2),
-            **(extra or {}),
+            **{k: v() if callable(v) else v for k, v in (extra or {}).items()},
         )
         if trainer.dist.is_main:
             write_summary(trainer.run_dir, summary)
