@@ -81,22 +81,23 @@ class PatchEmbed3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
 
-    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Embed only the kept tubelets: (B, C, T, H, W), keep (B, N) bool -> (B * N_kept, D).
+    def forward_visible(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Embed only the kept tubelets: (B, C, T, H, W), ids (B, N_kept) token indices ->
+        (B, N_kept, D).
 
-        The same product as ``forward`` restricted to the kept tokens, in ``x[keep]`` order:
-        the kept tubelets are gathered straight from the clip and go through one matrix
-        product with the flattened Conv3d kernel, so hidden tubelets cost nothing.
+        The same product as ``forward`` restricted to the kept tokens: the kept tubelets are
+        gathered straight from the clip (no host sync) and go through one matrix product with
+        the flattened Conv3d kernel, so hidden tubelets cost nothing.
         """
         b, c, t, h, w = x.shape
         q, p = self.tubelet_size, self.patch_size
         gh, gw = h // p, w // p
         tubes = x.reshape(b, c, t // q, q, gh, p, gw, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        sample, token = keep.nonzero(as_tuple=True)  # row-major: the order of x[keep]
-        frame, rest = token.div(gh * gw, rounding_mode="floor"), token.remainder(gh * gw)
+        sample = torch.arange(b, device=x.device)[:, None]
+        frame, rest = ids.div(gh * gw, rounding_mode="floor"), ids.remainder(gh * gw)
         patches = tubes[sample, frame, rest.div(gw, rounding_mode="floor"), rest.remainder(gw)]
         weight = self.proj.weight.flatten(1)  # (D, C * q * p * p), the order of a patch
-        return F.linear(patches.flatten(1), weight, self.proj.bias)
+        return F.linear(patches.flatten(2), weight, self.proj.bias)
 
 
 class Mlp(nn.Module):

@@ -183,13 +183,13 @@ class VideoViT(nn.Module):
                 f"mask has shape {tuple(mask.shape)} but the clip has {n} tokens: expected ({batch}, {n}); "
                 "build it with maskagain.masking for this clip's token grid"
             )
-        visible = (~mask).sum(1)
-        if batch and not bool((visible == visible[0]).all()):
+        visible = (n - mask.sum(1)).tolist()  # the one host sync of a masked forward
+        if len(set(visible)) > 1:
             raise ValueError(
-                f"every sample must keep the same number of visible tokens, got {visible.tolist()}; "
+                f"every sample must keep the same number of visible tokens, got {visible}; "
                 "use tube_mask / random_mask / frame_mask, which keep counts equal"
             )
-        n_vis = int(visible[0]) if batch else 0
+        n_vis = visible[0] if batch else 0
         if n_vis == 0:
             raise ValueError("the mask hides every token; lower the mask ratio")
         return n_vis
@@ -207,22 +207,23 @@ class VideoViT(nn.Module):
         logits and values are returned; the other blocks run fused SDPA.
         """
         grid = self.token_grid(video.shape)
-        b, n, d = video.shape[0], _prod(grid), self.embed_dim
+        b, n = video.shape[0], _prod(grid)
         pos = self.position_table(grid)  # (N, D)
-        frame_index = torch.arange(n, device=video.device).div_(
-            grid[1] * grid[2], rounding_mode="floor"
-        )
-        frame_index = frame_index.expand(b, n)
         if mask is None:
+            frame_index = torch.arange(n, device=video.device).div_(
+                grid[1] * grid[2], rounding_mode="floor"
+            )
+            frame_index = frame_index.expand(b, n)
             x = self.patch_embed(video)  # (B, N, D)
             x = x + pos.to(dtype=x.dtype)
         else:
             # only the visible tubelets are embedded: hidden ones would be dropped anyway
             n_vis = self._check_mask(mask, b, n)
-            keep = ~mask
-            x = self.patch_embed.forward_visible(video, keep).reshape(b, n_vis, d)
-            x = x + pos.expand(b, n, d)[keep].reshape(b, n_vis, d).to(dtype=x.dtype)
-            frame_index = frame_index[keep].reshape(b, n_vis)
+            # visible token indices in ascending order: a stable sort puts False (visible) first
+            ids = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :n_vis]
+            x = self.patch_embed.forward_visible(video, ids)  # (B, N_vis, D)
+            x = x + pos[ids].to(dtype=x.dtype)
+            frame_index = ids.div(grid[1] * grid[2], rounding_mode="floor")
         x = self.pos_drop(x)
         taps = {self._block_index(i) for i in attn_layers}
         attn: dict[int, AttentionTap] = {}
