@@ -154,3 +154,18 @@ def test_unknown_model_name_and_option():
         create_model("vit_nano", depthh=3)
     with pytest.raises(ValueError, match="divisible"):
         create_model("vit_nano", img_size=30, patch_size=8)
+
+
+def test_masked_forward_equals_select_then_encode(tiny_kwargs):
+    """Embedding only the visible tubelets equals embedding all and dropping the hidden ones."""
+    model = create_model("vit_nano", **tiny_kwargs).eval()
+    video = torch.randn(3, 3, 4, 32, 32)
+    mask = random_mask(3, model.cfg.grid, 0.6)
+    with torch.no_grad():
+        out = model.forward_features(video, mask)
+        x = (model.patch_embed(video) + model.pos_embed)[~mask].reshape(3, -1, 64)
+        for blk in model.blocks:
+            x = blk(x)
+    torch.testing.assert_close(out.tokens, x, rtol=1e-4, atol=1e-5)
+    expected_frames = torch.arange(32).div(16, rounding_mode="floor").expand(3, 32)[~mask]
+    assert torch.equal(out.frame_index.flatten(), expected_frames)
