@@ -1,5 +1,19 @@
 """Video data pipeline: PyAV decoding, dataset formats, VideoMAE sampling and augmentation, the
-synthetic motion dataset, mask collation and bad-file accounting."""
+synthetic motion dataset, mask collation and bad-file accounting.
+
+    cfg = DataConfig(root="/data/k400", train_list="train.csv", val_list="val.csv")
+    ds = build_dataset(cfg, "train", "pretrain")          # items: {"video": (C, T, H, W), ...}
+    loader = DataLoader(ds, batch_size=8, collate_fn=MaskCollator("tube", 0.9, (8, 14, 14)))
+    tracker = BadFileTracker(cfg.max_bad_fraction, cfg.min_samples_for_bad_check)
+    for batch in loader:                                  # batch["mask"]: (B, N) bool, True = hidden
+        tracker.update(batch)
+
+    frames = read_clip("video.webm", [0, 4, 8], short_side=256)   # uint8 (T, H, W, C)
+
+Kinds: ``list`` (``path label`` lines, space or comma), ``folder`` (``root/[split/]class/video``),
+``frames`` (``path num_frames label`` + ``img_{:05d}.jpg`` folders), ``synthetic`` (generated on
+the fly; ``maskagain make-synthetic --out DIR`` writes the same clips as mp4 + list files).
+"""
 
 from maskagain.data.bad_files import BadFileTracker, TooManyBadFiles
 from maskagain.data.collate import MaskCollator
