@@ -111,17 +111,41 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config key '{path or '<root>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = list(fields)
     for key in data:
         if key not in names:
             raise ConfigError(_unknown_key(str(key), names, path))
-    kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
+    kwargs = {
+        k: _coerce(hints[k], _over_section_default(fields[k], hints[k], v), _join(path, k))
+        for k, v in data.items()
+    }
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         raise _section_error(err, cls, names, path) from None
+
+
+def _over_section_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A partial section keeps its parent's defaults: ``student: {name: vit_small}`` keeps the
+    ``drop_path_rate`` of ``DistillConfig``'s default student, not ``ModelSpec``'s."""
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, Mapping)):
+        return value
+    if f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    base = {
+        g.name: _plain_default(getattr(default, g.name))
+        for g in dataclasses.fields(default)
+        if g.init
+    }
+    return deep_merge(base, value)
+
+
+def _plain_default(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _section_error(err: Exception, cls: type, names: list[str], path: str) -> ConfigError:

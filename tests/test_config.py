@@ -169,3 +169,15 @@ def test_help_documents_options_and_config_keys(capsys):
         "engine.{batch_size",
     ):
         assert text in out, text
+
+
+def test_partial_section_keeps_the_recipe_defaults():
+    """A section given in part keeps the defaults of the recipe's own default section."""
+    from maskagain.config import DistillConfig, PretrainConfig, from_dict
+
+    distill = from_dict(DistillConfig, {"student": {"name": "vit_small"}})
+    assert distill.student.name == "vit_small"
+    assert distill.student.drop_path_rate == DistillConfig().student.drop_path_rate == 0.1
+    pretrain = from_dict(PretrainConfig, {"schedule": {"warmup_epochs": 5}})
+    assert pretrain.schedule.warmup_epochs == 5
+    assert pretrain.schedule.epochs == PretrainConfig().schedule.epochs == 800
