@@ -2,9 +2,11 @@
 
 ``maskagain.data.MaskCollator`` seeds its masks from a per-process batch counter, which restarts
 at zero when a run resumes mid-epoch (and depends on which worker collates a batch). The
-training recipes therefore batch with ``MaskCollator(mask_kind=None)`` and draw the mask here,
-from ``(seed, epoch, sample indices of the batch)``: the same batch gets the same mask in any
-worker, on any process and after any resume.
+training recipes therefore batch with ``MaskCollator(mask_kind=None)`` and draw each clip's
+mask here, from ``(seed, epoch, sample index, repeat)``: a clip gets the same mask in any worker,
+on any process, in any batch (so ``torchrun`` with per-rank batch b draws the masks of one process
+with batch 2b) and after any resume. ``repeat`` counts earlier clips of the same video in the
+batch (repeated sampling), so those differ.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ class IndexSeededMaskCollate:
         """Called by the trainer before each epoch's loader iterator is created."""
         self.epoch = int(epoch)
 
-    def generator(self, index: torch.Tensor) -> torch.Generator:
-        """A generator seeded from ``(seed, epoch, index)``; index: (B,) sample ids."""
-        entropy = [self.seed, self.epoch, *(int(i) for i in index.tolist())]
+    def generator(self, index: int, repeat: int = 0) -> torch.Generator:
+        """The generator of one clip's mask, seeded from ``(seed, epoch, index, repeat)``."""
+        entropy = [self.seed, self.epoch, int(index), int(repeat)]
         state = np.random.SeedSequence(entropy).generate_state(2)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def __call__(self, items: list[dict]) -> dict:
         batch = self.batcher(items)
-        gen = self.generator(batch["index"])
-        b = batch["video"].shape[0]
-        batch["mask"] = make_mask(self.mask_kind, b, self.grid, self.mask_ratio, gen)
+        seen: dict[int, int] = {}
+        masks = []
+        for index in batch["index"].tolist():
+            repeat = seen[index] = seen.get(index, -1) + 1
+            gen = self.generator(index, repeat)
+            masks.append(make_mask(self.mask_kind, 1, self.grid, self.mask_ratio, gen))
+        batch["mask"] = torch.cat(masks)
         return batch
