@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 
 import pytest
 from _reliability import (
@@ -58,3 +59,35 @@ def test_signal_saves_a_checkpoint_and_exits_clearly(tmp_path, tmp_path_factory,
         proc = run(distill_cmd(run_dir, teacher, "engine.ckpt_every_steps=0", "--resume", "auto"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert_same_training_state(final_checkpoint(run_dir), final_checkpoint(reference))
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(
+    tmp_path, tmp_path_factory
+):
+    """A scheduler pre-empting a ``torchrun`` job signals the launcher, which forwards SIGTERM
+    to the workers; the ranks agree on the step (at a log step), rank 0 writes the checkpoint
+    and every rank stops; ``--resume auto`` then finishes the run."""
+    teacher = teacher_path(tmp_path_factory)
+    run_dir = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [
+        *torchrun,
+        *distill_cmd(run_dir, teacher, "engine.batch_size=2", "engine.ckpt_every_steps=0")[1:],
+    ]
+    proc = start(cmd)
+    wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "interrupted by SIGTERM at step" in err
+    step = logged_steps(run_dir)[-1]
+    ckpts = list_checkpoints(run_dir)
+    assert ckpts[-1][0] == step < TOTAL_STEPS
+    ckpt = load_checkpoint(ckpts[-1][1])
+    assert ckpt["world_size"] == 2 and ckpt["state"]["step"] == step
+    proc = run(
+        [*torchrun, *distill_cmd(run_dir, teacher, "engine.batch_size=2", "--resume", "auto")[1:]]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] and summary["step"] == TOTAL_STEPS
