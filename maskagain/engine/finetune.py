@@ -35,6 +35,7 @@ from maskagain.engine.run import (
     build_train_loader,
     count_parameters,
     finish_run,
+    open_dataset,
     resolve_resume,
     start_run,
     write_summary,
@@ -298,7 +299,7 @@ def build_finetune_trainer(
     cfg: FinetuneConfig, dist: DistInfo, run_dir: Path
 ) -> tuple[Trainer, BadFileTracker, dict]:
     """Data, classifier, layer-decayed AdamW, mixup and the trainer; plus run facts."""
-    dataset = build_dataset(cfg.data, "train", "finetune")
+    dataset = open_dataset(cfg.data, "train", "finetune")  # one-line error if empty/missing
     num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
     model = build_finetune_model(cfg, num_classes).to(dist.device)
     loader, sampler = build_train_loader(
