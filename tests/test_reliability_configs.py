@@ -235,11 +235,13 @@ def test_empty_or_missing_dataset(tmp_path, tmp_path_factory, capsys, monkeypatc
     assert f"config key '{key}': no usable train dataset" in line
 
 
-def test_pretrain_empty_dataset(tmp_path, capsys):
+@pytest.mark.parametrize("recipe", ["pretrain", "finetune"])
+def test_empty_dataset_other_recipes(tmp_path, capsys, recipe):
     (tmp_path / "empty.txt").write_text("")
-    config = str(ROOT / "configs/tiny/pretrain.yaml")
+    config = str(ROOT / f"configs/tiny/{recipe}.yaml")
     args = ["data.kind=list", f"data.train_list={tmp_path / 'empty.txt'}"]
-    assert main(["pretrain", "--config", config, "--out", str(tmp_path / "r"), *args]) == 2
+    assert main([recipe, "--config", config, "--out", str(tmp_path / "r"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "config key 'data.train_list'" in err[0]
+    assert len(err) == 1 and err[0].startswith(f"maskagain {recipe}: error: ")
+    assert "config key 'data.train_list': no usable train dataset" in err[0]
     assert not list(Path(tmp_path / "r").glob("checkpoints/*"))
