@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,4 +101,6 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_one(tmp_path, teache
     assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]
     previous = load_checkpoint(folder / "ckpt_step00000004.pt")  # weights_only, complete
     assert previous["state"] == {"epoch": 0, "step": 4, "batch_in_epoch": 4}
+    assert Path(tmp_file).is_file()
     resume_and_compare(run_dir, teacher, reference)
+    assert not Path(tmp_file).exists()  # the next checkpoint write cleared the leftover
