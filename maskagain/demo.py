@@ -64,10 +64,10 @@ class DemoSizes:
 
 
 DEFAULT_SIZES = DemoSizes(
-    pretrain_epochs=6,
-    pretrain_clips=1600,
-    finetune_epochs=12,
-    finetune_clips=960,
+    pretrain_epochs=5,
+    pretrain_clips=1280,
+    finetune_epochs=10,
+    finetune_clips=640,
     probe_train_clips=1600,
     eval_clips=800,
     test_crops=3,
@@ -212,28 +212,57 @@ def retrain_teacher(out_dir: Path, resume: str | None = "auto") -> dict:
     """Re-run the teacher's pre-training (``configs/demo/teacher.yaml``), probe it against a
     random-init encoder of the same size and write ``demo_teacher.safetensors`` (fp16) and
     ``demo_teacher.json`` (config, wall time, probe numbers) into ``out_dir``. Copy both into
-    ``maskagain/assets/`` to ship them. Returns the card."""
+    ``maskagain/assets/`` to ship them. Resumable (``resume="auto"``). Returns the card."""
     from maskagain.engine.pretrain import run_pretrain
 
     cfg = teacher_config(out_dir / "run")
     summary = run_pretrain(cfg, resume=resume)
     if not summary.get("completed"):
         raise RuntimeError(f"teacher pre-training did not complete: {summary.get('error')}")
-    return write_teacher_card(Path(cfg.out_dir), out_dir, cfg, summary)
+    facts = {
+        "completed": True,
+        "epochs": summary.get("epoch"),
+        "steps": summary.get("step"),
+        "clips_seen": summary.get("step", 0) * summary.get("total_batch", 0),
+        "wall_seconds": summary.get("wall_s"),
+        "final_loss": (summary.get("final") or {}).get("loss"),
+    }
+    return write_teacher_card(Path(cfg.out_dir) / "teacher.safetensors", out_dir, cfg, facts)
+
+
+def run_facts(run_dir: Path, step: int, batch: int) -> dict:
+    """Epoch, wall time and loss of a (possibly unfinished) pre-training run at ``step``, from
+    its ``log.jsonl`` (wall time: first to last logged line up to ``step``, plus one logging
+    interval for the steps before the first line)."""
+    from maskagain.demo_report import read_log
+
+    records = [r for r in read_log(Path(run_dir) / "log.jsonl") if r.get("step", 0) <= step]
+    if not records:
+        return {"steps": step}
+    first, last = records[0], records[-1]
+    per_step = (last["time"] - first["time"]) / max(last["step"] - first["step"], 1)
+    return {
+        "steps": step,
+        "epochs": last.get("epoch", 0) + 1 if step == last["step"] else last.get("epoch"),
+        "clips_seen": step * batch,
+        "wall_seconds": round(last["time"] - first["time"] + per_step * first["step"], 1),
+        "final_loss": last.get("loss"),
+    }
 
 
 def write_teacher_card(
-    run_dir: Path,
+    weights: str | Path,
     out_dir: Path,
     cfg: PretrainConfig,
-    summary: dict,
+    facts: dict,
     probe_sizes: DemoSizes | None = None,
 ) -> dict:
     """Half-precision teacher + card (config, epochs, wall time, probe vs random init)."""
     from maskagain.models.loading import load_encoder, save_encoder
 
     sizes = probe_sizes or DEFAULT_SIZES
-    teacher = load_encoder(run_dir / "teacher.safetensors")
+    geometry = {"img_size": cfg.model.img_size, "num_frames": cfg.model.num_frames}
+    teacher = load_encoder(weights, **geometry)
     probes = probe_encoders(
         {"teacher": teacher, "random_init": random_encoder(TEACHER_ARCH, seed=cfg.seed)}, sizes
     )
@@ -242,14 +271,11 @@ def write_teacher_card(
         "motion set, 8 frames of 32x32; trained by `maskagain pretrain --config "
         "configs/demo/teacher.yaml`",
         "command": "maskagain pretrain --config configs/demo/teacher.yaml --resume auto",
-        "config": to_dict(cfg),
-        "epochs": summary.get("epoch"),
-        "steps": summary.get("step"),
-        "clips_seen": summary.get("step", 0) * summary.get("total_batch", 0),
-        "wall_seconds": summary.get("wall_s"),
-        "final_loss": (summary.get("final") or {}).get("loss"),
+        "planned_epochs": cfg.schedule.epochs,
+        **facts,
         "probe": probes,
         "probe_settings": asdict(sizes),
+        "config": to_dict(cfg),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_encoder(teacher.half(), out_dir / "demo_teacher.safetensors", {"card": card})

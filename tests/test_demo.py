@@ -1,0 +1,72 @@
+"""``maskagain demo --quick`` end to end (the CI smoke test) and the shipped teacher's card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from maskagain import demo
+from maskagain.cli.main import main
+from maskagain.config import PretrainConfig, load_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = (
+    "model",
+    "objective",
+    "pretrain_epochs",
+    "pretrain_seconds",
+    "probe_top1",
+    "finetune_top1",
+)
+
+
+def test_shipped_teacher_and_card() -> None:
+    assert demo.TEACHER_WEIGHTS.is_file() and demo.TEACHER_CARD.is_file()
+    assert demo.TEACHER_WEIGHTS.stat().st_size < 5_000_000  # a few MB (fp16)
+    card = json.loads(demo.TEACHER_CARD.read_text())
+    for key in ("epochs", "steps", "wall_seconds", "probe", "config", "command"):
+        assert key in card, key
+    assert {"teacher", "random_init"} <= set(card["probe"])
+    # the shipped teacher was trained with the shipped config (out_dir aside)
+    shipped = to_dict(load_config(PretrainConfig, ROOT / "configs" / "demo" / "teacher.yaml"))
+    recorded = dict(card["config"])
+    shipped.pop("out_dir"), recorded.pop("out_dir")
+    assert recorded == shipped
+    from maskagain.models.loading import load_encoder
+
+    teacher = load_encoder(demo.TEACHER_WEIGHTS)
+    assert teacher.cfg.img_size == demo.GEOMETRY["img_size"]
+    assert teacher.cfg.num_frames == demo.GEOMETRY["num_frames"]
+
+
+@pytest.mark.timeout(300)
+def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[demo 1/" in printed and "| model |" in printed  # progress and the table
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["quick"] is True and summary["elapsed_seconds"] > 0
+    assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
+    rows = summary["results"]
+    objectives = [r["objective"] for r in rows]
+    assert len(rows) == 6
+    for wanted in ("MaskAgain", "VideoMAE", "Hint", "scratch", "shipped"):
+        assert any(wanted in o for o in objectives), wanted
+    for row in rows:
+        for key in FIELDS:
+            assert key in row, key
+        assert 0 <= row["probe_top1"] <= 100
+        assert row["finetune_top1"] is None or 0 <= row["finetune_top1"] <= 100
+    assert sum(r["finetune_top1"] is not None for r in rows) == 5  # every model but the reference
+    report = (out / "report.md").read_text()
+    assert "| model |" in report
+    for name in ("curves", "accuracy", "selections"):
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 1000, name
+        with Image.open(png) as img:
+            img.load()
+            assert img.size[0] > 100 and img.size[1] > 100
