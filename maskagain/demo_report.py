@@ -227,6 +227,19 @@ def write_report(out: Path, summary: dict) -> Path:
         "## Reading the numbers",
         "",
     ]
+    t, r0, sf = rows.get("teacher"), rows.get("random_init"), rows.get("teacher_single_frame")
+    if t and r0:
+        gap = t["probe_top1"] - r0["probe_top1"]
+        lines.append(
+            f"- learnability: the teacher's probe is {gap:+.1f} points over a randomly initialised "
+            f"encoder of the same size ({t['probe_top1']:.1f} vs {r0['probe_top1']:.1f}; the issue "
+            f"asks for +15){'' if gap >= 15 else ': below that bar'}."
+        )
+    if sf:
+        lines.append(
+            f"- motion needed: on single-frame clips (middle frame repeated) the teacher's probe "
+            f"gets {sf['probe_top1']:.1f}% (chance {data['chance_top1']}%)."
+        )
     ma, others = (
         rows.get("maskagain"),
         [rows[k] for k in ("videomae", "hint", "scratch") if k in rows],
