@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,8 @@ def build_train_loader(
     """A drop-last loader over this process's share of ``dataset`` in epoch-seeded order.
 
     The loader carries its own ``generator`` (re-seeded per epoch by the trainer), so worker
-    seeds never draw from the global RNG and a resumed run sees the same streams.
+    seeds never draw from the global RNG and a resumed run sees the same streams. Workers
+    ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`).
     """
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, rank=dist.rank, world_size=dist.world_size
@@ -164,8 +166,18 @@ def build_train_loader(
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator(),
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )
     return loader, sampler
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: SIGINT/SIGTERM sent to the whole process group (Ctrl-C,
+    Slurm's scancel) must not kill the workers, or the main process dies with "DataLoader
+    worker ... is killed by signal" before it can save its checkpoint. The main process stops
+    them when it exits; a worker whose parent died exits by itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_optimization(
