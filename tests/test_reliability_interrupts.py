@@ -5,11 +5,16 @@ number) with one clear line; resuming from it ends bit-identical to an uninterru
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
+import time
 
 import pytest
 from _reliability import (
+    ENV,
+    ROOT,
     TOTAL_STEPS,
     assert_same_training_state,
     distill_cmd,
@@ -91,3 +96,32 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["completed"] and summary["step"] == TOTAL_STEPS
+
+
+def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, tmp_path_factory):
+    """Slurm's scancel and a terminal's Ctrl-C signal every process of the job, DataLoader
+    workers included; the workers ignore it, the main process saves and stops them, and no
+    process of the group is left behind."""
+    teacher = teacher_path(tmp_path_factory)
+    run_dir = tmp_path / "run"
+    cmd = distill_cmd(run_dir, teacher, "data.num_workers=2", "engine.ckpt_every_steps=0")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "killed by signal" not in err
+    step = logged_steps(run_dir)[-1]
+    assert list_checkpoints(run_dir)[-1][0] == step
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the workers exit with their parent
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("DataLoader workers outlived the stopped run")
