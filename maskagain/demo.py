@@ -74,11 +74,11 @@ DEFAULT_SIZES = DemoSizes(
 )
 QUICK_SIZES = DemoSizes(
     pretrain_epochs=1,
-    pretrain_clips=64,
+    pretrain_clips=32,
     finetune_epochs=1,
-    finetune_clips=64,
-    probe_train_clips=64,
-    eval_clips=32,
+    finetune_clips=32,
+    probe_train_clips=32,
+    eval_clips=16,
     test_crops=1,
     batch_size=16,
 )
