@@ -35,6 +35,7 @@ from maskagain.engine.run import (
     build_train_loader,
     count_parameters,
     finish_run,
+    ignore_stop_signals,
     open_dataset,
     resolve_resume,
     start_run,
@@ -173,6 +174,7 @@ def build_eval_loader(
         num_workers=num_workers,
         collate_fn=MaskCollator(),
         pin_memory=dist.device.type == "cuda",
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,  # the trainer stops
     )
 
 
