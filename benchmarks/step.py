@@ -600,6 +600,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(text + "\n")
     if args.markdown:
         update_markdown(args.markdown, result)
+        if "data" in result:
+            from benchmarks import data as data_bench
+
+            data_bench.update_markdown(args.markdown, result["data"])
     print(markdown_table(result))
     return 0
 
