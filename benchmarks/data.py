@@ -282,7 +282,10 @@ def markdown(report: dict) -> str:
         "",
         "## Data pipeline",
         "",
-        f"`{report['command']}` on {report['machine']}, {report['date']}.",
+        f"`{report['command']}` on {report['machine']}, {report['date']}; 1-minute load average "
+        f"{report['load_average_start']:.1f} at the start, {report['load_average_end']:.1f} at "
+        "the end (other jobs on the machine lower absolute rates; ratios come from alternating "
+        "clips).",
     ]
     if report["rows"]:
         lines += [
@@ -365,6 +368,7 @@ def collect(
     report = {
         "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "load_average_start": os.getloadavg()[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "clips": clips,
         "rows": [],
@@ -403,6 +407,7 @@ def collect(
     if synthetic_clips:
         report["synthetic_speed"] = synthetic_speed(synthetic_clips, work)
         print(report["synthetic_speed"], flush=True)
+    report["load_average_end"] = os.getloadavg()[0]
     return report
 
 
