@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -160,6 +161,21 @@ def test_frames_dataset_reads_jpeg_folders(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad files
+def write_audio_only(path: Path) -> None:
+    """An mp4 with an AAC stream and no video stream."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        for k in range(4):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
 def make_bad_list(video_root: Path, tmp_path: Path) -> Path:
     good = sorted((video_root / "train").rglob("*.mp4"))
     bad = {
@@ -172,6 +188,8 @@ def make_bad_list(video_root: Path, tmp_path: Path) -> Path:
     for name, data in bad.items():
         if data is not None:
             (tmp_path / name).write_bytes(data)
+    write_audio_only(tmp_path / "audio.mp4")
+    bad["audio.mp4"] = None
     lines = [f"{p} {i % 2}" for i, p in enumerate(good)] + [f"{tmp_path / n} 0" for n in bad]
     lst = tmp_path / "mixed.txt"
     lst.write_text("\n".join(lines) + "\n")
@@ -188,7 +206,7 @@ def test_bad_files_are_replaced_deterministically_and_reported(video_root, tmp_p
         path, reason = item["skipped"][0]
         assert path.startswith(str(tmp_path)) and reason
     assert all(not item["skipped"] for item in items[:6])
-    again = [ds[i] for i in range(6, 11)]
+    again = [ds[i] for i in range(6, 12)]
     assert [a["index"] for a in again] == [b["index"] for b in items[6:]]
     assert {Path(i["skipped"][0][0]).name for i in items[6:]} == {
         "missing.mp4",
@@ -196,6 +214,7 @@ def test_bad_files_are_replaced_deterministically_and_reported(video_root, tmp_p
         "random.mp4",
         "text.mp4",
         "cut.mp4",
+        "audio.mp4",
     }
 
 
@@ -215,6 +234,23 @@ def test_tracker_counts_and_stops_past_the_fraction(video_root, tmp_path):
     summary = tracker.summary()
     assert summary["bad_files"] >= 1 and summary["bad_fraction"] > 0.1
     assert summary["first_bad"] and summary["first_bad"][0]["reason"]
+
+
+def test_grayscale_and_odd_sized_videos_load(tmp_path):
+    odd = tmp_path / "odd.mkv"
+    with av.open(str(odd), "w") as c:  # 33x47 grayscale (FFV1), neither needs replacing
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 47, 33, "gray"
+        for i in range(10):
+            image = np.full((33, 47), 20 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(image, format="gray")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    lst = tmp_path / "l.txt"
+    lst.write_text(f"{odd} 0\n")
+    item = build_dataset(cfg(val_list=str(lst)), "val", "eval")[0]
+    assert item["skipped"] == [] and item["video"].shape == (3, 4, 16, 16)
 
 
 def test_tracker_tolerates_a_few_bad_files():
