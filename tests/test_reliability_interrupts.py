@@ -125,3 +125,22 @@ def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, tmp_path_fac
         time.sleep(0.05)
     else:
         raise AssertionError("DataLoader workers outlived the stopped run")
+
+
+def test_sigterm_during_finetune_saves_and_resumes(tmp_path):
+    """The same engine path for fine-tuning (its own recipe around the shared trainer)."""
+    run_dir = tmp_path / "ft"
+    base = [sys.executable, "-m", "maskagain", "finetune", "--config"]
+    cmd = [*base, str(ROOT / "configs/tiny/finetune.yaml"), "--out", str(run_dir)]
+    cmd += ["data.synthetic_train_clips=64", "schedule.epochs=1", "val.final_test=false"]
+    proc = start(cmd)
+    wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "maskagain finetune: error: interrupted by SIGTERM at step" in err
+    step = max(logged_steps(run_dir))
+    assert list_checkpoints(run_dir)[-1][0] == step < 16  # 64 videos / 4 per step
+    proc = run([*cmd, "--resume", "auto"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["completed"]
