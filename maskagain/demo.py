@@ -411,7 +411,7 @@ def run_demo(
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     stages = _Stages(11 + int(retrain))
     if retrain:
-        stages.start("re-training the teacher (configs/demo/teacher.yaml; about an hour on CPU)")
+        stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
         card = retrain_teacher(out / "teacher")
         teacher = out / "teacher" / "demo_teacher.safetensors"
     else:
