@@ -208,7 +208,9 @@ def _build(cls: type, tree: dict):
 
 
 # ------------------------------------------------------------------------------------ teacher
-def retrain_teacher(out_dir: Path, resume: str | None = "auto") -> dict:
+def retrain_teacher(
+    out_dir: Path, resume: str | None = "auto", probe_sizes: DemoSizes | None = None
+) -> dict:
     """Re-run the teacher's pre-training (``configs/demo/teacher.yaml``), probe it against a
     random-init encoder of the same size and write ``demo_teacher.safetensors`` (fp16) and
     ``demo_teacher.json`` (config, wall time, probe numbers) into ``out_dir``. Copy both into
@@ -227,7 +229,8 @@ def retrain_teacher(out_dir: Path, resume: str | None = "auto") -> dict:
         "wall_seconds": summary.get("wall_s"),
         "final_loss": (summary.get("final") or {}).get("loss"),
     }
-    return write_teacher_card(Path(cfg.out_dir) / "teacher.safetensors", out_dir, cfg, facts)
+    weights = Path(cfg.out_dir) / "teacher.safetensors"
+    return write_teacher_card(weights, out_dir, cfg, facts, probe_sizes)
 
 
 def run_facts(run_dir: Path, step: int, batch: int) -> dict:
@@ -412,7 +415,7 @@ def run_demo(
     stages = _Stages(11 + int(retrain))
     if retrain:
         stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
-        card = retrain_teacher(out / "teacher")
+        card = retrain_teacher(out / "teacher", probe_sizes=sizes)
         teacher = out / "teacher" / "demo_teacher.safetensors"
     else:
         teacher = Path(teacher) if teacher else TEACHER_WEIGHTS

@@ -71,3 +71,25 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
         with Image.open(png) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100
+
+
+def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) -> None:
+    """--retrain-teacher's path (pre-train, probe vs random init, fp16 weights + card), run on a
+    one-epoch version of the shipped config."""
+    real = demo.teacher_config
+
+    def tiny(out_dir=None):
+        cfg = real(out_dir)
+        cfg.schedule.epochs, cfg.schedule.warmup_epochs = 1, 0
+        cfg.data.synthetic_train_clips, cfg.engine.batch_size = 16, 8
+        return cfg
+
+    monkeypatch.setattr(demo, "teacher_config", tiny)
+    card = demo.retrain_teacher(tmp_path / "teacher", probe_sizes=demo.QUICK_SIZES)
+    assert card["completed"] and card["steps"] == 2 and card["wall_seconds"] > 0
+    assert {"teacher", "random_init", "teacher_single_frame"} <= set(card["probe"])
+    weights = tmp_path / "teacher" / "demo_teacher.safetensors"
+    assert json.loads((tmp_path / "teacher" / "demo_teacher.json").read_text())["steps"] == 2
+    from maskagain.models.loading import load_encoder
+
+    assert load_encoder(weights).cfg.embed_dim == 128
