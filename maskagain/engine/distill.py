@@ -15,20 +15,16 @@ import time
 import torch
 from torch import nn
 
-from maskagain.config import ConfigError, DistillConfig, check_teacher, to_dict
-from maskagain.data import BadFileTracker
-from maskagain.engine.masks import IndexSeededMaskCollate
+from maskagain.config import ConfigError, DistillConfig, check_teacher
 from maskagain.engine.run import (
-    build_optimization,
-    build_train_loader,
+    build_masked_trainer,
     finish_run,
     fit_and_summarize,
     open_dataset,
     resolve_resume,
     start_run,
 )
-from maskagain.engine.sampler import SeededItems
-from maskagain.engine.trainer import DTYPES, Trainer, steps_per_epoch
+from maskagain.engine.trainer import DTYPES
 from maskagain.losses import MaskAgainObjective
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import EncoderOutput, VideoViT
@@ -132,37 +128,15 @@ def run_distill(cfg: DistillConfig, resume: str | None = None) -> dict:
             cfg.teacher.precision,
             compile=cfg.engine.compile,
         )
-        grid = module.student.cfg.grid
-        collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
-        loader, sampler = build_train_loader(
-            SeededItems(dataset, cfg.seed),
-            collate,
-            cfg.engine,
-            cfg.data.num_workers,
+        trainer, bad_files = build_masked_trainer(
+            cfg,
             dist,
-            cfg.seed,
-        )
-        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
-        total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
-        optimizer, schedule = build_optimization(
-            module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
-        )
-        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
-        trainer = Trainer(
-            engine=cfg.engine,
-            dist=dist,
-            run_dir=run_dir,
-            model=module,
-            step_fn=make_distill_step(teacher),
-            optimizer=optimizer,
-            schedule=schedule,
-            loader=loader,
-            sampler=sampler,
-            epochs=cfg.schedule.epochs,
-            clip_grad=cfg.optim.clip_grad,
-            config=to_dict(cfg),
-            batch_hook=bad_files.update,
-            name="distill",
+            run_dir,
+            module,
+            make_distill_step(teacher),
+            dataset,
+            module.student.cfg.grid,
+            "distill",
         )
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:

@@ -12,20 +12,15 @@ import time
 
 from torch import nn
 
-from maskagain.config import PretrainConfig, to_dict
-from maskagain.data import BadFileTracker
-from maskagain.engine.masks import IndexSeededMaskCollate
+from maskagain.config import PretrainConfig
 from maskagain.engine.run import (
-    build_optimization,
-    build_train_loader,
+    build_masked_trainer,
     finish_run,
     fit_and_summarize,
     open_dataset,
     resolve_resume,
     start_run,
 )
-from maskagain.engine.sampler import SeededItems
-from maskagain.engine.trainer import Trainer, steps_per_epoch
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
 from maskagain.models.vit import VideoViT
@@ -54,37 +49,8 @@ def run_pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     try:
         dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
         model = build_pretrain_model(cfg).to(dist.device)
-        grid = model.encoder.cfg.grid
-        collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
-        loader, sampler = build_train_loader(
-            SeededItems(dataset, cfg.seed),
-            collate,
-            cfg.engine,
-            cfg.data.num_workers,
-            dist,
-            cfg.seed,
-        )
-        steps = steps_per_epoch(len(sampler.order()), cfg.engine)
-        total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
-        optimizer, schedule = build_optimization(
-            model, cfg.optim, cfg.schedule, steps, total_batch, dist.device
-        )
-        bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
-        trainer = Trainer(
-            engine=cfg.engine,
-            dist=dist,
-            run_dir=run_dir,
-            model=model,
-            step_fn=pretrain_step,
-            optimizer=optimizer,
-            schedule=schedule,
-            loader=loader,
-            sampler=sampler,
-            epochs=cfg.schedule.epochs,
-            clip_grad=cfg.optim.clip_grad,
-            config=to_dict(cfg),
-            batch_hook=bad_files.update,
-            name="pretrain",
+        trainer, bad_files = build_masked_trainer(
+            cfg, dist, run_dir, model, pretrain_step, dataset, model.encoder.cfg.grid, "pretrain"
         )
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:

@@ -32,11 +32,13 @@ from maskagain.config import (
     save_config,
     to_dict,
 )
+from maskagain.data import BadFileTracker
 from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from maskagain.engine.masks import IndexSeededMaskCollate
 from maskagain.engine.optim import CosineSchedule, LrScaleFn, build_adamw, param_groups
-from maskagain.engine.sampler import ResumableSampler
-from maskagain.engine.trainer import Trainer
+from maskagain.engine.sampler import ResumableSampler, SeededItems
+from maskagain.engine.trainer import Trainer, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,50 @@ def build_optimization(
         steps_per_epoch,
     )
     return optimizer, sched
+
+
+def build_masked_trainer(
+    cfg: Any,
+    dist: DistInfo,
+    run_dir: Path,
+    module: nn.Module,
+    step_fn: Any,
+    dataset: Dataset,
+    grid: tuple[int, int, int],
+    name: str,
+) -> tuple[Trainer, BadFileTracker]:
+    """What masked pre-training and distillation share: items and per-clip masks seeded from
+    ``(seed, epoch, index)``, the loader, AdamW with its schedule, bad-file accounting and the
+    :class:`Trainer`, resumed from ``resume`` when given. ``cfg`` has ``seed``, ``data``,
+    ``mask``, ``optim``, ``schedule`` and ``engine`` sections; returns the trainer and the
+    :class:`~maskagain.data.BadFileTracker` whose ``summary`` goes into ``summary.json``."""
+    collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
+    loader, sampler = build_train_loader(
+        SeededItems(dataset, cfg.seed), collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
+    )
+    steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+    total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
+    optimizer, schedule = build_optimization(
+        module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
+    )
+    bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
+    trainer = Trainer(
+        engine=cfg.engine,
+        dist=dist,
+        run_dir=run_dir,
+        model=module,
+        step_fn=step_fn,
+        optimizer=optimizer,
+        schedule=schedule,
+        loader=loader,
+        sampler=sampler,
+        epochs=cfg.schedule.epochs,
+        clip_grad=cfg.optim.clip_grad,
+        config=to_dict(cfg),
+        batch_hook=bad_files.update,
+        name=name,
+    )
+    return trainer, bad_files
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
