@@ -206,7 +206,8 @@ def write_report(out: Path, summary: dict) -> Path:
         "binomial standard error.",
         "",
         f"Student budget: {sizes['pretrain_epochs']} epochs x {sizes['pretrain_clips']} fresh clips "
-        "per objective, same student (width 64, depth 4) and tube mask (75%).",
+        f"per objective, same student ({summary['models']['student']['embed_dim']} wide, "
+        f"{summary['models']['student']['depth']} blocks) and tube mask (75%).",
         "",
         table(summary),
         "",
