@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def draw_curves(out: Path, path: Path) -> Path:
 def draw_accuracy(rows: list, path: Path, chance: float) -> Path:
     """Probe and fine-tune top-1 per model, with one-standard-error bars."""
     plt = _plt()
-    labels = [f"{r.model}\n{r.objective}" for r in rows]
+    labels = [textwrap.fill(f"{r.model}: {r.objective}", 20) for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for offset, attr, name in ((-0.2, "probe", "linear probe"), (0.2, "finetune", "fine-tune")):
