@@ -517,6 +517,7 @@ def run_demo(
         "results": [asdict(r) for r in rows],
         "elapsed_seconds": round(time.time() - t0, 1),
         "quick": quick,
+        "seed": seed,
         "sizes": asdict(sizes),
         "dataset": {
             "kind": "synthetic",

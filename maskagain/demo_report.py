@@ -204,7 +204,9 @@ def write_report(out: Path, summary: dict) -> Path:
         f" training clips, top-1 on {sizes['eval_clips']} val clips. Fine-tune: "
         f"{sizes['finetune_epochs']} epochs x {sizes['finetune_clips']} fresh clips, then a "
         f"{sizes['test_crops']}-crop test on {sizes['eval_clips']} test videos. ± is one "
-        "binomial standard error.",
+        "binomial standard error: evaluation noise only. Every training run uses one seed "
+        f"({summary.get('seed', 0)}); `maskagain demo --seed N` repeats the comparison with "
+        "another to see the training-seed spread.",
         "",
         f"Student budget: {sizes['pretrain_epochs']} epochs x {sizes['pretrain_clips']} fresh clips "
         f"per objective, same student ({summary['models']['student']['embed_dim']} wide, "
