@@ -14,6 +14,10 @@ Rows: ``maskagain_b_b``, ``maskagain_b_s`` (ViT-B teacher -> ViT-B / ViT-S stude
 losses), ``videomae_b``, ``videomae_s`` (4-block pixel decoder), ``mvd_b_s`` (ViT-B teacher on
 all tokens -> ViT-S student + 2-block feature decoder). ``--size tiny`` swaps in tiny models and
 clips for the test suite.
+
+On a CPU shared with other jobs, ``--threads 1 --rounds 2`` gives repeatable numbers: with
+several threads an OpenMP region stalls whenever one of its threads is preempted. ``--profile
+FILE --only ROW`` writes a torch.profiler table of one step instead of timing.
 """
 
 from __future__ import annotations
