@@ -119,7 +119,7 @@ def draw_accuracy(rows: list, path: Path, chance: float) -> Path:
 def draw_figures(out: Path, rows: list, teacher: str) -> dict[str, Path]:
     """curves.png, accuracy.png and selections.png (the teacher's selections on a test clip)."""
     from maskagain.data import SyntheticSpec, make_clip
-    from maskagain.demo import GEOMETRY, NUM_CLASSES
+    from maskagain.demo import GEOMETRY, MASKAGAIN_OBJECTIVE, NUM_CLASSES
     from maskagain.visualize import visualize
 
     figures = {
@@ -136,6 +136,9 @@ def draw_figures(out: Path, rows: list, teacher: str) -> dict[str, Path]:
         title=f"teacher on a test clip ({spec.class_names[label]}), tube mask seed {seed}: "
         "cyan = query token, red = selected",
         seed=seed,
+        k_global=MASKAGAIN_OBJECTIVE["k"],  # the demo objective's top-k
+        k_local=MASKAGAIN_OBJECTIVE["k_local"],
+        k_hint=MASKAGAIN_OBJECTIVE["k"],
     )
     return figures
 
