@@ -179,7 +179,7 @@ def no_data_reads(monkeypatch):
         raise AssertionError("the run went past its checks")
 
     monkeypatch.setattr(distill_mod, "build_distill_module", refuse)
-    monkeypatch.setattr(distill_mod, "build_train_loader", refuse)
+    monkeypatch.setattr(distill_mod, "build_masked_trainer", refuse)
 
 
 def one_error_line(capsys) -> str:
