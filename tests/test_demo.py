@@ -50,6 +50,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert "[demo 1/" in printed and "| model |" in printed  # progress and the table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["quick"] is True and summary["elapsed_seconds"] > 0
+    assert summary["torch_threads"] == 1  # --threads default
     assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
     rows = summary["results"]
     objectives = [r["objective"] for r in rows]
