@@ -165,8 +165,11 @@ def draw_selections(sel: Selections, path: str | Path, title: str = "") -> Path:
     rows = [
         ("frames", None),
         ("tube mask (grey: hidden)", None),
-        (f"MAGlobal: top-{sel.k_global} keys of the query", sel.global_heads),
-        (f"MALocal: top-{sel.k_local} keys per frame", sel.local_heads),
+        (
+            f"MAGlobal: top-{sel.k_global} keys of the query\n(tint: share of heads)",
+            sel.global_heads,
+        ),
+        (f"MALocal: top-{sel.k_local} keys per frame\n(tint: share of heads)", sel.local_heads),
         (f"MAHint: top-{sel.k_hint} tokens by activation", sel.hint.astype(float)),
     ]
     fig, axes = plt.subplots(len(rows), t, figsize=(1.5 * t, 1.6 * len(rows)), squeeze=False)
