@@ -538,7 +538,7 @@ def check_model_geometry(
     spec._check_geometry(path)
 
 
-def _check_data_matches_model(data: DataConfig, cfg: ModelConfig, path: str) -> None:
+def check_data_matches_model(data: DataConfig, cfg: ModelConfig, path: str) -> None:
     """The clip the data pipeline produces must be the clip the model was configured for."""
     pairs = (("num_frames", "num_frames"), ("input_size", "img_size"))
     for data_key, model_key in pairs:
@@ -594,7 +594,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         mcfg = self.model.model_config("model")
-        _check_data_matches_model(self.data, mcfg, "model")
+        check_data_matches_model(self.data, mcfg, "model")
         self.decoder.validate(mcfg.embed_dim)
         self.mask.validate()
         self.optim.validate()
@@ -651,7 +651,7 @@ class DistillConfig:
     def validate(self) -> None:
         """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
         scfg = self.student.model_config("student")
-        _check_data_matches_model(self.data, scfg, "student")
+        check_data_matches_model(self.data, scfg, "student")
         self.teacher.validate()
         self.mask.validate()
         check_objective_k(self.objective, self.mask, scfg.grid)

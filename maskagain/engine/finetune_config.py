@@ -18,6 +18,7 @@ from maskagain.config import (
     OptimConfig,
     Precision,
     ScheduleConfig,
+    check_data_matches_model,
     check_model_geometry,
 )
 from maskagain.config import _coerce as coerce_value  # the schema's typing of raw values
@@ -182,7 +183,7 @@ class FinetuneConfig:
     def validate(self) -> None:
         mcfg = self.model.model_config("model")
         check_model_geometry(self.model, mcfg, "model")
-        _check_clip(self.data, mcfg.num_frames, mcfg.img_size, "model")
+        check_data_matches_model(self.data, mcfg, "model")
         _check(
             0 < self.layer_decay <= 1,
             f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}",
@@ -265,17 +266,3 @@ class ProbeConfig:
         self.overrides = loader_overrides(self.overrides, "overrides")
         _check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
         self.probe.validate()
-
-
-def _check_clip(data: DataConfig, num_frames: int, img_size: int, path: str) -> None:
-    """The clip the data pipeline produces must be the clip the model is built for."""
-    _check(
-        data.num_frames == num_frames,
-        f"config key 'data.num_frames'={data.num_frames} does not match '{path}.num_frames'="
-        f"{num_frames}; set both to the same value",
-    )
-    _check(
-        data.input_size == img_size,
-        f"config key 'data.input_size'={data.input_size} does not match '{path}.img_size'="
-        f"{img_size}; set both to the same value",
-    )
