@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from _media import write_audio_only
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -161,21 +162,6 @@ def test_frames_dataset_reads_jpeg_folders(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad files
-def write_audio_only(path: Path) -> None:
-    """An mp4 with an AAC stream and no video stream."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        for k in range(4):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
 def make_bad_list(video_root: Path, tmp_path: Path) -> Path:
     good = sorted((video_root / "train").rglob("*.mp4"))
     bad = {

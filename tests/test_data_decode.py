@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from _media import write_audio_only
 
 from maskagain.data import VideoDecodeError, VideoFile, count_frames, read_clip
 
@@ -175,21 +176,6 @@ def test_odd_sized_and_grayscale(tmp_path):
     assert torch.equal(clip[..., 0], clip[..., 1]) and torch.equal(clip[..., 1], clip[..., 2])
 
 
-def write_audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        for k in range(5):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 def bad_files(root: Path, good: Path) -> dict[str, Path]:
     """Every bad-file case of issue 9 (the missing one is not created)."""
     data = good.read_bytes()
@@ -199,7 +185,7 @@ def bad_files(root: Path, good: Path) -> dict[str, Path]:
         "truncated": root / "truncated.mp4",
         "random": root / "random.mp4",
         "text": root / "text.mp4",
-        "audio_only": write_audio_only(root / "audio.mp4"),
+        "audio_only": write_audio_only(root / "audio.mp4", frames=5),
     }
     files["empty"].write_bytes(b"")
     files["truncated"].write_bytes(data[: len(data) // 3])

@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
+from _media import write_audio_only
 from _reliability import ROOT, run
 
 from maskagain.data.synthetic import SyntheticSpec, make_clip, write_video
 from maskagain.engine.checkpoint import list_checkpoints
 
 BAD_KINDS = ("zero_byte", "truncated", "random_bytes", "text", "missing", "audio_only")
-
-
-def write_audio_only(path: Path) -> None:
-    """An .mp4 holding one AAC audio stream and no video."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        samples = (np.sin(np.arange(16000) / 10) * 0.3).astype(np.float32)[None]
-        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-        frame.sample_rate = 16000
-        frame.time_base = Fraction(1, 16000)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def write_bad(path: Path, kind: str, good: Path, rng: np.random.Generator) -> None:
