@@ -137,6 +137,39 @@ def test_finetune_resume_auto_matches_uninterrupted(
     assert resumed_losses == pytest.approx(straight_losses, abs=1e-6)
 
 
+def test_finetune_failing_mid_run_writes_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread
+) -> None:
+    """An error in the third step: ``summary.json`` says where the run stopped and why, as for
+    distillation and pre-training, and the error still propagates."""
+    from maskagain.engine.finetune import FinetuneStep
+
+    step_fn, calls = FinetuneStep.__call__, []
+
+    def failing(self, module, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom in step 3")
+        return step_fn(self, module, batch)
+
+    monkeypatch.setattr(FinetuneStep, "__call__", failing)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom in step 3"):
+        main(
+            [
+                "finetune", "--config", str(TINY / "finetune.yaml"), "--out", str(out),
+                "val.every_epochs=0", "val.final_test=false", "engine.ckpt_every_steps=0",
+            ]
+        )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == "finetune" and summary["completed"] is False
+    assert summary["step"] == 2 and summary["total_steps"] == 8
+    assert summary["error"] == "boom in step 3"
+    assert summary["total_batch"] == 4 * 2 and summary["init"] == "scratch"
+    assert summary["data"]["bad_files"] == 0 and "final" not in summary
+    assert not (out / "model.safetensors").exists()
+
+
 def test_evaluate_reproduces_the_final_test(tmp_path: Path, run_dir: Path, one_thread) -> None:
     ft = json.loads((run_dir / "summary.json").read_text())
     out = tmp_path / "eval"

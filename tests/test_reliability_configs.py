@@ -245,3 +245,84 @@ def test_empty_dataset_other_recipes(tmp_path, capsys, recipe):
     assert len(err) == 1 and err[0].startswith(f"maskagain {recipe}: error: ")
     assert "config key 'data.train_list': no usable train dataset" in err[0]
     assert not list(Path(tmp_path / "r").glob("checkpoints/*"))
+
+
+# evaluate / probe read their lists before any model: (recipe, failing split's key, overrides)
+EVAL_SOURCES = {
+    "evaluate_empty_list": ("evaluate", "data.test_list", ["data.test_list={empty}"]),
+    "evaluate_comments_only": ("evaluate", "data.test_list", ["data.test_list={comments}"]),
+    "evaluate_val_fallback": ("evaluate", "data.val_list", ["data.val_list={empty}"]),
+    "evaluate_no_videos": ("evaluate", "data.root", ["data.kind=folder", "data.root={videos}"]),
+    "probe_empty_train": ("probe", "data.train_list", ["data.train_list={empty}"]),
+    "probe_comments_only_val": (
+        "probe",
+        "data.val_list",
+        ["data.train_list={good}", "data.val_list={comments}"],
+    ),
+    "probe_no_videos": ("probe", "data.root", ["data.kind=folder", "data.root={videos}"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_SOURCES))
+def test_empty_dataset_evaluate_and_probe(tmp_path, capsys, monkeypatch, case):
+    """An empty list, a list of comments and blank lines, or a root without videos: exit 2 with
+    one line naming the key, the file and what it must hold, before any model is loaded."""
+    import maskagain.engine.finetune_eval as eval_mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the dataset was checked")
+
+    monkeypatch.setattr(eval_mod, "load_classifier", refuse)
+    monkeypatch.setattr(eval_mod, "load_encoder", refuse)
+    files = {
+        "empty": tmp_path / "empty.txt",
+        "comments": tmp_path / "comments.txt",
+        "good": tmp_path / "good.txt",
+        "videos": tmp_path / "videos",
+    }
+    files["empty"].write_text("")
+    files["comments"].write_text("# header\n\n   \n# no videos listed\n")
+    files["good"].write_text("a.mp4 0\nb.mp4 1\n")  # list files only: no video is opened
+    (files["videos"] / "class_a").mkdir(parents=True)  # a class folder without videos
+    recipe, key, overrides = EVAL_SOURCES[case]
+    config = str(ROOT / f"configs/tiny/{recipe}.yaml")
+    model = "checkpoint" if recipe == "evaluate" else "encoder"
+    args = [f"{model}={tmp_path / 'model.safetensors'}", "data.kind=list"]
+    args += [o.format(**files) for o in overrides]
+    code = main([recipe, "--config", config, "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"maskagain {recipe}: error: "), err
+    assert f"config key '{key}': no usable" in lines[0]
+    if key != "data.root":
+        bad = files["empty" if "empty" in case or "fallback" in case else "comments"]
+        assert f"{bad}: no entries" in lines[0]
+    else:
+        assert f"{files['videos']}: no video files" in lines[0]
+    assert "; set it to a " in lines[0], "the error names the fix"
+    assert "Traceback" not in err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_empty_evaluate_list_from_the_console_script(tmp_path):
+    """The same through a real process: one stderr line, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "empty.txt").write_text("")
+    cmd = [
+        sys.executable, "-m", "maskagain", "evaluate",
+        "--config", str(ROOT / "configs/tiny/evaluate.yaml"), "--out", str(tmp_path / "r"),
+        f"checkpoint={tmp_path / 'model.safetensors'}", "data.kind=list",
+        f"data.test_list={tmp_path / 'empty.txt'}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"maskagain evaluate: error: config key 'data.test_list': no usable test dataset: "
+        f"{tmp_path / 'empty.txt'}: no entries; set it to a list file of 'path label' lines, "
+        "one per video"
+    )

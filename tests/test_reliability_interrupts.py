@@ -141,6 +141,45 @@ def test_sigterm_during_finetune_saves_and_resumes(tmp_path):
     assert "maskagain finetune: error: interrupted by SIGTERM at step" in err
     step = max(logged_steps(run_dir))
     assert list_checkpoints(run_dir)[-1][0] == step < 16  # 64 videos / 4 per step
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] is False and summary["step"] == step
+    assert "interrupted by SIGTERM" in summary["error"]
+    assert not (run_dir / "model.safetensors").exists()
     proc = run([*cmd, "--resume", "auto"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["completed"]
+
+
+# what summary.json holds after a stopped run, in every recipe (fit_and_summarize); no "final":
+# fit() raised before returning its metrics
+STOPPED_SUMMARY_KEYS = {
+    "recipe", "completed", "error", "step", "epoch", "total_steps", "world_size",
+    "total_batch", "peak_lr", "parameters", "wall_s", "data",
+}  # fmt: skip
+
+
+def test_sigint_during_finetune_writes_summary(tmp_path):
+    """Ctrl-C during fine-tuning leaves ``summary.json`` with ``completed: false`` and the
+    error, in the schema distillation and pre-training write (plus fine-tuning's facts)."""
+    run_dir = tmp_path / "ft"
+    cmd = [
+        sys.executable, "-m", "maskagain", "finetune",
+        "--config", str(ROOT / "configs/tiny/finetune.yaml"), "--out", str(run_dir),
+        "data.synthetic_train_clips=64", "schedule.epochs=1", "val.every_epochs=0",
+        "val.final_test=false", "engine.ckpt_every_steps=0",
+    ]  # fmt: skip
+    proc = start(cmd)
+    wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    step = logged_steps(run_dir)[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert STOPPED_SUMMARY_KEYS <= summary.keys(), STOPPED_SUMMARY_KEYS - summary.keys()
+    assert summary["recipe"] == "finetune" and summary["completed"] is False
+    assert summary["step"] == step < summary["total_steps"] == 16
+    assert summary["error"].startswith(f"interrupted by SIGINT at step {step} ")
+    assert summary["total_batch"] == 4 * 2, "4 videos x 2 repeated clips, as when completed"
+    assert summary["num_classes"] == 4 and summary["init"] == "scratch"
+    assert summary["data"]["bad_files"] == 0
+    assert not (run_dir / "model.safetensors").exists()

@@ -35,6 +35,7 @@ from maskagain.engine.run import (
     build_train_loader,
     count_parameters,
     finish_run,
+    fit_and_summarize,
     ignore_stop_signals,
     open_dataset,
     resolve_resume,
@@ -354,24 +355,14 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
-        metrics = trainer.fit()
-        done = trainer.state.step >= trainer.total_steps
-        summary = {
-            "recipe": "finetune",
-            "completed": done,
-            "step": trainer.state.step,
-            "epoch": trainer.state.epoch,
-            "total_steps": trainer.total_steps,
-            "world_size": dist.world_size,
-            **facts,
-            "final": metrics,
-            "data": bad_files.summary(),
-        }
-        if done:
+        # summary.json also when the run is interrupted or fails (completed: false, error)
+        extra = {**facts, "data": bad_files.summary}  # data: counted when the run ends
+        summary = fit_and_summarize(trainer, "finetune", extra, t0)
+        if summary["completed"]:
             summary.update(_finish(cfg, trainer, dist, run_dir))
-        summary["wall_s"] = round(time.time() - t0, 2)
-        if dist.is_main:
-            write_summary(run_dir, summary)
+            summary["wall_s"] = round(time.time() - t0, 2)
+            if dist.is_main:
+                write_summary(run_dir, summary)
         return summary
     finally:
         finish_run()

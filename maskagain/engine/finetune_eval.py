@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from maskagain.config import ConfigError, from_dict
-from maskagain.data import ClipDataset, build_dataset
+from maskagain.data import ClipDataset
 from maskagain.data.lists import read_class_index
 from maskagain.engine.checkpoint import atomic_torch_save, latest_checkpoint, load_checkpoint
 from maskagain.engine.distributed import DistInfo
@@ -29,7 +29,7 @@ from maskagain.engine.finetune_config import (
 )
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
-from maskagain.engine.run import finish_run, start_run, write_summary
+from maskagain.engine.run import finish_run, open_dataset, start_run, write_summary
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, DTYPES
 from maskagain.models.loading import CheckpointError, load_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
@@ -111,6 +111,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, 0, cfg.device)
     try:
+        dataset = open_dataset(cfg.data, cfg.split, "eval")  # list files only: fails fast
         model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides).to(dist.device)
         if not model.num_classes:
             raise CheckpointError(
@@ -118,7 +119,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 "first (maskagain finetune) or linear-probe it (maskagain probe)"
             )
         _warn_geometry(cfg, model)
-        dataset = build_dataset(cfg.data, cfg.split, "eval")
         if dataset.num_classes > model.num_classes:
             raise ConfigError(
                 f"the {cfg.split} data has {dataset.num_classes} classes but the checkpoint's "
@@ -166,9 +166,8 @@ def _triples(batches: Iterable[dict]) -> Iterator[tuple[torch.Tensor, torch.Tens
 
 
 def _features(
-    encoder: VideoViT, cfg: ProbeConfig, split: str, dist: DistInfo
-) -> tuple[FeatureSet, ClipDataset]:
-    dataset = build_dataset(cfg.data, split, "eval")
+    encoder: VideoViT, cfg: ProbeConfig, dataset: ClipDataset, split: str, dist: DistInfo
+) -> FeatureSet:
     loader = build_eval_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist)
     batches = progress_batches(loader, dist.is_main and cfg.progress, f"features {split}")
     dtype = DTYPES[cfg.precision]
@@ -176,7 +175,7 @@ def _features(
         encoder, _triples(batches), dist.device, None if dtype == torch.float32 else dtype
     )
     log.info("%s features: %s", split, tuple(feats.features.shape))
-    return feats, dataset
+    return feats
 
 
 def run_probe(cfg: ProbeConfig) -> dict:
@@ -185,10 +184,13 @@ def run_probe(cfg: ProbeConfig) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.device)
     try:
+        # list files only, before the encoder is loaded: an empty or missing source fails fast
+        train_set = open_dataset(cfg.data, "train", "eval")
+        val_set = open_dataset(cfg.data, "val", "eval")
         encoder = load_encoder(cfg.encoder, **cfg.overrides).to(dist.device)
         encoder.requires_grad_(False)
-        train, train_set = _features(encoder, cfg, "train", dist)
-        val, _ = _features(encoder, cfg, "val", dist)
+        train = _features(encoder, cfg, train_set, "train", dist)
+        val = _features(encoder, cfg, val_set, "val", dist)
         num_classes = max(train_set.num_classes, int(train.labels.max()) + 1)
         p = cfg.probe
         res = train_linear_probe(

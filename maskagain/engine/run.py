@@ -122,20 +122,35 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
+# what each data kind's key must point at (the fix named by open_dataset's errors)
+_EXPECTED_SOURCE = {
+    "list": "a list file of 'path label' lines, one per video",
+    "frames": "a list file of 'path num_frames label' lines, one per video",
+    "folder": "a folder of <class>/<video> (or <split>/<class>/<video>) subfolders",
+}
+
+
 def open_dataset(data: Any, split: str, purpose: str) -> Dataset:
     """``maskagain.data.build_dataset``, with a source that cannot give a dataset (a missing or
     empty list file, a root without videos, an unset list) reported as a one-line
-    :class:`ConfigError` naming the data key to fix. Reads list files only, no video."""
+    :class:`ConfigError` naming the data key to fix and what it must point at. Reads list files
+    only, no video: call it before building any model so a bad source fails fast."""
     from maskagain.data import build_dataset
 
     key = "data.root" if data.kind == "folder" else f"data.{split}_list"
+    if key == "data.test_list" and not data.test_list and data.val_list:
+        key = "data.val_list"  # build_dataset tests on val_list when test_list is unset
+    expected = _EXPECTED_SOURCE.get(data.kind)
+    fix = f"; set it to {expected}" if expected else ""
     try:
         dataset = build_dataset(data, split, purpose)
     except (ValueError, OSError) as err:  # ListFormatError, no class folders, no such file
         message = " ".join(str(err).split())
-        raise ConfigError(f"config key '{key}': no usable {split} dataset: {message}") from None
+        raise ConfigError(
+            f"config key '{key}': no usable {split} dataset: {message}{fix}"
+        ) from None
     if len(dataset) == 0:
-        raise ConfigError(f"config key '{key}': the {split} dataset is empty")
+        raise ConfigError(f"config key '{key}': the {split} dataset is empty{fix}")
     return dataset
 
 
@@ -270,8 +285,9 @@ def fit_and_summarize(
     """Run ``trainer.fit()`` and write ``summary.json`` (rank 0), also when the run fails
     (``"error"`` holds the message, then the exception propagates). Returns the summary:
     recipe, completed, step, epoch, total_steps, world_size, total_batch, peak_lr,
-    parameters, wall_s, final (last logged metrics) and ``extra`` (a callable value is called
-    when the run ends, e.g. ``{"data": bad_files.summary}`` for the counts at the end)."""
+    parameters, wall_s, final (last logged metrics) and ``extra``, added last so it may replace
+    one of these (fine-tuning's total_batch counts repeated clips); a callable value is called
+    when the run ends, e.g. ``{"data": bad_files.summary}`` for the counts at the end."""
     t0 = time.time() if t0 is None else t0
     summary: dict = {"recipe": recipe}
     try:
@@ -290,8 +306,8 @@ def fit_and_summarize(
             peak_lr=trainer.schedule.peak_lr,
             parameters=count_parameters(trainer.model),
             wall_s=round(time.time() - t0, 2),
-            **{k: v() if callable(v) else v for k, v in (extra or {}).items()},
         )
+        summary.update({k: v() if callable(v) else v for k, v in (extra or {}).items()})
         if trainer.dist.is_main:
             write_summary(trainer.run_dir, summary)
     return summary
