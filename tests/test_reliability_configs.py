@@ -247,6 +247,29 @@ def test_empty_dataset_other_recipes(tmp_path, capsys, recipe):
     assert not list(Path(tmp_path / "r").glob("checkpoints/*"))
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_finetune_empty_val_or_test_list_fails_before_training(
+    tmp_path, capsys, monkeypatch, split
+):
+    """Fine-tuning reads its val and test lists up front: an empty one is a one-line error
+    before any model is built, not a traceback after the last epoch."""
+    import maskagain.engine.finetune as finetune_mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the val/test lists were checked")
+
+    monkeypatch.setattr(finetune_mod, "build_finetune_model", refuse)
+    (tmp_path / "good.txt").write_text("a.mp4 0\nb.mp4 1\n")  # lists only: no video opened
+    (tmp_path / "empty.txt").write_text("# nothing here\n")
+    lists = {"train": "good", "val": "good", "test": "good", split: "empty"}
+    args = ["data.kind=list"] + [f"data.{k}_list={tmp_path / v}.txt" for k, v in lists.items()]
+    config = str(ROOT / "configs/tiny/finetune.yaml")
+    assert main(["finetune", "--config", config, "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("maskagain finetune: error: "), err
+    assert f"config key 'data.{split}_list': no usable {split} dataset" in err[0]
+
+
 # evaluate / probe read their lists before any model: (recipe, failing split's key, overrides)
 EVAL_SOURCES = {
     "evaluate_empty_list": ("evaluate", "data.test_list", ["data.test_list={empty}"]),

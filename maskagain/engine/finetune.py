@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from maskagain.config import ConfigError, to_dict
-from maskagain.data import BadFileTracker, ClipDataset, MaskCollator, build_dataset
+from maskagain.data import BadFileTracker, ClipDataset, MaskCollator
 from maskagain.engine.distributed import DistInfo, unwrap
 from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
 from maskagain.engine.finetune_config import FinetuneConfig, MixupSpec
@@ -203,9 +203,16 @@ def resolve_num_classes(configured: int | None, dataset: ClipDataset) -> int:
 class _Validator:
     """Epoch-end hook: single-view top-1/top-5 on the validation split (model and EMA)."""
 
-    def __init__(self, cfg: FinetuneConfig, model: VideoViT, num_classes: int, dist: DistInfo):
+    def __init__(
+        self,
+        cfg: FinetuneConfig,
+        model: VideoViT,
+        num_classes: int,
+        dist: DistInfo,
+        dataset: ClipDataset,
+    ):
         self.cfg, self.model, self.num_classes, self.dist = cfg, model, num_classes, dist
-        self.dataset = build_dataset(cfg.data, "val", "finetune")
+        self.dataset = dataset
         batch = cfg.val.batch_size or cfg.engine.batch_size
         self.loader = build_eval_loader(self.dataset, batch, cfg.data.num_workers, dist)
 
@@ -300,9 +307,13 @@ def build_mixup(spec: MixupSpec, num_classes: int, seed: int) -> VideoMixup | No
 
 def build_finetune_trainer(
     cfg: FinetuneConfig, dist: DistInfo, run_dir: Path
-) -> tuple[Trainer, BadFileTracker, dict]:
-    """Data, classifier, layer-decayed AdamW, mixup and the trainer; plus run facts."""
+) -> tuple[Trainer, BadFileTracker, dict, ClipDataset | None]:
+    """Data, classifier, layer-decayed AdamW, mixup and the trainer; plus run facts and the
+    test set (None when ``val.final_test`` is off)."""
     dataset = open_dataset(cfg.data, "train", "finetune")  # one-line error if empty/missing
+    # the val and test lists too, before any model: an empty one fails now, not after training
+    val_set = open_dataset(cfg.data, "val", "finetune") if cfg.val.every_epochs else None
+    test_set = open_dataset(cfg.data, "test", "eval") if cfg.val.final_test else None
     num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
     model = build_finetune_model(cfg, num_classes).to(dist.device)
     loader, sampler = build_train_loader(
@@ -332,7 +343,7 @@ def build_finetune_trainer(
         clip_grad=cfg.optim.clip_grad,
         config=to_dict(cfg),
         extra_state={"mixup": mixup} if mixup is not None else None,
-        on_epoch_end=_Validator(cfg, model, num_classes, dist) if cfg.val.every_epochs else None,
+        on_epoch_end=_Validator(cfg, model, num_classes, dist, val_set) if val_set else None,
         batch_hook=bad_files.update,
         name="finetune",
     )
@@ -343,7 +354,7 @@ def build_finetune_trainer(
         "parameters": count_parameters(model),
         "init": cfg.init.source or "scratch",
     }
-    return trainer, bad_files, facts
+    return trainer, bad_files, facts, test_set
 
 
 def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
@@ -351,7 +362,7 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        trainer, bad_files, facts = build_finetune_trainer(cfg, dist, run_dir)
+        trainer, bad_files, facts, test_set = build_finetune_trainer(cfg, dist, run_dir)
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
@@ -359,7 +370,7 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         extra = {**facts, "data": bad_files.summary}  # data: counted when the run ends
         summary = fit_and_summarize(trainer, "finetune", extra, t0)
         if summary["completed"]:
-            summary.update(_finish(cfg, trainer, dist, run_dir))
+            summary.update(_finish(cfg, trainer, dist, run_dir, test_set))
             summary["wall_s"] = round(time.time() - t0, 2)
             if dist.is_main:
                 write_summary(run_dir, summary)
@@ -368,8 +379,14 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         finish_run()
 
 
-def _finish(cfg: FinetuneConfig, trainer: Trainer, dist: DistInfo, run_dir: Path) -> dict:
-    """Export the weights and run the multi-view test (with the EMA weights too)."""
+def _finish(
+    cfg: FinetuneConfig,
+    trainer: Trainer,
+    dist: DistInfo,
+    run_dir: Path,
+    test_set: ClipDataset | None,
+) -> dict:
+    """Export the weights and run the multi-view test on ``test_set`` (EMA weights too)."""
     models = {"": unwrap(trainer.model)}
     if trainer.ema is not None:
         models["_ema"] = trainer.ema.module
@@ -378,8 +395,7 @@ def _finish(cfg: FinetuneConfig, trainer: Trainer, dist: DistInfo, run_dir: Path
         extra = {"recipe": "finetune", "step": trainer.state.step, "init": cfg.init.source}
         for suffix, m in models.items():
             save_encoder(m, run_dir / f"model{suffix}.safetensors", extra)
-    if cfg.val.final_test:
-        test_set = build_dataset(cfg.data, "test", "eval")
+    if test_set is not None:
         batch = cfg.val.batch_size or cfg.engine.batch_size
         for suffix, m in models.items():
             out[f"test{suffix}"] = run_test(
