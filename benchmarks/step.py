@@ -12,8 +12,18 @@ per clip) as a fraction of the bf16 matmul rate.
 
 Rows: ``maskagain_b_b``, ``maskagain_b_s`` (ViT-B teacher -> ViT-B / ViT-S student, all four
 losses), ``videomae_b``, ``videomae_s`` (4-block pixel decoder), ``mvd_b_s`` (ViT-B teacher on
-all tokens -> ViT-S student + 2-block feature decoder). ``--size tiny`` swaps in tiny models and
-clips for the test suite.
+all tokens -> ViT-S student + 2-block feature decoder), and ``videomae_b_official``: VideoMAE
+ViT-B with attention computed as the official VideoMAE code does (the N x N softmax materialised
+and kept for backward) instead of fused SDPA, i.e. the VideoMAE step users run today. Same
+FLOPs as ``videomae_b``. ``--size tiny`` swaps in tiny models and clips for the test suite.
+
+Memory, two measures per row: ``peak_memory_mb`` is the peak RSS of the row's process on CPU
+(it includes the ~0.5 GB torch runtime and what the allocator keeps after frees) or
+``torch.cuda.max_memory_allocated`` on GPU; ``allocated_peak_mb`` is the peak of bytes in use,
+the CPU analogue of ``max_memory_allocated`` (glibc ``mallinfo2``, sampled every 0.5 ms during
+one extra, untimed step; on GPU the same as ``peak_memory_mb``), and
+``allocated_between_steps_mb`` what stays in use after that step (weights, AdamW state, frozen
+teacher, the batch): the peak minus it is the step's working memory.
 
 On a CPU shared with other jobs, ``--threads 1 --rounds 2`` gives repeatable numbers: with
 several threads an OpenMP region stalls whenever one of its threads is preempted. ``--profile
@@ -23,7 +33,9 @@ FILE --only ROW`` writes a torch.profiler table of one step instead of timing.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
+import functools
 import json
 import os
 import platform
@@ -31,6 +43,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +56,16 @@ from torch import nn
 from benchmarks import flops as fl
 from maskagain.masking import tube_mask, visible_count
 from maskagain.models import create_model, model_config
+from maskagain.models.layers import Attention
 
-ROW_NAMES = ("maskagain_b_b", "maskagain_b_s", "videomae_b", "videomae_s", "mvd_b_s")
+ROW_NAMES = (
+    "maskagain_b_b",
+    "maskagain_b_s",
+    "videomae_b",
+    "videomae_s",
+    "mvd_b_s",
+    "videomae_b_official",
+)
 ROW_FIELDS = (
     "name",
     "batch",
@@ -56,6 +77,9 @@ ROW_FIELDS = (
     "peak_memory_mb",
     "memory_kind",
     "setup_memory_mb",
+    "allocated_peak_mb",
+    "allocated_kind",
+    "allocated_between_steps_mb",
     "flops_per_clip",
     "flops_parts",
     "achieved_flops",
@@ -159,12 +183,28 @@ def maskagain_workload(student_name: str, preset: str, size: Size, device) -> Wo
     return Workload(trained, loss_fn, count)
 
 
-def videomae_workload(name: str, size: Size, device) -> Workload:
+def _materialised_forward(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    return attn.forward_tapped(x)[0]
+
+
+def materialise_attention(module: nn.Module) -> int:
+    """Make every attention block of ``module`` compute ``softmax((q * scale) @ k^T) @ v`` with
+    the N x N matrix materialised, as the official VideoMAE code does, instead of fused SDPA.
+    Same math and FLOPs; the softmax is kept for backward. Returns how many blocks changed."""
+    blocks = [m for m in module.modules() if isinstance(m, Attention)]
+    for attn in blocks:
+        attn.forward = functools.partial(_materialised_forward, attn)
+    return len(blocks)
+
+
+def videomae_workload(name: str, size: Size, device, official: bool = False) -> Workload:
     from maskagain.models.pretrain import VideoMAEPretrain
 
     dec_dim, dec_heads = size.decoder[name]
     encoder = create_model(name, **size.model_kwargs())
     model = VideoMAEPretrain(encoder, dec_dim, 4, dec_heads).to(device)
+    if official:
+        materialise_attention(model)
 
     def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return model(video, mask)["loss"]
@@ -206,6 +246,8 @@ def build_workload(name: str, size: Size, device: torch.device) -> Workload:
         return videomae_workload(size.small, size, device)
     if name == "mvd_b_s":
         return mvd_workload(size.small, size, device)
+    if name == "videomae_b_official":
+        return videomae_workload(size.base, size, device, official=True)
     raise ValueError(f"unknown row {name!r}; choose from {ROW_NAMES}")
 
 
@@ -236,6 +278,74 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return kib / 1024, "rss"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        )
+    ]
+
+
+def _glibc_in_use() -> Callable[[], int] | None:
+    """``() -> bytes in use`` from glibc's ``mallinfo2`` (heap + mmapped chunks), or None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = fn()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+class AllocatedPeak:
+    """Peak bytes in use while the block runs: ``torch.cuda.max_memory_allocated`` on GPU, else
+    glibc's in-use bytes sampled every ``interval`` seconds by a thread (``peak_mb`` is None
+    where glibc's ``mallinfo2`` is missing)."""
+
+    def __init__(self, device: torch.device, interval: float = 5e-4) -> None:
+        self.device = device
+        self.interval = interval
+        self.peak_mb: float | None = None
+        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "malloc_in_use"
+        self._in_use = None if device.type == "cuda" else _glibc_in_use()
+        self._stop = threading.Event()
+        self._peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._in_use())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> AllocatedPeak:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self._in_use is not None:
+            self._peak = self._in_use()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self._in_use is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self._peak, self._in_use()) / 2**20
+
+    def now_mb(self) -> float | None:
+        """Bytes in use right now (what is held between steps when called after one)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        return None if self._in_use is None else self._in_use() / 2**20
 
 
 def profile_row(name: str, size: Size, batch: int, warmup: int, device, path: Path) -> None:
@@ -284,6 +394,9 @@ def run_row(name: str, size: Size, batch: int, steps: int, warmup: int, device) 
     q = statistics.quantiles(per_clip, n=4) if len(per_clip) > 1 else [per_clip[0]] * 3
     median = statistics.median(per_clip)
     peak, kind = _peak_memory_mb(device)
+    with AllocatedPeak(device) as allocated:  # one more step, untimed: sampling costs time
+        train_step(w, opt, video, masks[(warmup + steps) % len(masks)], device)
+        _sync(device)
     return {
         "name": name,
         "batch": batch,
@@ -295,6 +408,9 @@ def run_row(name: str, size: Size, batch: int, steps: int, warmup: int, device) 
         "peak_memory_mb": peak,
         "memory_kind": kind,
         "setup_memory_mb": setup_mb,
+        "allocated_peak_mb": allocated.peak_mb,
+        "allocated_kind": allocated.kind,
+        "allocated_between_steps_mb": allocated.now_mb(),
         "flops_per_clip": w.flops.total,
         "flops_parts": w.flops.parts,
         "achieved_flops": w.flops.total / median,
@@ -388,11 +504,30 @@ RATIOS = {
     # name: (numerator row, denominator row, quantity, target)
     "maskagain_b_b_over_videomae_b_time": ("maskagain_b_b", "videomae_b", "seconds_per_clip", 0.55),
     "maskagain_b_s_over_mvd_b_s_time": ("maskagain_b_s", "mvd_b_s", "seconds_per_clip", 0.2),
-    "maskagain_b_b_over_videomae_b_memory": (
+    "maskagain_b_b_over_videomae_b_memory": ("maskagain_b_b", "videomae_b", "peak_memory_mb", 0.7),
+    "maskagain_b_b_over_videomae_b_official_memory": (
         "maskagain_b_b",
-        "videomae_b",
+        "videomae_b_official",
         "peak_memory_mb",
         0.7,
+    ),
+    "maskagain_b_b_over_videomae_b_allocated": (
+        "maskagain_b_b",
+        "videomae_b",
+        "allocated_peak_mb",
+        0.7,
+    ),
+    "maskagain_b_b_over_videomae_b_official_allocated": (
+        "maskagain_b_b",
+        "videomae_b_official",
+        "allocated_peak_mb",
+        0.7,
+    ),
+    "maskagain_b_b_over_videomae_b_official_time": (
+        "maskagain_b_b",
+        "videomae_b_official",
+        "seconds_per_clip",
+        0.55,
     ),
 }
 
@@ -402,6 +537,8 @@ def _best_round(rounds: list[dict]) -> dict:
     best = dict(min(rounds, key=lambda row: row["seconds_per_clip"]))
     best["rounds_seconds_per_clip"] = [row["seconds_per_clip"] for row in rounds]
     best["peak_memory_mb"] = max(row["peak_memory_mb"] for row in rounds)
+    allocated = [row["allocated_peak_mb"] for row in rounds if row.get("allocated_peak_mb")]
+    best["allocated_peak_mb"] = max(allocated) if allocated else None
     return best
 
 
@@ -410,7 +547,12 @@ def ratios(rows: list[dict]) -> dict:
     by_name = {r["name"]: r for r in rows}
     out = {}
     for key, (num, den, field, target) in RATIOS.items():
-        if num in by_name and den in by_name:
+        if (
+            num in by_name
+            and den in by_name
+            and by_name[num].get(field)
+            and by_name[den].get(field)
+        ):
             value = by_name[num][field] / by_name[den][field]
             out[key] = {"value": value, "target_at_most": target, "met": value <= target}
     if "maskagain_b_b" in by_name:
@@ -509,15 +651,17 @@ def markdown_table(result: dict) -> str:
         f"measurements in this run): bf16 {mm['bf16'] / 1e9:.0f} GFLOP/s, "
         f"fp32 {mm['fp32'] / 1e9:.0f} GFLOP/s",
         "",
-        "| row | batch | s/clip (median) | min-max | peak MB | before step 1 MB | GFLOP/clip "
-        "| GFLOP/s | of bf16 matmul |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | batch | s/clip (median) | min-max | peak MB | allocated peak MB "
+        "| in use between steps MB | before step 1 MB | GFLOP/clip | GFLOP/s | of bf16 matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {r['batch']} | {r['seconds_per_clip']:.3f} | "
             f"{r['seconds_per_clip_min']:.3f}-{r['seconds_per_clip_max']:.3f} | "
-            f"{r['peak_memory_mb']:.0f} | {r.get('setup_memory_mb', float('nan')):.0f} | "
+            f"{r['peak_memory_mb']:.0f} | {_mb(r.get('allocated_peak_mb'))} | "
+            f"{_mb(r.get('allocated_between_steps_mb'))} | "
+            f"{_mb(r.get('setup_memory_mb'))} | "
             f"{r['flops_per_clip'] / 1e9:.1f} | "
             f"{r['achieved_flops'] / 1e9:.0f} | {r['fraction_of_matmul']:.0%} |"
         )
@@ -531,6 +675,10 @@ def markdown_table(result: dict) -> str:
             )
             lines.append(f"| {key} | {r['value']:.3f} | {target} | {'yes' if r['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def update_markdown(path: Path, result: dict) -> None:
