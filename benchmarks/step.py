@@ -25,6 +25,8 @@ one extra, untimed step; on GPU the same as ``peak_memory_mb``), and
 ``allocated_between_steps_mb`` what stays in use after that step (weights, AdamW state, frozen
 teacher, the batch): the peak minus it is the step's working memory.
 
+On CPU the rows run with freed memory kept for reuse, as training does
+(``maskagain.engine.allocator``; ``--malloc default`` for glibc's own settings).
 On a CPU shared with other jobs, ``--threads 1 --rounds 2`` gives repeatable numbers: with
 several threads an OpenMP region stalls whenever one of its threads is preempted. ``--profile
 FILE --only ROW`` writes a torch.profiler table of one step instead of timing.
@@ -54,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import flops as fl
+from maskagain.engine.allocator import keep_freed_memory
 from maskagain.masking import tube_mask, visible_count
 from maskagain.models import create_model, model_config
 from maskagain.models.layers import Attention
@@ -489,6 +492,7 @@ def run_child(name: str, args: argparse.Namespace) -> dict:
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += ["--malloc", args.malloc]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_repo_root())
     for line in proc.stdout.splitlines():
         if line.startswith("ROW "):
@@ -589,6 +593,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "optimizer": "AdamW fused, betas (0.9, 0.95), wd 0.05",
             "rounds": args.rounds,
             "threads": torch.get_num_threads(),
+            "malloc": args.malloc,
         },
     }
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -711,6 +716,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fastest round (all rounds' medians are in the JSON) (default 1)",
     )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--malloc",
+        choices=("kept", "default"),
+        default="kept",
+        help="CPU: 'kept' applies maskagain.engine.allocator.keep_freed_memory as training "
+        "does (freed memory reused, no page faults); 'default' leaves glibc's settings "
+        "(default kept)",
+    )
     p.add_argument("--size", choices=sorted(SIZES), default="full", help="full or tiny models")
     p.add_argument(
         "--only", action="append", choices=ROW_NAMES, help="run only this row (repeatable)"
@@ -737,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "kept" and args.device == "cpu":
+        keep_freed_memory()
     if args.profile:
         if not args.only or len(args.only) != 1:
             raise SystemExit("--profile needs exactly one --only ROW")

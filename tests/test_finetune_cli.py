@@ -170,6 +170,32 @@ def test_finetune_failing_mid_run_writes_summary(
     assert not (out / "model.safetensors").exists()
 
 
+def test_finetune_failing_final_test_writes_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread
+) -> None:
+    """Training finished but the final test failed: summary.json is not left saying
+    ``completed: true`` with no test results; it names the error (a rerun with ``--resume
+    auto`` starts from the last checkpoint and only redoes the export and test)."""
+    import maskagain.engine.finetune as finetune_mod
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("test views broke")
+
+    monkeypatch.setattr(finetune_mod, "run_test", failing)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="test views broke"):
+        main(
+            [
+                "finetune", "--config", str(TINY / "finetune.yaml"), "--out", str(out),
+                "val.every_epochs=0", "engine.ckpt_every_steps=0",
+            ]
+        )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] is False and summary["step"] == summary["total_steps"] == 8
+    assert summary["error"] == "after training: test views broke"
+    assert (out / "model.safetensors").exists()  # the export before the test was kept
+
+
 def test_evaluate_reproduces_the_final_test(tmp_path: Path, run_dir: Path, one_thread) -> None:
     ft = json.loads((run_dir / "summary.json").read_text())
     out = tmp_path / "eval"

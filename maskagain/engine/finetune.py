@@ -370,10 +370,16 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         extra = {**facts, "data": bad_files.summary}  # data: counted when the run ends
         summary = fit_and_summarize(trainer, "finetune", extra, t0)
         if summary["completed"]:
-            summary.update(_finish(cfg, trainer, dist, run_dir, test_set))
-            summary["wall_s"] = round(time.time() - t0, 2)
-            if dist.is_main:
-                write_summary(run_dir, summary)
+            try:
+                summary.update(_finish(cfg, trainer, dist, run_dir, test_set))
+            except Exception as err:  # training is done but export/test is not: say so
+                summary["completed"] = False
+                summary["error"] = "after training: " + " ".join(str(err).split())
+                raise
+            finally:
+                summary["wall_s"] = round(time.time() - t0, 2)
+                if dist.is_main:
+                    write_summary(run_dir, summary)
         return summary
     finally:
         finish_run()

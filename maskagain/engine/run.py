@@ -33,6 +33,7 @@ from maskagain.config import (
     to_dict,
 )
 from maskagain.data import BadFileTracker
+from maskagain.engine.allocator import keep_freed_memory
 from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from maskagain.engine.masks import IndexSeededMaskCollate
@@ -63,6 +64,8 @@ def start_run(
     barrier()
     if dist.device.type == "cuda":  # TF32 for any fp32 matmul left outside autocast
         torch.set_float32_matmul_precision("high")
+    else:  # no caching allocator on CPU: keep freed tensors' memory for the next step
+        keep_freed_memory()
     seed_everything(seed + dist.rank)
     log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
     return dist, run_dir
