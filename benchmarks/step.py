@@ -546,6 +546,9 @@ def _best_round(rounds: list[dict]) -> dict:
     return best
 
 
+MEMORY_TARGET_BATCH = 8
+
+
 def ratios(rows: list[dict]) -> dict:
     """Same-run ratios of the issue's targets (only those whose two rows ran)."""
     by_name = {r["name"]: r for r in rows}
@@ -559,6 +562,8 @@ def ratios(rows: list[dict]) -> dict:
         ):
             value = by_name[num][field] / by_name[den][field]
             out[key] = {"value": value, "target_at_most": target, "met": value <= target}
+            if field != "seconds_per_clip":  # the issue sets the memory target at batch 8
+                out[key]["target_batch"] = MEMORY_TARGET_BATCH
     if "maskagain_b_b" in by_name:
         value = by_name["maskagain_b_b"]["fraction_of_matmul"]
         out["maskagain_b_b_fraction_of_bf16_matmul"] = {
@@ -671,6 +676,7 @@ def markdown_table(result: dict) -> str:
             f"{r['achieved_flops'] / 1e9:.0f} | {r['fraction_of_matmul']:.0%} |"
         )
     if result["ratios"]:
+        batch = result["rows"][0]["batch"]
         lines += ["", "| ratio (same run) | value | target | met |", "|---|---|---|---|"]
         for key, r in result["ratios"].items():
             target = (
@@ -678,7 +684,10 @@ def markdown_table(result: dict) -> str:
                 if "target_at_most" in r
                 else f">= {r['target_at_least']}"
             )
-            lines.append(f"| {key} | {r['value']:.3f} | {target} | {'yes' if r['met'] else 'no'} |")
+            met = "yes" if r["met"] else "no"
+            if r.get("target_batch", batch) != batch:
+                met = f"({met}: the target is set at batch {r['target_batch']})"
+            lines.append(f"| {key} | {r['value']:.3f} | {target} | {met} |")
     return "\n".join(lines) + "\n"
 
 
