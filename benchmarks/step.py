@@ -752,6 +752,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.rounds < 1 or args.warmup < 0:
         p.error("--batch, --steps and --rounds must be >= 1, --warmup >= 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r} is not a device; use cpu or cuda (cuda:N)")
+    if device.type not in ("cpu", "cuda"):
+        p.error(f"--device {args.device!r}: this benchmark runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(
+            "--device cuda: no CUDA device is visible here (torch.cuda.is_available() is False)"
+        )
     return args
 
 

@@ -168,3 +168,17 @@ def test_mvd_teacher_sees_all_tokens():
     mvd = fl.mvd_flops(spec, spec, clip, decoder_dim=8, decoder_depth=1)
     assert mvd.parts["teacher.blocks"] == 2 * fl.block_macs(10, 8, 32)
     assert mvd.parts["decoder.head"] == 2 * 3 * 6 * 8 * 8  # 6 hidden tokens, 8 -> 8
+
+
+def test_bad_device_is_a_one_line_usage_error(capsys):
+    import pytest
+
+    for device, words in (("mps", "runs on cpu or cuda"), ("tpu", "is not a device")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--size", "tiny", "--device", device])
+        assert exit_info.value.code == 2
+        assert words in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["--size", "tiny", "--device", "cuda"])
+        assert "no CUDA device is visible" in capsys.readouterr().err
