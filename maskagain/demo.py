@@ -565,3 +565,101 @@ def _read_card(weights: Path) -> dict:
 
 def _card_summary(card: dict) -> dict:
     return {k: v for k, v in card.items() if k not in ("config",)}
+
+
+# ------------------------------------------------------------------------------ over seeds
+def seed_settings(quick: bool, seed: int, teacher: Path) -> dict:
+    """What a seed's finished ``summary.json`` must match to be reused: sizes, seed and teacher
+    (its path and training steps; not the whole card, whose wall time a resumed
+    ``--retrain-teacher`` rewrites)."""
+    sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    return {
+        "quick": quick,
+        "seed": seed,
+        "sizes": asdict(sizes),
+        "teacher": str(teacher),
+        "teacher_steps": _read_card(teacher).get("steps"),
+    }
+
+
+def _settings_of(summary: dict) -> dict:
+    """:func:`seed_settings` as recorded in a demo's ``summary.json``."""
+    teacher = summary.get("teacher") or {}
+    return {
+        "quick": summary.get("quick"),
+        "seed": summary.get("seed"),
+        "sizes": summary.get("sizes"),
+        "teacher": teacher.get("source"),
+        "teacher_steps": (teacher.get("card") or {}).get("steps"),
+    }
+
+
+def reusable_summary(path: Path, settings: dict) -> dict | None:
+    """The finished demo in ``path`` (its ``summary.json``) if it ran with ``settings``."""
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s): running that seed again", path, err)
+        return None
+    found = _settings_of(summary)
+    if found != settings or not summary.get("results"):
+        changed = sorted(k for k in settings if found.get(k) != settings[k]) or ["no results"]
+        log.warning("%s ran with other settings (%s): running that seed again", path, changed)
+        return None
+    return summary
+
+
+def run_seeds(
+    out: str | Path = "runs/demo",
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+    quick: bool = False,
+    teacher: str | Path | None = None,
+    retrain: bool = False,
+) -> dict:
+    """The demo once per seed into ``out/seed<N>/``, then ``seeds.json``, ``seeds.md`` and
+    ``seeds.png`` (per-seed top-1 of every row, mean, min, max; MaskAgain minus Hint per seed).
+    A seed whose ``summary.json`` exists with the same settings is reused, not recomputed; the
+    teacher is loaded (or re-trained, once, into ``out/teacher``) and shared by every seed.
+    Returns ``seeds.json``'s content."""
+    from maskagain import demo_report
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if retrain:
+        log.info("re-training the teacher once for every seed (configs/demo/teacher.yaml)")
+        retrain_teacher(out / "teacher", probe_sizes=QUICK_SIZES if quick else DEFAULT_SIZES)
+        teacher = out / "teacher" / "demo_teacher.safetensors"
+    teacher = Path(teacher) if teacher else TEACHER_WEIGHTS
+    if not teacher.is_file():
+        raise FileNotFoundError(
+            f"no teacher at {teacher}; run `maskagain demo --retrain-teacher` to train one"
+        )
+    summaries: dict[int, dict] = {}
+    reused: list[int] = []
+    for seed in seeds:
+        seed_dir = out / f"seed{seed}"
+        done = reusable_summary(seed_dir / "summary.json", seed_settings(quick, seed, teacher))
+        if done is not None:
+            log.info("seed %d: reusing %s (same settings; delete it to recompute)",
+                     seed, seed_dir / "summary.json")  # fmt: skip
+            summaries[seed] = done
+            reused.append(seed)
+            continue
+        log.info("seed %d: running the demo into %s", seed, seed_dir)
+        summaries[seed] = run_demo(seed_dir, quick=quick, teacher=teacher, seed=seed)
+    result = demo_report.seeds_summary(summaries)
+    result.update(
+        runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},
+        reused=reused,
+        teacher=str(teacher),
+        elapsed_seconds=round(time.time() - t0, 1),
+        figure=str(demo_report.draw_seeds(result, out / "seeds.png")),
+    )
+    (out / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
+    demo_report.write_seeds_report(out, result)
+    return result

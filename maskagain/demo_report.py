@@ -89,10 +89,15 @@ def draw_curves(out: Path, path: Path) -> Path:
     return path
 
 
+def row_label(model: str, objective: str) -> str:
+    """A model row's x-axis label in the accuracy figures."""
+    return textwrap.fill(f"{model}: {objective}", 20)
+
+
 def draw_accuracy(rows: list, path: Path, chance: float) -> Path:
     """Probe and fine-tune top-1 per model, with one-standard-error bars."""
     plt = _plt()
-    labels = [textwrap.fill(f"{r.model}: {r.objective}", 20) for r in rows]
+    labels = [row_label(r.model, r.objective) for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for offset, attr, name in ((-0.2, "probe", "linear probe"), (0.2, "finetune", "fine-tune")):
@@ -181,16 +186,23 @@ def table(summary: dict) -> str:
         "probe top-1 (%)",
         "fine-tune top-1 (%)",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in summary["results"]:
         probe = f"{_fmt(r['probe_top1'])} ± {_fmt(r['probe_se'])}"
         ft = "-" if r["finetune_top1"] is None else (
             f"{_fmt(r['finetune_top1'])} ± {_fmt(r['finetune_se'])}"
         )  # fmt: skip
-        lines.append(
-            f"| {r['model']} | {r['objective']} | {r['pretrain_epochs']} | "
-            f"{_fmt(float(r['pretrain_seconds']), 0)} | {probe} | {ft} |"
-        )
+        body.append(
+            [r["model"], r["objective"], str(r["pretrain_epochs"]),
+             _fmt(float(r["pretrain_seconds"]), 0), probe, ft]
+        )  # fmt: skip
+    return markdown_table(head, body)
+
+
+def markdown_table(head: list[str], body: list[list[str]]) -> str:
+    """A Markdown table: a header row, the separator, then one line per row of cells."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 
@@ -289,3 +301,189 @@ def write_report(out: Path, summary: dict) -> Path:
 
 def math_hypot(a, b) -> float:
     return float(np.hypot(a or 0.0, b or 0.0))
+
+
+# ------------------------------------------------------------------------------ over seeds
+def spread(per_seed: dict[str, float | None]) -> dict | None:
+    """``{"per_seed", "mean", "min", "max"}`` of one number over seeds (None if any is missing)."""
+    values = list(per_seed.values())
+    if not values or any(v is None for v in values):
+        return None
+    return {
+        "per_seed": dict(per_seed),
+        "mean": round(float(np.mean(values)), 2),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def seeds_summary(summaries: dict[int, dict]) -> dict:
+    """Per-seed probe and fine-tune top-1 of every demo row (mean, min, max) and MaskAgain minus
+    Hint in every seed, from each seed's ``summary.json`` content."""
+    seeds = list(summaries)
+    by_run = {s: {r["run"]: r for r in summaries[s]["results"]} for s in seeds}
+    rows = []
+    for first in summaries[seeds[0]]["results"]:
+        key = first["run"]
+        row = {"run": key, "model": first["model"], "objective": first["objective"]}
+        for metric in ("probe_top1", "finetune_top1"):
+            row[metric] = spread({str(s): by_run[s][key][metric] for s in seeds})
+        row["same_every_seed"] = all(
+            by_run[s][key][m] == first[m] for s in seeds for m in ("probe_top1", "finetune_top1")
+        )
+        rows.append(row)
+    margins: dict[str, dict[str, float | None]] = {}
+    for s in seeds:
+        ma, hint = by_run[s].get("maskagain"), by_run[s].get("hint")
+        margins[str(s)] = {
+            metric.replace("_top1", ""): (
+                None
+                if not ma or not hint or ma[metric] is None or hint[metric] is None
+                else round(ma[metric] - hint[metric], 2)
+            )
+            for metric in ("finetune_top1", "probe_top1")
+        }
+    versus: dict = {"per_seed": margins}
+    for metric in ("finetune", "probe"):
+        stats = spread({s: m[metric] for s, m in margins.items()})
+        versus[metric] = stats
+        versus[f"{metric}_ahead_every_seed"] = None if stats is None else stats["min"] > 0
+    return {
+        "seeds": seeds,
+        "quick": all(summaries[s]["quick"] for s in seeds),
+        "chance_top1": summaries[seeds[0]]["dataset"]["chance_top1"],
+        "rows": rows,
+        "maskagain_minus_hint": versus,
+    }
+
+
+def _per_seed(stats: dict | None, same: bool) -> str:
+    if stats is None:
+        return "-"
+    values = list(stats["per_seed"].values())
+    if same:
+        return f"{_fmt(values[0])} (every seed)"
+    return " / ".join(_fmt(v) for v in values)
+
+
+def _mean_range(stats: dict | None) -> str:
+    if stats is None:
+        return "-"
+    return f"{_fmt(stats['mean'])} [{_fmt(stats['min'])}, {_fmt(stats['max'])}]"
+
+
+def seeds_table(result: dict) -> str:
+    """Every demo row's top-1 per seed with mean [min, max], as a Markdown table."""
+    seeds = "/".join(str(s) for s in result["seeds"])
+    head = [
+        "model",
+        "objective",
+        f"probe top-1, seeds {seeds}",
+        "probe mean [min, max]",
+        f"fine-tune top-1, seeds {seeds}",
+        "fine-tune mean [min, max]",
+    ]
+    body = [
+        [r["model"], r["objective"],
+         _per_seed(r["probe_top1"], r["same_every_seed"]), _mean_range(r["probe_top1"]),
+         _per_seed(r["finetune_top1"], r["same_every_seed"]), _mean_range(r["finetune_top1"])]
+        for r in result["rows"]
+    ]  # fmt: skip
+    return markdown_table(head, body)
+
+
+def margins_table(result: dict) -> str:
+    """MaskAgain and Hint top-1 and their difference in every seed, as a Markdown table."""
+    rows = {r["run"]: r for r in result["rows"]}
+    ma, hint = rows.get("maskagain"), rows.get("hint")
+    margins = result["maskagain_minus_hint"]["per_seed"]
+
+    def value(row: dict | None, metric: str, seed: str) -> str:
+        stats = row and row[metric]
+        return "-" if not stats else _fmt(stats["per_seed"][seed])
+
+    def diff(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.1f}"
+
+    head = ["seed", "MaskAgain fine-tune", "Hint fine-tune", "MaskAgain - Hint",
+            "MaskAgain probe", "Hint probe", "MaskAgain - Hint"]  # fmt: skip
+    body = [
+        [seed, value(ma, "finetune_top1", seed), value(hint, "finetune_top1", seed),
+         diff(m["finetune"]), value(ma, "probe_top1", seed), value(hint, "probe_top1", seed),
+         diff(m["probe"])]
+        for seed, m in margins.items()
+    ]  # fmt: skip
+    return markdown_table(head, body)
+
+
+def draw_seeds(result: dict, path: Path) -> Path:
+    """Probe (top) and fine-tune (bottom) top-1 of every model: one point per seed, the mean as
+    a black bar."""
+    plt = _plt()
+    rows, seeds = result["rows"], [str(s) for s in result["seeds"]]
+    x = np.arange(len(rows))
+    offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    for ax, metric, name in ((axes[0], "probe_top1", "linear probe (val)"),
+                             (axes[1], "finetune_top1", "fine-tune multi-view (test)")):  # fmt: skip
+        for seed, offset in zip(seeds, offsets):
+            points = [(i, r[metric]["per_seed"][seed]) for i, r in enumerate(rows) if r[metric]]
+            if points:
+                xs, ys = zip(*points)
+                ax.scatter(np.array(xs) + offset, ys, s=20, label=f"seed {seed}", zorder=3)
+        means = [(i, r[metric]["mean"]) for i, r in enumerate(rows) if r[metric]]
+        if means:
+            xs, ys = zip(*means)
+            ax.scatter(xs, ys, marker="_", s=600, color="black", label="mean", zorder=2)
+        ax.axhline(result["chance_top1"], color="grey", ls="--", lw=1, label="chance")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{name}, seeds {', '.join(seeds)}", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+    axes[1].set_xticks(x, [row_label(r["model"], r["objective"]) for r in rows], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_seeds_report(out: Path, result: dict) -> Path:
+    """``seeds.md``: the spread table, MaskAgain minus Hint per seed and the seeds figure."""
+    versus = result["maskagain_minus_hint"]
+    seeds = result["seeds"]
+    verdicts = []
+    for metric in ("finetune", "probe"):
+        stats = versus[metric]
+        if stats is None:
+            continue
+        ahead = sum(v > 0 for v in stats["per_seed"].values())
+        verdicts.append(
+            f"- {metric.replace('finetune', 'fine-tune')}: MaskAgain ahead of Hint in {ahead} of "
+            f"{len(seeds)} seeds (difference {stats['min']:+.1f} to {stats['max']:+.1f}, mean "
+            f"{stats['mean']:+.1f})."
+        )
+    lines = [
+        "# MaskAgain demo over training seeds",
+        "",
+        f"`maskagain demo --seeds {' '.join(str(s) for s in seeds)}`: the whole demo once per "
+        "training seed, each in `seed<N>/` (its `report.md` has the standard errors, which "
+        "measure evaluation noise only; the spread below is the training-seed noise). Rows the "
+        "same in every seed are marked so.",
+        "",
+        seeds_table(result),
+        "",
+        "## MaskAgain minus Hint in every seed",
+        "",
+        margins_table(result),
+        "",
+        *verdicts,
+        "",
+        f"Total wall time: {result['elapsed_seconds']:.0f} s"
+        f"{' (--quick: too small to mean anything)' if result['quick'] else ''}.",
+        "",
+        "![seeds](seeds.png)",
+        "",
+    ]
+    path = out / "seeds.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -94,3 +94,78 @@ def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) ->
     from maskagain.models.loading import load_encoder
 
     assert load_encoder(weights).cfg.embed_dim == 128
+
+
+@pytest.mark.timeout(300)
+def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
+    """``--seeds 0 1``: one full demo per seed dir, the spread over seeds (json, md, png), and a
+    second identical call reusing both seeds' results."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--seeds", "0", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[demo 1/" in printed and "MaskAgain - Hint" in printed and "reused" not in printed
+    summaries = {}
+    for seed in (0, 1):
+        summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
+        assert summary["seed"] == seed and summary["quick"] is True
+        assert (out / f"seed{seed}" / "report.md").is_file()
+        assert (out / f"seed{seed}" / "accuracy.png").stat().st_size > 1000
+        summaries[str(seed)] = {r["run"]: r for r in summary["results"]}
+    assert not (out / "summary.json").exists()  # the per-seed demos stay in their seed dirs
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert seeds["seeds"] == [0, 1] and seeds["reused"] == [] and seeds["quick"] is True
+    assert [r["run"] for r in seeds["rows"]] == list(summaries["0"])  # every row of the table
+    for row in seeds["rows"]:
+        for metric in ("probe_top1", "finetune_top1"):
+            values = {s: summaries[s][row["run"]][metric] for s in ("0", "1")}
+            if values["0"] is None:
+                assert row[metric] is None
+                continue
+            stats = row[metric]
+            assert stats["per_seed"] == values
+            assert stats["min"] == min(values.values()) and stats["max"] == max(values.values())
+            assert stats["mean"] == pytest.approx(sum(values.values()) / 2, abs=0.01)
+    versus = seeds["maskagain_minus_hint"]
+    for s in ("0", "1"):
+        ma, hint = summaries[s]["maskagain"], summaries[s]["hint"]
+        for metric in ("finetune", "probe"):
+            diff = ma[f"{metric}_top1"] - hint[f"{metric}_top1"]
+            assert versus["per_seed"][s][metric] == pytest.approx(diff, abs=0.01)
+        assert versus["finetune_ahead_every_seed"] == (versus["finetune"]["min"] > 0)
+    report = (out / "seeds.md").read_text()
+    assert "| model |" in report and "| seed |" in report and "![seeds](seeds.png)" in report
+    for r in seeds["rows"]:
+        assert f"| {r['model']} | {r['objective']} |" in report
+    with Image.open(out / "seeds.png") as img:
+        img.load()
+        assert img.size[0] > 100 and img.size[1] > 100
+
+    # a second identical call: both seeds reused (fast, and it says so), same numbers
+    stamp = (out / "seed0" / "summary.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: reused" in printed and "seed 1: reused" in printed
+    assert "[demo 1/" not in printed  # no stage ran
+    again = json.loads((out / "seeds.json").read_text())
+    assert again["reused"] == [0, 1] and again["rows"] == seeds["rows"]
+    assert again["elapsed_seconds"] < 10
+    assert (out / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+
+    # a run killed during seed 1 (no summary.json yet): seed 0 reused, seed 1 run again
+    (out / "seed1" / "summary.json").unlink()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: reused" in printed and "seed 1: reused" not in printed
+    assert json.loads((out / "seeds.json").read_text())["reused"] == [0]
+    assert (out / "seed1" / "summary.json").is_file()
+
+
+def test_demo_seed_and_seeds_conflict(capsys) -> None:
+    for argv in (["--seed", "0", "--seeds", "1", "2"], ["--seeds", "1", "1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--quick", *argv])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --seeds: not allowed with argument --seed" in err
+    assert "a seed is repeated" in err

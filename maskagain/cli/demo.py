@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = (
     "compare MaskAgain with VideoMAE, Hint and no pre-training on the synthetic set "
     "(shipped teacher; minutes on a CPU)"
 )
+
+
+class _DistinctSeeds(argparse.Action):
+    """``--seeds``: a usage error when a seed is repeated."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: list[int],
+        option_string: str | None = None,
+    ) -> None:
+        if len(set(values)) != len(values):
+            parser.error(f"argument {option_string}: a seed is repeated ({values})")
+        setattr(namespace, self.dest, values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "on a busy 2-core CPU with OMP_NUM_THREADS=1; resumable: run again to continue) and "
         "use it",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every training run")
+    seeds = parser.add_mutually_exclusive_group()
+    # default None, not 0: argparse only sees a conflict when a value differs from the default
+    seeds.add_argument(
+        "--seed", type=int, default=None, help="seed of every training run (default 0)"
+    )
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        action=_DistinctSeeds,
+        metavar="N",
+        help="run the demo once per seed into OUT/seed<N>/, then write OUT/seeds.json, seeds.md "
+        "and seeds.png (per-seed top-1, mean, min, max; MaskAgain minus Hint per seed); a seed "
+        "whose summary.json already exists with the same settings is reused",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -50,13 +80,35 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        run_demo(
-            out=args.out,
-            quick=args.quick,
-            teacher=args.teacher,
-            retrain=args.retrain_teacher,
-            seed=args.seed,
-        )
+        if args.seeds:
+            _run_seeds(args)
+        else:
+            run_demo(
+                out=args.out,
+                quick=args.quick,
+                teacher=args.teacher,
+                retrain=args.retrain_teacher,
+                seed=0 if args.seed is None else args.seed,
+            )
     finally:
         torch.set_num_threads(previous)
     return 0
+
+
+def _run_seeds(args: argparse.Namespace) -> None:
+    from maskagain.demo import run_seeds
+    from maskagain.demo_report import margins_table, seeds_table
+
+    result = run_seeds(
+        out=args.out,
+        seeds=args.seeds,
+        quick=args.quick,
+        teacher=args.teacher,
+        retrain=args.retrain_teacher,
+    )
+    for seed in result["reused"]:
+        print(f"seed {seed}: reused {result['runs'][str(seed)]} (same settings, not recomputed)")
+    print(seeds_table(result), flush=True)
+    print(margins_table(result), flush=True)
+    out = Path(args.out)
+    print(f"wrote {out / 'seeds.json'}, {out / 'seeds.md'} and {out / 'seeds.png'}", flush=True)
