@@ -3,10 +3,15 @@
 Parameter names follow the official VideoMAE ``PretrainVisionTransformer`` (``encoder.*``,
 ``encoder_to_decoder``, ``mask_token``, ``decoder.blocks.*``, ``decoder.norm``, ``decoder.head``),
 so the official layout loads key for key. The target of every hidden token is its tubelet of
-pixels ``(tubelet, patch, patch, C)`` normalised per patch and per channel (``norm_pix_loss``).
+pixels ``(tubelet, patch, patch, C)``, back in [0, 1] pixel units (the clip's mean/std
+normalisation undone) and normalised per patch and per channel (``norm_pix_loss``).
+``PixelReconstruction`` is the pixel head alone, to add pixel reconstruction to a distillation
+objective.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,29 +72,185 @@ def patchify(video: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.T
     return x.reshape(b, (t // q) * (h // p) * (w // p), q * p * p, c)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def pixel_targets(
-    video: torch.Tensor, patch_size: int, tubelet_size: int, normalize: bool = True
+    video: torch.Tensor,
+    patch_size: int,
+    tubelet_size: int,
+    normalize: bool = True,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
 ) -> torch.Tensor:
     """Per-token regression targets (B, N, tubelet * patch * patch * C), in VideoMAE's order.
 
-    With ``normalize`` every patch is standardised per channel (unbiased variance, eps 1e-6).
-    The input is the clip as the model sees it; per-patch normalisation makes the target the
-    same as VideoMAE's (which first undoes the mean/std normalisation) up to that eps.
+    video: (B, C, T, H, W) the clip as the model sees it, normalised with ``mean`` / ``std``
+    (per channel); as VideoMAE does, that normalisation is undone first, back to [0, 1] pixels
+    (``mean=None`` / ``std=None``: the clip is already in pixel units). With ``normalize`` every
+    patch is then standardised per channel (unbiased variance, eps 1e-6 added to the std).
+    The statistics are taken after subtracting the patch's first pixel (the same result, exact
+    shift invariance): a flat tubelet (all black, all white, any constant colour) gives exactly
+    0, where float rounding of its mean would otherwise be magnified by 1 / eps.
     """
     x = patchify(video.float(), patch_size, tubelet_size)  # (B, N, P, C)
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (or neither)")
+    if mean is not None:
+        x = x * x.new_tensor(std) + x.new_tensor(mean)  # back to [0, 1] pixels
     if normalize:
-        mean = x.mean(dim=-2, keepdim=True)
+        x = x - x[:, :, :1]  # exact zeros for a flat patch
+        mu = x.mean(dim=-2, keepdim=True)
         var = x.var(dim=-2, unbiased=True, keepdim=True)
-        x = (x - mean) / (var.sqrt() + 1e-6)
+        x = (x - mu) / (var.sqrt() + 1e-6)
     return x.flatten(2)
 
 
-class VideoMAEPretrain(nn.Module):
-    """VideoMAE pre-training model. ``forward(video, mask)`` returns ``{"loss": mse}``.
+class PixelReconstruction(nn.Module):
+    """VideoMAE's pixel head: visible encoder tokens -> pixels of the hidden tokens -> MSE.
+
+    ``encoder_to_decoder`` (no bias) maps the encoder's final-normed visible tokens to the
+    decoder width, ``mask_token`` fills every hidden position, a fixed sine table gives each
+    token its position, and a ``VideoMAEDecoder`` predicts the hidden tokens' tubelets.
+    ``forward(tokens, mask, video) -> loss`` adds pixel reconstruction to any distillation
+    objective (Table 4 of the MaskAgain paper: pixel loss plus a distillation loss)::
+
+        pixel = head(student.norm(s_out.tokens), s_out.mask, video)
+        losses = with_weighted_term(objective(s_out, t_out), "pixel", pixel, pixel_weight)
+
+    grid: token grid (F, H', W') of the clip; mean / std: the normalisation of the clip
+    (undone before the targets are built, as VideoMAE does).
+    """
+
+    def __init__(
+        self,
+        encoder_dim: int,
+        grid: tuple[int, int, int],
+        patch_size: int,
+        tubelet_size: int,
+        decoder_dim: int,
+        decoder_depth: int,
+        decoder_heads: int,
+        in_chans: int = 3,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        init_values: float = 0.0,
+        norm_eps: float = 1e-6,
+        norm_pix_loss: bool = True,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.norm_pix_loss = norm_pix_loss
+        self.pixel_mean = None if mean is None else tuple(float(m) for m in mean)
+        self.pixel_std = None if std is None else tuple(float(s) for s in std)
+        out_dim = in_chans * tubelet_size * patch_size**2
+        self.encoder_to_decoder = nn.Linear(encoder_dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        n = self.grid[0] * self.grid[1] * self.grid[2]
+        self.register_buffer("pos_embed", sinusoid_table(n, decoder_dim), persistent=False)
+        self.decoder = VideoMAEDecoder(
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
+            out_dim,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            init_values=init_values,
+            norm_eps=norm_eps,
+        )
+        trunc_normal_init(self.encoder_to_decoder)
+        # the official trunc_normal_ wrapper cuts at +-std
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
+
+    @classmethod
+    def for_encoder(
+        cls,
+        encoder: VideoViT,
+        decoder_dim: int,
+        decoder_depth: int,
+        decoder_heads: int,
+        norm_pix_loss: bool = True,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+    ) -> PixelReconstruction:
+        """A head sized for ``encoder`` (its width, grid, patch and block settings)."""
+        c = encoder.cfg
+        return cls(
+            c.embed_dim,
+            c.grid,
+            c.patch_size,
+            c.tubelet_size,
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
+            c.in_chans,
+            c.mlp_ratio,
+            c.qkv_bias,
+            c.init_values,
+            c.norm_eps,
+            norm_pix_loss,
+            mean,
+            std,
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
+    def predict_pixels(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, N_vis, D) final-normed visible tokens; mask: (B, N) True = hidden
+        -> (B, N_hid, out_dim) pixel predictions of the hidden tokens, in token order."""
+        if mask.shape[1] != self.pos_embed.shape[0]:
+            raise ValueError(
+                f"pixel reconstruction runs at the configured token grid {self.grid} "
+                f"({self.pos_embed.shape[0]} tokens), got a mask over {mask.shape[1]} tokens"
+            )
+        x = self.encoder_to_decoder(tokens)  # (B, N_vis, D_dec)
+        b, n_vis, d = x.shape
+        pos = self.pos_embed.to(x.dtype).expand(b, -1, -1)  # (B, N, D_dec)
+        pos_vis = pos[~mask].reshape(b, n_vis, d)
+        pos_hid = pos[mask].reshape(b, -1, d)
+        n_hid = pos_hid.shape[1]
+        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_hid], dim=1)
+        return self.decoder(x, return_last=n_hid)
+
+    def targets(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) clip, (B, N) mask -> (B, N_hid, out_dim) fp32 targets, no grad."""
+        with torch.no_grad():
+            t = pixel_targets(
+                video,
+                self.patch_size,
+                self.tubelet_size,
+                self.norm_pix_loss,
+                self.pixel_mean,
+                self.pixel_std,
+            )
+            return t[mask].reshape(mask.shape[0], -1, t.shape[-1])
+
+    def pixel_loss(
+        self, tokens: torch.Tensor, mask: torch.Tensor, video: torch.Tensor
+    ) -> torch.Tensor:
+        """MSE between predicted and target pixels of the hidden tokens (a scalar, fp32)."""
+        pred = self.predict_pixels(tokens, mask)
+        return F.mse_loss(pred.float(), self.targets(video, mask))
+
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, video: torch.Tensor
+    ) -> torch.Tensor:
+        return self.pixel_loss(tokens, mask, video)
+
+
+class VideoMAEPretrain(PixelReconstruction):
+    """VideoMAE pre-training model: an encoder plus the pixel head. ``forward(video, mask)``
+    returns ``{"loss": mse}``.
 
     encoder: a ``VideoViT`` without head; its final norm feeds ``encoder_to_decoder``.
     The decoder sees the projected visible tokens plus ``mask_token`` at every hidden position
     (each with its fixed sine-cosine position), and predicts the hidden tokens' pixels.
+    mean / std: how the clips were normalised (undone for the targets, as VideoMAE does).
     """
 
     def __init__(
@@ -99,59 +260,42 @@ class VideoMAEPretrain(nn.Module):
         decoder_depth: int,
         decoder_heads: int,
         norm_pix_loss: bool = True,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
     ) -> None:
-        super().__init__()
         cfg = encoder.cfg
         if cfg.num_classes:
             raise ValueError("the pre-training encoder must have no head (num_classes=0)")
-        self.encoder = encoder
-        self.norm_pix_loss = norm_pix_loss
-        out_dim = cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
-        self.encoder_to_decoder = nn.Linear(cfg.embed_dim, decoder_dim, bias=False)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        n = cfg.grid[0] * cfg.grid[1] * cfg.grid[2]
-        self.register_buffer("pos_embed", sinusoid_table(n, decoder_dim), persistent=False)
-        self.decoder = VideoMAEDecoder(
+        super().__init__(
+            cfg.embed_dim,
+            cfg.grid,
+            cfg.patch_size,
+            cfg.tubelet_size,
             decoder_dim,
             decoder_depth,
             decoder_heads,
-            out_dim,
-            mlp_ratio=cfg.mlp_ratio,
-            qkv_bias=cfg.qkv_bias,
-            init_values=cfg.init_values,
-            norm_eps=cfg.norm_eps,
+            cfg.in_chans,
+            cfg.mlp_ratio,
+            cfg.qkv_bias,
+            cfg.init_values,
+            cfg.norm_eps,
+            norm_pix_loss,
+            mean,
+            std,
         )
-        trunc_normal_init(self.encoder_to_decoder)
-        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
-
-    def no_weight_decay(self) -> set[str]:
-        return {"mask_token"}
+        self.encoder = encoder
 
     def predict(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pixel predictions of the hidden tokens: (B, N_hidden, out_dim), in token order."""
-        enc = self.encoder.forward_features(video, mask)
-        x = self.encoder_to_decoder(self.encoder.norm(enc.tokens))  # (B, N_vis, D_dec)
-        b, n_vis, d = x.shape
         grid = self.encoder.token_grid(video.shape)
-        pos = self._decoder_positions(grid).to(x.dtype).expand(b, -1, -1)  # (B, N, D_dec)
-        pos_vis = pos[~mask].reshape(b, n_vis, d)
-        pos_hid = pos[mask].reshape(b, -1, d)
-        n_hid = pos_hid.shape[1]
-        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_hid], dim=1)
-        return self.decoder(x, return_last=n_hid)
-
-    def _decoder_positions(self, grid: tuple[int, int, int]) -> torch.Tensor:
         if grid != self.encoder.cfg.grid:
             raise ValueError(
                 f"pre-training runs at the configured token grid {self.encoder.cfg.grid}, got {grid}"
             )
-        return self.pos_embed
+        enc = self.encoder.forward_features(video, mask)
+        return self.predict_pixels(self.encoder.norm(enc.tokens), mask)
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """video (B, C, T, H, W), mask (B, N) bool True = hidden -> {"loss": scalar}."""
         pred = self.predict(video, mask)  # (B, N_hid, P*C)
-        cfg = self.encoder.cfg
-        with torch.no_grad():
-            target = pixel_targets(video, cfg.patch_size, cfg.tubelet_size, self.norm_pix_loss)
-            target = target[mask].reshape(pred.shape)
-        return {"loss": F.mse_loss(pred.float(), target)}
+        return {"loss": F.mse_loss(pred.float(), self.targets(video, mask))}
