@@ -1,17 +1,33 @@
 """Video vision transformers and the loader for every teacher format users have."""
 
+from maskagain.models.families import FAMILIES, Family
 from maskagain.models.layers import AttentionTap
 from maskagain.models.loading import CheckpointError, load_encoder, read_checkpoint, save_encoder
 from maskagain.models.registry import ARCHITECTURES, create_model, model_config
+from maskagain.models.teacher import (
+    AlignedTeacher,
+    TeacherAlignmentError,
+    align_teacher,
+    check_teacher_alignment,
+)
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
+from maskagain.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 
 __all__ = [
     "ARCHITECTURES",
+    "FAMILIES",
+    "AlignedTeacher",
     "AttentionTap",
     "CheckpointError",
     "EncoderOutput",
+    "Family",
     "ModelConfig",
+    "TeacherAlignmentError",
+    "VJEPA2Config",
+    "VJEPA2Encoder",
     "VideoViT",
+    "align_teacher",
+    "check_teacher_alignment",
     "create_model",
     "load_encoder",
     "model_config",

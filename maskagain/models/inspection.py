@@ -1,4 +1,9 @@
-"""Say what a checkpoint is: format, architecture, input size, parameters, head, provenance.
+"""Say what a checkpoint is: format, family, architecture, input size, parameters, head,
+provenance.
+
+The family (VideoMAE v1, VideoMAE V2, V-JEPA 2, or this project's own sizes) comes from the
+format and the table in :mod:`maskagain.models.families`; VideoMAE v1 and V2 share a key layout,
+so a V2 file that records no V2 arguments and has v1's geometry reads as VideoMAE v1.
 
 :func:`inspect_checkpoint` reads any source :func:`~maskagain.models.loading.read_checkpoint`
 understands, loads it strictly into the architecture it implies (so a report is only given for a
@@ -20,15 +25,24 @@ from maskagain.models.export import (
     training_config,
     weights_dir,
 )
+from maskagain.models.families import (
+    LAYOUT_VIDEOMAE,
+    LAYOUT_VJEPA2,
+    VIDEOMAE_V2,
+    VJEPA2,
+    heads_from_args,
+    identify,
+)
 from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError
 from maskagain.models.registry import ARCHITECTURES
 from maskagain.models.vit import ModelConfig
+from maskagain.models.vjepa2 import VJEPA2Encoder
 
 log = logging.getLogger(__name__)
 
 RUN_LOG = "log.jsonl"  # the engine's metrics log in a run directory
 RUN_SUMMARY = "summary.json"  # the engine's final metrics and run facts
-_RECORDED_INPUT = ("maskagain", "hf")  # formats that store the input size
+_RECORDED_INPUT = ("maskagain", "hf", "vjepa2-hf")  # formats that store the input size
 
 
 def inspect_checkpoint(source: str | Path, **overrides) -> dict:
@@ -43,7 +57,11 @@ def inspect_checkpoint(source: str | Path, **overrides) -> dict:
         "source": str(source),
         "weights": str(_weights_file(source)),
         "format": fmt,
-        "architecture": _architecture(cfg, fmt),
+        "family": _family(model, fmt),
+        "architecture": {
+            **_architecture(cfg, fmt, info),
+            "positions": "rotary" if isinstance(model, VJEPA2Encoder) else "sine-cosine table",
+        },
         "input": {
             "num_frames": cfg.num_frames,
             "img_size": cfg.img_size,
@@ -54,13 +72,30 @@ def inspect_checkpoint(source: str | Path, **overrides) -> dict:
         "dtype": str(next(iter(sd.values())).dtype).removeprefix("torch."),
         "head": _head(cfg, meta),
         "normalization": {"mean": list(meta.mean), "std": list(meta.std), "from": meta.norm_source},
-        "export": _export_targets(cfg),
+        "export": _export_targets(model),
     }
     report.update(_provenance(source, fmt, info))
     return report
 
 
-def _architecture(cfg: ModelConfig, fmt: str) -> dict:
+def _family(model, fmt: str) -> dict:
+    """``{"family": "VideoMAE V2", "name": "videomae2_giant" | "custom"}`` for a loaded model."""
+    cfg = model.cfg
+    vjepa = isinstance(model, VJEPA2Encoder)
+    hidden = model.blocks[0].mlp.fc1.out_features if model.depth else 4 * cfg.embed_dim
+    layout = LAYOUT_VJEPA2 if vjepa else LAYOUT_VIDEOMAE
+    found = identify(cfg.embed_dim, cfg.depth, cfg.num_heads, hidden, cfg.patch_size, layout)
+    if fmt.startswith("videomae2"):
+        found = [f for f in found if f.family == VIDEOMAE_V2]
+        family = VIDEOMAE_V2
+    elif vjepa:
+        family = VJEPA2
+    else:
+        family = found[0].family if found else "custom (VideoMAE layout)"
+    return {"family": family, "name": found[0].name if found else "custom"}
+
+
+def _architecture(cfg: ModelConfig, fmt: str, info: dict) -> dict:
     names = [
         n
         for n, a in ARCHITECTURES.items()
@@ -71,7 +106,8 @@ def _architecture(cfg: ModelConfig, fmt: str) -> dict:
         "embed_dim": cfg.embed_dim,
         "depth": cfg.depth,
         "num_heads": cfg.num_heads,
-        "heads_recorded": fmt in _RECORDED_INPUT,
+        "heads_recorded": fmt in _RECORDED_INPUT
+        or heads_from_args(info.get("args", {}), cfg.embed_dim)[0] is not None,
         "mlp_ratio": cfg.mlp_ratio,
         "patch_size": cfg.patch_size,
         "tubelet_size": cfg.tubelet_size,
@@ -95,7 +131,11 @@ def _head(cfg: ModelConfig, meta) -> dict | None:
     }
 
 
-def _export_targets(cfg: ModelConfig) -> dict:
+def _export_targets(model) -> dict:
+    cfg = model.cfg
+    if isinstance(model, VJEPA2Encoder):
+        reason = "not possible: V-JEPA 2 encoders (rotary positions) have no VideoMAE twin"
+        return {"hf": reason, "videomae": reason}
     try:
         layout = hf_layout(cfg)
         hf = f"{layout.architecture} (use_mean_pooling={layout.use_mean_pooling})"
@@ -171,10 +211,13 @@ def format_report(report: dict) -> str:
     a, i = report["architecture"], report["input"]
     heads = "" if a["heads_recorded"] else " (inferred: not stored in this format)"
     size = "" if i["recorded"] else " (not stored in this format: the default, pass overrides)"
+    fam = report["family"]
+    positions = "rotary (any size the patch divides)" if a["positions"] == "rotary" else ""
     lines = [
         f"source:        {report['source']}",
         f"weights:       {report['weights']}",
         f"format:        {report['format']}",
+        f"family:        {fam['family']} ({fam['name']})",
         f"architecture:  {a['name']}: width {a['embed_dim']}, {a['depth']} blocks, "
         f"{a['num_heads']} heads{heads}, mlp ratio {a['mlp_ratio']:g}",
         f"               patch {a['patch_size']}, tubelet {a['tubelet_size']}, "
@@ -182,7 +225,7 @@ def format_report(report: dict) -> str:
         f"               final norm {a['final_norm']}, fc_norm {a['fc_norm']}, "
         f"pooling {a['pooling']}, norm eps {a['norm_eps']:g}",
         f"input:         {i['num_frames']} frames x {i['img_size']}x{i['img_size']} "
-        f"-> {i['tokens']} tokens{size}",
+        f"-> {i['tokens']} tokens{size}" + (f", positions {positions}" if positions else ""),
         f"parameters:    {report['parameters']:,} ({report['dtype']})",
         f"head:          {_head_line(report['head'])}",
         f"normalisation: mean {_floats(report['normalization']['mean'])}, "

@@ -18,7 +18,8 @@ from torch import nn
 class AttentionTap:
     """What a tapped attention block hands to the distillation losses.
 
-    logits: (B, heads, N_vis, N_vis) scaled pre-softmax attention logits ``(q * d_k**-0.5) @ k^T``.
+    logits: (B, heads, N_vis, N_vis) scaled pre-softmax attention logits ``(q * d_k**-0.5) @ k^T``,
+    fp32 (computed from upcast q and k, also under autocast).
     values: (B, heads, N_vis, d_k) values, v bias included, before weighting and projection.
     """
 
@@ -116,7 +117,7 @@ class Attention(nn.Module):
     """Multi-head self-attention with q and v biases and no k bias (VideoMAE).
 
     ``forward`` runs fused scaled-dot-product attention; ``forward_tapped`` materialises the
-    logits and returns them with the values for distillation.
+    logits in fp32 and returns them with the values for distillation.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0):
@@ -153,10 +154,14 @@ class Attention(nn.Module):
         return self._out(F.scaled_dot_product_attention(q, k, v))
 
     def forward_tapped(self, x: torch.Tensor) -> tuple[torch.Tensor, AttentionTap]:
+        """Attention whose logits (B, heads, N, N) are computed in fp32 whatever the autocast:
+        q and k are upcast for this one block, because bf16 logits tie at the top-k boundary
+        the distillation selects on. The output returns in the values' dtype."""
         q, k, v = self._qkv(x)
-        logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
-        attn = logits.softmax(dim=-1)
-        return self._out(attn @ v), AttentionTap(logits=logits, values=v)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = (q.float() * self.scale) @ k.float().transpose(-2, -1)  # (B, heads, N, N)
+            out = logits.softmax(dim=-1) @ v.float()
+        return self._out(out.to(v.dtype)), AttentionTap(logits=logits, values=v)
 
 
 class Block(nn.Module):

@@ -5,7 +5,17 @@ Supported sources, detected automatically:
 - ``official``: the official VideoMAE / MaskAgain ``.pth`` files. Pre-training checkpoints hold a
   ``model`` dict with ``encoder.*`` keys (``decoder.*``, ``encoder_to_decoder`` and ``mask_token``
   are dropped); fine-tuning checkpoints hold ``model`` or ``module`` with ``blocks.*``,
-  ``fc_norm`` and ``head``.
+  ``fc_norm`` and ``head``. Formats ``official-pretrain`` / ``official-finetune``.
+- ``videomae2``: VideoMAE V2 files (``videomae2-pretrain`` / ``videomae2-finetune``). V2 keeps
+  v1's key layout (the pre-training file adds ``decoder.*`` with V2's dual-masking decoder; the
+  fine-tuned and distilled ViT-S/B/g files are v1's fine-tuning layout), so V2 is told apart by
+  its recorded ``args`` (``decoder_mask_type``, a ``giant`` model name), the ViT-g/14 geometry or
+  a 710-class (Kinetics-710) head. Cosine attention (``cos_attn``, ``blocks.N.attn.scale``) is
+  refused: no released V2 model uses it.
+- ``vjepa2``: a ``transformers`` ``save_pretrained`` directory (or hub id) of ``VJEPA2Model`` or
+  ``VJEPA2ForVideoClassification`` (format ``vjepa2-hf``; the predictor, pooler and classifier
+  are dropped), or its bare weights file (``vjepa2-weights``); loads as a
+  :class:`~maskagain.models.vjepa2.VJEPA2Encoder`.
 - ``hf``: a Hugging Face ``save_pretrained`` directory of ``VideoMAEModel``,
   ``VideoMAEForPreTraining`` or ``VideoMAEForVideoClassification`` (config.json + safetensors or
   bin), with either bias spelling (``q_bias``/``v_bias`` or ``query.bias``/``value.bias``); a hub
@@ -15,6 +25,13 @@ Supported sources, detected automatically:
 
 Loading is strict: a missing or unexpected key raises :class:`CheckpointError` naming the keys
 and the detected format. Pickles are opened with ``torch.load(..., weights_only=True)``.
+
+Head counts are not in the weights. They come from ``num_heads=``, else the checkpoint's recorded
+training arguments (``args.num_heads``, or a model name such as
+``pretrain_videomae_giant_patch14_224``), else the table of known families
+(:mod:`maskagain.models.families`, which also holds this project's own sizes). A geometry none of
+these determines is refused with a :class:`CheckpointError` asking for ``num_heads=``: a wrong
+head count would load without error and give wrong features.
 """
 
 from __future__ import annotations
@@ -30,13 +47,24 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from maskagain.models.registry import ARCHITECTURES
+from maskagain.models import vjepa2
+from maskagain.models.families import (
+    LAYOUT_VIDEOMAE,
+    LAYOUT_VJEPA2,
+    heads_from_args,
+    heads_from_table,
+    is_videomae_v2_args,
+    recorded_args,
+)
 from maskagain.models.vit import ModelConfig, VideoViT
+from maskagain.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 
 log = logging.getLogger(__name__)
 
 MASKAGAIN_FORMAT = "maskagain"
+VJEPA2_ARCHITECTURE = "vjepa2"  # our file's metadata "architecture" for a V-JEPA 2 encoder
 # weights file names looked for in a run directory, in order of preference
 RUN_DIR_WEIGHTS = (
     "student.safetensors",
@@ -46,8 +74,8 @@ RUN_DIR_WEIGHTS = (
 )
 # keys of a VideoMAE pre-training checkpoint that are not part of the encoder
 _PRETRAIN_ONLY = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|decoder_pos_embed$)")
-# canonical head counts of the VideoMAE family, by width
-_HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16, 192: 3}
+# VideoMAE V2's Kinetics-710 label space (its fine-tuned and distilled heads)
+_K710_CLASSES = 710
 
 
 class CheckpointError(RuntimeError):
@@ -193,11 +221,12 @@ def _strip_pretrain(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 
 # ----------------------------------------------------------------------------- architecture
-def infer_config(sd: dict[str, torch.Tensor], **overrides) -> ModelConfig:
+def infer_config(sd: dict[str, torch.Tensor], args: dict | None = None, **overrides) -> ModelConfig:
     """Infer a ModelConfig from official-layout encoder weights; ``overrides`` win.
 
-    Head counts do not show in weight shapes: they come from ``num_heads=`` if given, else the
-    VideoMAE family's (384 -> 6, 768 -> 12, 1024/1280 -> 16), else the registry, else width / 64.
+    Width, depth, MLP width (``mlp_ratio``), patch and tubelet come from the weight shapes. The
+    head count comes from ``num_heads=``, else the recorded training ``args``, else the table of
+    known families; otherwise :class:`CheckpointError` asks for ``num_heads=``.
     """
     if "patch_embed.proj.weight" not in sd:
         raise CheckpointError(
@@ -211,17 +240,11 @@ def infer_config(sd: dict[str, torch.Tensor], **overrides) -> ModelConfig:
             "(an image ViT checkpoint cannot be loaded as a video encoder)"
         )
     dim, in_chans, tubelet, patch = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
-    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    depth = max(blocks) + 1 if blocks else 0
+    depth = _depth(sd)
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
-    heads = _HEADS_BY_WIDTH.get(dim)
-    if heads is None:
-        match = [a for a in ARCHITECTURES.values() if a["embed_dim"] == dim and a["depth"] == depth]
-        heads = match[0]["num_heads"] if match else max(1, dim // 64)
     cfg = dict(
         embed_dim=dim,
         depth=depth,
-        num_heads=heads,
         mlp_ratio=hidden / dim,
         patch_size=patch,
         tubelet_size=tubelet,
@@ -234,8 +257,32 @@ def infer_config(sd: dict[str, torch.Tensor], **overrides) -> ModelConfig:
         # the official classifier without fc_norm returns norm(x)[:, 0]
         pooling="first" if "head.weight" in sd and "fc_norm.weight" not in sd else "mean",
     )
+    if "num_heads" not in overrides:
+        cfg["num_heads"] = _resolve_heads(dim, depth, hidden, patch, args or {}, LAYOUT_VIDEOMAE)
     cfg.update(overrides)
     return _make_config(cfg)
+
+
+def _depth(sd: dict[str, torch.Tensor]) -> int:
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    return max(blocks) + 1 if blocks else 0
+
+
+def _resolve_heads(dim: int, depth: int, hidden: int, patch: int, args: dict, layout: str) -> int:
+    """Head count from recorded training ``args``, else the family table; never a guess."""
+    heads, origin = heads_from_args(args, dim)
+    if heads is not None:
+        log.info("%d heads from the checkpoint's recorded %s", heads, origin)
+        return heads
+    heads = heads_from_table(dim, depth, hidden, patch, layout)
+    if heads is None:
+        raise CheckpointError(
+            f"cannot tell the head count of this {dim}-wide, {depth}-block encoder (MLP {hidden}, "
+            f"patch {patch}): it is not a known family and the checkpoint records no training "
+            "arguments; pass num_heads= (e.g. load_encoder(path, num_heads=16), or "
+            "teacher.overrides.num_heads=16 in a config)"
+        )
+    return heads
 
 
 def _make_config(values: dict) -> ModelConfig:
@@ -252,7 +299,8 @@ def _make_config(values: dict) -> ModelConfig:
 def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
     if config.get("model_type") not in (None, "videomae"):
         raise CheckpointError(
-            f"config.json says model_type={config.get('model_type')!r}; only 'videomae' is supported"
+            f"config.json says model_type={config.get('model_type')!r}; only 'videomae' and "
+            "'vjepa2' are supported"
         )
     if config.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act={config['hidden_act']!r} is not supported (only 'gelu')")
@@ -283,12 +331,13 @@ def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
 # ----------------------------------------------------------------------------- public
 def read_checkpoint(
     source: str | Path,
-) -> tuple[dict[str, torch.Tensor], ModelConfig | None, str, dict]:
-    """Read ``source`` into official-layout encoder weights.
+) -> tuple[dict[str, torch.Tensor], ModelConfig | VJEPA2Config | None, str, dict]:
+    """Read ``source`` into encoder weights in this package's layout.
 
     Returns ``(state_dict, config_or_None, format_name, info)``; ``config`` is known for HF and
     maskagain sources, None when it must be inferred from the weights. ``info`` carries the
-    source's extra metadata (HF config, our training config and metrics, ...).
+    source's extra metadata (HF config, our training config and metrics, the training ``args``
+    an official ``.pth`` recorded, ...).
     """
     path = _resolve(source)
     if path.is_dir():
@@ -298,21 +347,52 @@ def read_checkpoint(
         sd, meta = _safetensors_load(path)
         if meta.get("format") == MASKAGAIN_FORMAT and "model_config" in meta:
             info = {k: _maybe_json(v) for k, v in meta.items()}
-            cfg = _make_config(json.loads(meta["model_config"]))
-            return sd, cfg, "maskagain", info
+            values = json.loads(meta["model_config"])
+            if meta.get("architecture") == VJEPA2_ARCHITECTURE:
+                return sd, _vjepa2_config(values), "maskagain", info
+            return sd, _make_config(values), "maskagain", info
         return _classify(sd, path, {})
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file or directory")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish")
-    return _classify(_unwrap(_torch_load(path), path), path, {})
+    obj = _torch_load(path)
+    args = recorded_args(obj.get("args"))
+    return _classify(_unwrap(obj, path), path, {"args": args} if args else {})
 
 
 def _classify(sd: dict[str, torch.Tensor], path: Path, info: dict):
+    if vjepa2.is_vjepa2_hf_state(sd):
+        return _vjepa2_weights(sd, path), None, "vjepa2-weights", info
     if any(k.startswith(("videomae.", "embeddings.", "encoder.layer.")) for k in sd):
         return _hf_to_official(sd), None, "hf-weights", info
     sd, pretrain = _strip_pretrain(sd)
-    return sd, None, "official-pretrain" if pretrain else "official-finetune", info
+    cosine = sorted(k for k in sd if re.fullmatch(r"blocks\.\d+\.attn\.scale", k))
+    if cosine:
+        raise CheckpointError(
+            f"{path} uses cosine attention (VideoMAE V2 cos_attn=True: {cosine[0]} is a learned "
+            "logit scale), which this loader does not implement"
+        )
+    family = "videomae2" if _is_videomae_v2(sd, info.get("args", {})) else "official"
+    return sd, None, f"{family}-{'pretrain' if pretrain else 'finetune'}", info
+
+
+def _is_videomae_v2(sd: dict[str, torch.Tensor], args: dict) -> bool:
+    """VideoMAE V2 shares v1's keys: tell it by its arguments, the ViT-g/14 geometry or K710."""
+    if is_videomae_v2_args(args):
+        return True
+    w = sd.get("patch_embed.proj.weight")
+    if w is not None and w.ndim == 5 and (w.shape[0], w.shape[-1]) == (1408, 14):
+        return True
+    head = sd.get("head.weight")
+    return head is not None and head.shape[0] == _K710_CLASSES
+
+
+def _vjepa2_weights(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return vjepa2.hf_to_vjepa2(sd)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: V-JEPA 2 weights lack {e.args[0]}") from None
 
 
 def _read_dir(path: Path):
@@ -320,6 +400,14 @@ def _read_dir(path: Path):
     if config_file.is_file():
         config = json.loads(config_file.read_text())
         weights = _hf_weights(path)
+        if config.get("model_type") == "vjepa2":
+            sd = _vjepa2_weights(weights, path)
+            return (
+                sd,
+                _vjepa2_config(vjepa2.config_from_hf(config)),
+                "vjepa2-hf",
+                {"hf_config": config},
+            )
         sd = _hf_to_official(weights)
         sd = {k: v for k, v in sd.items() if not _PRETRAIN_ONLY.match(k)}  # ForPreTraining
         head = sd.get("head.weight")
@@ -333,6 +421,38 @@ def _read_dir(path: Path):
         f"{path} is a directory without config.json (Hugging Face) or any of {list(RUN_DIR_WEIGHTS)} "
         f"(a maskagain run); it holds {found}"
     )
+
+
+def _vjepa2_config(values: dict) -> VJEPA2Config:
+    names = {f.name for f in fields(VJEPA2Config)}
+    bad = sorted(set(values) - names)
+    if bad:
+        raise TypeError(f"unknown V-JEPA 2 option(s) {bad}; valid options: {sorted(names)}")
+    try:
+        return VJEPA2Config(**values)
+    except ValueError as e:
+        raise CheckpointError(f"inconsistent V-JEPA 2 architecture: {e}") from None
+
+
+def infer_vjepa2_config(sd: dict[str, torch.Tensor], **overrides) -> VJEPA2Config:
+    """VJEPA2Config from V-JEPA 2 encoder weights (our keys); heads as in :func:`infer_config`."""
+    w = sd.get("patch_embed.proj.weight")
+    if w is None or w.ndim != 5:
+        raise CheckpointError("V-JEPA 2 weights without a 5-D patch_embed.proj.weight")
+    dim, depth = w.shape[0], _depth(sd)
+    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
+    cfg = dict(
+        embed_dim=dim,
+        depth=depth,
+        mlp_ratio=hidden / dim,
+        patch_size=w.shape[3],
+        tubelet_size=w.shape[2],
+        in_chans=w.shape[1],
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+    )
+    if "num_heads" not in overrides:
+        cfg["num_heads"] = _resolve_heads(dim, depth, hidden, w.shape[3], {}, LAYOUT_VJEPA2)
+    return _vjepa2_config({**cfg, **overrides})
 
 
 def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -381,32 +501,47 @@ def _maybe_json(value: str):
         return value
 
 
-def build_from_checkpoint(source: str | Path, **overrides) -> tuple[VideoViT, str, dict]:
+def build_from_checkpoint(
+    source: str | Path, **overrides
+) -> tuple[VideoViT | VJEPA2Encoder, str, dict]:
     """Build and strictly load a model from ``source``; returns ``(model, format, info)``."""
     sd, cfg, fmt, info = read_checkpoint(source)
-    if cfg is None:
-        cfg = infer_config(sd, **overrides)
-    elif overrides:
-        cfg = _make_config({**cfg.to_dict(), **overrides})
-    model = VideoViT(cfg)
-    pos = sd.pop("pos_embed", None)
-    if pos is not None:
-        _load_position_table(model, pos, source)
+    if fmt.startswith("vjepa2") or isinstance(cfg, VJEPA2Config):
+        if cfg is None:
+            cfg = infer_vjepa2_config(sd, **overrides)
+        elif overrides:
+            cfg = _vjepa2_config({**cfg.to_dict(), **overrides})
+        model = VJEPA2Encoder(cfg)
+    else:
+        if cfg is None:
+            cfg = infer_config(sd, args=info.get("args"), **overrides)
+        elif overrides:
+            cfg = _make_config({**cfg.to_dict(), **overrides})
+        model = VideoViT(cfg)
+        pos = sd.pop("pos_embed", None)
+        if pos is not None:
+            _load_position_table(model, pos, source)
+    _load_strict(model, sd, source, fmt)
+    return model, fmt, info
+
+
+def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source, fmt: str) -> None:
+    cfg = model.cfg
+    kind = "V-JEPA 2 encoder" if isinstance(model, VJEPA2Encoder) else "video ViT"
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatches
         lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
         raise CheckpointError(
             f"{source} (detected format: {fmt}) has weights whose shapes do not fit a "
-            f"{cfg.embed_dim}-wide, {cfg.depth}-block video ViT: {'; '.join(lines[:4]) or e}"
+            f"{cfg.embed_dim}-wide, {cfg.depth}-block {kind}: {'; '.join(lines[:4]) or e}"
         ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"{source} (detected format: {fmt}) does not match a {cfg.embed_dim}-wide, "
-            f"{cfg.depth}-block video ViT: missing keys {_short(missing)}, unexpected keys "
+            f"{cfg.depth}-block {kind}: missing keys {_short(missing)}, unexpected keys "
             f"{_short(unexpected)}"
         )
-    return model, fmt, info
 
 
 def _load_position_table(model: VideoViT, pos: torch.Tensor, source) -> None:
@@ -425,10 +560,13 @@ def _short(keys: list[str], n: int = 12) -> str:
     return f"{keys[:n]}{more}" if keys else "[]"
 
 
-def load_encoder(source: str | Path, **overrides) -> VideoViT:
-    """Load a video ViT from an official ``.pth``, a Hugging Face directory or hub id, or a
-    maskagain checkpoint/run directory. ``overrides`` set ModelConfig fields the weights cannot
-    tell (``num_heads``, ``img_size``, ``num_frames``, ``norm_eps``, ...).
+def load_encoder(source: str | Path, **overrides) -> VideoViT | VJEPA2Encoder:
+    """Load a video encoder from an official VideoMAE / VideoMAE V2 ``.pth``, a Hugging Face
+    directory or hub id (VideoMAE or V-JEPA 2), or a maskagain checkpoint/run directory.
+    ``overrides`` set config fields the weights cannot tell (``num_heads``, ``img_size``,
+    ``num_frames``, ``norm_eps``, ...). A V-JEPA 2 source gives a
+    :class:`~maskagain.models.vjepa2.VJEPA2Encoder`, every other a :class:`VideoViT`; both have
+    the same ``forward_features``.
 
     Raises :class:`CheckpointError` for unreadable, unsafe or mismatched checkpoints.
     """
@@ -445,13 +583,17 @@ def _describe(cfg: ModelConfig) -> str:
     )
 
 
-def save_encoder(model: VideoViT, path: str | Path, extra: dict | None = None) -> Path:
+def save_encoder(
+    model: VideoViT | VJEPA2Encoder, path: str | Path, extra: dict | None = None
+) -> Path:
     """Write ``model`` as this project's format: safetensors weights (official-layout keys) with
     the architecture and ``extra`` (JSON-able: training config, metrics) in the metadata.
     The write is atomic (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": MASKAGAIN_FORMAT, "model_config": json.dumps(model.cfg.to_dict())}
+    if isinstance(model, VJEPA2Encoder):
+        meta["architecture"] = VJEPA2_ARCHITECTURE
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
