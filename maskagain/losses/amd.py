@@ -1,0 +1,345 @@
+"""AMD: asymmetric masked distillation (Zhao et al., CVPR 2024; code: github.com/MCG-NJU/AMD).
+
+The teacher sees MORE of the clip than the student: it is masked at a lower ratio (75%) than
+the student (90%), and the student's visible tokens are a subset of the teacher's
+(``asymmetric_masks``). For every aligned layer pair (student block l_s, teacher block l_t):
+
+- direct alignment: ``P(z_s)`` (a Linear without bias, student width -> teacher width) of the
+  student's block output on its visible tokens against the teacher's block output on the same
+  tokens;
+- generation alignment: a generator (transformer blocks at the teacher width) takes ``P(z_s)`` on
+  the student's visible tokens plus a mask token at every token the teacher sees but the student
+  does not, each with its fixed position, and predicts the teacher's block output there.
+
+``loss = direct_weight * mean_l L_dir + generation_weight * mean_l L_gen`` (terms "direct" and
+"generation"); AMD trains this together with VideoMAE's pixel loss on the student's hidden
+tokens (weight 1, ``recfac``): add ``maskagain.models.pretrain.PixelReconstruction`` with
+``maskagain.losses.pixel.with_weighted_term`` (``objective.pixel_weight = 1``).
+
+Every choice follows the public code (files of that repository):
+
+- masks (``dataset/masking_generator.py``, ``TemporalConsistencyMaskingGenerator``, the
+  ``t_consist`` type of every script): one spatial pattern for every frame; per frame
+  ``int(0.75 * HW)`` positions hidden from both, ``int(0.9 * HW) - int(0.75 * HW)`` more hidden
+  from the student only.
+- layers (``scripts/pretrain/*``: ``--student_layer_direct_align 6 12
+  --teacher_layer_direct_align 12 24``, the same for generation): the middle and the last block
+  of each encoder (ViT-S/B student, ViT-L teacher); block outputs before the final norm
+  (``models/modeling_pretrain.py`` / ``modeling_finetune_amd.py``).
+- one projection per layer pair, ``Linear(D_s, D_t, bias=False)``, shared by both alignments
+  (``projection_heads[i]`` is used for the generation features too).
+- generator (``Generator``): ``generator_depth`` = 2 blocks, width D_t, D_t / 64 heads, MLP
+  ratio 4, q/v biases, no final norm or head (its LayerNorm is built but never applied), fixed
+  1-D sine table at D_t (``pos_embed_generator``); one generator and mask token per layer pair.
+- losses: ``--align_loss l2`` (MSE, mean over tokens and channels) in every script; weights
+  ``dirfac = genfac = 1``; xavier-uniform Linear init; mask tokens truncated normal 0.02 cut at
+  +-0.02.
+- one difference on purpose: the official generator mask tokens are held in a plain Python list,
+  so they are never optimised nor saved (a resumed run re-draws them). Here they are registered
+  parameters: trained, saved and restored like every other module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from maskagain.losses.block_outputs import EncoderOutputWithBlocks, resolve_blocks
+from maskagain.losses.mvd import feature_regression_loss
+from maskagain.masking import Grid, num_hidden
+from maskagain.models.init import official_init
+from maskagain.models.layers import Block, sinusoid_table
+from maskagain.models.vit import EncoderOutput
+
+LOSSES = ("mse", "l1", "smooth_l1")
+
+
+def asymmetric_masks(
+    batch_size: int,
+    grid: Grid,
+    student_ratio: float = 0.9,
+    teacher_ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tube masks for AMD: ``(teacher_mask, student_mask)``, each (B, N) bool, True = hidden.
+
+    One random spatial pattern per sample, the same in every frame: ``num_hidden(HW,
+    teacher_ratio)`` positions are hidden from both models, ``num_hidden(HW, student_ratio)``
+    from the student, so the teacher's hidden tokens are a subset of the student's (the
+    student's visible tokens a subset of the teacher's).
+    """
+    if len(grid) != 3 or min(grid) < 1:
+        raise ValueError(f"grid must be (frames, height, width) token counts >= 1, got {grid}")
+    for name, ratio in (("student_ratio", student_ratio), ("teacher_ratio", teacher_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {ratio}")
+    if student_ratio < teacher_ratio:
+        raise ValueError(
+            f"the student must be masked at least as much as the teacher, got student_ratio="
+            f"{student_ratio} < teacher_ratio={teacher_ratio}"
+        )
+    f, h, w = grid
+    hw = h * w
+    n_student, n_teacher = num_hidden(hw, student_ratio), num_hidden(hw, teacher_ratio)
+    # a random rank per position: the n_teacher lowest are hidden from both, the next ones from
+    # the student only
+    order = torch.rand(batch_size, hw, generator=generator).argsort(dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(hw).expand(batch_size, hw))
+    teacher = rank < n_teacher  # (B, HW)
+    student = rank < n_student
+
+    def tube(spatial: torch.Tensor) -> torch.Tensor:
+        return spatial[:, None, :].expand(batch_size, f, hw).reshape(batch_size, f * hw)
+
+    return tube(teacher), tube(student)
+
+
+@dataclass
+class AMDConfig:
+    """Layers, generator and losses of AMD. Defaults: the published AMD scripts.
+
+    student_layers / teacher_layers: aligned blocks, 0-based (negative from the end), paired in
+    order; None -> the middle and the last block (``depth // 2 - 1`` and ``depth - 1``: blocks
+    6 and 12 of a 12-block student, 12 and 24 of a 24-block teacher, counted from 1).
+    generator_depth: blocks per generator; generator_head_dim: width of one generator head
+    (heads = teacher width / head dim). loss: "mse" (official ``l2``), "l1" or "smooth_l1".
+    direct_weight / generation_weight: ``dirfac`` / ``genfac``.
+    """
+
+    student_layers: tuple[int, ...] | None = None
+    teacher_layers: tuple[int, ...] | None = None
+    generator_depth: int = 2
+    generator_head_dim: int = 64
+    mlp_ratio: float = 4.0
+    generator_drop_path: float = 0.0
+    loss: str = "mse"
+    direct_weight: float = 1.0
+    generation_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.generator_depth < 1:
+            raise ValueError(f"generator_depth must be >= 1, got {self.generator_depth}")
+        for name in ("direct_weight", "generation_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not self.weights():
+            raise ValueError("direct_weight and generation_weight are both 0: nothing to train")
+        s, t = self.student_layers, self.teacher_layers
+        if (s is None) != (t is None) or (s is not None and (len(s) != len(t) or not s)):
+            raise ValueError(
+                f"student_layers and teacher_layers pair up one to one (or are both None), got "
+                f"{s} and {t}"
+            )
+
+    def weights(self) -> dict[str, float]:
+        """Active terms (weight > 0) -> weight: "direct", "generation"."""
+        w = {"direct": float(self.direct_weight), "generation": float(self.generation_weight)}
+        return {k: v for k, v in w.items() if v > 0}
+
+    def layer_pairs(self, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
+        """Aligned (student block, teacher block) pairs, 0-based."""
+        s, t = self.student_layers, self.teacher_layers
+        if s is None:
+            s = (student_depth // 2 - 1, student_depth - 1)
+            t = (teacher_depth // 2 - 1, teacher_depth - 1)
+        return list(zip(resolve_blocks(s, student_depth), resolve_blocks(t, teacher_depth)))
+
+
+class AMDGenerator(nn.Module):
+    """Transformer blocks at the teacher width, no final norm or head:
+    (B, N_in, D_t) -> (B, N_last, D_t), the last ``return_last`` tokens."""
+
+    def __init__(
+        self, dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float, eps: float
+    ) -> None:
+        super().__init__()
+        dpr = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, True, 0.0, dpr[i], 0.0, eps) for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, return_last: int) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return x[:, x.shape[1] - return_last :]
+
+
+def _target(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(torch.float32, copy=x.is_inference())
+
+
+class AMDObjective(nn.Module):
+    """AMD's projections, generators and losses:
+    ``forward(student_out, teacher_out) -> {"direct", "generation", "loss"}`` (active terms
+    unweighted, their weighted sum under "loss").
+
+    student_out / teacher_out: from ``forward_features_with_blocks`` with the masks of
+    ``asymmetric_masks`` (teacher hidden tokens a subset of the student's) and the blocks
+    ``student_blocks`` / ``teacher_blocks``; a plain ``EncoderOutput`` works when every aligned
+    block is the last one. num_tokens: N of the clip (all tokens).
+    """
+
+    attn_layers_student: tuple[int, ...] = ()
+    attn_layers_teacher: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        cfg: AMDConfig,
+        student_dim: int,
+        teacher_dim: int,
+        num_tokens: int,
+        student_depth: int,
+        teacher_depth: int,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if teacher_dim % cfg.generator_head_dim:
+            raise ValueError(
+                f"the generator runs at the teacher width {teacher_dim}, which must be divisible "
+                f"by generator_head_dim={cfg.generator_head_dim}"
+            )
+        self.cfg = cfg
+        self.term_weights = cfg.weights()
+        self.student_depth, self.teacher_depth = student_depth, teacher_depth
+        self.pairs = cfg.layer_pairs(student_depth, teacher_depth)
+        n_pairs = len(self.pairs)
+        self.projections = nn.ModuleList(
+            nn.Linear(student_dim, teacher_dim, bias=False) for _ in range(n_pairs)
+        )
+        heads = teacher_dim // cfg.generator_head_dim
+        self.generators = nn.ModuleList()
+        self.mask_tokens = nn.ParameterList()
+        if "generation" in self.term_weights:
+            for _ in range(n_pairs):
+                self.generators.append(
+                    AMDGenerator(
+                        teacher_dim,
+                        cfg.generator_depth,
+                        heads,
+                        cfg.mlp_ratio,
+                        cfg.generator_drop_path,
+                        norm_eps,
+                    )
+                )
+                token = nn.Parameter(torch.zeros(1, 1, teacher_dim))
+                nn.init.trunc_normal_(token, std=0.02, a=-0.02, b=0.02)
+                self.mask_tokens.append(token)
+        self.register_buffer("pos_embed", sinusoid_table(num_tokens, teacher_dim), persistent=False)
+        self.projections.apply(official_init)
+        self.generators.apply(official_init)
+
+    @classmethod
+    def from_models(cls, cfg: AMDConfig, student: nn.Module, teacher: nn.Module) -> AMDObjective:
+        """Build from two ``VideoViT``-like models (``.cfg.embed_dim``, ``.cfg.grid``, ...)."""
+        s, t = student.cfg, teacher.cfg
+        n = s.grid[0] * s.grid[1] * s.grid[2]
+        return cls(cfg, s.embed_dim, t.embed_dim, n, s.depth, t.depth, s.norm_eps)
+
+    @property
+    def student_blocks(self) -> tuple[int, ...]:
+        """Blocks to ask ``forward_features_with_blocks`` for on the student."""
+        return tuple(sorted({s for s, _ in self.pairs}))
+
+    @property
+    def teacher_blocks(self) -> tuple[int, ...]:
+        """Blocks to ask ``forward_features_with_blocks`` for on the teacher."""
+        return tuple(sorted({t for _, t in self.pairs}))
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"mask_tokens.{i}" for i in range(len(self.mask_tokens))}
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, student_out: EncoderOutput, teacher_out: EncoderOutput
+    ) -> dict[str, torch.Tensor]:
+        """Named unweighted terms and their weighted total under "loss" (a scalar each)."""
+        student_mask, teacher_mask = student_out.mask, teacher_out.mask
+        vis_in_teacher, diff_in_teacher = self._split_teacher_tokens(student_mask, teacher_mask)
+        b, n_diff = student_mask.shape[0], int(diff_in_teacher[0].sum())
+        if "generation" in self.term_weights and n_diff == 0:
+            raise ValueError("the teacher sees no token the student does not: nothing to generate")
+        direct, generation = [], []
+        for i, (ls, lt) in enumerate(self.pairs):
+            z_s = self._block(student_out, ls, self.student_depth, "student")
+            z_t = _target(self._block(teacher_out, lt, self.teacher_depth, "teacher"))
+            d = z_t.shape[-1]
+            p = self.projections[i](z_s)  # (B, N_s_vis, D_t)
+            if "direct" in self.term_weights:
+                t_vis = z_t[vis_in_teacher].reshape(b, -1, d)  # (B, N_s_vis, D_t)
+                direct.append(feature_regression_loss(p, t_vis, self.cfg.loss))
+            if "generation" in self.term_weights:
+                pred = self.generate(i, p, student_mask, teacher_mask)  # (B, N_diff, D_t)
+                t_diff = z_t[diff_in_teacher].reshape(b, n_diff, d)
+                generation.append(feature_regression_loss(pred, t_diff, self.cfg.loss))
+        out: dict[str, torch.Tensor] = {}
+        if direct:
+            out["direct"] = torch.stack(direct).mean()
+        if generation:
+            out["generation"] = torch.stack(generation).mean()
+        out["loss"] = sum(self.term_weights[name] * out[name] for name in self.term_weights)
+        return out
+
+    def generate(
+        self,
+        index: int,
+        projected: torch.Tensor,
+        student_mask: torch.Tensor,
+        teacher_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Generator ``index`` on [projected visible tokens + pos, mask token + pos at every
+        teacher-visible, student-hidden token] -> (B, N_diff, D_t), in token order.
+
+        projected: (B, N_s_vis, D_t); masks: (B, N) True = hidden.
+        """
+        b, n = student_mask.shape
+        d = projected.shape[-1]
+        diff = student_mask & ~teacher_mask  # (B, N)
+        pos = self.pos_embed.to(projected.dtype).expand(b, n, d)
+        vis = projected + pos[~student_mask].reshape(b, -1, d)
+        gen = self.mask_tokens[index].to(projected.dtype) + pos[diff].reshape(b, -1, d)
+        x = torch.cat((vis, gen), dim=1)  # (B, N_s_vis + N_diff, D_t)
+        return self.generators[index](x, return_last=gen.shape[1])
+
+    @staticmethod
+    def _split_teacher_tokens(student_mask, teacher_mask):
+        """Which of the teacher's visible tokens the student sees, and which it does not:
+        two (B, N_t_vis) bool tensors."""
+        if student_mask is None or teacher_mask is None:
+            raise ValueError(
+                "AMD runs both models on masked clips: student_out.mask and "
+                "teacher_out.mask must be set (see asymmetric_masks)"
+            )
+        if student_mask.shape != teacher_mask.shape:
+            raise ValueError(
+                f"student mask {tuple(student_mask.shape)} and teacher mask "
+                f"{tuple(teacher_mask.shape)} differ"
+            )
+        if bool((teacher_mask & ~student_mask).any()):
+            raise ValueError(
+                "the student's visible tokens must be a subset of the teacher's (every token "
+                "hidden from the teacher hidden from the student); build both with "
+                "asymmetric_masks"
+            )
+        b = student_mask.shape[0]
+        t_vis = ~teacher_mask
+        vis_in_teacher = (~student_mask)[t_vis].reshape(b, -1)
+        diff_in_teacher = student_mask[t_vis].reshape(b, -1)
+        return vis_in_teacher, diff_in_teacher
+
+    @staticmethod
+    def _block(out: EncoderOutput, index: int, depth: int, side: str) -> torch.Tensor:
+        blocks = out.blocks if isinstance(out, EncoderOutputWithBlocks) else {}
+        if index in blocks:
+            return blocks[index]
+        if index == depth - 1:
+            return out.tokens
+        raise KeyError(
+            f"the {side} output has blocks {sorted(blocks)} but AMD aligns block {index}: run "
+            f"forward_features_with_blocks(model, video, mask, objective.{side}_blocks)"
+        )
