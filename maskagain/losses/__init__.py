@@ -10,7 +10,9 @@ Typical use (the teacher frozen, both encoders on the same mask)::
     losses["loss"].backward()  # optimise student.parameters() and objective.parameters()
 """
 
+from maskagain.losses.amd import AMDConfig, AMDObjective, asymmetric_masks
 from maskagain.losses.baselines import attention_transfer_loss
+from maskagain.losses.block_outputs import EncoderOutputWithBlocks, forward_features_with_blocks
 from maskagain.losses.hidden import (
     aggregate_full,
     aggregate_global,
@@ -19,7 +21,13 @@ from maskagain.losses.hidden import (
     local_weights,
     merge_heads,
 )
-from maskagain.losses.mvd import MVDConfig, MVDObjective
+from maskagain.losses.mvd import (
+    MVDConfig,
+    MVDObjective,
+    feature_regression_loss,
+    frame_tokens_to_clip,
+    image_teacher_frames,
+)
 from maskagain.losses.objective import (
     BASELINES,
     PRESETS,
@@ -28,6 +36,7 @@ from maskagain.losses.objective import (
     objective_preset,
 )
 from maskagain.losses.output import gather_tokens, hint_loss, relation_loss
+from maskagain.losses.pixel import with_weighted_term
 from maskagain.losses.projection import hint_projection, linear_or_identity
 from maskagain.losses.selection import (
     FrameGroups,
@@ -40,7 +49,10 @@ from maskagain.losses.selection import (
 )
 
 __all__ = [
+    "AMDConfig",
+    "AMDObjective",
     "BASELINES",
+    "EncoderOutputWithBlocks",
     "PRESETS",
     "FrameGroups",
     "MVDConfig",
@@ -48,16 +60,21 @@ __all__ = [
     "MaskAgainObjective",
     "ObjectiveConfig",
     "activation_topk",
+    "asymmetric_masks",
     "aggregate_full",
     "aggregate_global",
     "aggregate_local",
     "attention_transfer_loss",
     "feature_mse",
+    "feature_regression_loss",
+    "forward_features_with_blocks",
     "frame_groups",
+    "frame_tokens_to_clip",
     "gather_frame_logits",
     "gather_tokens",
     "hint_loss",
     "hint_projection",
+    "image_teacher_frames",
     "linear_or_identity",
     "local_weights",
     "merge_heads",
@@ -66,4 +83,5 @@ __all__ = [
     "select_global",
     "select_local",
     "stable_topk_indices",
+    "with_weighted_term",
 ]
