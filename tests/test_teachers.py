@@ -160,6 +160,41 @@ def test_v2_distilled_finetune_layout_matches_transformers(tmp_path, clip):
     assert report["family"]["family"] == "VideoMAE V2"
 
 
+def test_v2_hub_directory_layout(tmp_path, clip):
+    """OpenGVLab's hub layout: config.json with model_config, weights under model."""
+    import json
+
+    from safetensors.torch import save_file
+
+    hf = _hf()
+    enc = _official_encoder(hf)
+    enc["fc_norm.weight"], enc["fc_norm.bias"] = torch.ones(48), torch.zeros(48)
+    save_file(
+        {f"model.{k}": v.contiguous() for k, v in enc.items()}, str(tmp_path / "model.safetensors")
+    )
+    model_config = dict(
+        img_size=28, patch_size=14, embed_dim=48, depth=2, num_heads=4, mlp_ratio=2,
+        layer_norm_eps=1e-6, tubelet_size=2, num_frames=4, use_mean_pooling=True, cos_attn=False,
+    )  # fmt: skip
+    config = {"model_type": "VideoMAEv2_Base", "model_config": model_config}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = load_encoder(tmp_path).eval()
+    assert read_checkpoint(tmp_path)[2] == "videomae2-hf"
+    assert (model.cfg.num_heads, model.cfg.img_size, model.cfg.fc_norm) == (4, 28, True)
+    mask = tube_mask(2, model.cfg.grid, 0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.forward_features(clip, mask).tokens,
+            _hf_tokens(hf, clip, mask),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    config["model_config"]["cos_attn"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="cosine attention"):
+        load_encoder(tmp_path)
+
+
 def test_v1_layout_without_v2_evidence_keeps_official_name(tmp_path):
     hf = _hf()
     path = tmp_path / "checkpoint.pth"

@@ -229,3 +229,60 @@ def test_grad_checkpointing_and_bf16_tap(hf_dir, video):
         tapped = model.forward_features(video, attn_layers=(0,))
     assert tapped.attn[0].logits.dtype == torch.float32
     assert tapped.tokens.dtype == torch.bfloat16
+
+
+def _original_from_hf(hf) -> dict[str, torch.Tensor]:
+    """transformers VJEPA2 encoder weights in the original V-JEPA 2 code's layout."""
+    sd = hf.state_dict()
+    emb, out = "encoder.embeddings.patch_embeddings.proj.", {}
+    for kind in ("weight", "bias"):
+        out[f"patch_embed.proj.{kind}"] = sd[emb + kind]
+        out[f"norm.{kind}"] = sd[f"encoder.layernorm.{kind}"]
+        for i in range(TINY["num_hidden_layers"]):
+            p = f"encoder.layer.{i}."
+            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(
+                [sd[f"{p}attention.{n}.{kind}"] for n in ("query", "key", "value")]
+            )
+            for name, theirs in [
+                ("attn.proj", "attention.proj"),
+                ("norm1", "norm1"),
+                ("norm2", "norm2"),
+                ("mlp.fc1", "mlp.fc1"),
+                ("mlp.fc2", "mlp.fc2"),
+            ]:
+                out[f"blocks.{i}.{name}.{kind}"] = sd[f"{p}{theirs}.{kind}"]
+    return {f"module.backbone.{k}": v for k, v in out.items()}
+
+
+def test_original_checkpoint_matches_transformers(hf_dir, tmp_path, video):
+    _, hf = hf_dir
+    enc = _original_from_hf(hf)
+    path = tmp_path / "vitl.pt"
+    predictor = {"module.backbone.mask_tokens.0": torch.zeros(1, 1, 32)}
+    torch.save({"encoder": enc, "predictor": predictor, "target_encoder": enc, "epoch": 3}, path)
+    assert read_checkpoint(path)[2] == "vjepa2-official"
+    with pytest.raises(CheckpointError, match="num_heads="):
+        load_encoder(path)  # width 64 is no V-JEPA 2 size, and the file records no heads
+    model = load_encoder(path, num_heads=4, img_size=32, num_frames=4).eval()
+    mask = tube_mask(2, (2, 4, 4), 0.75)
+    with torch.no_grad():
+        ours = model.forward_features(video, mask).tokens
+    torch.testing.assert_close(ours, _hf_context(hf, video, mask)[0], rtol=1e-4, atol=1e-4)
+    enc["module.backbone.pos_embed"] = torch.zeros(1, 32, 64)
+    torch.save({"encoder": enc, "predictor": predictor}, path)
+    with pytest.raises(CheckpointError, match="V-JEPA 1"):
+        load_encoder(path, num_heads=4)
+
+
+def test_hub_id_goes_through_the_hub_path(hf_dir, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    path, hf = hf_dir
+    asked = []
+
+    def fake_download(repo_id, allow_patterns=None):
+        asked.append(repo_id)
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load_encoder("facebook/vjepa2-vitl-fpc64-256")
+    assert asked == ["facebook/vjepa2-vitl-fpc64-256"] and isinstance(model, VJEPA2Encoder)

@@ -10,11 +10,14 @@ Supported sources, detected automatically:
   v1's key layout (the pre-training file adds ``decoder.*`` with V2's dual-masking decoder; the
   fine-tuned and distilled ViT-S/B/g files are v1's fine-tuning layout), so V2 is told apart by
   its recorded ``args`` (``decoder_mask_type``, a ``giant`` model name), the ViT-g/14 geometry or
-  a 710-class (Kinetics-710) head. Cosine attention (``cos_attn``, ``blocks.N.attn.scale``) is
-  refused: no released V2 model uses it.
+  a 710-class (Kinetics-710) head. OpenGVLab's hub directories (``config.json`` with a
+  ``model_config``, weights under ``model.``) load as ``videomae2-hf``. Cosine attention
+  (``cos_attn``, ``blocks.N.attn.scale``) is refused: no released V2 model uses it.
 - ``vjepa2``: a ``transformers`` ``save_pretrained`` directory (or hub id) of ``VJEPA2Model`` or
   ``VJEPA2ForVideoClassification`` (format ``vjepa2-hf``; the predictor, pooler and classifier
-  are dropped), or its bare weights file (``vjepa2-weights``); loads as a
+  are dropped), its bare weights file (``vjepa2-weights``), or an original V-JEPA 2 ``.pt``
+  (``vjepa2-official``: its ``encoder``, as the official hub loader reads it; ``predictor``,
+  ``target_encoder`` and the optimizer state are ignored); loads as a
   :class:`~maskagain.models.vjepa2.VJEPA2Encoder`.
 - ``hf``: a Hugging Face ``save_pretrained`` directory of ``VideoMAEModel``,
   ``VideoMAEForPreTraining`` or ``VideoMAEForVideoClassification`` (config.json + safetensors or
@@ -357,8 +360,25 @@ def read_checkpoint(
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish")
     obj = _torch_load(path)
+    if vjepa2.is_original_checkpoint(obj):
+        return _vjepa2_original(obj["encoder"], path), None, "vjepa2-official", {}
     args = recorded_args(obj.get("args"))
     return _classify(_unwrap(obj, path), path, {"args": args} if args else {})
+
+
+def _vjepa2_original(encoder: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The ``encoder`` of an original V-JEPA 2 ``.pt`` (as its hub loader reads it)."""
+    sd = {
+        k.removeprefix("module.").removeprefix("backbone."): v
+        for k, v in encoder.items()
+        if isinstance(v, torch.Tensor)
+    }
+    if "pos_embed" in sd:
+        raise CheckpointError(
+            f"{path} is a V-JEPA encoder with a position table (V-JEPA 1, use_rope=False); only "
+            "V-JEPA 2's rotary encoders are supported"
+        )
+    return sd
 
 
 def _classify(sd: dict[str, torch.Tensor], path: Path, info: dict):
@@ -400,6 +420,8 @@ def _read_dir(path: Path):
     if config_file.is_file():
         config = json.loads(config_file.read_text())
         weights = _hf_weights(path)
+        if isinstance(config.get("model_config"), dict):
+            return _read_videomae2_hub(path, config, weights)
         if config.get("model_type") == "vjepa2":
             sd = _vjepa2_weights(weights, path)
             return (
@@ -421,6 +443,26 @@ def _read_dir(path: Path):
         f"{path} is a directory without config.json (Hugging Face) or any of {list(RUN_DIR_WEIGHTS)} "
         f"(a maskagain run); it holds {found}"
     )
+
+
+def _read_videomae2_hub(path: Path, config: dict, weights: dict[str, torch.Tensor]):
+    """OpenGVLab's hub layout (``OpenGVLab/VideoMAEv2-Base``, ...): ``config.json`` with a
+    ``model_config`` dict (the V2 fine-tuning model's arguments) and its weights under
+    ``model.``."""
+    mc = config["model_config"]
+    if mc.get("cos_attn"):
+        raise CheckpointError(
+            f"{path}: model_config says cos_attn=true (cosine attention), which this loader "
+            "does not implement"
+        )
+    if all(k.startswith("model.") for k in weights):
+        weights = {k[len("model.") :]: v for k, v in weights.items()}
+    sizes = {"num_heads": "num_heads", "img_size": "img_size", "num_frames": "num_frames"}
+    given = {ours: mc[theirs] for ours, theirs in sizes.items() if theirs in mc}
+    if "layer_norm_eps" in mc:
+        given["norm_eps"] = mc["layer_norm_eps"]
+    cfg = infer_config(weights, **given)
+    return weights, cfg, "videomae2-hf", {"hf_config": config}
 
 
 def _vjepa2_config(values: dict) -> VJEPA2Config:

@@ -282,6 +282,7 @@ class VJEPA2Encoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+# Our keys are the original V-JEPA 2 code's (blocks.N.attn.qkv, blocks.N.mlp.fc1, norm, ...).
 _HF_LAYER = {  # transformers VJEPA2Layer sub-key -> ours
     "norm1.": "norm1.",
     "norm2.": "norm2.",
@@ -298,6 +299,19 @@ def is_vjepa2_hf_state(sd: dict[str, torch.Tensor]) -> bool:
     return any(
         k.startswith(("encoder.embeddings.patch_embeddings.", "vjepa2.encoder.embeddings."))
         for k in sd
+    )
+
+
+def is_original_checkpoint(obj: dict) -> bool:
+    """Whether a ``torch.load``-ed object is an original V-JEPA 2 training checkpoint: an
+    ``encoder`` state dict (``module.backbone.`` prefixes) whose attention has a full qkv bias,
+    next to a ``predictor``."""
+    encoder = obj.get("encoder")
+    if not isinstance(encoder, dict) or not isinstance(obj.get("predictor"), dict):
+        return False
+    keys = [k.removeprefix("module.").removeprefix("backbone.") for k in encoder]
+    return "patch_embed.proj.weight" in keys and any(
+        re.fullmatch(r"blocks\.\d+\.attn\.qkv\.weight", k) for k in keys
     )
 
 
