@@ -96,7 +96,9 @@ class AlignedTeacher(nn.Module):
     takes the student's clip and mask and returns the teacher's
     :class:`~maskagain.models.vit.EncoderOutput` over the same tokens.
 
-    ``cfg`` is the teacher's config at the aligned input size; ``depth`` its block count.
+    ``cfg`` is the teacher's config at the aligned input size; ``depth`` its block count. The
+    wrapper shares the teacher's parameters; to save or export the teacher, pass the original
+    module (or ``.encoder``), not the wrapper, whose keys carry an ``encoder.`` prefix.
     """
 
     def __init__(self, teacher: nn.Module, student_cfg) -> None:
