@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.losses import activation_topk, frame_groups, select_global, select_local
 from maskagain.losses.selection import gather_frame_logits
 from maskagain.masking import tube_mask
@@ -25,8 +26,6 @@ from maskagain.models.vit import VideoViT
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

@@ -6,16 +6,15 @@ import pytest
 
 from maskagain.config import (
     ConfigError,
-    DistillConfig,
-    ModelSpec,
-    PretrainConfig,
     apply_overrides,
-    check_teacher,
     from_dict,
     load_config,
     load_yaml,
     save_config,
 )
+from maskagain.recipes.common import ModelSpec
+from maskagain.recipes.distill import DistillConfig, check_teacher
+from maskagain.recipes.pretrain import PretrainConfig
 
 TINY_DISTILL = "configs/tiny/distill.yaml"
 
@@ -84,10 +83,10 @@ def test_misspelled_section_in_yaml(tmp_path):
         ("optim.betas=0.9", "'optim.betas' expects 2 values"),
         ("mask.ratio=1.2", "'mask.ratio' must be in [0, 1)"),
         ("student.name=vit_bsae", "did you mean 'vit_base'"),
-        (
-            "objective.relation_softmax=col",
-            "config key 'objective.relation_softmax': relation_softmax must be one of",
-        ),
+        ("objective.relation_softmax=col", "'objective.relation_softmax' must be one of 'row'"),
+        ("objective.k=0", "config key 'objective.k' must be >= 1, got 0"),
+        ("data.num_frames=0", "config key 'data.num_frames' must be >= 1, got 0"),
+        ("data.kind=csv", "config key 'data.kind' must be one of 'list', 'folder'"),
         ("engine.accum_steps=0", "'engine.accum_steps' must be >= 1"),
         ("teacher.overrides.img_sise=32", "did you mean 'teacher.overrides.img_size'"),
         ("teacher.overrides.num_heads=two", "'teacher.overrides.num_heads' expects int"),
@@ -173,8 +172,6 @@ def test_help_documents_options_and_config_keys(capsys):
 
 def test_partial_section_keeps_the_recipe_defaults():
     """A section given in part keeps the defaults of the recipe's own default section."""
-    from maskagain.config import DistillConfig, PretrainConfig, from_dict
-
     distill = from_dict(DistillConfig, {"student": {"name": "vit_small"}})
     assert distill.student.name == "vit_small"
     assert distill.student.drop_path_rate == DistillConfig().student.drop_path_rate == 0.1

@@ -8,24 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from maskagain.config import DistillConfig, PretrainConfig, load_config
+from maskagain.config import load_config
+from maskagain.recipes import RECIPES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-COMMANDS = ("pretrain", "distill", "finetune", "evaluate", "probe")
+COMMANDS = tuple(RECIPES)
 
 
 def config_class(command: str) -> type:
-    if command == "pretrain":
-        return PretrainConfig
-    if command == "distill":
-        return DistillConfig
-    from maskagain.engine import finetune_config
-
-    return {
-        "finetune": finetune_config.FinetuneConfig,
-        "evaluate": finetune_config.EvaluateConfig,
-        "probe": finetune_config.ProbeConfig,
-    }[command]
+    return RECIPES[command].config
 
 
 def command_of(path: Path) -> str:
@@ -70,7 +61,7 @@ def test_shipped_config_validates(path):
 
 def test_distill_configs_mirror_the_paper():
     def load(name):
-        return load_config(DistillConfig, CONFIGS / "distill" / name)
+        return load_config(RECIPES["distill"].config, CONFIGS / "distill" / name)
 
     table = {  # file: (mask ratio, base lr, alpha, beta, gamma, lambda, drop path, batch/GPU)
         "k400_vit_b.yaml": (0.9, 1.5e-4, 3, 1, 0.2, 0.1, 0.1, 64),

@@ -262,39 +262,40 @@ def test_missing_list_names_the_field():
 
 
 # ----------------------------------------------------------------------------- collation
-def test_mask_collator_flattens_repeats_and_is_reproducible():
+def test_mask_collator_flattens_repeats_and_seeds_masks_by_clip():
     items = [
         {"video": torch.zeros(2, 3, 4, 16, 16), "label": 5, "index": 0, "skipped": []},
         {"video": torch.ones(2, 3, 4, 16, 16), "label": 7, "index": 1, "skipped": [("p", "r")]},
     ]
-    a, b = (
-        MaskCollator("tube", 0.75, (2, 2, 2), seed=1),
-        MaskCollator("tube", 0.75, (2, 2, 2), seed=1),
-    )
-    first, second = a(items), a(items)
+    collate = MaskCollator("tube", 0.75, (2, 4, 4), seed=1)
+    first = collate(items)
     assert first["video"].shape == (4, 3, 4, 16, 16)
     assert first["label"].tolist() == [5, 5, 7, 7] and first["index"].tolist() == [0, 0, 1, 1]
-    assert first["mask"].shape == (4, 8) and first["mask"].dtype == torch.bool
-    assert first["mask"].sum(1).tolist() == [6, 6, 6, 6]  # tube: 3 of 4 spatial x 2 frames
+    assert first["mask"].shape == (4, 32) and first["mask"].dtype == torch.bool
+    assert first["mask"].sum(1).tolist() == [24] * 4  # tube: 12 of 16 spatial x 2 frames
     assert first["skipped"] == [("p", "r")]
-    assert torch.equal(b(items)["mask"], first["mask"])  # same seed, same first batch
-    assert not torch.equal(second["mask"], first["mask"])  # the counter moves on
+    # a clip's mask depends on (seed, epoch, index, repeat) only: not on the call count, the
+    # collator instance or the other clips of its batch
+    assert torch.equal(collate(items)["mask"], first["mask"])
+    alone = MaskCollator("tube", 0.75, (2, 4, 4), seed=1)(items[1:])
+    assert torch.equal(alone["mask"], first["mask"][2:])
+    assert not torch.equal(first["mask"][0], first["mask"][1])  # repeats differ
+    collate.set_epoch(1)
+    assert not torch.equal(collate(items)["mask"], first["mask"])  # a new epoch, new masks
+    other_seed = MaskCollator("tube", 0.75, (2, 4, 4), seed=2)(items)
+    assert not torch.equal(other_seed["mask"], first["mask"])
     assert "mask" not in MaskCollator()(items)
 
 
-def test_mask_collator_differs_across_workers():
+def test_mask_collator_same_masks_in_workers_and_in_process():
     ds = [
         {"video": torch.zeros(3, 4, 8, 8), "label": 0, "index": i, "skipped": []} for i in range(8)
     ]
-    torch.manual_seed(0)
-    loader = DataLoader(
-        ds, batch_size=4, num_workers=2, collate_fn=MaskCollator("random", 0.5, (2, 4, 4), seed=0)
-    )
-    masks = [b["mask"] for b in loader]
-    assert len(masks) == 2 and not torch.equal(masks[0], masks[1])
-    torch.manual_seed(0)
-    again = [b["mask"] for b in loader]
-    assert all(torch.equal(x, y) for x, y in zip(masks, again))
+    collate = MaskCollator("random", 0.5, (2, 4, 4), seed=0)
+    in_process = [b["mask"] for b in DataLoader(ds, batch_size=4, collate_fn=collate)]
+    workers = [b["mask"] for b in DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate)]
+    assert len(workers) == 2 and not torch.equal(workers[0], workers[1])
+    assert all(torch.equal(x, y) for x, y in zip(in_process, workers))
 
 
 def test_dataloader_workers_with_masks(video_root):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 
+from maskagain.config import ConfigError, load_config
 from maskagain.data import DataConfig, build_transform
-from maskagain.data.transforms import MultiScaleCrop, crop_box, parse_rand_augment
+from maskagain.data.config import parse_rand_augment
+from maskagain.data.transforms import MultiScaleCrop, crop_box
 
 
 def textured_clip(t: int = 6, h: int = 40, w: int = 56) -> torch.Tensor:
@@ -127,5 +131,17 @@ def test_rand_augment_parsing():
     ],
 )
 def test_config_validation_names_the_field(kw, field):
-    with pytest.raises(ValueError, match=f"DataConfig.{field}"):
-        DataConfig(**kw)
+    with pytest.raises(ConfigError, match=rf"^config key 'data\.{field}'"):
+        load_config(_Run, overrides=[f"data.{k}={_raw(v)}" for k, v in kw.items()])
+
+
+@dataclass
+class _Run:
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+
+
+def _raw(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from maskagain.cli.main import main
 from maskagain.config import load_config
-from maskagain.engine.finetune_config import FinetuneConfig
 from maskagain.models import create_model
 from maskagain.models.loading import save_encoder
+from maskagain.recipes.finetune import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"
@@ -142,7 +142,7 @@ def test_finetune_failing_mid_run_writes_summary(
 ) -> None:
     """An error in the third step: ``summary.json`` says where the run stopped and why, as for
     distillation and pre-training, and the error still propagates."""
-    from maskagain.engine.finetune import FinetuneStep
+    from maskagain.recipes.finetune import FinetuneStep
 
     step_fn, calls = FinetuneStep.__call__, []
 
@@ -176,7 +176,7 @@ def test_finetune_failing_final_test_writes_summary(
     """Training finished but the final test failed: summary.json is not left saying
     ``completed: true`` with no test results; it names the error (a rerun with ``--resume
     auto`` starts from the last checkpoint and only redoes the export and test)."""
-    import maskagain.engine.finetune as finetune_mod
+    import maskagain.recipes.finetune as finetune_mod
 
     def failing(*args, **kwargs):
         raise RuntimeError("test views broke")

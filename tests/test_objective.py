@@ -145,33 +145,33 @@ def test_preset_errors_name_the_problem():
         ("alpha", -1.0, "alpha"),
         ("gamma", float("nan"), "gamma"),
         ("lam", "0.1", "lam"),
-        ("k", 0, "k must be >= 1"),
-        ("k", 2.5, "k must be an integer"),
+        ("k", 0, "k' must be >= 1"),
+        ("k", 2.5, "k' must be an integer"),
         ("k_local", 0, "k_local"),
         ("tau_att", 0.0, "tau_att"),
         ("tau_t", -0.05, "tau_t"),
         ("renormalize", "False", "renormalize"),
-        ("relation_softmax", "column", r"relation_softmax must be one of \['row', 'matrix'\]"),
+        ("relation_softmax", "column", r"relation_softmax' must be one of \['row', 'matrix'\]"),
         ("selection", "student", "selection"),
         ("projection", "teacher", "projection"),
         ("hint_projection", "conv", "hint_projection"),
         ("at_mode", "l1", "at_mode"),
         ("layer", 1.5, "layer"),
-        ("baselines", {"hint": 1.0}, "baselines: unknown term 'hint'"),
+        ("baselines", {"hint": 1.0}, "baselines': unknown term 'hint'"),
         ("baselines", {"value_transfer": -1.0}, "baselines.value_transfer"),
     ],
 )
 def test_config_validation_names_field_and_valid_values(field, value, match):
     with pytest.raises(ValueError, match=match):
-        ObjectiveConfig(**{field: value})
+        ObjectiveConfig(**{field: value}).validate()
 
 
 def test_config_all_terms_off_is_an_error_and_k_for_falls_back():
     with pytest.raises(ValueError, match="every loss weight is 0"):
-        ObjectiveConfig(alpha=0, beta=0, gamma=0, lam=0)
+        ObjectiveConfig(alpha=0, beta=0, gamma=0, lam=0).validate()
     cfg = ObjectiveConfig(k=7, k_local=3)
     assert (cfg.k_for("global"), cfg.k_for("local"), cfg.k_for("hint")) == (7, 3, 7)
-    assert ObjectiveConfig(alpha=0, beta=0, gamma=0, lam=0, baselines={"hint_all": 1.0})
+    ObjectiveConfig(alpha=0, beta=0, gamma=0, lam=0, baselines={"hint_all": 1.0}).validate()
 
 
 # ---------------------------------------------------------------------- construction

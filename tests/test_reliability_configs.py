@@ -25,18 +25,21 @@ import pytest
 import yaml
 from _reliability import ROOT, teacher_path
 
-import maskagain.engine.distill as distill_mod
+import maskagain.recipes.distill as distill_mod
 from maskagain.cli.main import main
-from maskagain.config import DistillConfig, PretrainConfig
-from maskagain.engine.finetune_config import EvaluateConfig, FinetuneConfig, ProbeConfig
+from maskagain.recipes.distill import DistillConfig
+from maskagain.recipes.evaluate import EvaluateConfig
+from maskagain.recipes.finetune import FinetuneConfig
+from maskagain.recipes.pretrain import PretrainConfig
+from maskagain.recipes.probe import ProbeConfig
 
 # recipe -> (config class, tiny config, module.function that runs it)
 RECIPES = {
-    "pretrain": (PretrainConfig, "pretrain.yaml", "maskagain.engine.pretrain.run_pretrain"),
-    "distill": (DistillConfig, "distill.yaml", "maskagain.engine.distill.run_distill"),
-    "finetune": (FinetuneConfig, "finetune.yaml", "maskagain.engine.finetune.run_finetune"),
-    "evaluate": (EvaluateConfig, "evaluate.yaml", "maskagain.engine.finetune_eval.run_evaluate"),
-    "probe": (ProbeConfig, "probe.yaml", "maskagain.engine.finetune_eval.run_probe"),
+    "pretrain": (PretrainConfig, "pretrain.yaml", "maskagain.recipes.pretrain.run"),
+    "distill": (DistillConfig, "distill.yaml", "maskagain.recipes.distill.run"),
+    "finetune": (FinetuneConfig, "finetune.yaml", "maskagain.recipes.finetune.run"),
+    "evaluate": (EvaluateConfig, "evaluate.yaml", "maskagain.recipes.evaluate.run"),
+    "probe": (ProbeConfig, "probe.yaml", "maskagain.recipes.probe.run"),
 }
 
 # fields where any value of the right type is acceptable to the config, and why
@@ -253,7 +256,7 @@ def test_finetune_empty_val_or_test_list_fails_before_training(
 ):
     """Fine-tuning reads its val and test lists up front: an empty one is a one-line error
     before any model is built, not a traceback after the last epoch."""
-    import maskagain.engine.finetune as finetune_mod
+    import maskagain.recipes.finetune as finetune_mod
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the val/test lists were checked")
@@ -290,13 +293,14 @@ EVAL_SOURCES = {
 def test_empty_dataset_evaluate_and_probe(tmp_path, capsys, monkeypatch, case):
     """An empty list, a list of comments and blank lines, or a root without videos: exit 2 with
     one line naming the key, the file and what it must hold, before any model is loaded."""
-    import maskagain.engine.finetune_eval as eval_mod
+    import maskagain.recipes.evaluate as eval_mod
+    import maskagain.recipes.probe as probe_mod
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the dataset was checked")
 
     monkeypatch.setattr(eval_mod, "load_classifier", refuse)
-    monkeypatch.setattr(eval_mod, "load_encoder", refuse)
+    monkeypatch.setattr(probe_mod, "load_encoder", refuse)
     files = {
         "empty": tmp_path / "empty.txt",
         "comments": tmp_path / "comments.txt",

@@ -11,7 +11,7 @@ import math
 import torch
 from _reliability import CONFIG, teacher_path
 
-import maskagain.engine.distill as distill_mod
+import maskagain.recipes.distill as distill_mod
 from maskagain.cli.main import main
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
 from maskagain.models.loading import save_encoder

@@ -1,15 +1,12 @@
 """Arguments shared by the training subcommands: ``--config``, overrides, ``--out``, ``--resume``.
 
-Usage in a subcommand module::
+Usage (``maskagain.cli.recipe`` does this for every recipe)::
 
-    def add_arguments(parser):
-        add_config_arguments(parser, DistillConfig)
-
-    def run(args):
-        cfg = config_from_args(args, DistillConfig)
-        if args.dry_run:
-            return print_config(cfg)
-        ...
+    add_config_arguments(parser, DistillConfig)
+    ...
+    cfg = config_from_args(args, DistillConfig)
+    if args.dry_run:
+        return print_config(cfg)
 """
 
 from __future__ import annotations
@@ -66,12 +63,13 @@ def config_epilog(cls: type) -> str:
     return "\n".join(lines)
 
 
-def config_from_args(args: argparse.Namespace, cls: type):
-    """Load ``--config``, apply the overrides and ``--out``, validate; raises ConfigError."""
+def config_from_args(args: argparse.Namespace, cls: type, base: dict | None = None):
+    """Load ``--config`` (over ``base``), apply the overrides and ``--out``, validate; raises
+    ConfigError."""
     overrides = list(args.overrides or [])
     if getattr(args, "out", None):
         overrides.append(f"out_dir={args.out}")
-    return load_config(cls, args.config, overrides)
+    return load_config(cls, args.config, overrides, base)
 
 
 def print_config(cfg) -> int:

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from maskagain.demo import run_demo
+    from maskagain.recipes.demo import run_demo
 
     previous = torch.get_num_threads()
     if args.threads > 0:
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_seeds(args: argparse.Namespace) -> None:
-    from maskagain.demo import run_seeds
-    from maskagain.demo_report import margins_table, seeds_table
+    from maskagain.recipes.demo import run_seeds
+    from maskagain.recipes.demo_report import margins_table, seeds_table
 
     result = run_seeds(
         out=args.out,

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.encoder:
         source = args.encoder
     else:
-        from maskagain.demo import TEACHER_WEIGHTS
+        from maskagain.recipes.demo import TEACHER_WEIGHTS
 
         source = TEACHER_WEIGHTS
     encoder = load_encoder(source)

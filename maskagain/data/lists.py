@@ -10,6 +10,7 @@ A malformed line is an error at load time naming ``file:line``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -103,12 +104,43 @@ def write_list(records: list[VideoRecord], list_file: str | os.PathLike, root: s
 
 
 def read_class_index(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line, line number = label."""
-    names = [n.strip() for n in Path(path).read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
+    """Class names, label ``i`` at position ``i``, from ``classes.txt`` (one name a line) or
+    ``class_index.json`` (a list, a ``{name: index}`` mapping as in Kinetics' files, or an
+    ``{index: name}`` mapping). Raises :class:`ListFormatError` naming the file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ListFormatError(f"{path} is not valid JSON ({e})") from None
+        if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
+            data = {str(v): k for k, v in data.items()}  # {name: index}
+        if isinstance(data, dict) and data:
+            names = names_from_mapping(data, str(path))
+        elif isinstance(data, list):
+            names = [str(n) for n in data]
+        else:
+            raise ListFormatError(f"{path} holds neither a list of class names nor a mapping")
+    else:
+        names = [n.strip() for n in text.splitlines() if n.strip()]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate class names")
+        raise ListFormatError(f"{path}: duplicate class names")
     return names
+
+
+def names_from_mapping(mapping: dict, where: str) -> list[str]:
+    """``{index: name}`` (keys may be strings, as in ``config.json``'s ``id2label``) as a list;
+    the indices must be ``0..n-1``."""
+    try:
+        by_index = {int(k): str(v) for k, v in mapping.items()}
+    except (TypeError, ValueError):
+        raise ListFormatError(
+            f"{where}: keys must be class indices, got {list(mapping)[:5]}"
+        ) from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise ListFormatError(f"{where}: class indices are not 0..{len(by_index) - 1}")
+    return [by_index[i] for i in range(len(by_index))]
 
 
 def write_class_index(names: list[str], path: str | os.PathLike) -> None:

@@ -19,36 +19,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from maskagain.data.config import DataConfig
+from maskagain.data.config import DataConfig, parse_rand_augment
 
 # (row, col) offsets of VideoMAE's (TSN's) multi-scale crop, in quarters of the free space
 _FIXED_OFFSETS = (
     (0, 0), (0, 4), (4, 0), (4, 4), (2, 2),
     (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3),
 )  # fmt: skip
-
-
-def parse_rand_augment(spec: str) -> dict[str, float]:
-    """Parse a timm-style string such as ``rand-m9-n2-mstd0.5`` into {m, n, mstd}."""
-    parts = spec.split("-")
-    if parts[0] != "rand":
-        raise ValueError(f"RandAugment spec must start with 'rand', got {spec!r}")
-    out = {"m": 9.0, "n": 2.0, "mstd": 0.0}
-    for part in parts[1:]:
-        key = next((k for k in ("mstd", "inc", "m", "n") if part.startswith(k)), None)
-        if key is None:
-            raise ValueError(
-                f"unknown RandAugment option {part!r} in {spec!r} (know m, n, mstd, inc)"
-            )
-        try:
-            value = float(part[len(key) :])
-        except ValueError:
-            raise ValueError(f"bad number in RandAugment option {part!r} of {spec!r}") from None
-        if key != "inc":
-            out[key] = value
-    if not 0 <= out["m"] <= 10 or out["n"] < 1 or out["mstd"] < 0:
-        raise ValueError(f"RandAugment needs 0 <= m <= 10, n >= 1, mstd >= 0; got {spec!r}")
-    return out
 
 
 class RandAugmentMstd(nn.Module):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
-
-LrScaleFn = Callable[[str], float]
 
 
 def no_weight_decay_names(module: nn.Module) -> set[str]:
@@ -21,35 +19,56 @@ def no_weight_decay_names(module: nn.Module) -> set[str]:
     return names
 
 
+_EMBEDDING_PREFIXES = ("patch_embed", "pos_embed", "cls_token", "mask_token")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Layer of parameter ``name`` in a ``depth``-block ViT for layer-wise lr decay (BEiT, MAE,
+    VideoMAE fine-tuning): the patch embedding and position table are layer 0, block ``i`` is
+    layer ``i + 1``, everything after the blocks (final norm, ``fc_norm``, head) ``depth + 1``."""
+    if name.startswith(_EMBEDDING_PREFIXES):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
 def param_groups(
     module: nn.Module,
     weight_decay: float,
-    lr_scale: LrScaleFn | None = None,
+    layer_decay: float | None = None,
     extra_no_decay: Iterable[str] = (),
 ) -> list[dict]:
-    """Trainable parameters in groups: no decay on biases, norms, 1-D tensors and position tables.
+    """Trainable parameters in AdamW groups, each carrying ``lr_scale`` for :class:`CosineSchedule`.
 
-    ``lr_scale(name) -> float`` (layer-wise lr decay) puts parameters with different scales in
-    different groups; every group carries ``lr_scale`` for :class:`CosineSchedule`.
+    No weight decay on 1-D tensors (biases, norms, layer-scale gammas), on ``*.bias`` and on the
+    names any submodule lists in ``no_weight_decay()`` (position tables), nor on
+    ``extra_no_decay``. With ``layer_decay`` (a ViT with ``blocks``), a parameter in layer ``l``
+    (:func:`layer_id`) gets ``lr_scale = layer_decay ** (depth + 1 - l)`` and groups are
+    ordered by layer; without it every group has ``lr_scale = 1``.
     """
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
     skip = no_weight_decay_names(module) | set(extra_no_decay)
-    groups: dict[tuple[bool, float], dict] = {}
+    depth = len(module.blocks) if layer_decay is not None else 0
+    groups: dict[tuple[int, bool], dict] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim <= 1 or name.endswith(".bias") or name in skip
-        scale = lr_scale(name) if lr_scale else 1.0
-        key = (no_decay, scale)
+        decay = not (p.ndim <= 1 or name.endswith(".bias") or name in skip)
+        layer = layer_id(name, depth) if layer_decay is not None else 0
+        key = (layer, decay)
         if key not in groups:
             groups[key] = {
                 "params": [],
                 "names": [],
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "lr_scale": scale,
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - layer) if layer_decay else 1.0,
+                "layer": layer,
             }
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
-    return list(groups.values())
+    return [groups[k] for k in sorted(groups)] if layer_decay is not None else list(groups.values())
 
 
 def build_adamw(

@@ -1,6 +1,6 @@
-"""What every recipe does around the loop: run directory, seeds, loaders, optimizer, summary.
+"""What every training run does around the loop: run directory, seeds, loader, optimizer, summary.
 
-A recipe (``maskagain.engine.pretrain``, ``maskagain.engine.distill``, fine-tuning, ...) is:
+A recipe (``maskagain.recipes.pretrain``, ``maskagain.recipes.distill``, ...) is:
 
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     ... build model(s), dataset, collate ...
@@ -24,22 +24,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from maskagain.config import (
-    ConfigError,
-    EngineConfig,
-    OptimConfig,
-    ScheduleConfig,
-    save_config,
-    to_dict,
-)
-from maskagain.data import BadFileTracker
+from maskagain.config import save_config, to_dict
 from maskagain.engine.allocator import keep_freed_memory
 from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
+from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
-from maskagain.engine.masks import IndexSeededMaskCollate
-from maskagain.engine.optim import CosineSchedule, LrScaleFn, build_adamw, param_groups
-from maskagain.engine.sampler import ResumableSampler, SeededItems
-from maskagain.engine.trainer import Trainer, steps_per_epoch
+from maskagain.engine.optim import CosineSchedule, build_adamw, param_groups
+from maskagain.engine.sampler import ResumableSampler
+from maskagain.engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -125,38 +117,6 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
-# what each data kind's key must point at (the fix named by open_dataset's errors)
-_EXPECTED_SOURCE = {
-    "list": "a list file of 'path label' lines, one per video",
-    "frames": "a list file of 'path num_frames label' lines, one per video",
-    "folder": "a folder of <class>/<video> (or <split>/<class>/<video>) subfolders",
-}
-
-
-def open_dataset(data: Any, split: str, purpose: str) -> Dataset:
-    """``maskagain.data.build_dataset``, with a source that cannot give a dataset (a missing or
-    empty list file, a root without videos, an unset list) reported as a one-line
-    :class:`ConfigError` naming the data key to fix and what it must point at. Reads list files
-    only, no video: call it before building any model so a bad source fails fast."""
-    from maskagain.data import build_dataset
-
-    key = "data.root" if data.kind == "folder" else f"data.{split}_list"
-    if key == "data.test_list" and not data.test_list and data.val_list:
-        key = "data.val_list"  # build_dataset tests on val_list when test_list is unset
-    expected = _EXPECTED_SOURCE.get(data.kind)
-    fix = f"; set it to {expected}" if expected else ""
-    try:
-        dataset = build_dataset(data, split, purpose)
-    except (ValueError, OSError) as err:  # ListFormatError, no class folders, no such file
-        message = " ".join(str(err).split())
-        raise ConfigError(
-            f"config key '{key}': no usable {split} dataset: {message}{fix}"
-        ) from None
-    if len(dataset) == 0:
-        raise ConfigError(f"config key '{key}': the {split} dataset is empty{fix}")
-    return dataset
-
-
 def build_train_loader(
     dataset: Dataset,
     collate_fn: Any,
@@ -207,14 +167,12 @@ def build_optimization(
     steps_per_epoch: int,
     total_batch: int,
     device: torch.device,
-    lr_scale: LrScaleFn | None = None,
-    groups: list[dict] | None = None,
+    layer_decay: float | None = None,
 ) -> tuple[torch.optim.AdamW, CosineSchedule]:
-    """AdamW over ``module``'s trainable parameters (or the given ``groups``, e.g. layer-wise
-    decayed ones carrying ``lr_scale``) and the per-step cosine schedule for the whole run."""
+    """AdamW over ``module``'s trainable parameters (with layer-wise lr decay when
+    ``layer_decay`` is given) and the per-step cosine schedule for the whole run."""
     peak = optim.peak_lr(total_batch)
-    if groups is None:
-        groups = param_groups(module, optim.weight_decay, lr_scale)
+    groups = param_groups(module, optim.weight_decay, layer_decay)
     optimizer = build_adamw(groups, peak, optim.betas, optim.eps, device, optim.fused)
     total = steps_per_epoch * schedule.epochs
     warmup = math.floor(schedule.warmup_epochs * steps_per_epoch)
@@ -229,50 +187,6 @@ def build_optimization(
         steps_per_epoch,
     )
     return optimizer, sched
-
-
-def build_masked_trainer(
-    cfg: Any,
-    dist: DistInfo,
-    run_dir: Path,
-    module: nn.Module,
-    step_fn: Any,
-    dataset: Dataset,
-    grid: tuple[int, int, int],
-    name: str,
-) -> tuple[Trainer, BadFileTracker]:
-    """What masked pre-training and distillation share: items and per-clip masks seeded from
-    ``(seed, epoch, index)``, the loader, AdamW with its schedule, bad-file accounting and the
-    :class:`Trainer`, resumed from ``resume`` when given. ``cfg`` has ``seed``, ``data``,
-    ``mask``, ``optim``, ``schedule`` and ``engine`` sections; returns the trainer and the
-    :class:`~maskagain.data.BadFileTracker` whose ``summary`` goes into ``summary.json``."""
-    collate = IndexSeededMaskCollate(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
-    loader, sampler = build_train_loader(
-        SeededItems(dataset, cfg.seed), collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
-    )
-    steps = steps_per_epoch(len(sampler.order()), cfg.engine)
-    total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
-    optimizer, schedule = build_optimization(
-        module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
-    )
-    bad_files = BadFileTracker(cfg.data.max_bad_fraction, cfg.data.min_samples_for_bad_check)
-    trainer = Trainer(
-        engine=cfg.engine,
-        dist=dist,
-        run_dir=run_dir,
-        model=module,
-        step_fn=step_fn,
-        optimizer=optimizer,
-        schedule=schedule,
-        loader=loader,
-        sampler=sampler,
-        epochs=cfg.schedule.epochs,
-        clip_grad=cfg.optim.clip_grad,
-        config=to_dict(cfg),
-        batch_hook=bad_files.update,
-        name=name,
-    )
-    return trainer, bad_files
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:

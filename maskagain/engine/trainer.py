@@ -37,7 +37,6 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from maskagain.config import EngineConfig
 from maskagain.engine.checkpoint import (
     atomic_torch_save,
     capture_rng,
@@ -46,6 +45,7 @@ from maskagain.engine.checkpoint import (
     prune_checkpoints,
     restore_rng,
 )
+from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
 from maskagain.engine.ema import ModelEma
 from maskagain.engine.metrics import MetricWriter, Progress

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
+from maskagain.config import ConfigError
 from maskagain.losses.baselines import attention_transfer_loss
 from maskagain.losses.hidden import (
     aggregate_full,
@@ -24,7 +27,7 @@ from maskagain.losses.hidden import (
     merge_heads,
 )
 from maskagain.losses.output import gather_tokens, relation_loss
-from maskagain.losses.projection import HINT_PROJECTIONS, hint_projection, linear_or_identity
+from maskagain.losses.projection import hint_projection, linear_or_identity
 from maskagain.losses.selection import (
     FrameGroups,
     activation_topk,
@@ -49,13 +52,7 @@ HIDDEN_TERMS = (
 )
 # hidden-level terms compared as features through phi (student) and, optionally, a teacher phi
 FEATURE_TERMS = ("global", "local", "value_transfer", "weighted_value_transfer")
-_CHOICES = {
-    "relation_softmax": ("row", "matrix"),
-    "selection": ("separate", "teacher"),
-    "projection": ("student", "both"),
-    "hint_projection": HINT_PROJECTIONS,
-    "at_mode": ("kl", "mse"),
-}
+_CHOICES = ("relation_softmax", "selection", "projection", "hint_projection", "at_mode")
 
 
 @dataclass
@@ -90,44 +87,55 @@ class ObjectiveConfig:
     tau_s: float = 0.1
     tau_t: float = 0.05
     renormalize: bool = True
-    relation_softmax: str = "row"
-    selection: str = "separate"
+    relation_softmax: Literal["row", "matrix"] = "row"
+    selection: Literal["separate", "teacher"] = "separate"
     layer: int = -1
-    projection: str = "student"
-    hint_projection: str = "auto"
+    projection: Literal["student", "both"] = "student"
+    hint_projection: Literal["auto", "mlp", "linear", "identity"] = "auto"
     baselines: dict[str, float] = field(default_factory=dict)
-    at_mode: str = "kl"
+    at_mode: Literal["kl", "mse"] = "kl"
 
-    def __post_init__(self) -> None:
+    def validate(self, path: str = "objective") -> None:
+        """Types, ranges and choices; raises :class:`ConfigError` naming ``path.key``."""
         for name in ("alpha", "beta", "gamma", "lam"):
-            _check_weight(name, getattr(self, name))
-        _check_int("k", self.k, minimum=1)
+            _check_weight(f"{path}.{name}", getattr(self, name))
+        _check_int(f"{path}.k", self.k, minimum=1)
         for name in ("k_global", "k_local", "k_hint"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                _check_int(f"{path}.{name}", getattr(self, name), minimum=1)
         for name in ("tau_att", "tau_s", "tau_t"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+                raise ConfigError(f"config key '{path}.{name}' must be a number > 0, got {value!r}")
         if not isinstance(self.renormalize, bool):
-            raise ValueError(f"renormalize must be true or false, got {self.renormalize!r}")
-        _check_int("layer", self.layer, minimum=None)
-        for name, valid in _CHOICES.items():
+            raise ConfigError(
+                f"config key '{path}.renormalize' must be true or false, got {self.renormalize!r}"
+            )
+        _check_int(f"{path}.layer", self.layer, minimum=None)
+        hints = typing.get_type_hints(ObjectiveConfig)
+        for name in _CHOICES:
+            valid = typing.get_args(hints[name])
             if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                raise ConfigError(
+                    f"config key '{path}.{name}' must be one of {list(valid)}, "
+                    f"got {getattr(self, name)!r}"
                 )
         if not isinstance(self.baselines, dict):
-            raise ValueError(f"baselines must be a mapping name -> weight, got {self.baselines!r}")
+            raise ConfigError(
+                f"config key '{path}.baselines' must be a mapping name -> weight, "
+                f"got {self.baselines!r}"
+            )
         for name, weight in self.baselines.items():
             if name not in BASELINES:
-                raise ValueError(
-                    f"baselines: unknown term {name!r}; valid terms: {list(BASELINES)}"
+                raise ConfigError(
+                    f"config key '{path}.baselines': unknown term {name!r}; valid terms: "
+                    f"{list(BASELINES)}"
                 )
-            _check_weight(f"baselines.{name}", weight)
+            _check_weight(f"{path}.baselines.{name}", weight)
         if not self.weights():
-            raise ValueError(
-                "every loss weight is 0 (alpha, beta, gamma, lam and baselines): nothing to train"
+            raise ConfigError(
+                f"config section '{path}': every loss weight is 0 (alpha, beta, gamma, lam and "
+                "baselines): nothing to train"
             )
 
     def weights(self) -> dict[str, float]:
@@ -145,17 +153,19 @@ class ObjectiveConfig:
         return dataclasses.asdict(self)
 
 
-def _check_weight(name: str, value: object) -> None:
+def _check_weight(key: str, value: object) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (0 switches it off), got {value!r}")
+        raise ConfigError(
+            f"config key '{key}' must be a finite number >= 0 (0 switches it off), got {value!r}"
+        )
 
 
-def _check_int(name: str, value: object, minimum: int | None) -> None:
+def _check_int(key: str, value: object, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"config key '{key}' must be >= {minimum}, got {value}")
 
 
 # Paper text (section 4.1) and the official scripts (official-code-notes.md).
@@ -215,6 +225,7 @@ class MaskAgainObjective(nn.Module):
         teacher_depth: int | None = None,
     ) -> None:
         super().__init__()
+        cfg.validate()
         self.cfg = cfg
         self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.student_heads, self.teacher_heads = student_heads, teacher_heads

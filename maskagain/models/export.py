@@ -52,13 +52,13 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.data.lists import names_from_mapping, read_class_index
 from maskagain.models.loading import CheckpointError, build_from_checkpoint
 from maskagain.models.vit import ModelConfig, VideoViT
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HF_FC_NORM_EPS = 1e-5  # transformers builds VideoMAEForVideoClassification.fc_norm with the default
 CLASS_FILES = ("class_index.json", "classes.txt")
 HF_FILES = (
@@ -516,35 +516,18 @@ def _class_file_from_config(run_dir: Path, train_cfg: dict) -> tuple[Path, str] 
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names from ``classes.txt`` (one a line) or ``class_index.json`` (a list, a
-    ``{name: index}`` mapping as in Kinetics' files, or an ``{index: name}`` mapping)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() != ".json":
-        return [line.strip() for line in text.splitlines() if line.strip()]
+    """:func:`maskagain.data.lists.read_class_index`, its errors as :class:`CheckpointError`."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
-    if isinstance(data, list):
-        return [str(n) for n in data]
-    if isinstance(data, dict) and data:
-        if all(isinstance(v, int) for v in data.values()):  # {name: index}
-            data = {str(v): k for k, v in data.items()}
-        return _names_from_mapping(data, str(path))
-    raise CheckpointError(f"{path} holds neither a list of class names nor a mapping")
+        return read_class_index(path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _names_from_mapping(mapping: dict, where: str) -> list[str]:
     try:
-        by_index = {int(k): str(v) for k, v in mapping.items()}
-    except (TypeError, ValueError):
-        raise CheckpointError(
-            f"{where}: keys must be class indices, got {list(mapping)[:5]}"
-        ) from None
-    if sorted(by_index) != list(range(len(by_index))):
-        raise CheckpointError(f"{where}: class indices are not 0..{len(by_index) - 1}")
-    return [by_index[i] for i in range(len(by_index))]
+        return names_from_mapping(mapping, where)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _check_class_names(cfg: ModelConfig, names, origin: str | None = "arguments") -> None:

@@ -13,8 +13,8 @@ fly), with the VideoMAE-pre-trained teacher shipped in ``maskagain/assets``:
 4. ``summary.json``, ``report.md`` and figures (training curves, accuracy bars, the teacher's
    selections as in the paper's Figures 1 and 4) in the output directory.
 
-Every training stage calls the engine's recipe functions (``run_pretrain``, ``run_distill``,
-``run_finetune``); the probes use ``maskagain.engine.probe`` on one shared set of clips.
+Every training stage runs a recipe (``maskagain.recipes.pretrain``, ``distill``, ``finetune``)
+on a config built here; the probes use ``maskagain.engine.probe`` on one shared set of clips.
 Splits: the synthetic set's seed 0 is reported (probe: ``val``, fine-tune: ``test``); settings
 were chosen on seed 1, which this module never reads.
 """
@@ -31,12 +31,24 @@ from pathlib import Path
 
 import torch
 
-from maskagain.config import DistillConfig, PretrainConfig, from_dict, to_dict
-from maskagain.engine.finetune_config import FinetuneConfig
+from maskagain.config import load_config, load_yaml, to_dict
+from maskagain.data import DataConfig, SyntheticSpec, build_dataset, make_clip
+from maskagain.engine.probe import extract_features, train_linear_probe
+from maskagain.models.loading import load_encoder, save_encoder
+from maskagain.models.vit import VideoViT
+from maskagain.recipes import demo_report
+from maskagain.recipes.common import ModelSpec
+from maskagain.recipes.distill import DistillConfig
+from maskagain.recipes.distill import run as run_distill
+from maskagain.recipes.finetune import FinetuneConfig
+from maskagain.recipes.finetune import run as run_finetune
+from maskagain.recipes.pretrain import PretrainConfig
+from maskagain.recipes.pretrain import run as run_pretrain
+from maskagain.visualize import visualize
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parents[1] / "assets"
 TEACHER_WEIGHTS = ASSETS / "demo_teacher.safetensors"
 TEACHER_CARD = ASSETS / "demo_teacher.json"
 NUM_CLASSES = 8
@@ -194,9 +206,7 @@ def teacher_config(out_dir: Path | None = None) -> PretrainConfig:
     card = json.loads(TEACHER_CARD.read_text()) if TEACHER_CARD.is_file() else {}
     tree = card.get("config")
     if tree is None:
-        from maskagain.config import load_yaml
-
-        repo_cfg = Path(__file__).resolve().parents[1] / "configs" / "demo" / "teacher.yaml"
+        repo_cfg = Path(__file__).resolve().parents[2] / "configs" / "demo" / "teacher.yaml"
         tree = load_yaml(repo_cfg)
     tree = copy.deepcopy(tree)
     if out_dir is not None:
@@ -205,9 +215,7 @@ def teacher_config(out_dir: Path | None = None) -> PretrainConfig:
 
 
 def _build(cls: type, tree: dict):
-    cfg = from_dict(cls, tree)
-    cfg.validate()
-    return cfg
+    return load_config(cls, base=tree)
 
 
 # ------------------------------------------------------------------------------------ teacher
@@ -218,8 +226,6 @@ def retrain_teacher(
     random-init encoder of the same size and write ``demo_teacher.safetensors`` (fp16) and
     ``demo_teacher.json`` (config, wall time, probe numbers) into ``out_dir``. Copy both into
     ``maskagain/assets/`` to ship them. Resumable (``resume="auto"``). Returns the card."""
-    from maskagain.engine.pretrain import run_pretrain
-
     cfg = teacher_config(out_dir / "run")
     summary = run_pretrain(cfg, resume=resume)
     if not summary.get("completed"):
@@ -240,9 +246,9 @@ def run_facts(run_dir: Path, step: int, batch: int) -> dict:
     """Epoch, wall time and loss of a (possibly unfinished) pre-training run at ``step``, from
     its ``log.jsonl`` (wall time: first to last logged line up to ``step``, plus one logging
     interval for the steps before the first line)."""
-    from maskagain.demo_report import read_log
-
-    records = [r for r in read_log(Path(run_dir) / "log.jsonl") if r.get("step", 0) <= step]
+    records = [
+        r for r in demo_report.read_log(Path(run_dir) / "log.jsonl") if r.get("step", 0) <= step
+    ]
     if not records:
         return {"steps": step}
     first, last = records[0], records[-1]
@@ -264,8 +270,6 @@ def write_teacher_card(
     probe_sizes: DemoSizes | None = None,
 ) -> dict:
     """Half-precision teacher + card (config, epochs, wall time, probe vs random init)."""
-    from maskagain.models.loading import load_encoder, save_encoder
-
     sizes = probe_sizes or DEFAULT_SIZES
     geometry = {"img_size": cfg.model.img_size, "num_frames": cfg.model.num_frames}
     teacher = load_encoder(weights, **geometry)
@@ -295,11 +299,7 @@ def write_teacher_card(
 # ------------------------------------------------------------------------------------ probes
 def random_encoder(arch: dict, seed: int = 0):
     """A randomly initialised encoder of architecture ``arch`` (seeded)."""
-    from maskagain.config import ModelSpec
-
-    spec = from_dict(ModelSpec, {**arch, **GEOMETRY})
-    from maskagain.models.vit import VideoViT
-
+    spec = ModelSpec(**{**arch, **GEOMETRY})
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return VideoViT(spec.model_config())
@@ -309,9 +309,8 @@ class ProbeClips:
     """The probe's clips, generated once and shared by every encoder (seed 0 train / val)."""
 
     def __init__(self, sizes: DemoSizes) -> None:
-        from maskagain.data import DataConfig, build_dataset
-
-        cfg = from_dict(DataConfig, data_section(sizes, sizes.probe_train_clips))
+        cfg = DataConfig(**data_section(sizes, sizes.probe_train_clips))
+        cfg.validate()
         self.splits = {}
         for split in ("train", "val"):
             ds = build_dataset(cfg, split, "eval")
@@ -339,8 +338,6 @@ def probe_encoders(
     """Linear probe (frozen mean-pooled features, standardised; AdamW 50 epochs) of every
     encoder: {name: {train_top1, val_top1, val_se, num_train, num_val}}. Names ending in
     ``_single_frame`` see static clips (the middle frame repeated)."""
-    from maskagain.engine.probe import extract_features, train_linear_probe
-
     clips = clips or ProbeClips(sizes)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = {}
@@ -367,6 +364,29 @@ def standard_error(top1: float, n: int) -> float:
         return float("nan")
     p = top1 / 100
     return 100 * math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def draw_figures(out: Path, rows: list, teacher: str) -> dict[str, Path]:
+    """curves.png, accuracy.png and selections.png (the teacher's selections on a test clip)."""
+    figures = {
+        "curves": demo_report.draw_curves(out, out / "curves.png"),
+        "accuracy": demo_report.draw_accuracy(rows, out / "accuracy.png", 100 / NUM_CLASSES),
+    }
+    spec = SyntheticSpec(GEOMETRY["img_size"], GEOMETRY["num_frames"], NUM_CLASSES)
+    frames, label = make_clip(spec, seed=0, split="test", index=0)
+    seed = demo_report.moving_mask_seed(frames, GEOMETRY["patch_size"], GEOMETRY["tubelet_size"])
+    figures["selections"] = visualize(
+        teacher,
+        frames,
+        out / "selections.png",
+        title=f"teacher on a test clip ({spec.class_names[label]}), tube mask seed {seed}: "
+        "cyan = query token, red = selected",
+        seed=seed,
+        k_global=MASKAGAIN_OBJECTIVE["k"],  # the demo objective's top-k
+        k_local=MASKAGAIN_OBJECTIVE["k_local"],
+        k_hint=MASKAGAIN_OBJECTIVE["k"],
+    )
+    return figures
 
 
 # ------------------------------------------------------------------------------------ the demo
@@ -406,11 +426,6 @@ def run_demo(
     seed: int = 0,
 ) -> dict:
     """Run the whole comparison; returns (and writes) ``summary.json``'s content."""
-    from maskagain.engine.distill import run_distill
-    from maskagain.engine.finetune import run_finetune
-    from maskagain.engine.pretrain import run_pretrain
-    from maskagain.models.loading import load_encoder, save_encoder
-
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -510,9 +525,7 @@ def run_demo(
             if row.finetune_top1 is not None:
                 row.finetune_se = round(standard_error(row.finetune_top1, n), 2)
             row.finetune_seconds = finetunes[key].get("wall_s")
-    from maskagain import demo_report
-
-    figures = demo_report.draw_figures(out, rows, teacher_src)
+    figures = draw_figures(out, rows, teacher_src)
     summary = {
         "results": [asdict(r) for r in rows],
         "elapsed_seconds": round(time.time() - t0, 1),
@@ -623,8 +636,6 @@ def run_seeds(
     A seed whose ``summary.json`` exists with the same settings is reused, not recomputed; the
     teacher is loaded (or re-trained, once, into ``out/teacher``) and shared by every seed.
     Returns ``seeds.json``'s content."""
-    from maskagain import demo_report
-
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     t0 = time.time()

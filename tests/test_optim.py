@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskagain.engine.lrd import layer_id, param_groups_lrd
+from maskagain.engine.optim import layer_id, param_groups
 from maskagain.models import create_model
 
 
@@ -28,10 +28,10 @@ def _reference(
 def test_groups_match_reference(name: str, tiny_kwargs: dict) -> None:
     model = create_model(name, num_classes=7, fc_norm=True, init_values=0.1, **tiny_kwargs)
     depth = model.depth
-    groups = param_groups_lrd(model, weight_decay=0.05, layer_decay=0.75)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.75)
     seen = {}
     for g in groups:
-        for n, p in zip(g["param_names"], g["params"]):
+        for n, p in zip(g["names"], g["params"]):
             seen[n] = (g["lr_scale"], g["weight_decay"])
             assert p is dict(model.named_parameters())[n]
     assert set(seen) == {n for n, _ in model.named_parameters()}, "every parameter exactly once"
@@ -48,8 +48,8 @@ def test_groups_match_reference(name: str, tiny_kwargs: dict) -> None:
 def test_frozen_params_skipped_and_optimizer_accepts_groups(tiny_kwargs: dict) -> None:
     model = create_model("vit_nano", num_classes=3, **tiny_kwargs)
     model.patch_embed.requires_grad_(False)
-    groups = param_groups_lrd(model, 0.05, 0.7)
-    names = [n for g in groups for n in g["param_names"]]
+    groups = param_groups(model, 0.05, 0.7)
+    names = [n for g in groups for n in g["names"]]
     assert not any(n.startswith("patch_embed") for n in names)
     opt = torch.optim.AdamW(groups, lr=1e-3)
     assert len(opt.param_groups) == len(groups)
@@ -60,7 +60,7 @@ def test_layer_id_and_validation() -> None:
     assert layer_id("blocks.11.mlp.fc1.weight", 12) == 12
     assert layer_id("head.weight", 12) == 13
     with pytest.raises(ValueError):
-        param_groups_lrd(create_model("vit_nano"), 0.05, 0.0)
+        param_groups(create_model("vit_nano"), 0.05, 0.0)
 
 
 def test_schedule_scales_each_group(tiny_kwargs: dict) -> None:
@@ -68,7 +68,7 @@ def test_schedule_scales_each_group(tiny_kwargs: dict) -> None:
     from maskagain.engine.optim import CosineSchedule
 
     model = create_model("vit_nano", num_classes=3, **tiny_kwargs)
-    opt = torch.optim.AdamW(param_groups_lrd(model, 0.05, 0.5), lr=1.0)
+    opt = torch.optim.AdamW(param_groups(model, 0.05, 0.5), lr=1.0)
     sched = CosineSchedule(opt, total_steps=10, peak_lr=1e-3, warmup_steps=2, warmup_lr=1e-6)
     for _ in range(3):
         sched.step()

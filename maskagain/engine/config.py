@@ -1,0 +1,100 @@
+"""The engine's own config sections: optimizer, schedule, and how the training loop runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from maskagain.config import check
+
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+@dataclass
+class OptimConfig:
+    """AdamW. The peak lr is ``lr`` if set, else ``base_lr * total_batch / 256``."""
+
+    base_lr: float = 1.5e-4
+    lr: float | None = None
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    clip_grad: float | None = None
+    fused: bool | None = None  # null: fused on CUDA, foreach elsewhere
+
+    def peak_lr(self, total_batch: int) -> float:
+        """Peak learning rate for ``total_batch`` clips per optimizer step (linear scaling rule)."""
+        return self.lr if self.lr is not None else self.base_lr * total_batch / 256
+
+    def validate(self, path: str = "optim") -> None:
+        check(self.base_lr > 0, f"config key '{path}.base_lr' must be > 0, got {self.base_lr}")
+        check(
+            self.lr is None or self.lr > 0,
+            f"config key '{path}.lr' must be > 0 or null, got {self.lr}",
+        )
+        check(self.weight_decay >= 0, f"config key '{path}.weight_decay' must be >= 0")
+        check(self.eps > 0, f"config key '{path}.eps' must be > 0, got {self.eps}")
+        check(
+            all(0.0 <= b < 1.0 for b in self.betas),
+            f"config key '{path}.betas' must be two values in [0, 1), got {list(self.betas)}",
+        )
+        check(
+            self.clip_grad is None or self.clip_grad > 0,
+            f"config key '{path}.clip_grad' must be > 0 or null (no clipping), got {self.clip_grad}",
+        )
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-step cosine schedule with linear warm-up from ``warmup_lr`` to the peak lr."""
+
+    epochs: int = 400
+    warmup_epochs: float = 40
+    warmup_lr: float = 0.0
+    min_lr: float = 1e-5
+
+    def validate(self, path: str = "schedule") -> None:
+        check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
+        check(
+            0 <= self.warmup_epochs <= self.epochs,
+            f"config key '{path}.warmup_epochs' must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
+        )
+        check(self.min_lr >= 0, f"config key '{path}.min_lr' must be >= 0")
+        check(self.warmup_lr >= 0, f"config key '{path}.warmup_lr' must be >= 0")
+
+
+@dataclass
+class EngineConfig:
+    """How the shared training engine runs (device, precision, batching, logs, checkpoints)."""
+
+    batch_size: int = 64  # clips per process and micro-step
+    accum_steps: int = 1  # micro-batches per optimizer step
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    find_unused_parameters: bool = False
+    ema_decay: float = 0.0  # 0 disables the model EMA
+    log_every: int = 20  # optimizer steps between log lines (and host syncs)
+    ckpt_every_epochs: int = 1
+    ckpt_every_steps: int = 0  # 0: only at epoch ends
+    keep_checkpoints: int = 2
+    stop_after_steps: int | None = None  # leave the run early (schedule unchanged); resumable
+    max_steps_per_epoch: int | None = None  # cap the epoch length (smoke runs)
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self, path: str = "engine") -> None:
+        for key in ("batch_size", "accum_steps", "log_every", "keep_checkpoints"):
+            value = getattr(self, key)
+            check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")
+        for key in ("ckpt_every_epochs", "ckpt_every_steps"):
+            value = getattr(self, key)
+            check(value >= 0, f"config key '{path}.{key}' must be >= 0, got {value}")
+        check(
+            0.0 <= self.ema_decay < 1.0,
+            f"config key '{path}.ema_decay' must be in [0, 1) (0 disables), got {self.ema_decay}",
+        )
+        for key in ("stop_after_steps", "max_steps_per_epoch"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"config key '{path}.{key}' must be >= 1 or null")

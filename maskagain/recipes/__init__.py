@@ -1,0 +1,82 @@
+"""Recipes: one module per command, each with its ``Config`` dataclass and ``run(cfg, resume)``.
+
+A recipe builds what it needs from the library (``maskagain.models``, ``losses``, ``data``,
+``engine``), runs it and writes a run directory; the library never imports a recipe. The
+configurable ones are listed in :data:`RECIPES`, which drives the CLI's subcommands and the test
+that validates every shipped config. Modules are imported on first use, so listing them (or
+``maskagain --help``) loads nothing heavy.
+
+    recipe = RECIPES["distill"]
+    cfg = load_config(recipe.config, "configs/distill/k400_vit_s.yaml", ["engine.batch_size=32"])
+    summary = recipe.run(cfg, resume="auto")
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A command backed by a config: its module, one-line help and the summary keys it prints
+    (``a.b`` is printed as ``a_b``, when present)."""
+
+    name: str
+    module: str
+    help: str
+    prints: tuple[str, ...]
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    @property
+    def config(self) -> type:
+        """The recipe's config dataclass."""
+        return self.load().Config
+
+    def run(self, cfg: Any, resume: str | None = None) -> dict:
+        """Run the recipe; returns the summary it wrote to ``summary.json``."""
+        return self.load().run(cfg, resume)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "pretrain",
+            "maskagain.recipes.pretrain",
+            "VideoMAE pre-training of a teacher (encoder on visible tokens, pixel-regression "
+            "decoder)",
+            ("completed", "step", "epoch"),
+        ),
+        Recipe(
+            "distill",
+            "maskagain.recipes.distill",
+            "MaskAgain: distil a frozen VideoMAE teacher into a student trained on visible tokens",
+            ("completed", "step", "epoch"),
+        ),
+        Recipe(
+            "finetune",
+            "maskagain.recipes.finetune",
+            "fine-tune a video ViT classifier (from a distilled student, a VideoMAE checkpoint "
+            "or scratch)",
+            ("completed", "step", "epoch", "test.top1"),
+        ),
+        Recipe(
+            "evaluate",
+            "maskagain.recipes.evaluate",
+            "multi-view test of a fine-tuned classifier: top-1/top-5, per-class accuracy, "
+            "confusion matrix",
+            ("top1", "top5", "mean_class_acc", "num_videos", "views"),
+        ),
+        Recipe(
+            "probe",
+            "maskagain.recipes.probe",
+            "linear probe on frozen mean-pooled features of an encoder (train/val top-1)",
+            ("train_top1", "val_top1", "num_train", "num_val"),
+        ),
+    )
+}

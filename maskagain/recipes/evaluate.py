@@ -1,0 +1,131 @@
+"""Recipe ``maskagain evaluate``: multi-view testing of a classifier (clips x crops, softmax
+averaged per video) with top-1/top-5, per-class accuracy, a confusion matrix and per-video
+predictions saved as files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from maskagain.config import ConfigError, apply_overrides, check, load_yaml
+from maskagain.data import ClipDataset, DataConfig
+from maskagain.data.lists import read_class_index
+from maskagain.engine.config import Precision
+from maskagain.engine.metrics import MetricWriter
+from maskagain.engine.run import finish_run, start_run, write_summary
+from maskagain.engine.trainer import DTYPES
+from maskagain.models.loading import CheckpointError
+from maskagain.models.vit import VideoViT
+from maskagain.recipes.common import model_overrides, open_dataset
+from maskagain.recipes.finetune import load_classifier, run_test
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig:
+    """``maskagain evaluate``: multi-view testing of a classifier.
+
+    ``checkpoint``: a ``finetune`` run directory (its ``model.safetensors``, or
+    ``model_ema.safetensors`` with ``use_ema``), a weights file, or a training checkpoint
+    ``ckpt_step*.pt`` of a fine-tuning run. ``split``: which list of ``data`` to test on.
+    ``overrides``: ``ModelConfig`` fields a weights file cannot tell (e.g. ``num_heads`` of an
+    official ``.pth``), passed to ``load_encoder``.
+    """
+
+    out_dir: str = "runs/evaluate"
+    checkpoint: str = ""
+    overrides: dict = field(default_factory=dict)
+    use_ema: bool = False
+    split: Literal["test", "val"] = "test"
+    data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
+    batch_size: int = 16
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
+    progress: bool = True
+
+    def validate(self) -> None:
+        check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
+        self.data.validate()
+        check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        self.overrides = model_overrides(self.overrides, "overrides")
+
+
+def config_base(overrides: list[str]) -> dict:
+    """Without a config file, the clips are read as the fine-tuning run read them: the ``data``
+    section of the run directory that ``checkpoint`` (set by ``overrides``) names."""
+    checkpoint = apply_overrides({}, overrides).get("checkpoint", "")
+    run_config = Path(str(checkpoint)) / "config.yaml"
+    if not run_config.is_file():
+        return {}
+    return {"data": (load_yaml(run_config) or {}).get("data") or {}}
+
+
+def _class_names(path: str, dataset: ClipDataset, num_classes: int) -> list[str] | None:
+    if path:
+        names = read_class_index(path)
+        if len(names) != num_classes:
+            raise ConfigError(
+                f"config key 'class_names': {path} has {len(names)} names for {num_classes} classes"
+            )
+        return names
+    return dataset.class_names if dataset.num_classes == num_classes else None
+
+
+def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
+    """Multi-view test of ``cfg.checkpoint``; reports and ``summary.json`` in ``cfg.out_dir``."""
+    t0 = time.time()
+    dist, run_dir = start_run(cfg, cfg.out_dir, 0, cfg.device)
+    try:
+        dataset = open_dataset(cfg.data, cfg.split, "eval")  # list files only: fails fast
+        model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides).to(dist.device)
+        if not model.num_classes:
+            raise CheckpointError(
+                f"{cfg.checkpoint} is an encoder without a classification head; fine-tune it "
+                "first (maskagain finetune) or linear-probe it (maskagain probe)"
+            )
+        _warn_geometry(cfg, model)
+        if dataset.num_classes > model.num_classes:
+            raise ConfigError(
+                f"the {cfg.split} data has {dataset.num_classes} classes but the checkpoint's "
+                f"head has {model.num_classes}"
+            )
+        names = _class_names(cfg.class_names, dataset, model.num_classes)
+        metrics = run_test(
+            model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[cfg.precision],
+            run_dir, cfg.progress, names,
+        )  # fmt: skip
+        summary = {
+            "recipe": "evaluate",
+            "checkpoint": str(cfg.checkpoint),
+            "use_ema": cfg.use_ema,
+            "split": cfg.split,
+            "views": f"{cfg.data.test_clips}x{cfg.data.test_crops}" if dataset.views > 1 else "1",
+            "world_size": dist.world_size,
+            **metrics,
+            "wall_s": round(time.time() - t0, 2),
+        }
+        if dist.is_main:
+            writer = MetricWriter(run_dir, True, tensorboard=True)
+            writer.write({"step": 0, **metrics}, 0, prefix="test")
+            writer.close()
+            write_summary(run_dir, summary)
+        return summary
+    finally:
+        finish_run()
+
+
+def _warn_geometry(cfg: EvaluateConfig, model: VideoViT) -> None:
+    if (cfg.data.num_frames, cfg.data.input_size) != (model.cfg.num_frames, model.cfg.img_size):
+        log.warning(
+            "testing %d frames at %dpx on a model fine-tuned on %d frames at %dpx "
+            "(position table interpolated)",
+            cfg.data.num_frames, cfg.data.input_size, model.cfg.num_frames, model.cfg.img_size,
+        )  # fmt: skip
+
+
+Config = EvaluateConfig
