@@ -44,27 +44,39 @@ import torch
 
 from maskagain.data import DataConfig, build_dataset, build_transform, read_clip
 from maskagain.data.decode import short_side_size
-from maskagain.data.sampling import dense_indices
+from maskagain.data.sampling import dense_indices, sample_indices
 from maskagain.data.synthetic import SyntheticSpec, make_clip, write_synthetic_dataset
 
 VIDEOS = {"320p": (320, 568), "720p": (720, 1280)}
 FPS, SECONDS = 30, 10
 
 
-def write_test_video(path: Path, height: int, width: int) -> None:
-    """A 10 s H.264 video with camera-pan-like motion and texture (not trivially compressible)."""
+def write_test_video(
+    path: Path,
+    height: int,
+    width: int,
+    fps: int = FPS,
+    seconds: float = SECONDS,
+    codec: str = "libx264",
+) -> None:
+    """A video with camera-pan-like motion and texture (not trivially compressible): H.264 with
+    x264 defaults (B-frames, key frame every <= 250 frames), or VP9 (``codec="libvpx-vp9"``)."""
     rng = np.random.default_rng(0)
-    big_h, big_w = height + 64, width + 8 * FPS * SECONDS // 4
+    count = int(fps * seconds)
+    big_h, big_w = height + 64, width + 2 * count
     base = rng.integers(0, 256, (big_h // 8, big_w // 8, 3), dtype=np.uint8)
     base = np.kron(base, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks of texture
     yy, xx = np.mgrid[0:big_h, 0 : base.shape[1]]
     shade = 100 * (np.sin(xx / 37.0) + np.cos(yy / 23.0) + 2) / 4
     base = (base * 0.6 + shade[..., None]).astype(np.uint8)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        for t in range(FPS * SECONDS):
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        else:
+            stream.options = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        for t in range(count):
             x, y = 2 * t, int(20 + 20 * np.sin(t / 15))
             frame = np.ascontiguousarray(base[y : y + height, x : x + width])
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -208,6 +220,358 @@ def cnn_probe_synthetic(train: int, val: int, epochs: int = 8) -> dict:
         "clip": fit(xt, yt, xv, yv),
         "single_frame": fit(still(xt), yt, still(xv), yv),
     }
+
+
+# ------------------------------------------------------------------ training loader (--pipeline)
+# name -> (height, width, fps, seconds, codec, sampling); K400-like H.264 with x264 defaults,
+# SSv2-like VP9 webm
+PIPE_SOURCES = {
+    "k400_320p": (320, 568, 30, 10.0, "libx264", "dense"),
+    "k400_256p": (256, 340, 30, 10.0, "libx264", "dense"),
+    "k400_720p": (720, 1280, 30, 10.0, "libx264", "dense"),
+    "ssv2_240p": (240, 426, 12, 4.0, "libvpx-vp9", "segment"),
+}
+QUICK_SOURCES = {
+    "k400_320p": (320, 568, 30, 3.0, "libx264", "dense"),
+    "ssv2_240p": (240, 426, 12, 3.0, "libvpx-vp9", "segment"),
+}
+PIPE_ROWS = ("videomae", "videomae_v2", "ours_r1", "ours_r4", "ours_prepared_r4")
+# GPU step rate estimate: 40% of 790 TFLOP/s (bf16 dense) over the training FLOPs of one clip
+GPU_FLOPS = 0.4 * 790e12
+
+
+def source_path(work: Path, name: str, spec: tuple) -> Path:
+    """The benchmark's copy of source ``name`` (written once)."""
+    h, w, fps, seconds, codec, _ = spec
+    ext = "webm" if codec == "libvpx-vp9" else "mp4"
+    path = work / f"pipe_{name}_{int(seconds)}s.{ext}"
+    if not path.exists():
+        print(f"writing {path} ...", flush=True)
+        tmp = path.with_name(f".tmp_{path.name}")
+        write_test_video(tmp, h, w, fps, seconds, codec)
+        tmp.rename(path)
+    return path
+
+
+def clip_flops() -> dict[str, float]:
+    """Training FLOPs per 16x224x224 clip (tube mask 0.9) of B->B and B->S (benchmarks.flops)."""
+    from benchmarks import flops as fl
+    from maskagain.masking import visible_count
+
+    grid = (8, 14, 14)
+    clip = fl.ClipShape(8 * 14 * 14, visible_count("tube", grid, 0.9), 8, 3 * 2 * 16 * 16)
+    base, small = fl.EncoderSpec(768, 12), fl.EncoderSpec(384, 12)
+    return {
+        "B->B": fl.maskagain_flops(base, base, clip, 16, 1).total,
+        "B->S": fl.maskagain_flops(base, small, clip, 16, 1).total,
+    }
+
+
+_OFFSETS = ((0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2))
+_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+class VideoMAELoader:
+    """VideoMAE's training loader logic, for comparison: decord ``VideoReader`` (1 thread, full
+    size) per video, ``get_batch``, PIL images, ``GroupMultiScaleCrop`` (PIL crop + bilinear
+    resize to 224) once per sample, stack + ToTensor + normalise, a numpy tube mask per sample.
+    ``num_sample=4`` is VideoMAE V2's repeated sampling (one decode, 4 transforms)."""
+
+    def __init__(self, paths: list[str], sampling: str, num_sample: int, seed: int = 0) -> None:
+        self.paths, self.sampling, self.num_sample = paths, sampling, num_sample
+        self.rng = np.random.default_rng(seed)
+        self.mean = np.array(DataConfig().mean, np.float32)[:, None, None, None]
+        self.std = np.array(DataConfig().std, np.float32)[:, None, None, None]
+
+    def _transform(self, images: list) -> tuple[torch.Tensor, np.ndarray]:
+        from PIL import Image
+
+        w, h = images[0].size
+        base = min(w, h)
+        ci, cj = self.rng.integers(len(_SCALES), size=2)
+        cj = min(max(cj, ci - 1), ci + 1)
+        cw, ch = int(base * _SCALES[ci]), int(base * _SCALES[cj])
+        qr, qc = _OFFSETS[self.rng.integers(len(_OFFSETS))]
+        top, left = (h - ch) * qr // 4, (w - cw) * qc // 4
+        crops = [
+            im.crop((left, top, left + cw, top + ch)).resize((224, 224), Image.BILINEAR)
+            for im in images
+        ]
+        x = np.stack([np.asarray(c) for c in crops]).astype(np.float32) / 255  # (T, H, W, C)
+        x = (x.transpose(3, 0, 1, 2) - self.mean) / self.std  # (C, T, H, W)
+        n = 8 * 14 * 14 // 8
+        mask = np.hstack([np.zeros(n - int(0.9 * n)), np.ones(int(0.9 * n))])
+        self.rng.shuffle(mask)
+        return torch.from_numpy(x), np.tile(mask, (8, 1)).flatten()
+
+    def batch(self, videos: list[int]) -> dict:
+        import decord
+        from PIL import Image
+
+        clips, masks = [], []
+        for v in videos:
+            vr = decord.VideoReader(self.paths[v], num_threads=1, ctx=decord.cpu(0))
+            idx = sample_indices(len(vr), self.sampling, 16, 4, train=True)
+            frames = vr.get_batch(idx).asnumpy()
+            images = [Image.fromarray(f).convert("RGB") for f in frames]
+            for _ in range(self.num_sample):
+                clip, mask = self._transform(images)
+                clips.append(clip)
+                masks.append(torch.from_numpy(mask))
+        return {"video": torch.stack(clips), "mask": torch.stack(masks).bool()}
+
+
+class OurLoader:
+    """``maskagain.data``'s training loader in-process: ``build_dataset``-style dataset with
+    1 decoder thread, pre-training transform, ``MaskCollator`` (tube masks)."""
+
+    def __init__(self, paths: list[str], sampling: str, num_sample: int, repeat: str) -> None:
+        from maskagain.data import MaskCollator, VideoListDataset, VideoRecord
+
+        cfg = DataConfig(
+            sampling=sampling,
+            num_sample=num_sample,
+            repeat=repeat,
+            decode_threads=1,
+            num_workers=0,
+        )
+        records = [VideoRecord(p, 0) for p in paths]
+        self.ds = VideoListDataset(records, cfg, "train", "pretrain", ["x"])
+        self.collate = MaskCollator("tube", 0.9, (8, 14, 14))
+
+    def batch(self, videos: list[int]) -> dict:
+        return self.collate([self.ds[v] for v in videos])
+
+
+def build_rows(original: Path, prepared: Path, sampling: str, copies: int) -> dict:
+    orig, prep = [str(original)] * copies, [str(prepared)] * copies
+    return {
+        "videomae": VideoMAELoader(orig, sampling, 1),
+        "videomae_v2": VideoMAELoader(orig, sampling, 4),
+        "ours_r1": OurLoader(orig, sampling, 1, "same_window"),
+        "ours_r4": OurLoader(orig, sampling, 4, "same_window"),
+        "ours_prepared_r4": OurLoader(prep, sampling, 4, "same_window"),
+    }
+
+
+def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
+    """Seconds per clip of each row, round-robin over rows (order rotated every round), one
+    batch of ``clips_per_batch`` clips per row per round; median over rounds after a warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    names = list(rows)
+    for k in range(rounds + 1):
+        order = names[k % len(names) :] + names[: k % len(names)]
+        for name in order:
+            r = 4 if name.endswith("r4") or name == "videomae_v2" else 1
+            videos = list(range(clips_per_batch // r))
+            start = time.perf_counter()
+            batch = rows[name].batch(videos)
+            elapsed = time.perf_counter() - start
+            assert batch["video"].shape[0] == clips_per_batch and batch["mask"].shape[0] == len(
+                batch["video"]
+            )
+            if k > 0:  # the first round warms up caches and libraries
+                times[name].append(elapsed / clips_per_batch)
+    return {
+        name: {
+            "clips_per_s_per_core": 1.0 / statistics.median(t),
+            "seconds_per_clip_median": statistics.median(t),
+            "seconds_per_clip_min": min(t),
+            "seconds_per_clip_max": max(t),
+        }
+        for name, t in times.items()
+    }
+
+
+def profile_clip(path: str, short_side: int, num_sample: int, sampling: str, clips: int) -> dict:
+    """Where one training clip's time goes in ``maskagain.data``, summed over ``clips`` clips:
+    open + index (demux), decoding up to the first wanted frame, decoding between wanted frames,
+    RGB conversion + resize, augmentation (``num_sample`` crops), collate + masks. Also counts
+    decoded and skipped frames. Uses the decoder's own steps (private methods) with timers."""
+    from maskagain.data import MaskCollator, build_transform
+    from maskagain.data.decode import VideoFile
+
+    cfg = DataConfig(sampling=sampling, num_sample=num_sample)
+    transform = build_transform(cfg, "train", "pretrain")
+    collate = MaskCollator("tube", 0.9, (8, 14, 14))
+    parts = dict.fromkeys(("open_index", "to_first", "between", "convert_resize", "augment"), 0.0)
+    parts["collate_masks"] = 0.0
+    counts = {"decoded_to_first": 0, "decoded_between": 0, "wanted": 0, "frames": 0}
+    for k in range(clips):
+        t0 = time.perf_counter()
+        video = VideoFile(path, threads=1)
+        t1 = time.perf_counter()
+        idx = sample_indices(video.num_frames, sampling, 16, 4, train=True)
+        wanted = sorted(set(idx))
+        pts = video._index.pts
+        by_pts = {pts[i]: i for i in wanted}
+        key = max(t for t in video._index.keys if t <= pts[wanted[0]])
+        video._container.seek(key, stream=video._stream, backward=True)
+        frames, first_at = {}, None
+        for frame in video._decode_skipping(by_pts):
+            counts["decoded_between" if first_at else "decoded_to_first"] += 1
+            if frame.pts in by_pts:
+                frames[by_pts[frame.pts]] = frame
+                if first_at is None:
+                    first_at = time.perf_counter()
+                    counts["decoded_to_first"] -= 1
+                    counts["decoded_between"] += 1
+            if frame.pts >= pts[wanted[-1]]:
+                break
+        t2 = time.perf_counter()
+        arrays = video._to_arrays(frames, wanted, short_side)
+        clip = torch.from_numpy(np.stack([arrays[i] for i in idx]))
+        video.close()
+        t3 = time.perf_counter()
+        out = torch.stack([transform(clip) for _ in range(num_sample)])
+        t4 = time.perf_counter()
+        collate([{"video": out, "label": 0, "index": k}])
+        t5 = time.perf_counter()
+        parts["open_index"] += t1 - t0
+        parts["to_first"] += (first_at or t2) - t1
+        parts["between"] += t2 - (first_at or t2)
+        parts["convert_resize"] += t3 - t2
+        parts["augment"] += t4 - t3
+        parts["collate_masks"] += t5 - t4
+        counts["wanted"] += len(wanted)
+        counts["frames"] = video.num_frames
+    total = sum(parts.values())
+    return {
+        "ms_per_video": {k: 1000 * v / clips for k, v in parts.items()},
+        "share": {k: v / total for k, v in parts.items()},
+        "frames_decoded_per_video": {
+            k: v / clips for k, v in counts.items() if k.startswith("decoded")
+        },
+        "wanted_frames_per_video": counts["wanted"] / clips,
+        "video_frames": counts["frames"],
+        "clips_per_video": num_sample,
+    }
+
+
+def pipeline_report(
+    work: Path, quick: bool, rounds: int, clips_per_batch: int, profile_clips: int
+) -> dict:
+    """Write the sources, prepare them with ``maskagain prepare``'s library, bench every row and
+    profile ours; returns the ``pipeline`` part of the report."""
+    from maskagain.data.prepare import EncodeOptions, Job, run_jobs
+
+    sources = QUICK_SOURCES if quick else PIPE_SOURCES
+    flops = clip_flops()
+    out: dict = {"rounds": rounds, "clips_per_batch": clips_per_batch, "sources": {}}
+    out["gflop_per_clip"] = {k: v / 1e9 for k, v in flops.items()}
+    out["gpu_clips_per_s_estimate"] = {k: GPU_FLOPS / v for k, v in flops.items()}
+    shutil.rmtree(work / "prepared", ignore_errors=True)  # always prepared with today's options
+    for name, spec in sources.items():
+        original = source_path(work, name, spec)
+        prepared = work / "prepared" / f"{original.stem}.mp4"
+        report = run_jobs([Job(str(original), str(prepared))], EncodeOptions(), 1, False)
+        prepare_seconds = report.seconds
+        if report.failed:
+            raise RuntimeError(f"prepare failed: {report.failed}")
+        rows = build_rows(original, prepared, spec[5], copies=clips_per_batch)
+        result = bench_pipeline(rows, clips_per_batch, rounds)
+        a, b = result["videomae"], result["videomae_v2"]
+        for row in result.values():
+            row["x_videomae"] = row["clips_per_s_per_core"] / a["clips_per_s_per_core"]
+            row["x_videomae_v2"] = row["clips_per_s_per_core"] / b["clips_per_s_per_core"]
+            row["cores_per_gpu"] = {
+                k: rate / row["clips_per_s_per_core"]
+                for k, rate in out["gpu_clips_per_s_estimate"].items()
+            }
+        entry = {
+            "size": f"{spec[1]}x{spec[0]}",
+            "fps": spec[2],
+            "seconds": spec[3],
+            "codec": spec[4],
+            "bytes_original": original.stat().st_size,
+            "bytes_prepared": prepared.stat().st_size,
+            "prepare_seconds": prepare_seconds,
+            "rows": result,
+            "profile": {},
+        }
+        for label, path in (("original", original), ("prepared", prepared)):
+            if profile_clips:
+                entry["profile"][label] = profile_clip(str(path), 256, 4, spec[5], profile_clips)
+        out["sources"][name] = entry
+        print(
+            f"{name}: "
+            + ", ".join(f"{k} {v['clips_per_s_per_core']:.1f}" for k, v in result.items())
+            + " clips/s/core",
+            flush=True,
+        )
+    return out
+
+
+def pipeline_markdown(report: dict) -> str:
+    p = report["pipeline"]
+    gpu = p["gpu_clips_per_s_estimate"]
+    lines = [
+        "",
+        "## Training data loader (`--pipeline`)",
+        "",
+        f"`{report['command']}` on {report['machine']}, {report['date']}; 1-minute load average "
+        f"{report['load_average_start']:.1f} at the start, {report['load_average_end']:.1f} at "
+        "the end. One process, one decoder thread, `torch` 1 thread: decode + sampling + "
+        f"augmentation (multi-scale crop to 224, normalise) + batching with tube masks, "
+        f"{p['clips_per_batch']} clips per batch; rows round-robin (order rotated each round), "
+        f"median over {p['rounds']} rounds. Rows: `videomae` = VideoMAE's loader logic (decord, "
+        "PIL multi-scale crop, num_sample 1); `videomae_v2` = the same with VideoMAE V2's "
+        "num_sample 4 (one decode, 4 crops); `ours_r1`/`ours_r4` = `maskagain.data` "
+        "(repeat=same_window) on the originals; `ours_prepared_r4` = on `maskagain prepare`d "
+        "files (short side 320, key frame every 16, non-reference B-frames, CRF 18, x264 tune=fastdecode).",
+        "",
+        "Cores per GPU (**estimate**) = GPU step rate / clips per second per core, GPU step rate "
+        f"= 40% of 790 TFLOP/s over the training FLOPs per clip (B->B "
+        f"{p['gflop_per_clip']['B->B']:.0f} GFLOP, B->S {p['gflop_per_clip']['B->S']:.0f} GFLOP:"
+        f" {gpu['B->B']:.0f} and {gpu['B->S']:.0f} clips/s).",
+        "",
+        "| source | row | clips/s/core | x VideoMAE | x VideoMAE V2 | cores/GPU B->B "
+        "| cores/GPU B->S |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in p["sources"].items():
+        for row, r in s["rows"].items():
+            lines.append(
+                f"| {name} ({s['size']}, {s['codec']}) | {row} | {r['clips_per_s_per_core']:.2f} "
+                f"| {r['x_videomae']:.2f} | {r['x_videomae_v2']:.2f} "
+                f"| {r['cores_per_gpu']['B->B']:.0f} | {r['cores_per_gpu']['B->S']:.0f} |"
+            )
+    sizes = ", ".join(
+        f"{n} {s['bytes_original'] / 1e6:.2f} -> {s['bytes_prepared'] / 1e6:.2f} MB "
+        f"({s['prepare_seconds']:.1f} s)"
+        for n, s in p["sources"].items()
+    )
+    lines += ["", f"File sizes, original -> prepared (time to prepare, one process): {sizes}."]
+    profiled = [(n, s) for n, s in p["sources"].items() if s["profile"]]
+    if profiled:
+        lines += [
+            "",
+            "Profile of `maskagain.data` per video (4 clips, same window; ms, share of the "
+            "total; frames decoded before the first wanted frame / from it to the last one):",
+            "",
+            "| source | files | open + index | to first | between | RGB + resize | augment "
+            "| collate + masks | decoded to first / between |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, s in profiled:
+            for label, pr in s["profile"].items():
+                ms, sh, fr = pr["ms_per_video"], pr["share"], pr["frames_decoded_per_video"]
+                cells = " | ".join(
+                    f"{ms[k]:.1f} ({100 * sh[k]:.0f}%)"
+                    for k in (
+                        "open_index",
+                        "to_first",
+                        "between",
+                        "convert_resize",
+                        "augment",
+                        "collate_masks",
+                    )
+                )
+                lines.append(
+                    f"| {name} | {label} | {cells} "
+                    f"| {fr['decoded_to_first']:.0f} / {fr['decoded_between']:.0f} |"
+                )
+    return "\n".join(lines) + "\n"
 
 
 READERS = {"pyav": read_pyav, "decord": read_decord}
@@ -360,6 +724,7 @@ def collect(
     synthetic_clips: int = 0,
     command: str = "python -m benchmarks.data",
     cnn_clips: int = 0,
+    pipeline: dict | None = None,
 ) -> dict:
     """Run the selected parts and return the report (see ``markdown`` for its tables)."""
     torch.set_num_threads(1)
@@ -377,6 +742,7 @@ def collect(
         "probe_setup": f"{probe_clips[0]} train / {probe_clips[1]} val clips of 16 frames, 32x32",
         "synthetic_speed": None,
         "cnn": None,
+        "pipeline": None,
     }
     transform = build_transform(DataConfig(), "train", "pretrain")
     for name in videos if clips else ():
@@ -407,6 +773,8 @@ def collect(
     if synthetic_clips:
         report["synthetic_speed"] = synthetic_speed(synthetic_clips, work)
         print(report["synthetic_speed"], flush=True)
+    if pipeline is not None:
+        report["pipeline"] = pipeline_report(work, **pipeline)
     report["load_average_end"] = os.getloadavg()[0]
     return report
 
@@ -417,18 +785,31 @@ def run_default() -> dict:
 
 
 MD_BEGIN, MD_END = "<!-- data-benchmark:begin -->", "<!-- data-benchmark:end -->"
+PIPE_BEGIN, PIPE_END = "<!-- data-pipeline:begin -->", "<!-- data-pipeline:end -->"
 
 
 def update_markdown(path: Path, report: dict) -> None:
-    """Write the data section between its markers in ``path``, leaving other sections alone."""
-    block = f"{MD_BEGIN}{markdown(report)}{MD_END}\n"
+    """Write the data section (and the loader section of a ``--pipeline`` run) between their
+    markers in ``path``, leaving other sections alone."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MD_BEGIN in text and MD_END in text:
-        head, rest = text.split(MD_BEGIN, 1)
-        text = head + block + rest.split(MD_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
+    if report["rows"] or report["probes"] or report["cnn"] or report["synthetic_speed"]:
+        text = _replace_block(text, MD_BEGIN, MD_END, markdown(report), after=None)
+    if report.get("pipeline"):
+        text = _replace_block(text, PIPE_BEGIN, PIPE_END, pipeline_markdown(report), MD_END)
     path.write_text(text)
+
+
+def _replace_block(text: str, begin: str, end: str, body: str, after: str | None) -> str:
+    """``text`` with the block between ``begin`` and ``end`` replaced by ``body``; a missing
+    block goes after the line holding ``after`` (or at the end)."""
+    block = f"{begin}{body}{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].lstrip("\n")
+    if after and after in text:
+        head, rest = text.split(after, 1)
+        return head + after + "\n" + block + rest.lstrip("\n")
+    return text.rstrip("\n") + "\n\n" + block
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,10 +824,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--synthetic-speed", type=int, default=0, metavar="CLIPS")
     parser.add_argument("--cnn", type=int, default=0, metavar="CLIPS", help="3D-CNN probe")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="full training loader rows (clips/s per core)"
+    )
+    parser.add_argument("--quick", action="store_true", help="--pipeline smoke test (seconds)")
+    parser.add_argument("--rounds", type=int, default=6, help="--pipeline rounds (default 6)")
+    parser.add_argument("--batch-clips", type=int, default=8, help="--pipeline clips per batch")
+    parser.add_argument(
+        "--profile", type=int, default=12, metavar="VIDEOS", help="--pipeline profile (0: off)"
+    )
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--markdown", type=Path, help="update the data section of this file")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    pipeline = None
+    if args.pipeline:
+        quick = dict(rounds=1, clips_per_batch=4, profile_clips=2) if args.quick else {}
+        pipeline = dict(
+            quick=args.quick,
+            rounds=args.rounds,
+            clips_per_batch=args.batch_clips,
+            profile_clips=args.profile,
+        )
+        pipeline.update(quick)
+        if not any(a.startswith("--clips") for a in argv):
+            args.clips = 0  # --pipeline alone: no decode table
     report = collect(
         args.clips,
         tuple(args.threads),
@@ -457,12 +859,15 @@ def main(argv: list[str] | None = None) -> int:
         args.synthetic_speed,
         " ".join(["python -m benchmarks.data", *argv]),
         args.cnn,
+        pipeline,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:
         update_markdown(args.markdown, report)
     print(markdown(report))
+    if report["pipeline"]:
+        print(pipeline_markdown(report))
     return 0
 
 

@@ -4,7 +4,9 @@ Each item is a dict:
 
 * ``"video"``: float ``(C, T, H, W)``, normalised; with ``num_sample > 1`` (repeated sampling,
   training only) a stacked ``(S, C, T, H, W)`` of S clips from one decode, each with its own
-  random crop (``MaskCollator`` flattens them into the batch);
+  random crop (``MaskCollator`` flattens them into the batch). ``repeat="same_window"``: the S
+  clips share one temporal window (VideoMAE V2); ``"new_window"``: S windows, their union
+  decoded once;
 * ``"label"``: int; ``"index"``: int, the video id; ``"view"``: int, the test view
   (``clip * test_crops + crop``) for test splits only;
 * ``"skipped"``: list of ``(path, reason)`` of bad files replaced to produce this item.
@@ -178,12 +180,16 @@ class ClipDataset(Dataset, ABC):
         return int(rng.integers(self.num_videos))
 
     def _clip_indices(self, n: int, view: int) -> list[list[int]]:
+        """Frame indices of each clip of one item: ``num_sample`` lists when training (one window
+        repeated for ``repeat="same_window"``, a window each for ``"new_window"``), else one."""
         cfg = self.cfg
         if self.train:
-            return [
+            windows = 1 if cfg.repeat == "same_window" else self.num_sample
+            drawn = [
                 sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, train=True)
-                for _ in range(self.num_sample)
+                for _ in range(windows)
             ]
+            return drawn * self.num_sample if windows == 1 else drawn
         clip, clips = (view // cfg.test_crops, cfg.test_clips) if self.views > 1 else (0, 1)
         return [
             sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, False, clip, clips)
@@ -199,8 +205,22 @@ class ClipDataset(Dataset, ABC):
             source.close()
         pos = {f: k for k, f in enumerate(union)}
         crop = view % self.cfg.test_crops if self.views > 1 else 0
-        clips = [self.transform(frames[[pos[i] for i in s]], crop) for s in index_sets]
+        picked: dict[tuple[int, ...], torch.Tensor] = {}  # same window: gathered once
+        for s in index_sets:
+            if tuple(s) not in picked:
+                picked[tuple(s)] = frames[[pos[i] for i in s]]  # (T, H, W, C)
+        clips = [self.transform(picked[tuple(s)], crop) for s in index_sets]
         return clips[0] if len(clips) == 1 else torch.stack(clips)  # (C,T,H,W) | (S,C,T,H,W)
+
+
+def decode_threads() -> int:
+    """Decoder threads of a video opened here: in a DataLoader worker the worker's share of the
+    CPU cores (workers x threads <= cores), else 0 (FFmpeg's choice)."""
+    info = get_worker_info()
+    if info is None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(info.num_workers, 1))
 
 
 class VideoListDataset(ClipDataset):
@@ -223,9 +243,7 @@ class VideoListDataset(ClipDataset):
         r = self.records[video_id]
         if r.num_frames is not None:
             return FrameFolder(r.path, r.num_frames, self.cfg.frame_template, self.cfg.frame_start)
-        # 0 = automatic: one decoder thread per DataLoader worker, FFmpeg's choice otherwise
-        threads = self.cfg.decode_threads or (1 if get_worker_info() is not None else 0)
-        return VideoFile(r.path, threads=threads)
+        return VideoFile(r.path, threads=self.cfg.decode_threads or decode_threads())
 
     def label(self, video_id: int) -> int:
         return self.records[video_id].label

@@ -6,11 +6,15 @@ Frames are counted by demuxing packets (no decoding), so missing durations, miss
 timestamp of the video stream.
 
 H.264 frames that are neither wanted nor referenced by other frames (``nal_ref_idc == 0``, most
-B-frames) are not decoded at all; FFmpeg's own threading is used (``threads=0``: its choice).
+B-frames) are not decoded at all; wanted frames separated by a key frame are read with one seek
+each (several windows of one video, short GOPs of ``maskagain prepare``d files); only the wanted
+frames are converted to RGB, resized by swscale straight to the working size. FFmpeg's own
+threading is used (``threads=0``: its choice).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -168,7 +172,7 @@ class VideoFile:
             raise IndexError(f"{self.path}: frame indices {bad[:5]} outside [0, {self.num_frames})")
         wanted = sorted(set(idx))
         try:
-            frames = self._read_seek(wanted) if self._index.pts is not None else None
+            frames = self._read_runs(wanted) if self._index.pts is not None else None
             if frames is None:
                 frames = self._read_sequential(wanted)
         except av.FFmpegError as e:
@@ -177,6 +181,30 @@ class VideoFile:
             raise VideoDecodeError(self.path, "no frame could be decoded")
         arrays = self._to_arrays(frames, wanted, short_side)
         return torch.from_numpy(np.stack([arrays[i] for i in idx]))
+
+    def _runs(self, wanted: list[int]) -> list[list[int]]:
+        """Split sorted frame numbers where a key frame lies between two of them: seeking to
+        that key frame is cheaper than decoding the gap (far-apart windows, short GOPs)."""
+        pts, keys = self._index.pts, self._index.keys
+        assert pts is not None
+        runs = [[wanted[0]]]
+        for prev, i in zip(wanted, wanted[1:]):
+            k = bisect.bisect_right(keys, pts[i]) - 1  # last key frame at or before frame i
+            if k >= 0 and keys[k] > pts[prev]:
+                runs.append([i])
+            else:
+                runs[-1].append(i)
+        return runs
+
+    def _read_runs(self, wanted: list[int]) -> dict[int, av.VideoFrame] | None:
+        """``_read_seek`` for each run of ``_runs``; None if any seek failed."""
+        frames: dict[int, av.VideoFrame] = {}
+        for run in self._runs(wanted):
+            got = self._read_seek(run)
+            if got is None:
+                return None
+            frames.update(got)
+        return frames
 
     def _read_seek(self, wanted: list[int]) -> dict[int, av.VideoFrame] | None:
         """Decode from the key frame before ``wanted[0]`` to ``wanted[-1]``; None if seeking failed."""
