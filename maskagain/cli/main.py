@@ -1,23 +1,23 @@
-"""``maskagain`` console script: one subcommand per module in ``maskagain.cli``.
+"""``maskagain`` console script: the recipes' subcommands (``maskagain.recipes.RECIPES``,
+through ``maskagain.cli.recipe``) and one subcommand per tool module in ``maskagain.cli``.
 
-Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+A tool module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 The library never imports from here.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
 
+from maskagain.cli import recipe as recipe_cli
+from maskagain.recipes import RECIPES
+
 # subcommand -> module under maskagain.cli (imported lazily so `--help` stays fast)
 SUBCOMMANDS: dict[str, str] = {
-    "pretrain": "pretrain",
-    "distill": "distill",
-    "finetune": "finetune",
-    "evaluate": "evaluate",
-    "probe": "probe",
     "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, recipe in RECIPES.items():
+        p = sub.add_parser(name, help=recipe.help, description=recipe.help)
+        recipe_cli.add_arguments(p, recipe)
+        p.set_defaults(_run=functools.partial(recipe_cli.run, recipe=recipe))
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(f"maskagain.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)

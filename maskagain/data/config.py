@@ -1,17 +1,15 @@
-"""Data configuration: one dataclass with plain typed fields, validated at construction."""
+"""Data configuration: one dataclass with plain typed fields, checked by ``validate``."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
+
+from maskagain.config import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-KINDS = ("list", "folder", "frames", "synthetic")
-SAMPLINGS = ("dense", "segment")
-SEPARATORS = ("auto", "space", "comma")
-REPEATS = ("same_window", "new_window")
 
 
 @dataclass
@@ -25,21 +23,23 @@ class DataConfig:
     depend on left/right.
     """
 
-    kind: str = "list"
+    kind: Literal["list", "folder", "frames", "synthetic"] = "list"
     root: str = ""
     train_list: str = ""
     val_list: str = ""
     test_list: str = ""
-    separator: str = "auto"
+    separator: Literal["auto", "space", "comma"] = "auto"
     class_index: str = ""  # class names file; for ``folder`` generated (root/classes.txt) if unset
     frame_template: str = "img_{:05d}.jpg"
     frame_start: int = 1  # number of the first frame image (rawframes start at 1)
 
     num_frames: int = 16
     sampling_rate: int = 4
-    sampling: str = "dense"
+    sampling: Literal["dense", "segment"] = "dense"
     num_sample: int = 1  # repeated sampling: clips per decoded video (train split only)
-    repeat: str = "same_window"  # num_sample clips: one window, own crops | own windows each
+    repeat: Literal["same_window", "new_window"] = (
+        "same_window"  # num_sample clips: one window, own crops | own windows each
+    )
     test_clips: int = 5
     test_crops: int = 3
 
@@ -70,12 +70,15 @@ class DataConfig:
     synthetic_seed: int = 0
     fresh_every_epoch: bool = True
 
-    def __post_init__(self) -> None:
-        self._check_choice("kind", KINDS)
-        self._check_choice("sampling", SAMPLINGS)
-        self._check_choice("separator", SEPARATORS)
-        self._check_choice("repeat", REPEATS)
-        for name in (
+    def validate(self, path: str = "data") -> None:
+        """Ranges and cross-field constraints; raises :class:`ConfigError` naming ``path.key``."""
+
+        def fail(key: str, requirement: str) -> None:
+            raise ConfigError(
+                f"config key '{path}.{key}' {requirement}, got {getattr(self, key)!r}"
+            )
+
+        for key in (
             "num_frames",
             "sampling_rate",
             "num_sample",
@@ -87,72 +90,43 @@ class DataConfig:
             "synthetic_train_clips",
             "synthetic_val_clips",
         ):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"DataConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "num_workers",
-            "decode_threads",
-            "min_samples_for_bad_check",
-            "synthetic_frames",
-        ):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"DataConfig.{name} must be >= 0, got {getattr(self, name)}")
-        self._check_range("max_bad_fraction", 0.0, 1.0)
-        self._check_range("random_erase", 0.0, 1.0)
-        self._check_range("synthetic_distractor", 0.0, 1.0)
+            if int(getattr(self, key)) < 1:
+                fail(key, "must be >= 1")
+        for key in ("num_workers", "decode_threads", "min_samples_for_bad_check"):
+            if int(getattr(self, key)) < 0:
+                fail(key, "must be >= 0")
+        if self.synthetic_frames < 0:
+            fail("synthetic_frames", "must be >= 0 (0: the span of one clip)")
+        for key in ("max_bad_fraction", "random_erase", "synthetic_distractor"):
+            if not 0.0 <= float(getattr(self, key)) <= 1.0:
+                fail(key, "must be in [0, 1]")
         if self.short_side < self.input_size:
-            raise ValueError(
-                f"DataConfig.short_side={self.short_side} must be >= input_size={self.input_size}"
-            )
+            fail("short_side", f"must be >= data.input_size={self.input_size}")
         if not 2 <= self.synthetic_classes <= 10:
-            raise ValueError(
-                f"DataConfig.synthetic_classes must be in [2, 10], got {self.synthetic_classes}"
-            )
+            fail("synthetic_classes", "must be in [2, 10]")
         if self.synthetic_size < 16:
-            raise ValueError(f"DataConfig.synthetic_size must be >= 16, got {self.synthetic_size}")
+            fail("synthetic_size", "must be >= 16")
         if len(self.mean) != 3:
-            raise ValueError(f"DataConfig.mean needs 3 values, got {self.mean}")
+            fail("mean", "needs 3 values")
         if len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"DataConfig.std needs 3 values > 0, got {self.std}")
+            fail("std", "needs 3 values > 0")
         if self.frame_start < 0:
-            raise ValueError(f"DataConfig.frame_start must be >= 0, got {self.frame_start}")
+            fail("frame_start", "must be >= 0")
         lo, hi = self.crop_ratio
         if not 0 < lo <= hi:
-            raise ValueError(
-                f"DataConfig.crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}"
-            )
+            fail("crop_ratio", "must satisfy 0 < lo <= hi")
         if not self.pretrain_scales or not all(0 < s <= 1 for s in self.pretrain_scales):
-            raise ValueError(
-                f"DataConfig.pretrain_scales must be in (0, 1], got {self.pretrain_scales}"
-            )
+            fail("pretrain_scales", "must be in (0, 1]")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
-            raise ValueError(
-                f"DataConfig.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}"
-            )
+            fail("crop_scale", "must satisfy 0 < lo <= hi <= 1")
         if "{" not in self.frame_template:
-            raise ValueError(
-                f"DataConfig.frame_template must contain a format field, got {self.frame_template!r}"
-            )
+            fail("frame_template", "must contain a format field such as {:05d}")
         if self.rand_augment:
-            from maskagain.data.transforms import parse_rand_augment
-
             try:
                 parse_rand_augment(self.rand_augment)
             except ValueError as e:
-                raise ValueError(f"DataConfig.rand_augment: {e}") from e
-
-    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        if getattr(self, name) not in choices:
-            raise ValueError(
-                f"DataConfig.{name} must be one of {choices}, got {getattr(self, name)!r}"
-            )
-
-    def _check_range(self, name: str, lo: float, hi: float) -> None:
-        if not lo <= float(getattr(self, name)) <= hi:
-            raise ValueError(
-                f"DataConfig.{name} must be in [{lo}, {hi}], got {getattr(self, name)}"
-            )
+                raise ConfigError(f"config key '{path}.rand_augment': {e}") from None
 
     @property
     def use_flip(self) -> bool:
@@ -173,3 +147,26 @@ class DataConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def parse_rand_augment(spec: str) -> dict[str, float]:
+    """Parse a timm-style string such as ``rand-m9-n2-mstd0.5`` into {m, n, mstd}."""
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"RandAugment spec must start with 'rand', got {spec!r}")
+    out = {"m": 9.0, "n": 2.0, "mstd": 0.0}
+    for part in parts[1:]:
+        key = next((k for k in ("mstd", "inc", "m", "n") if part.startswith(k)), None)
+        if key is None:
+            raise ValueError(
+                f"unknown RandAugment option {part!r} in {spec!r} (know m, n, mstd, inc)"
+            )
+        try:
+            value = float(part[len(key) :])
+        except ValueError:
+            raise ValueError(f"bad number in RandAugment option {part!r} of {spec!r}") from None
+        if key != "inc":
+            out[key] = value
+    if not 0 <= out["m"] <= 10 or out["n"] < 1 or out["mstd"] < 0:
+        raise ValueError(f"RandAugment needs 0 <= m <= 10, n >= 1, mstd >= 0; got {spec!r}")
+    return out
