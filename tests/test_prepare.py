@@ -3,7 +3,6 @@ the frame count; finished outputs are skipped, interrupted runs resume, broken i
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from _media import write_audio_only
 
-from maskagain.cli import prepare as prepare_cli
+from maskagain.cli.main import main
 from maskagain.data import VideoFile, read_list
 from maskagain.data.prepare import EncodeOptions, Job, prepare_one
 
@@ -78,9 +77,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    prepare_cli.add_arguments(parser)
-    return prepare_cli.run(parser.parse_args(list(argv)))
+    """``maskagain prepare ARGV`` in-process, through the console script's parser."""
+    return main(["prepare", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +160,19 @@ def test_sigkilled_run_resumes(dataset, tmp_path):
     (src / "list.txt").write_text("".join(lines))
     out = tmp_path / "out"
     argv = ["--list", str(src / "list.txt"), "--root", str(src), "--out", str(out)]
-    code = (
-        "import argparse, sys; from maskagain.cli import prepare as p; "
-        "a = argparse.ArgumentParser(); p.add_arguments(a); "
-        "sys.exit(p.run(a.parse_args(sys.argv[1:])))"
-    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, *argv, "--workers", "1", "--short-side", "96"],
+        [
+            sys.executable,
+            "-m",
+            "maskagain",
+            "prepare",
+            *argv,
+            "--workers",
+            "1",
+            "--short-side",
+            "96",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -234,3 +237,8 @@ def test_pipeline_benchmark_quick(tmp_path):
     assert all(r["clips_per_s_per_core"] > 0 for r in rows.values())
     assert rows["videomae"]["x_videomae"] == pytest.approx(1.0)
     assert "Training data loader" in (tmp_path / "R.md").read_text()
+
+
+def test_missing_list_is_a_usage_error(tmp_path, capsys):
+    assert run_cli("--list", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")) == 2
+    assert "list file not found" in capsys.readouterr().err

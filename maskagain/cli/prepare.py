@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from maskagain.data.prepare import EncodeOptions, prepare_folder, prepare_lists
 
@@ -35,13 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _error(message: str) -> None:
+    print(f"maskagain prepare: error: {message}", file=sys.stderr)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
 def run(args: argparse.Namespace) -> int:
     if args.short_side < 16 or args.keyint < 1 or not 0 <= args.crf <= 51 or args.workers < 0:
-        print("maskagain prepare: error: need --short-side >= 16, --keyint >= 1, --crf in 0..51")
+        _error("need --short-side >= 16, --keyint >= 1, --crf in 0..51, --workers >= 0")
         return 2
     opts = EncodeOptions(
         short_side=args.short_side,
@@ -51,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.folder:
         if not os.path.isdir(args.folder):
-            print(f"maskagain prepare: error: folder not found: {args.folder}")
+            _error(f"folder not found: {args.folder}")
             return 2
         report, lists = prepare_folder(args.folder, args.out, opts, args.workers)
     else:
         missing = [f for f in args.list if not os.path.isfile(f)]
         if missing:
-            print(f"maskagain prepare: error: list file not found: {missing[0]}")
+            _error(f"list file not found: {missing[0]}")
             return 2
         report, lists = prepare_lists(args.list, args.root, args.out, opts, args.workers)
     print(
