@@ -89,10 +89,12 @@ def dataset(tmp_path_factory) -> Path:
     write_source(root / "a" / "big.mp4", h=96, w=144, audio=True)
     write_source(root / "a" / "small.mp4", n=24, h=48, w=64)  # below --short-side: kept
     write_source(root / "ssv2.webm", n=30, h=64, w=96, codec="libvpx-vp9")
+    write_source(root / "ssv2.mp4", n=16, h=48, w=64)  # would overwrite ssv2.webm's output
     (root / "corrupt.mp4").write_bytes(os.urandom(3000))
     write_audio_only(root / "audio.mp4")
     (root / "train.txt").write_text(
         "a/big.mp4 3\na/small.mp4 1\nssv2.webm 2\ncorrupt.mp4 0\naudio.mp4 4\nmissing.mp4 5\n"
+        "ssv2.mp4 6\n"
     )
     return root
 
@@ -102,7 +104,7 @@ def test_prepare_list_keeps_frames_labels_and_lists_broken_inputs(dataset, tmp_p
     argv = ["--list", str(dataset / "train.txt"), "--root", str(dataset), "--out", str(out)]
     assert run_cli(*argv, "--short-side", "64", "--keyint", "8", "--workers", "2") == 0
     printed = capsys.readouterr().out
-    assert "3 written" in printed and "3 failed" in printed and "before" in printed
+    assert "3 written" in printed and "4 failed" in printed and "before" in printed
 
     records = read_list(out / "train.txt", str(out))
     assert [(Path(r.path).relative_to(out).as_posix(), r.label) for r in records] == [
@@ -112,7 +114,7 @@ def test_prepare_list_keeps_frames_labels_and_lists_broken_inputs(dataset, tmp_p
     ]
     failed = (out / "failed.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in failed) == sorted(
-        str(dataset / n) for n in ("corrupt.mp4", "audio.mp4", "missing.mp4")
+        str(dataset / n) for n in ("corrupt.mp4", "audio.mp4", "missing.mp4", "ssv2.mp4")
     )
     sizes = {"a/big.mp4": (64, 96), "a/small.mp4": (48, 64), "ssv2.mp4": (64, 96)}
     sources = {"a/big.mp4": "a/big.mp4", "a/small.mp4": "a/small.mp4", "ssv2.mp4": "ssv2.webm"}

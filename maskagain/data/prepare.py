@@ -17,6 +17,7 @@ taken for a finished one. A video that cannot be read is reported (``report.fail
 
 from __future__ import annotations
 
+import glob
 import logging
 import multiprocessing
 import os
@@ -95,13 +96,20 @@ def output_name(src: str, root: str) -> str:
     return str(Path(rel).with_suffix(".mp4"))
 
 
-def _jobs(records: Iterable[VideoRecord], root: str, out: str) -> list[Job]:
+def _jobs(
+    records: Iterable[VideoRecord], root: str, out: str
+) -> tuple[list[Job], list[tuple[str, str]]]:
+    """One job per output, and (source, reason) for sources whose output name another source
+    already takes (``a.webm`` and ``a.mp4`` in one folder)."""
     seen: dict[str, Job] = {}
+    clashes: list[tuple[str, str]] = []
     for r in records:
         dst = os.path.join(out, output_name(r.path, root))
         if dst not in seen:
             seen[dst] = Job(r.path, dst)
-    return list(seen.values())
+        elif seen[dst].src != r.path:
+            clashes.append((r.path, f"same output {dst} as {seen[dst].src}"))
+    return list(seen.values()), clashes
 
 
 def _retarget(records: list[VideoRecord], root: str, out: str, done: set[str]) -> list[VideoRecord]:
@@ -116,7 +124,9 @@ def _retarget(records: list[VideoRecord], root: str, out: str, done: set[str]) -
 def _stale_temps(dst: str) -> list[Path]:
     """Temporary files an interrupted run left for ``dst``."""
     d = Path(dst)
-    return list(d.parent.glob(f".{d.name}.*{TMP_SUFFIX}")) if d.parent.is_dir() else []
+    if not d.parent.is_dir():
+        return []
+    return list(d.parent.glob(f".{glob.escape(d.name)}.*{TMP_SUFFIX}"))
 
 
 def _timestamps(frame: av.VideoFrame, last: int | None) -> int:
@@ -263,7 +273,9 @@ def prepare_lists(
     per_list = {f: read_list(f, root, separator) for f in list_files}
     records = [r for recs in per_list.values() for r in recs]
     os.makedirs(out, exist_ok=True)
-    report = run_jobs(_jobs(records, root, out), opts, workers, progress)
+    jobs, clashes = _jobs(records, root, out)
+    report = run_jobs(jobs, opts, workers, progress)
+    report.failed += clashes
     written = []
     for list_file, recs in per_list.items():
         dst = os.path.join(out, os.path.basename(list_file))
@@ -298,7 +310,9 @@ def prepare_folder(
     records = [r for recs in per_split.values() for r in recs]
     os.makedirs(out, exist_ok=True)
     write_class_index(names, os.path.join(out, "classes.txt"))
-    report = run_jobs(_jobs(records, root, out), opts, workers, progress)
+    jobs, clashes = _jobs(records, root, out)
+    report = run_jobs(jobs, opts, workers, progress)
+    report.failed += clashes
     written = []
     for split, recs in per_split.items():
         dst = os.path.join(out, f"{split}.txt")
