@@ -163,21 +163,21 @@ def frozen_teacher(name: str, size: Size, device: torch.device) -> nn.Module:
 
 
 def maskagain_workload(student_name: str, preset: str, size: Size, device) -> Workload:
+    """The shipped distillation step (``maskagain.recipes.distill``): its trained module (student
+    with the final norm frozen, objective projections), its frozen teacher wrapper (bf16 autocast
+    under ``inference_mode``) and its step function."""
     from maskagain.losses import MaskAgainObjective, objective_preset
+    from maskagain.recipes.distill import DistillModule, FrozenTeacher, make_distill_step
 
     teacher = frozen_teacher(size.base, size, device)
     student = create_model(student_name, **size.model_kwargs()).to(device)
-    objective = MaskAgainObjective.from_models(objective_preset(preset), student, teacher).to(
-        device
-    )
-    trained = nn.ModuleDict({"student": student, "objective": objective})
+    objective = MaskAgainObjective.from_models(objective_preset(preset), student, teacher)
+    trained = DistillModule(student, objective).to(device)
+    step = make_distill_step(FrozenTeacher(teacher, objective.attn_layers_teacher, "bf16"))
 
     def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            # fp32 clip in: under autocast only the visible tubelets are cast to bf16
-            t_out = teacher.forward_features(video, mask, objective.attn_layers_teacher)
-        s_out = student.forward_features(video, mask, objective.attn_layers_student)
-        return objective(s_out, t_out)["loss"]
+        # fp32 clip in: under autocast only the visible tubelets are cast to bf16
+        return step(trained, {"video": video, "mask": mask})["loss"]
 
     k = objective.cfg.k
     count = fl.maskagain_flops(
@@ -223,8 +223,8 @@ def mvd_workload(student_name: str, size: Size, device) -> Workload:
     student = create_model(student_name, **size.model_kwargs()).to(device)
     cfg = MVDConfig(decoder_depth=2)
     s, t = student.cfg, teacher.cfg
-    n_all = size.clip.n_all
-    objective = MVDObjective(cfg, s.embed_dim, s.num_heads, t.embed_dim, n_all).to(device)
+    objective = MVDObjective(cfg, s.embed_dim, s.num_heads, t.embed_dim, student.cfg.grid)
+    objective = objective.to(device)
     trained = nn.ModuleDict({"student": student, "objective": objective})
 
     def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

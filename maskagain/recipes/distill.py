@@ -122,7 +122,8 @@ def check_teacher(student: ModelConfig, teacher: ModelConfig) -> None:
 
 
 class FrozenTeacher:
-    """A frozen encoder called as ``teacher(video, mask) -> EncoderOutput`` (inference tensors).
+    """A frozen encoder called as ``teacher(video, mask) -> EncoderOutput`` (inference tensors),
+    with weights cast to ``precision`` and run under that autocast.
 
     Deliberately not an ``nn.Module`` attribute of anything that trains, so DDP, the optimizer
     and the checkpoints never see it.
@@ -135,9 +136,11 @@ class FrozenTeacher:
         precision: str,
         compile: bool = False,
     ) -> None:
-        self.encoder = encoder.eval().requires_grad_(False)
-        self.attn_layers = attn_layers
         self.dtype = DTYPES[precision]
+        # frozen weights are stored in the teacher's precision: a bf16 teacher needs no fp32
+        # copy in memory (half the bytes; autocast would round them to bf16 for every matmul)
+        self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
+        self.attn_layers = attn_layers
         self.device_type = next(encoder.parameters()).device.type
         forward = encoder.forward_features
         self._forward = torch.compile(forward) if compile else forward
