@@ -89,13 +89,44 @@ def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
     assert [r["loss"] for r in read_log(cut)][3:] == tail
 
 
-def test_teacher_with_another_patch_grid_is_refused(tmp_path, capsys):
-    model = create_model("vit_nano", img_size=32, num_frames=4, patch_size=16)
+def test_teacher_with_another_patch_runs_on_the_student_grid(tmp_path, capsys):
+    """A patch-16 teacher under a patch-8 student (as a patch-14 V2-g teacher under a patch-16
+    ViT-S): the teacher sees the clip resized to 64 px, the same 4x4 token grid, one mask."""
+    torch.manual_seed(3)
+    model = create_model("vit_micro", img_size=64, num_frames=4, patch_size=16, depth=2)
     path = save_encoder(model, tmp_path / "t16.safetensors")
+    assert distill(tmp_path / "run", path, "engine.stop_after_steps=2") == 0
+    losses = [r["loss"] for r in read_log(tmp_path / "run") if "loss" in r]
+    assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_teacher_with_another_tubelet_is_refused(tmp_path, capsys):
+    model = create_model("vit_nano", img_size=32, num_frames=4, patch_size=8, tubelet_size=4)
+    path = save_encoder(model, tmp_path / "t4.safetensors")
     assert distill(tmp_path / "run", path) == 2
     err = capsys.readouterr().err.strip()
-    assert "student.patch_size'=8 does not match the teacher's patch_size=16" in err
+    assert "config key 'teacher.source': the teacher's tubelet is 4 frames" in err
     assert "\n" not in err
+
+
+def test_vjepa2_teacher_from_a_transformers_directory(tmp_path):
+    """A V-JEPA 2 encoder (3D RoPE, ``VJEPA2Model.save_pretrained``; predictor dropped),
+    published at 8 frames of 48 px, distils into the 4 x 32 px student: rotary positions come
+    from the student's grid."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VJEPA2Config(
+        patch_size=8, crop_size=48, frames_per_clip=8, tubelet_size=2, hidden_size=64,
+        num_attention_heads=4, num_hidden_layers=2, pred_hidden_size=32,
+        pred_num_attention_heads=2, pred_num_hidden_layers=1, num_pooler_layers=1,
+    )  # fmt: skip
+    torch.manual_seed(5)
+    transformers.VJEPA2Model(config).save_pretrained(tmp_path / "vjepa2")
+    run = tmp_path / "run"
+    assert distill(run, tmp_path / "vjepa2", "engine.stop_after_steps=2") == 0
+    log = read_log(run)
+    assert [r["step"] for r in log if "loss" in r] and all(
+        math.isfinite(r[t]) for r in log if "loss" in r for t in TERMS
+    )
 
 
 def test_non_finite_loss_stops_with_one_line_naming_step_and_term(tmp_path, teacher_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from maskagain.engine.trainer import DTYPES
 from maskagain.losses import MaskAgainObjective, ObjectiveConfig
 from maskagain.masking import visible_count, visible_per_frame
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
+from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
 from maskagain.recipes.common import (
     MaskSpec,
@@ -110,15 +112,14 @@ def check_objective_k(
         )
 
 
-def check_teacher(student: ModelConfig, teacher: ModelConfig) -> None:
-    """Student and teacher must see the clip as the same token grid (same visible tokens)."""
-    for key in ("patch_size", "tubelet_size", "img_size", "num_frames"):
-        s, t = getattr(student, key), getattr(teacher, key)
-        check(
-            s == t,
-            f"config key 'student.{key}'={s} does not match the teacher's {key}={t}; student and "
-            f"teacher must share the patch grid (set student.{key}={t} or teacher.overrides.{key}={s})",
-        )
+def check_teacher(student: ModelConfig, teacher: Any) -> None:
+    """The teacher must run on the student's token grid, so that one mask means the same tubelets
+    to both: same tubelet and channels (a different patch is aligned by resizing the teacher's
+    input, see :func:`maskagain.models.teacher.align_teacher`). Raises a one-line ConfigError."""
+    try:
+        check_teacher_alignment(student, teacher)
+    except TeacherAlignmentError as err:
+        raise ConfigError(f"config key 'teacher.source': {err}") from None
 
 
 class FrozenTeacher:
@@ -175,8 +176,10 @@ class DistillModule(nn.Module):
         return self.objective(out, teacher_out)
 
 
-def build_teacher(cfg: DistillConfig, device: torch.device) -> VideoViT:
-    """Load the teacher encoder and check it against the student's geometry."""
+def build_teacher(cfg: DistillConfig, device: torch.device) -> nn.Module:
+    """Load the teacher encoder (any family ``load_encoder`` reads) and put it on the student's
+    token grid: a teacher with another patch sees the clip resized (``align_teacher``), one
+    pre-trained at another clip size runs with its positions resampled (said in the log)."""
     if not cfg.teacher.source:
         raise ConfigError(
             "config key 'teacher.source' is empty; give a teacher checkpoint or run dir"
@@ -185,8 +188,16 @@ def build_teacher(cfg: DistillConfig, device: torch.device) -> VideoViT:
         teacher = load_encoder(cfg.teacher.source, **cfg.teacher.overrides)
     except CheckpointError as err:
         raise CheckpointError(f"config key 'teacher.source': {err}") from None
-    check_teacher(cfg.student.model_config("student"), teacher.cfg)
-    return teacher.to(device)
+    student = cfg.student.model_config("student")
+    check_teacher(student, teacher.cfg)
+    t = teacher.cfg
+    if (t.num_frames, t.img_size // t.patch_size) != (student.num_frames, student.grid[1]):
+        log.warning(
+            "the teacher was built for %d frames at %dpx (patch %d) and runs on the student's "
+            "%d x %d x %d token grid (a position table is resampled; rotary positions follow the grid)",
+            t.num_frames, t.img_size, t.patch_size, *student.grid,
+        )  # fmt: skip
+    return align_teacher(teacher, student).to(device)
 
 
 def build_distill_module(cfg: DistillConfig, teacher: VideoViT) -> DistillModule:
