@@ -12,9 +12,8 @@ from maskagain.config import (
     load_yaml,
     save_config,
 )
-from maskagain.recipes.common import ModelSpec
-from maskagain.recipes.distill import DistillConfig, check_teacher
-from maskagain.recipes.pretrain import PretrainConfig
+from maskagain.recipes.configs import DistillConfig, ModelSpec, PretrainConfig
+from maskagain.recipes.distill import check_teacher
 
 TINY_DISTILL = "configs/tiny/distill.yaml"
 

@@ -11,7 +11,7 @@ from PIL import Image
 from maskagain.cli.main import main
 from maskagain.config import load_config, to_dict
 from maskagain.recipes import demo
-from maskagain.recipes.pretrain import PretrainConfig
+from maskagain.recipes.configs import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = (

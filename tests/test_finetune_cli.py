@@ -19,7 +19,7 @@ from maskagain.cli.main import main
 from maskagain.config import load_config
 from maskagain.models import create_model
 from maskagain.models.loading import save_encoder
-from maskagain.recipes.finetune import FinetuneConfig
+from maskagain.recipes.configs import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"

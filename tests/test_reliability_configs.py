@@ -27,11 +27,13 @@ from _reliability import ROOT, teacher_path
 
 import maskagain.recipes.distill as distill_mod
 from maskagain.cli.main import main
-from maskagain.recipes.distill import DistillConfig
-from maskagain.recipes.evaluate import EvaluateConfig
-from maskagain.recipes.finetune import FinetuneConfig
-from maskagain.recipes.pretrain import PretrainConfig
-from maskagain.recipes.probe import ProbeConfig
+from maskagain.recipes.configs import (
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    ProbeConfig,
+)
 
 # recipe -> (config class, tiny config, module.function that runs it)
 RECIPES = {

@@ -15,21 +15,28 @@ Kinds: ``list`` (``path label`` lines, space or comma), ``folder`` (``root/[spli
 the fly; ``maskagain make-synthetic --out DIR`` writes the same clips as mp4 + list files).
 """
 
-from maskagain.data.bad_files import BadFileTracker, TooManyBadFiles
-from maskagain.data.collate import MaskCollator
-from maskagain.data.config import DataConfig
-from maskagain.data.datasets import (
-    ClipDataset,
-    FrameFolder,
-    SyntheticVideoDataset,
-    VideoListDataset,
-    build_dataset,
+from maskagain._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "bad_files": ["BadFileTracker", "TooManyBadFiles"],
+        "collate": ["MaskCollator"],
+        "config": ["DataConfig"],
+        "datasets": [
+            "ClipDataset",
+            "FrameFolder",
+            "SyntheticVideoDataset",
+            "VideoListDataset",
+            "build_dataset",
+        ],
+        "decode": ["VideoDecodeError", "VideoFile", "count_frames", "read_clip"],
+        "lists": ["ListFormatError", "VideoRecord", "read_list", "scan_class_folders"],
+        "sampling": ["dense_indices", "sample_indices", "segment_indices"],
+        "synthetic": ["MOTIONS", "SyntheticSpec", "make_clip", "write_synthetic_dataset"],
+        "transforms": ["ClipTransform", "MultiScaleCrop", "build_transform"],
+    },
 )
-from maskagain.data.decode import VideoDecodeError, VideoFile, count_frames, read_clip
-from maskagain.data.lists import ListFormatError, VideoRecord, read_list, scan_class_folders
-from maskagain.data.sampling import dense_indices, sample_indices, segment_indices
-from maskagain.data.synthetic import MOTIONS, SyntheticSpec, make_clip, write_synthetic_dataset
-from maskagain.data.transforms import ClipTransform, MultiScaleCrop, build_transform
 
 __all__ = [
     "MOTIONS",

@@ -10,42 +10,44 @@ Typical use (the teacher frozen, both encoders on the same mask)::
     losses["loss"].backward()  # optimise student.parameters() and objective.parameters()
 """
 
-from maskagain.losses.amd import AMDConfig, AMDObjective, asymmetric_masks
-from maskagain.losses.baselines import attention_transfer_loss
-from maskagain.losses.block_outputs import EncoderOutputWithBlocks, forward_features_with_blocks
-from maskagain.losses.hidden import (
-    aggregate_full,
-    aggregate_global,
-    aggregate_local,
-    feature_mse,
-    local_weights,
-    merge_heads,
-)
-from maskagain.losses.mvd import (
-    MVDConfig,
-    MVDObjective,
-    feature_regression_loss,
-    frame_tokens_to_clip,
-    image_teacher_frames,
-)
-from maskagain.losses.objective import (
-    BASELINES,
-    PRESETS,
-    MaskAgainObjective,
-    ObjectiveConfig,
-    objective_preset,
-)
-from maskagain.losses.output import gather_tokens, hint_loss, relation_loss
-from maskagain.losses.pixel import with_weighted_term
-from maskagain.losses.projection import hint_projection, linear_or_identity
-from maskagain.losses.selection import (
-    FrameGroups,
-    activation_topk,
-    frame_groups,
-    gather_frame_logits,
-    select_global,
-    select_local,
-    stable_topk_indices,
+from maskagain._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "amd": ["AMDConfig", "AMDObjective", "asymmetric_masks"],
+        "baselines": ["attention_transfer_loss"],
+        "block_outputs": ["EncoderOutputWithBlocks", "forward_features_with_blocks"],
+        "hidden": [
+            "aggregate_full",
+            "aggregate_global",
+            "aggregate_local",
+            "feature_mse",
+            "local_weights",
+            "merge_heads",
+        ],
+        "mvd": [
+            "MVDConfig",
+            "MVDObjective",
+            "feature_regression_loss",
+            "frame_tokens_to_clip",
+            "image_teacher_frames",
+        ],
+        "objective": ["MaskAgainObjective"],
+        "output": ["gather_tokens", "hint_loss", "relation_loss"],
+        "pixel": ["with_weighted_term"],
+        "projection": ["hint_projection", "linear_or_identity"],
+        "selection": [
+            "FrameGroups",
+            "activation_topk",
+            "frame_groups",
+            "gather_frame_logits",
+            "select_global",
+            "select_local",
+            "stable_topk_indices",
+        ],
+        "config": ["BASELINES", "PRESETS", "ObjectiveConfig", "objective_preset"],
+    },
 )
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Recipes: one module per command, each with its ``Config`` dataclass and ``run(cfg, resume)``.
+"""Recipes: one module per command with ``run(cfg, resume)``; their ``Config`` dataclasses live
+together in :mod:`maskagain.recipes.configs`, which imports neither torch nor PyAV.
 
 A recipe builds what it needs from the library (``maskagain.models``, ``losses``, ``data``,
 ``engine``), runs it and writes a run directory; the library never imports a recipe. The
@@ -26,6 +27,7 @@ class Recipe:
 
     name: str
     module: str
+    config_name: str
     help: str
     prints: tuple[str, ...]
 
@@ -34,8 +36,8 @@ class Recipe:
 
     @property
     def config(self) -> type:
-        """The recipe's config dataclass."""
-        return self.load().Config
+        """The recipe's config dataclass (importing it loads no model code)."""
+        return getattr(importlib.import_module("maskagain.recipes.configs"), self.config_name)
 
     def run(self, cfg: Any, resume: str | None = None) -> dict:
         """Run the recipe; returns the summary it wrote to ``summary.json``."""
@@ -48,6 +50,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "pretrain",
             "maskagain.recipes.pretrain",
+            "PretrainConfig",
             "VideoMAE pre-training of a teacher (encoder on visible tokens, pixel-regression "
             "decoder)",
             ("completed", "step", "epoch"),
@@ -55,12 +58,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "distill",
             "maskagain.recipes.distill",
+            "DistillConfig",
             "MaskAgain: distil a frozen VideoMAE teacher into a student trained on visible tokens",
             ("completed", "step", "epoch"),
         ),
         Recipe(
             "finetune",
             "maskagain.recipes.finetune",
+            "FinetuneConfig",
             "fine-tune a video ViT classifier (from a distilled student, a VideoMAE checkpoint "
             "or scratch)",
             ("completed", "step", "epoch", "test.top1"),
@@ -68,6 +73,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "evaluate",
             "maskagain.recipes.evaluate",
+            "EvaluateConfig",
             "multi-view test of a fine-tuned classifier: top-1/top-5, per-class accuracy, "
             "confusion matrix",
             ("top1", "top5", "mean_class_acc", "num_videos", "views"),
@@ -75,6 +81,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "probe",
             "maskagain.recipes.probe",
+            "ProbeConfig",
             "linear probe on frozen mean-pooled features of an encoder (train/val top-1)",
             ("train_top1", "val_top1", "num_train", "num_val"),
         ),

@@ -37,12 +37,9 @@ from maskagain.engine.probe import extract_features, train_linear_probe
 from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.vit import VideoViT
 from maskagain.recipes import demo_report
-from maskagain.recipes.common import ModelSpec
-from maskagain.recipes.distill import DistillConfig
+from maskagain.recipes.configs import DistillConfig, FinetuneConfig, ModelSpec, PretrainConfig
 from maskagain.recipes.distill import run as run_distill
-from maskagain.recipes.finetune import FinetuneConfig
 from maskagain.recipes.finetune import run as run_finetune
-from maskagain.recipes.pretrain import PretrainConfig
 from maskagain.recipes.pretrain import run as run_pretrain
 from maskagain.visualize import visualize
 

@@ -11,105 +11,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from maskagain.config import ConfigError, check
-from maskagain.data import DataConfig
-from maskagain.engine.config import EngineConfig, OptimConfig, Precision, ScheduleConfig
+from maskagain.config import ConfigError
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
-from maskagain.losses import MaskAgainObjective, ObjectiveConfig
-from maskagain.masking import visible_count, visible_per_frame
+from maskagain.losses import MaskAgainObjective
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
 from maskagain.recipes.common import (
-    MaskSpec,
-    ModelSpec,
     build_masked_trainer,
-    check_data_matches_model,
-    model_overrides,
     open_dataset,
 )
+from maskagain.recipes.configs import DistillConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TeacherSpec:
-    """The frozen teacher: any source ``maskagain.models.load_encoder`` reads.
-
-    ``overrides`` are passed on to the loader (e.g. ``img_size`` to interpolate positions);
-    ``precision`` is the teacher's autocast dtype (it always runs under inference mode).
-    """
-
-    source: str = ""
-    overrides: dict = field(default_factory=dict)
-    precision: Precision = "bf16"
-
-    def validate(self, path: str = "teacher") -> None:
-        self.overrides = model_overrides(self.overrides, f"{path}.overrides")
-
-
-@dataclass
-class DistillConfig:
-    """``maskagain distill``: MaskAgain distillation of a student trained from scratch."""
-
-    out_dir: str = "runs/distill"
-    seed: int = 0
-    student: ModelSpec = field(
-        default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1)
-    )
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    data: DataConfig = field(default_factory=DataConfig)
-    mask: MaskSpec = field(default_factory=MaskSpec)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-
-    def validate(self) -> None:
-        """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
-        self.data.validate()
-        scfg = self.student.model_config("student")
-        check_data_matches_model(self.data, scfg, "student")
-        self.teacher.validate()
-        self.mask.validate()
-        self.objective.validate()
-        check_objective_k(self.objective, self.mask, scfg.grid)
-        self.optim.validate()
-        self.schedule.validate()
-        self.engine.validate()
-
-
-def check_objective_k(
-    objective: ObjectiveConfig, mask: MaskSpec, grid: tuple[int, int, int]
-) -> None:
-    """Every top-k of the objective must fit in the tokens a mask leaves visible."""
-    total = visible_count(mask.kind, grid, mask.ratio)
-    per_frame = visible_per_frame(mask.kind, grid, mask.ratio)
-    weights = objective.weights()
-    limits = {
-        "global": (total, "visible tokens per clip"),
-        "hint": (total, "visible tokens per clip"),
-    }
-    if per_frame is not None:
-        limits["local"] = (per_frame, "visible tokens per frame")
-    uses = {"global": "global" in weights, "local": "local" in weights}
-    uses["hint"] = bool({"hint", "relation"} & set(weights))
-    for term, (limit, where) in limits.items():
-        k = objective.k_for(term)
-        key = f"k_{term}" if getattr(objective, f"k_{term}") is not None else "k"
-        check(
-            not uses[term] or k <= limit,
-            f"config key 'objective.{key}'={k} is larger than the {limit} {where} of the "
-            f"{term} term (grid {grid}, {mask.kind} mask ratio {mask.ratio}); use k <= {limit} "
-            "or a lower mask.ratio",
-        )
 
 
 def check_teacher(student: ModelConfig, teacher: Any) -> None:

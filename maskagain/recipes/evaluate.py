@@ -6,53 +6,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from maskagain.config import ConfigError, apply_overrides, check, load_yaml
-from maskagain.data import ClipDataset, DataConfig
+from maskagain.config import ConfigError, apply_overrides, load_yaml
+from maskagain.data import ClipDataset
 from maskagain.data.lists import read_class_index
-from maskagain.engine.config import Precision
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import CheckpointError
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import model_overrides, open_dataset
+from maskagain.recipes.common import open_dataset
+from maskagain.recipes.configs import EvaluateConfig
 from maskagain.recipes.finetune import load_classifier, run_test
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluateConfig:
-    """``maskagain evaluate``: multi-view testing of a classifier.
-
-    ``checkpoint``: a ``finetune`` run directory (its ``model.safetensors``, or
-    ``model_ema.safetensors`` with ``use_ema``), a weights file, or a training checkpoint
-    ``ckpt_step*.pt`` of a fine-tuning run. ``split``: which list of ``data`` to test on.
-    ``overrides``: ``ModelConfig`` fields a weights file cannot tell (e.g. ``num_heads`` of an
-    official ``.pth``), passed to ``load_encoder``.
-    """
-
-    out_dir: str = "runs/evaluate"
-    checkpoint: str = ""
-    overrides: dict = field(default_factory=dict)
-    use_ema: bool = False
-    split: Literal["test", "val"] = "test"
-    data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
-    batch_size: int = 16
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "bf16"
-    class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
-    progress: bool = True
-
-    def validate(self) -> None:
-        check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
-        self.data.validate()
-        check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
-        self.overrides = model_overrides(self.overrides, "overrides")
 
 
 def config_base(overrides: list[str]) -> dict:

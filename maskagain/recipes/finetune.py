@@ -17,17 +17,15 @@ import logging
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from maskagain.config import ConfigError, check, from_dict, to_dict
-from maskagain.data import BadFileTracker, ClipDataset, DataConfig, MaskCollator
+from maskagain.config import ConfigError, from_dict, to_dict
+from maskagain.data import BadFileTracker, ClipDataset, MaskCollator
 from maskagain.engine.checkpoint import latest_checkpoint, load_checkpoint
-from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
 from maskagain.engine.distributed import DistInfo, unwrap
 from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
 from maskagain.engine.mixup import VideoMixup, smooth_one_hot, soft_target_cross_entropy
@@ -45,143 +43,10 @@ from maskagain.engine.run import (
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, steps_per_epoch
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
-from maskagain.recipes.common import (
-    ModelSpec,
-    check_data_matches_model,
-    model_overrides,
-    open_dataset,
-)
+from maskagain.recipes.common import open_dataset
+from maskagain.recipes.configs import FinetuneConfig, MixupSpec, model_overrides
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InitSpec:
-    """Where the weights come from.
-
-    ``source``: empty for scratch, else anything ``maskagain.models.load_encoder`` reads: a
-    distilled student (a ``distill`` run directory or its ``student.safetensors``), an official
-    VideoMAE / MaskAgain ``.pth``, or a Hugging Face VideoMAE directory. The checkpoint's own
-    architecture must match ``model`` (name, patch, tubelet); its head, if any, is replaced.
-    ``overrides``: extra ``ModelConfig`` fields for the loader (e.g. ``num_heads`` or
-    ``norm_eps`` that an official ``.pth`` cannot tell).
-    """
-
-    source: str = ""
-    overrides: dict = field(default_factory=dict)
-
-    def validate(self, path: str = "init") -> None:
-        self.overrides = model_overrides(self.overrides, f"{path}.overrides")
-
-
-@dataclass
-class HeadSpec:
-    """The classifier: ``num_classes`` null means "take it from the dataset"."""
-
-    num_classes: int | None = None
-    dropout: float = 0.0  # head dropout (Table 8 "dropout")
-    fc_norm: bool = True  # mean pooling + LayerNorm (VideoMAE fine-tuning); drops the final norm
-
-    def validate(self, path: str = "head") -> None:
-        check(
-            self.num_classes is None or self.num_classes >= 1,
-            f"config key '{path}.num_classes' must be >= 1 or null, got {self.num_classes}",
-        )
-        check(
-            0.0 <= self.dropout < 1.0,
-            f"config key '{path}.dropout' must be in [0, 1), got {self.dropout}",
-        )
-
-
-@dataclass
-class MixupSpec:
-    """Mixup / CutMix with label smoothing (``maskagain.engine.mixup.VideoMixup``)."""
-
-    mixup_alpha: float = 0.8
-    cutmix_alpha: float = 1.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
-    label_smoothing: float = 0.1
-
-    def validate(self, path: str = "mixup") -> None:
-        check(
-            self.mixup_alpha >= 0 and self.cutmix_alpha >= 0,
-            f"config keys '{path}.mixup_alpha' and '{path}.cutmix_alpha' must be >= 0 (0 disables)",
-        )
-        for key in ("prob", "switch_prob"):
-            value = getattr(self, key)
-            check(0 <= value <= 1, f"config key '{path}.{key}' must be in [0, 1], got {value}")
-        check(
-            0 <= self.label_smoothing < 1,
-            f"config key '{path}.label_smoothing' must be in [0, 1), got {self.label_smoothing}",
-        )
-
-
-@dataclass
-class ValSpec:
-    """Evaluation during and after fine-tuning.
-
-    ``every_epochs``: single-view top-1 on the validation split every N epochs (0: never).
-    ``final_test``: multi-view test (``data.test_clips x data.test_crops``) after the last epoch,
-    on ``data.test_list`` (or the validation split when there is none), with EMA weights too
-    when ``engine.ema_decay > 0``.
-    """
-
-    every_epochs: int = 1
-    final_test: bool = True
-    batch_size: int | None = None  # null: engine.batch_size
-
-    def validate(self, path: str = "val") -> None:
-        check(self.every_epochs >= 0, f"config key '{path}.every_epochs' must be >= 0")
-        check(
-            self.batch_size is None or self.batch_size >= 1,
-            f"config key '{path}.batch_size' must be >= 1 or null",
-        )
-
-
-@dataclass
-class FinetuneConfig:
-    """``maskagain finetune``: supervised fine-tuning of a (distilled) video ViT.
-
-    Peak lr = ``optim.base_lr * total_batch / 256`` (``optim.lr`` overrides), scaled per layer
-    by ``layer_decay ** (depth + 1 - layer)``.
-    """
-
-    out_dir: str = "runs/finetune"
-    seed: int = 0
-    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1))
-    init: InitSpec = field(default_factory=InitSpec)
-    head: HeadSpec = field(default_factory=HeadSpec)
-    layer_decay: float = 0.75
-    mixup: MixupSpec = field(default_factory=MixupSpec)
-    data: DataConfig = field(default_factory=DataConfig)
-    # Table 8: base lr 1e-3, betas 0.9/0.999, 5 warm-up epochs from 1e-6 to the peak, min 1e-5
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(base_lr=1e-3, betas=(0.9, 0.999))
-    )
-    schedule: ScheduleConfig = field(
-        default_factory=lambda: ScheduleConfig(
-            epochs=100, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5
-        )
-    )
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    val: ValSpec = field(default_factory=ValSpec)
-
-    def validate(self) -> None:
-        self.data.validate()
-        mcfg = self.model.model_config("model")
-        check_data_matches_model(self.data, mcfg, "model")
-        check(
-            0 < self.layer_decay <= 1,
-            f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}",
-        )
-        self.init.validate()
-        self.head.validate()
-        self.mixup.validate()
-        self.optim.validate()
-        self.schedule.validate()
-        self.engine.validate()
-        self.val.validate()
 
 
 # architecture fields a checkpoint must share with the configured model

@@ -9,78 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 
 from torch import nn
 
-from maskagain.config import check
-from maskagain.data import DataConfig
-from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
 from maskagain.models.vit import VideoViT
 from maskagain.recipes.common import (
-    MaskSpec,
-    ModelSpec,
     build_masked_trainer,
-    check_data_matches_model,
     open_dataset,
 )
+from maskagain.recipes.configs import PretrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DecoderSpec:
-    """VideoMAE pre-training decoder; null width/heads follow VideoMAE (encoder width / 2, /64)."""
-
-    depth: int = 4
-    embed_dim: int | None = None
-    num_heads: int | None = None
-    norm_pix_loss: bool = True
-
-    def resolved(self, encoder_dim: int) -> tuple[int, int]:
-        """(decoder width, decoder heads) for an encoder of width ``encoder_dim``."""
-        dim = self.embed_dim or encoder_dim // 2
-        heads = self.num_heads or max(1, dim // 64)
-        return dim, heads
-
-    def validate(self, encoder_dim: int, path: str = "decoder") -> None:
-        check(self.depth >= 1, f"config key '{path}.depth' must be >= 1, got {self.depth}")
-        for key in ("embed_dim", "num_heads"):
-            value = getattr(self, key)
-            check(value is None or value >= 1, f"config key '{path}.{key}' must be >= 1 or null")
-        dim, heads = self.resolved(encoder_dim)
-        check(
-            dim % heads == 0,
-            f"config key '{path}.embed_dim'={dim} is not divisible by '{path}.num_heads'={heads}",
-        )
-
-
-@dataclass
-class PretrainConfig:
-    """``maskagain pretrain``: VideoMAE pre-training of a teacher."""
-
-    out_dir: str = "runs/pretrain"
-    seed: int = 0
-    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base"))
-    decoder: DecoderSpec = field(default_factory=DecoderSpec)
-    data: DataConfig = field(default_factory=DataConfig)
-    mask: MaskSpec = field(default_factory=MaskSpec)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(epochs=800))
-    engine: EngineConfig = field(default_factory=EngineConfig)
-
-    def validate(self) -> None:
-        self.data.validate()
-        mcfg = self.model.model_config("model")
-        check_data_matches_model(self.data, mcfg, "model")
-        self.decoder.validate(mcfg.embed_dim)
-        self.mask.validate()
-        self.optim.validate()
-        self.schedule.validate()
-        self.engine.validate()
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> VideoMAEPretrain:

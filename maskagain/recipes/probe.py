@@ -6,15 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-from maskagain.config import check
-from maskagain.data import ClipDataset, DataConfig
+from maskagain.data import ClipDataset
 from maskagain.engine.checkpoint import atomic_torch_save
-from maskagain.engine.config import Precision
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
@@ -22,53 +18,11 @@ from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import load_encoder
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import model_overrides, open_dataset
+from maskagain.recipes.common import open_dataset
+from maskagain.recipes.configs import ProbeConfig
 from maskagain.recipes.finetune import build_eval_loader, progress_batches
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProbeSpec:
-    """The linear classifier trained on frozen features."""
-
-    epochs: int = 50
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    batch_size: int = 256
-
-    def validate(self, path: str = "probe") -> None:
-        check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
-        check(self.lr > 0, f"config key '{path}.lr' must be > 0, got {self.lr}")
-        check(self.weight_decay >= 0, f"config key '{path}.weight_decay' must be >= 0")
-        check(self.batch_size >= 1, f"config key '{path}.batch_size' must be >= 1")
-
-
-@dataclass
-class ProbeConfig:
-    """``maskagain probe``: linear probe on frozen, mean-pooled features of an encoder.
-
-    ``encoder``: anything ``load_encoder`` reads (distill run dir, safetensors, official ``.pth``,
-    Hugging Face directory); ``overrides`` go to the loader.
-    """
-
-    out_dir: str = "runs/probe"
-    seed: int = 0
-    encoder: str = ""
-    overrides: dict = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)  # read without augmentation
-    probe: ProbeSpec = field(default_factory=ProbeSpec)
-    batch_size: int = 16  # clips per forward pass of the encoder
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "bf16"
-    progress: bool = True
-
-    def validate(self) -> None:
-        check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
-        self.data.validate()
-        self.overrides = model_overrides(self.overrides, "overrides")
-        check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
-        self.probe.validate()
 
 
 def _triples(batches: Iterable[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,476 @@
+"""The recipes' configs: one dataclass tree per command, and the sections they share.
+
+Loaded with :func:`maskagain.config.load_config` and validated before anything else runs (a
+misspelled key, a bad value or an inconsistent pair fails in one line naming the key). This
+module imports neither torch nor PyAV, so listing a command's keys (``--help``) stays fast; the
+checks that need the model registry import it when they run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from maskagain.config import ConfigError, check, coerce, unknown_key
+from maskagain.data.config import DataConfig
+from maskagain.engine.config import EngineConfig, OptimConfig, Precision, ScheduleConfig
+from maskagain.losses.config import ObjectiveConfig
+
+if TYPE_CHECKING:
+    from maskagain.models.vit import ModelConfig
+
+
+# ----------------------------------------------------------------------------- shared sections
+@dataclass
+class ModelSpec:
+    """A registered architecture (``maskagain.models.ARCHITECTURES``) plus field overrides.
+
+    ``embed_dim`` / ``depth`` / ``num_heads`` left at null keep the architecture's values.
+    """
+
+    name: str = "vit_small"
+    img_size: int = 224
+    num_frames: int = 16
+    patch_size: int = 16
+    tubelet_size: int = 2
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+
+    def validate(self, path: str = "model") -> None:
+        """Known name, sizes >= 1, frames divisible by the tubelet, image size by the patch,
+        width by the head count."""
+        from maskagain.models.registry import ARCHITECTURES
+
+        if self.name not in ARCHITECTURES:
+            close = difflib.get_close_matches(self.name, list(ARCHITECTURES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"config key '{path}.name' must be one of {', '.join(ARCHITECTURES)}, "
+                f"got {self.name!r}{hint}"
+            )
+        for key in ("img_size", "num_frames", "patch_size", "tubelet_size"):
+            value = getattr(self, key)
+            check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")
+        for key in ("embed_dim", "depth", "num_heads"):
+            value = getattr(self, key)
+            check(
+                value is None or value >= 1,
+                f"config key '{path}.{key}' must be >= 1 or null (the architecture's), got {value}",
+            )
+        check(
+            0.0 <= self.drop_path_rate < 1.0,
+            f"config key '{path}.drop_path_rate' must be in [0, 1), got {self.drop_path_rate}",
+        )
+        check(
+            self.init_values >= 0.0,
+            f"config key '{path}.init_values' must be >= 0 (0: no layer scale), got {self.init_values}",
+        )
+        check(
+            self.num_frames % self.tubelet_size == 0,
+            f"config key '{path}.num_frames'={self.num_frames} is not divisible by "
+            f"'{path}.tubelet_size'={self.tubelet_size}; use a multiple of {self.tubelet_size}",
+        )
+        check(
+            self.img_size % self.patch_size == 0,
+            f"config key '{path}.img_size'={self.img_size} is not divisible by "
+            f"'{path}.patch_size'={self.patch_size}; use a multiple of {self.patch_size}",
+        )
+        width = self.embed_dim or ARCHITECTURES[self.name]["embed_dim"]
+        heads = self.num_heads or ARCHITECTURES[self.name]["num_heads"]
+        check(
+            width % heads == 0,
+            f"config key '{path}.embed_dim'={width} is not divisible by '{path}.num_heads'={heads}",
+        )
+
+    def model_config(self, path: str = "model") -> ModelConfig:
+        """The resolved :class:`ModelConfig` (validated first; errors name ``path``)."""
+        from maskagain.models.registry import model_config
+
+        self.validate(path)
+        overrides = {
+            k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None
+        }
+        return model_config(self.name, **overrides)
+
+
+@dataclass
+class MaskSpec:
+    """Masking applied by the collator (True = hidden): kind and ratio."""
+
+    kind: Literal["tube", "random", "frame"] = "tube"
+    ratio: float = 0.9
+
+    def validate(self, path: str = "mask") -> None:
+        check(
+            0.0 <= self.ratio < 1.0,
+            f"config key '{path}.ratio' must be in [0, 1), got {self.ratio}",
+        )
+
+
+def model_overrides(raw: Mapping, path: str) -> dict:
+    """``ModelConfig`` field overrides for ``load_encoder``, typed by the field annotations
+    (``overrides.num_heads=2`` from the command line becomes the int 2); an unknown field fails
+    naming the dotted key and the closest valid one."""
+    from maskagain.models.vit import ModelConfig
+
+    hints = typing.get_type_hints(ModelConfig)
+    names = [f.name for f in dataclasses.fields(ModelConfig)]
+    out = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(unknown_key(str(key), names, path))
+        out[key] = coerce(hints[key], value, f"{path}.{key}")
+    return out
+
+
+def check_data_matches_model(data: DataConfig, cfg: ModelConfig, path: str) -> None:
+    """The clip the data pipeline produces must be the clip the model was configured for."""
+    pairs = (("num_frames", "num_frames"), ("input_size", "img_size"))
+    for data_key, model_key in pairs:
+        value = getattr(data, data_key)
+        if value != getattr(cfg, model_key):
+            raise ConfigError(
+                f"config key 'data.{data_key}'={value} does not match '{path}.{model_key}'="
+                f"{getattr(cfg, model_key)}; set both to the same value"
+            )
+
+
+# ----------------------------------------------------------------------------- pretrain
+@dataclass
+class DecoderSpec:
+    """VideoMAE pre-training decoder; null width/heads follow VideoMAE (encoder width / 2, /64)."""
+
+    depth: int = 4
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    norm_pix_loss: bool = True
+
+    def resolved(self, encoder_dim: int) -> tuple[int, int]:
+        """(decoder width, decoder heads) for an encoder of width ``encoder_dim``."""
+        dim = self.embed_dim or encoder_dim // 2
+        heads = self.num_heads or max(1, dim // 64)
+        return dim, heads
+
+    def validate(self, encoder_dim: int, path: str = "decoder") -> None:
+        check(self.depth >= 1, f"config key '{path}.depth' must be >= 1, got {self.depth}")
+        for key in ("embed_dim", "num_heads"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"config key '{path}.{key}' must be >= 1 or null")
+        dim, heads = self.resolved(encoder_dim)
+        check(
+            dim % heads == 0,
+            f"config key '{path}.embed_dim'={dim} is not divisible by '{path}.num_heads'={heads}",
+        )
+
+
+@dataclass
+class PretrainConfig:
+    """``maskagain pretrain``: VideoMAE pre-training of a teacher."""
+
+    out_dir: str = "runs/pretrain"
+    seed: int = 0
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base"))
+    decoder: DecoderSpec = field(default_factory=DecoderSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(epochs=800))
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        mcfg = self.model.model_config("model")
+        check_data_matches_model(self.data, mcfg, "model")
+        self.decoder.validate(mcfg.embed_dim)
+        self.mask.validate()
+        self.optim.validate()
+        self.schedule.validate()
+        self.engine.validate()
+
+
+# ----------------------------------------------------------------------------- distill
+@dataclass
+class TeacherSpec:
+    """The frozen teacher: any source ``maskagain.models.load_encoder`` reads.
+
+    ``overrides`` are passed on to the loader (e.g. ``img_size`` to interpolate positions);
+    ``precision`` is the teacher's autocast dtype (it always runs under inference mode).
+    """
+
+    source: str = ""
+    overrides: dict = field(default_factory=dict)
+    precision: Precision = "bf16"
+
+    def validate(self, path: str = "teacher") -> None:
+        self.overrides = model_overrides(self.overrides, f"{path}.overrides")
+
+
+@dataclass
+class DistillConfig:
+    """``maskagain distill``: MaskAgain distillation of a student trained from scratch."""
+
+    out_dir: str = "runs/distill"
+    seed: int = 0
+    student: ModelSpec = field(
+        default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1)
+    )
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self) -> None:
+        """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
+        self.data.validate()
+        scfg = self.student.model_config("student")
+        check_data_matches_model(self.data, scfg, "student")
+        self.teacher.validate()
+        self.mask.validate()
+        self.objective.validate()
+        check_objective_k(self.objective, self.mask, scfg.grid)
+        self.optim.validate()
+        self.schedule.validate()
+        self.engine.validate()
+
+
+def check_objective_k(
+    objective: ObjectiveConfig, mask: MaskSpec, grid: tuple[int, int, int]
+) -> None:
+    """Every top-k of the objective must fit in the tokens a mask leaves visible."""
+    from maskagain.masking import visible_count, visible_per_frame
+
+    total = visible_count(mask.kind, grid, mask.ratio)
+    per_frame = visible_per_frame(mask.kind, grid, mask.ratio)
+    weights = objective.weights()
+    limits = {
+        "global": (total, "visible tokens per clip"),
+        "hint": (total, "visible tokens per clip"),
+    }
+    if per_frame is not None:
+        limits["local"] = (per_frame, "visible tokens per frame")
+    uses = {"global": "global" in weights, "local": "local" in weights}
+    uses["hint"] = bool({"hint", "relation"} & set(weights))
+    for term, (limit, where) in limits.items():
+        k = objective.k_for(term)
+        key = f"k_{term}" if getattr(objective, f"k_{term}") is not None else "k"
+        check(
+            not uses[term] or k <= limit,
+            f"config key 'objective.{key}'={k} is larger than the {limit} {where} of the "
+            f"{term} term (grid {grid}, {mask.kind} mask ratio {mask.ratio}); use k <= {limit} "
+            "or a lower mask.ratio",
+        )
+
+
+# ----------------------------------------------------------------------------- finetune
+@dataclass
+class InitSpec:
+    """Where the weights come from.
+
+    ``source``: empty for scratch, else anything ``maskagain.models.load_encoder`` reads: a
+    distilled student (a ``distill`` run directory or its ``student.safetensors``), an official
+    VideoMAE / MaskAgain ``.pth``, or a Hugging Face VideoMAE directory. The checkpoint's own
+    architecture must match ``model`` (name, patch, tubelet); its head, if any, is replaced.
+    ``overrides``: extra ``ModelConfig`` fields for the loader (e.g. ``num_heads`` or
+    ``norm_eps`` that an official ``.pth`` cannot tell).
+    """
+
+    source: str = ""
+    overrides: dict = field(default_factory=dict)
+
+    def validate(self, path: str = "init") -> None:
+        self.overrides = model_overrides(self.overrides, f"{path}.overrides")
+
+
+@dataclass
+class HeadSpec:
+    """The classifier: ``num_classes`` null means "take it from the dataset"."""
+
+    num_classes: int | None = None
+    dropout: float = 0.0  # head dropout (Table 8 "dropout")
+    fc_norm: bool = True  # mean pooling + LayerNorm (VideoMAE fine-tuning); drops the final norm
+
+    def validate(self, path: str = "head") -> None:
+        check(
+            self.num_classes is None or self.num_classes >= 1,
+            f"config key '{path}.num_classes' must be >= 1 or null, got {self.num_classes}",
+        )
+        check(
+            0.0 <= self.dropout < 1.0,
+            f"config key '{path}.dropout' must be in [0, 1), got {self.dropout}",
+        )
+
+
+@dataclass
+class MixupSpec:
+    """Mixup / CutMix with label smoothing (``maskagain.engine.mixup.VideoMixup``)."""
+
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+
+    def validate(self, path: str = "mixup") -> None:
+        check(
+            self.mixup_alpha >= 0 and self.cutmix_alpha >= 0,
+            f"config keys '{path}.mixup_alpha' and '{path}.cutmix_alpha' must be >= 0 (0 disables)",
+        )
+        for key in ("prob", "switch_prob"):
+            value = getattr(self, key)
+            check(0 <= value <= 1, f"config key '{path}.{key}' must be in [0, 1], got {value}")
+        check(
+            0 <= self.label_smoothing < 1,
+            f"config key '{path}.label_smoothing' must be in [0, 1), got {self.label_smoothing}",
+        )
+
+
+@dataclass
+class ValSpec:
+    """Evaluation during and after fine-tuning.
+
+    ``every_epochs``: single-view top-1 on the validation split every N epochs (0: never).
+    ``final_test``: multi-view test (``data.test_clips x data.test_crops``) after the last epoch,
+    on ``data.test_list`` (or the validation split when there is none), with EMA weights too
+    when ``engine.ema_decay > 0``.
+    """
+
+    every_epochs: int = 1
+    final_test: bool = True
+    batch_size: int | None = None  # null: engine.batch_size
+
+    def validate(self, path: str = "val") -> None:
+        check(self.every_epochs >= 0, f"config key '{path}.every_epochs' must be >= 0")
+        check(
+            self.batch_size is None or self.batch_size >= 1,
+            f"config key '{path}.batch_size' must be >= 1 or null",
+        )
+
+
+@dataclass
+class FinetuneConfig:
+    """``maskagain finetune``: supervised fine-tuning of a (distilled) video ViT.
+
+    Peak lr = ``optim.base_lr * total_batch / 256`` (``optim.lr`` overrides), scaled per layer
+    by ``layer_decay ** (depth + 1 - layer)``.
+    """
+
+    out_dir: str = "runs/finetune"
+    seed: int = 0
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1))
+    init: InitSpec = field(default_factory=InitSpec)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    layer_decay: float = 0.75
+    mixup: MixupSpec = field(default_factory=MixupSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    # Table 8: base lr 1e-3, betas 0.9/0.999, 5 warm-up epochs from 1e-6 to the peak, min 1e-5
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(base_lr=1e-3, betas=(0.9, 0.999))
+    )
+    schedule: ScheduleConfig = field(
+        default_factory=lambda: ScheduleConfig(
+            epochs=100, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5
+        )
+    )
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    val: ValSpec = field(default_factory=ValSpec)
+
+    def validate(self) -> None:
+        self.data.validate()
+        mcfg = self.model.model_config("model")
+        check_data_matches_model(self.data, mcfg, "model")
+        check(
+            0 < self.layer_decay <= 1,
+            f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}",
+        )
+        self.init.validate()
+        self.head.validate()
+        self.mixup.validate()
+        self.optim.validate()
+        self.schedule.validate()
+        self.engine.validate()
+        self.val.validate()
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateConfig:
+    """``maskagain evaluate``: multi-view testing of a classifier.
+
+    ``checkpoint``: a ``finetune`` run directory (its ``model.safetensors``, or
+    ``model_ema.safetensors`` with ``use_ema``), a weights file, or a training checkpoint
+    ``ckpt_step*.pt`` of a fine-tuning run. ``split``: which list of ``data`` to test on.
+    ``overrides``: ``ModelConfig`` fields a weights file cannot tell (e.g. ``num_heads`` of an
+    official ``.pth``), passed to ``load_encoder``.
+    """
+
+    out_dir: str = "runs/evaluate"
+    checkpoint: str = ""
+    overrides: dict = field(default_factory=dict)
+    use_ema: bool = False
+    split: Literal["test", "val"] = "test"
+    data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
+    batch_size: int = 16
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
+    progress: bool = True
+
+    def validate(self) -> None:
+        check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
+        self.data.validate()
+        check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        self.overrides = model_overrides(self.overrides, "overrides")
+
+
+# ----------------------------------------------------------------------------- probe
+@dataclass
+class ProbeSpec:
+    """The linear classifier trained on frozen features."""
+
+    epochs: int = 50
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    batch_size: int = 256
+
+    def validate(self, path: str = "probe") -> None:
+        check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
+        check(self.lr > 0, f"config key '{path}.lr' must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"config key '{path}.weight_decay' must be >= 0")
+        check(self.batch_size >= 1, f"config key '{path}.batch_size' must be >= 1")
+
+
+@dataclass
+class ProbeConfig:
+    """``maskagain probe``: linear probe on frozen, mean-pooled features of an encoder.
+
+    ``encoder``: anything ``load_encoder`` reads (distill run dir, safetensors, official ``.pth``,
+    Hugging Face directory); ``overrides`` go to the loader.
+    """
+
+    out_dir: str = "runs/probe"
+    seed: int = 0
+    encoder: str = ""
+    overrides: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)  # read without augmentation
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+    batch_size: int = 16  # clips per forward pass of the encoder
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Precision = "bf16"
+    progress: bool = True
+
+    def validate(self) -> None:
+        check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
+        self.data.validate()
+        self.overrides = model_overrides(self.overrides, "overrides")
+        check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
+        self.probe.validate()
