@@ -27,7 +27,6 @@ from maskagain.models.vit import VideoViT
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Selections:
     """Selections of one clip, all as token-grid arrays of shape (F, H, W) (token frames).

@@ -13,19 +13,12 @@ import yaml
 
 from maskagain.cli import export as export_cmd
 from maskagain.cli.main import SUBCOMMANDS
+from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.masking import tube_mask
 from maskagain.models import CheckpointError, create_model, load_encoder, save_encoder
-from maskagain.models.export import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    export_checkpoint,
-    export_hf,
-    export_videomae,
-    hf_layout,
-    official_to_hf,
-    read_class_names,
-)
+from maskagain.models.export import export_hf, export_videomae, hf_layout, official_to_hf
 from maskagain.models.loading import _hf_to_official
+from maskagain.recipes.export import export_checkpoint, read_class_names
 
 TOL = 1e-4
 CLASSES = ["archery", "bowling", "cooking", "dancing", "eating"]

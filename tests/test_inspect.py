@@ -13,7 +13,7 @@ from maskagain.cli import inspect_cmd
 from maskagain.cli.main import SUBCOMMANDS
 from maskagain.models import CheckpointError, create_model, save_encoder
 from maskagain.models.export import export_hf, export_videomae
-from maskagain.models.inspection import format_report, inspect_checkpoint
+from maskagain.recipes.inspect import format_report, inspect_checkpoint
 
 CLASSES = ["run", "jump", "swim"]
 TRAIN_CONFIG = {"recipe": "finetune", "optim": {"lr": 0.001}, "data": {"num_frames": 4}}

@@ -14,7 +14,7 @@ from maskagain.models import (
     read_checkpoint,
     save_encoder,
 )
-from maskagain.models.inspection import format_report, inspect_checkpoint
+from maskagain.recipes.inspect import format_report, inspect_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

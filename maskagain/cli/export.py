@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskagain.models.export import export_checkpoint, read_class_names
     from maskagain.models.loading import CheckpointError
+    from maskagain.recipes.export import export_checkpoint, read_class_names
 
     if (args.mean is None) != (args.std is None):
         print("error: give both --mean and --std, or neither", file=sys.stderr)

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskagain.models.inspection import format_report, inspect_checkpoint
     from maskagain.models.loading import CheckpointError
+    from maskagain.recipes.inspect import format_report, inspect_checkpoint
 
     overrides = {
         k: v

@@ -17,14 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from maskagain.models.export import (
-    hf_layout,
-    load_checked,
-    official_pooling_matches,
-    resolve_export_metadata,
-    training_config,
-    weights_dir,
-)
+from maskagain.models.export import hf_layout, load_checked, official_pooling_matches
 from maskagain.models.families import (
     LAYOUT_VIDEOMAE,
     LAYOUT_VJEPA2,
@@ -37,6 +30,7 @@ from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError
 from maskagain.models.registry import ARCHITECTURES
 from maskagain.models.vit import ModelConfig
 from maskagain.models.vjepa2 import VJEPA2Encoder
+from maskagain.recipes.export import resolve_export_metadata, training_config, weights_dir
 
 log = logging.getLogger(__name__)
 
