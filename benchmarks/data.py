@@ -235,7 +235,14 @@ QUICK_SOURCES = {
     "k400_320p": (320, 568, 30, 3.0, "libx264", "dense"),
     "ssv2_240p": (240, 426, 12, 3.0, "libvpx-vp9", "segment"),
 }
-PIPE_ROWS = ("videomae", "videomae_v2", "ours_r1", "ours_r4", "ours_prepared_r4")
+PIPE_ROWS = (
+    "videomae",
+    "videomae_v2",
+    "ours_r1",
+    "ours_r4",
+    "ours_prepared_r4",
+    "ours_prepared_cabac_r4",
+)
 # GPU step rate estimate: 40% of 790 TFLOP/s (bf16 dense) over the training FLOPs of one clip
 GPU_FLOPS = 0.4 * 790e12
 
@@ -343,15 +350,36 @@ class OurLoader:
         return self.collate([self.ds[v] for v in videos])
 
 
-def build_rows(original: Path, prepared: Path, sampling: str, copies: int) -> dict:
-    orig, prep = [str(original)] * copies, [str(prepared)] * copies
+def build_rows(original: Path, prepared: dict[str, Path], sampling: str, copies: int) -> dict:
+    orig = [str(original)] * copies
+    prep = {k: [str(p)] * copies for k, p in prepared.items()}
     return {
         "videomae": VideoMAELoader(orig, sampling, 1),
         "videomae_v2": VideoMAELoader(orig, sampling, 4),
         "ours_r1": OurLoader(orig, sampling, 1, "same_window"),
         "ours_r4": OurLoader(orig, sampling, 4, "same_window"),
-        "ours_prepared_r4": OurLoader(prep, sampling, 4, "same_window"),
+        "ours_prepared_r4": OurLoader(prep["fast"], sampling, 4, "same_window"),
+        "ours_prepared_cabac_r4": OurLoader(prep["cabac"], sampling, 4, "same_window"),
     }
+
+
+def prepared_psnr(original: Path, prepared: Path, step: int = 5) -> float:
+    """PSNR (dB, RGB, every ``step``-th frame) of a prepared video against its source resized to
+    the same size by swscale in 4:2:0 (area), i.e. what the codec lost."""
+
+    def frames(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+        out = []
+        with av.open(str(path)) as c:
+            for k, f in enumerate(c.decode(video=0)):
+                if k % step == 0:
+                    if size and (f.height, f.width) != size:
+                        f = f.reformat(size[1], size[0], "yuv420p", interpolation="AREA")
+                    out.append(f.to_ndarray(format="rgb24").astype(np.float64))
+        return np.stack(out)
+
+    got = frames(prepared, None)
+    mse = float(((got - frames(original, got.shape[1:3])) ** 2).mean())
+    return 10 * float(np.log10(255**2 / max(mse, 1e-10)))
 
 
 def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
@@ -460,14 +488,18 @@ def pipeline_report(
     out: dict = {"rounds": rounds, "clips_per_batch": clips_per_batch, "sources": {}}
     out["gflop_per_clip"] = {k: v / 1e9 for k, v in flops.items()}
     out["gpu_clips_per_s_estimate"] = {k: GPU_FLOPS / v for k, v in flops.items()}
-    shutil.rmtree(work / "prepared", ignore_errors=True)  # always prepared with today's options
+    variants = {"fast": EncodeOptions(), "cabac": EncodeOptions(fast_decode=False)}
+    for variant in variants:  # always prepared with today's options
+        shutil.rmtree(work / f"prepared_{variant}", ignore_errors=True)
     for name, spec in sources.items():
         original = source_path(work, name, spec)
-        prepared = work / "prepared" / f"{original.stem}.mp4"
-        report = run_jobs([Job(str(original), str(prepared))], EncodeOptions(), 1, False)
-        prepare_seconds = report.seconds
-        if report.failed:
-            raise RuntimeError(f"prepare failed: {report.failed}")
+        prepared, prepare_seconds = {}, 0.0
+        for variant, opts in variants.items():
+            prepared[variant] = work / f"prepared_{variant}" / f"{original.stem}.mp4"
+            report = run_jobs([Job(str(original), str(prepared[variant]))], opts, 1, False)
+            if report.failed:
+                raise RuntimeError(f"prepare failed: {report.failed}")
+            prepare_seconds = prepare_seconds or report.seconds
         rows = build_rows(original, prepared, spec[5], copies=clips_per_batch)
         result = bench_pipeline(rows, clips_per_batch, rounds)
         a, b = result["videomae"], result["videomae_v2"]
@@ -484,12 +516,15 @@ def pipeline_report(
             "seconds": spec[3],
             "codec": spec[4],
             "bytes_original": original.stat().st_size,
-            "bytes_prepared": prepared.stat().st_size,
+            "bytes_prepared": prepared["fast"].stat().st_size,
+            "bytes_prepared_cabac": prepared["cabac"].stat().st_size,
+            "psnr_db": prepared_psnr(original, prepared["fast"]),
+            "psnr_db_cabac": prepared_psnr(original, prepared["cabac"]),
             "prepare_seconds": prepare_seconds,
             "rows": result,
             "profile": {},
         }
-        for label, path in (("original", original), ("prepared", prepared)):
+        for label, path in (("original", original), ("prepared", prepared["fast"])):
             if profile_clips:
                 entry["profile"][label] = profile_clip(str(path), 256, 4, spec[5], profile_clips)
         out["sources"][name] = entry
@@ -518,7 +553,8 @@ def pipeline_markdown(report: dict) -> str:
         "PIL multi-scale crop, num_sample 1); `videomae_v2` = the same with VideoMAE V2's "
         "num_sample 4 (one decode, 4 crops); `ours_r1`/`ours_r4` = `maskagain.data` "
         "(repeat=same_window) on the originals; `ours_prepared_r4` = on `maskagain prepare`d "
-        "files (short side 320, key frame every 16, non-reference B-frames, CRF 18, x264 tune=fastdecode).",
+        "files (short side 320, key frame every 16, non-reference B-frames, CRF 18, x264 "
+        "tune=fastdecode); `ours_prepared_cabac_r4` = prepared without tune=fastdecode.",
         "",
         "Cores per GPU (**estimate**) = GPU step rate / clips per second per core, GPU step rate "
         f"= 40% of 790 TFLOP/s over the training FLOPs per clip (B->B "
@@ -536,12 +572,21 @@ def pipeline_markdown(report: dict) -> str:
                 f"| {r['x_videomae']:.2f} | {r['x_videomae_v2']:.2f} "
                 f"| {r['cores_per_gpu']['B->B']:.0f} | {r['cores_per_gpu']['B->S']:.0f} |"
             )
-    sizes = ", ".join(
-        f"{n} {s['bytes_original'] / 1e6:.2f} -> {s['bytes_prepared'] / 1e6:.2f} MB "
-        f"({s['prepare_seconds']:.1f} s)"
-        for n, s in p["sources"].items()
-    )
-    lines += ["", f"File sizes, original -> prepared (time to prepare, one process): {sizes}."]
+    lines += [
+        "",
+        "Prepared files: size, PSNR against the source resized to the same size (4:2:0, area; "
+        "every 5th frame), time to prepare (one process). `cabac` = the same without "
+        "`tune=fastdecode` (`maskagain prepare --no-fast-decode`).",
+        "",
+        "| source | original MB | prepared MB | PSNR dB | cabac MB | cabac PSNR dB | prepare s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, s in p["sources"].items():
+        lines.append(
+            f"| {n} | {s['bytes_original'] / 1e6:.2f} | {s['bytes_prepared'] / 1e6:.2f} "
+            f"| {s['psnr_db']:.1f} | {s['bytes_prepared_cabac'] / 1e6:.2f} "
+            f"| {s['psnr_db_cabac']:.1f} | {s['prepare_seconds']:.1f} |"
+        )
     profiled = [(n, s) for n, s in p["sources"].items() if s["profile"]]
     if profiled:
         lines += [
@@ -865,7 +910,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:
         update_markdown(args.markdown, report)
-    print(markdown(report))
+    if report["rows"] or report["probes"] or report["cnn"] or report["synthetic_speed"]:
+        print(markdown(report))
     if report["pipeline"]:
         print(pipeline_markdown(report))
     return 0

@@ -49,7 +49,8 @@ class EncodeOptions:
     """How prepared videos are encoded. ``crf`` 18 keeps PSNR >= 35 dB against the source
     resized to the same size on the textured, moving test videos of the benchmark.
     ``fast_decode``: x264's ``tune=fastdecode`` (CAVLC, no deblocking, no weighted prediction):
-    measured 1.9x faster clip decoding for 1.3x the bytes at the same PSNR."""
+    a faster training loader for somewhat larger files at the same PSNR (see
+    ``python -m benchmarks.data --pipeline``)."""
 
     short_side: int = 320
     keyint: int = 16
