@@ -2,6 +2,7 @@
 
     python -m benchmarks.data --clips 24 [--probe] [--synthetic-speed 3000]
                               [--json out.json] [--markdown benchmarks/RESULTS.md]
+    python -m benchmarks.data --pipeline [--quick] [--rounds 6] [--markdown benchmarks/RESULTS.md]
 
 Two H.264 test videos (10 s at 30 fps, ~320p and ~720p, x264 defaults: B-frames, key frame
 every <= 250 frames) are written once to ``--workdir``. For each video the same random 16x4
@@ -17,6 +18,14 @@ thread count, opening the file per clip as a dataset does. Every clip then goes 
 same pre-training transform (multi-scale crop to 224, normalise), so "decode + transform" is
 compared per clip. The libraries alternate clip by clip so that machine load hits both alike.
 decord is only needed here (``pip install decord``), not by maskagain.
+
+``--pipeline``: the whole training loader in clips/s per core (one process, one decoder thread:
+decode + sampling + augmentation + batching with masks) on K400-like H.264 sources (10 s, 30 fps,
+340x256, 568x320 and 1280x720, x264 defaults) and an SSv2-like VP9 webm (240p, 12 fps, 4 s):
+VideoMAE's and VideoMAE V2's loader logic (decord) next to ``maskagain.data`` on the originals
+(r = 1 and 4 clips per decode) and on ``maskagain prepare``d copies, rows round-robin; ratios,
+an estimate of CPU cores per GPU for B->B and B->S, and a profile of where a video's time goes.
+``--quick``: the same on two short sources, one round (a smoke test).
 
 ``--probe``: linear probes on the synthetic set, one frame's pixels vs four global-motion
 numbers per clip (the test suite runs the same probes, smaller). ``--cnn N``: a small 3D CNN

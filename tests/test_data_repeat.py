@@ -116,3 +116,19 @@ def test_far_apart_frames_are_read_with_one_seek_per_run(tmp_path, monkeypatch):
     for k, i in enumerate(wanted):
         np.testing.assert_array_equal(frames[k], reference[i])
     assert len(decoded) < 15  # not the 38 frames from 0 to 38
+
+
+def test_decoder_threads_share_the_cores_among_workers(monkeypatch):
+    from types import SimpleNamespace
+
+    from maskagain.data import datasets
+
+    monkeypatch.setattr(datasets, "get_worker_info", lambda: None)
+    assert datasets.decode_threads() == 0  # in-process: FFmpeg's choice
+    monkeypatch.setattr(datasets.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    for workers, threads in ((1, 16), (4, 4), (6, 2), (16, 1), (32, 1)):
+        monkeypatch.setattr(
+            datasets, "get_worker_info", lambda w=workers: SimpleNamespace(num_workers=w)
+        )
+        assert datasets.decode_threads() == threads
+        assert workers * threads <= 16 or threads == 1
