@@ -350,7 +350,8 @@ def test_layer_choice_and_tap_errors():
         ambiguous(s, t)
     only_first = [EncoderOutput(x.tokens, fi, attn={0: x.attn[0]}) for x in (s, t)]
     assert ambiguous(*only_first)["global"].item() == first(s, t)["global"].item()
-    with pytest.raises(KeyError, match="block -1"):  # depth known: block 1 is missing
+    assert last.attn_layers_student == last.attn_layers_teacher == (1,)  # resolved once, here
+    with pytest.raises(KeyError, match=r"block 1 \(objective.layer=-1\)"):  # block 1 missing
         last(*only_first)
     with pytest.raises(ValueError, match="same mask"):
         last(s, fake_output(2, n - 1, 32, 2, fi[:, :-1], layer=0))

@@ -31,7 +31,7 @@ from maskagain.losses.selection import (
     select_global,
     select_local,
 )
-from maskagain.models.layers import AttentionTap
+from maskagain.models.layers import AttentionTap, resolve_block
 from maskagain.models.vit import EncoderOutput
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,12 @@ HIDDEN_TERMS = (
 FEATURE_TERMS = ("global", "local", "value_transfer", "weighted_value_transfer")
 
 
+def _block(layer: int, depth: int | None) -> int:
+    """The objective's ``layer`` as a block index of a ``depth``-block encoder (as given when
+    the depth is unknown)."""
+    return layer if depth is None else resolve_block(layer, depth)
+
+
 def _target(x: torch.Tensor) -> torch.Tensor:
     """A teacher tensor as an fp32 autograd-safe target (inference tensors are copied)."""
     return x.detach().to(torch.float32, copy=x.is_inference())
@@ -60,8 +66,10 @@ class MaskAgainObjective(nn.Module):
     student_dim / student_heads, teacher_dim / teacher_heads: embedding widths and head counts
     (``model.cfg.embed_dim``, ``model.cfg.num_heads``). num_frames: token frames F (``num_frames
     // tubelet_size``); None infers it from ``frame_index`` per batch (same loss value, one more
-    host sync). student_depth / teacher_depth: block counts, used to resolve a negative ``layer``
-    against ``EncoderOutput.attn`` keys; without them a negative layer takes the only tap.
+    host sync). student_depth / teacher_depth: block counts; a negative ``layer`` is resolved
+    against them once, here, so the encoders are asked for (and return) non-negative block
+    indices. Without a depth a negative layer is passed on as given and the side's only tap is
+    used.
     Ask the encoders for ``attn_layers_student`` / ``attn_layers_teacher``. Every projection is a
     submodule: it trains, saves and restores with ``state_dict`` like any module.
     """
@@ -84,6 +92,8 @@ class MaskAgainObjective(nn.Module):
         self.student_heads, self.teacher_heads = student_heads, teacher_heads
         self.num_frames = num_frames
         self.student_depth, self.teacher_depth = student_depth, teacher_depth
+        self.student_block = _block(cfg.layer, student_depth)
+        self.teacher_block = _block(cfg.layer, teacher_depth)
         self.term_weights = cfg.weights()
         self._check_heads()
         self.student_proj = nn.ModuleDict()
@@ -140,11 +150,11 @@ class MaskAgainObjective(nn.Module):
 
     @property
     def attn_layers_student(self) -> tuple[int, ...]:
-        return (self.cfg.layer,) if self.hidden_level else ()
+        return (self.student_block,) if self.hidden_level else ()
 
     @property
     def attn_layers_teacher(self) -> tuple[int, ...]:
-        return (self.cfg.layer,) if self.hidden_level else ()
+        return (self.teacher_block,) if self.hidden_level else ()
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -158,8 +168,8 @@ class MaskAgainObjective(nn.Module):
             )
         out: dict[str, torch.Tensor] = {}
         if self.hidden_level:
-            s_tap = self._tap(student_out, self.student_depth, "student")
-            t_tap = self._tap(teacher_out, self.teacher_depth, "teacher")
+            s_tap = self._tap(student_out, self.student_block, "student")
+            t_tap = self._tap(teacher_out, self.teacher_block, "teacher")
             t_tap = AttentionTap(logits=_target(t_tap.logits), values=_target(t_tap.values))
             out.update(self._hidden_terms(s_tap, t_tap, student_out.frame_index))
         if {"hint", "relation", "hint_all"} & set(self.term_weights):
@@ -167,16 +177,15 @@ class MaskAgainObjective(nn.Module):
         out["loss"] = sum(self.term_weights[name] * out[name] for name in self.term_weights)
         return out
 
-    def _tap(self, enc: EncoderOutput, depth: int | None, side: str) -> AttentionTap:
-        layer = self.cfg.layer
-        key = depth + layer if layer < 0 and depth is not None else layer
-        if key in enc.attn:
-            return enc.attn[key]
-        if layer < 0 and depth is None and len(enc.attn) == 1:
+    def _tap(self, enc: EncoderOutput, block: int, side: str) -> AttentionTap:
+        if block in enc.attn:
+            return enc.attn[block]
+        if block < 0 and len(enc.attn) == 1:  # depth unknown: the side's only tap
             return next(iter(enc.attn.values()))
         raise KeyError(
             f"the {side} output has attention taps {sorted(enc.attn)} but the objective needs "
-            f"block {layer}: call forward_features(..., attn_layers=objective.attn_layers_{side})"
+            f"block {block} (objective.layer={self.cfg.layer}): call "
+            f"forward_features(..., attn_layers=objective.attn_layers_{side})"
         )
 
     def _project(self, term: str, student: torch.Tensor, teacher: torch.Tensor):

@@ -219,5 +219,14 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(module.bias)
 
 
+def resolve_block(index: int, depth: int) -> int:
+    """Block ``index`` of a ``depth``-block encoder as a non-negative index (negative counts from
+    the end, as in Python); raises IndexError when out of range."""
+    j = index + depth if index < 0 else index
+    if not 0 <= j < depth:
+        raise IndexError(f"block {index} out of range for a {depth}-block encoder")
+    return j
+
+
 def num_tokens(grid: tuple[int, int, int]) -> int:
     return math.prod(grid)

@@ -18,6 +18,7 @@ from maskagain.models.layers import (
     Block,
     PatchEmbed3d,
     resize_position_table,
+    resolve_block,
     sinusoid_table,
     trunc_normal_init,
 )
@@ -237,10 +238,7 @@ class VideoViT(nn.Module):
         return EncoderOutput(tokens=x, frame_index=frame_index, attn=attn, mask=mask)
 
     def _block_index(self, i: int) -> int:
-        j = i + self.depth if i < 0 else i
-        if not 0 <= j < self.depth:
-            raise IndexError(f"attention layer {i} out of range for a {self.depth}-block encoder")
-        return j
+        return resolve_block(i, self.depth)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) block output -> (B, D) pooled, normalised feature."""
