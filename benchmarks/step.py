@@ -550,7 +550,7 @@ MEMORY_TARGET_BATCH = 8
 
 
 def ratios(rows: list[dict]) -> dict:
-    """Same-run ratios of the issue's targets (only those whose two rows ran)."""
+    """Same-run ratios against the targets (only those whose two rows ran)."""
     by_name = {r["name"]: r for r in rows}
     out = {}
     for key, (num, den, field, target) in RATIOS.items():
@@ -562,7 +562,7 @@ def ratios(rows: list[dict]) -> dict:
         ):
             value = by_name[num][field] / by_name[den][field]
             out[key] = {"value": value, "target_at_most": target, "met": value <= target}
-            if field != "seconds_per_clip":  # the issue sets the memory target at batch 8
+            if field != "seconds_per_clip":  # the memory target is set at batch 8
                 out[key]["target_batch"] = MEMORY_TARGET_BATCH
     if "maskagain_b_b" in by_name:
         value = by_name["maskagain_b_b"]["fraction_of_matmul"]

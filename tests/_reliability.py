@@ -1,5 +1,5 @@
 """Shared by the ``test_reliability_*`` files: real ``maskagain`` processes, signals timed by
-what the run directory shows, and one uninterrupted reference run per session.
+what the run directory shows, and one uninterrupted reference run per test session.
 
 Every process runs with ``OMP_NUM_THREADS=1`` so runs compared bit for bit use the same CPU
 kernels and reduction orders.

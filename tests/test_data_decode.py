@@ -177,7 +177,7 @@ def test_odd_sized_and_grayscale(tmp_path):
 
 
 def bad_files(root: Path, good: Path) -> dict[str, Path]:
-    """Every bad-file case of issue 9 (the missing one is not created)."""
+    """Every bad-file case of the reliability suite (the missing one is not created)."""
     data = good.read_bytes()
     files = {
         "missing": root / "missing.mp4",

@@ -1,4 +1,4 @@
-"""Issue 7.5, unsafe checkpoints through the CLI: a pickle that would run code on load is refused
+"""Unsafe checkpoints through the CLI: a pickle that would run code on load is refused
 without running anything, whether it comes in as ``--resume PATH``, as the newest checkpoint that
 ``--resume auto`` picks, or as ``teacher.source``; truncated or foreign checkpoints give one clear
 line. (The loader itself is covered file format by file format in ``tests/test_loading.py``.)"""

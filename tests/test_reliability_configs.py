@@ -1,4 +1,4 @@
-"""Issue 7.6, bad configs and arguments fail fast with one line naming the key.
+"""Bad configs and arguments fail fast with one line naming the key.
 
 The cases are generated from the config dataclasses (every leaf field of every recipe, found by
 introspection, so a new field is covered automatically): a value of the wrong type and an

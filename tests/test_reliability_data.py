@@ -1,4 +1,4 @@
-"""Issue 7.4, corrupt data: a real ``maskagain pretrain`` process over a list of real H.264 files
+"""Corrupt data: a real ``maskagain pretrain`` process over a list of real H.264 files
 where 10% of the entries are bad (zero-byte, truncated, random bytes, text, missing, audio-only)
 trains to completion and reports the count and the paths in ``summary.json``; with 30% bad
 (over the default ``data.max_bad_fraction`` of 0.1) it stops inside the first epoch, before any

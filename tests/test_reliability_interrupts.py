@@ -1,4 +1,4 @@
-"""Issue 7.3, interrupts: SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption) during training
+"""Interrupts: SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption) during training
 finishes the current step, writes a resumable checkpoint, and exits non-zero (128 + signal
 number) with one clear line; resuming from it ends bit-identical to an uninterrupted run."""
 

@@ -1,4 +1,4 @@
-"""Issue 7.7, numerical faults: a non-finite loss stops the run with one line naming the step and
+"""Numerical faults: a non-finite loss stops the run with one line naming the step and
 the loss term, nothing computed after the bad step is checkpointed or exported, and the last good
 checkpoint stays loadable and resumable. (``tests/test_cli_distill.py`` checks the same for a
 run diverging under a huge learning rate; ``tests/test_engine.py`` the engine's log window.)"""

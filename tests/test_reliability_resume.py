@@ -1,4 +1,4 @@
-"""Issue 7.2, kill and resume without loss: a ``distill`` process killed with SIGKILL in the
+"""Kill and resume without loss: a ``distill`` process killed with SIGKILL in the
 middle of an epoch, restarted with ``--resume auto``, ends bit-identical to an uninterrupted run
 (CPU, one thread, same seed); a SIGKILL while a checkpoint is being written leaves the previous
 checkpoint loadable, and resuming from it also ends bit-identical.

@@ -58,6 +58,10 @@ class DataConfig:
     min_samples_for_bad_check: int = 50
     max_replacements: int = 20
     num_workers: int = 2
+    # where clips are normalised in masked pre-training and distillation: "worker" (float clips
+    # leave the DataLoader workers), "device" (uint8 clips are batched, pinned and copied, and
+    # normalised on the training device), "auto" (device on CUDA, worker elsewhere)
+    normalize: Literal["auto", "worker", "device"] = "auto"
     decode_threads: int = 0  # FFmpeg threads per decoder; 0 = cores / DataLoader workers, else auto
     seed: int = 0
 

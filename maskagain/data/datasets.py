@@ -138,6 +138,19 @@ class ClipDataset(Dataset, ABC):
         self.num_sample = cfg.num_sample if self.train else 1
         self.transform = build_transform(cfg, split, purpose)
 
+    def defer_normalize(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Deliver uint8 clips ``(C, T, H, W)`` from now on and leave the normalisation to the
+        training device (:func:`maskagain.data.transforms.normalize_video` with the returned
+        ``(mean, std)``): workers skip the float conversion and batches move a quarter of the
+        bytes. Only for transforms that end with the normalisation (pre-training, evaluation)."""
+        if not self.transform.can_defer_normalize:
+            raise ValueError(
+                f"the {self.split}/{self.purpose} transform does more after normalising "
+                "(random erasing); keep data.normalize=worker"
+            )
+        self.transform.normalize = False
+        return self.transform.mean, self.transform.std
+
     @abstractmethod
     def open(self, video_id: int) -> ClipSource:
         """An opened video (closed by the caller)."""

@@ -77,7 +77,10 @@ def crop_box(h: int, w: int, size: int, k: int, n: int) -> tuple[int, int]:
 class ClipTransform:
     """uint8 ``(T, H, W, C)`` -> float ``(C, T, H, W)``: spatial transform, then normalise.
 
-    ``crop`` selects the spatial test view (0..test_crops-1) for evaluation transforms.
+    ``crop`` selects the spatial test view (0..test_crops-1) for evaluation transforms. With
+    ``normalize`` off the clip stays uint8 ``(C, T, H, W)`` (a quarter of the bytes to batch, pin
+    and copy) and :func:`normalize_video` finishes it on the training device; only transforms
+    without a post-normalisation step (pre-training, evaluation) can defer it.
     """
 
     def __init__(
@@ -85,6 +88,13 @@ class ClipTransform:
     ) -> None:
         self.spatial, self.post = spatial, post
         self.size, self.short_side, self.test_crops = cfg.input_size, cfg.short_side, test_crops
+        self.mean, self.std = tuple(cfg.mean), tuple(cfg.std)
+        self.normalize = True
+
+    @property
+    def can_defer_normalize(self) -> bool:
+        """True when nothing but the uint8 -> float normalisation follows the spatial transform."""
+        return len(self.post.transforms) == 2
 
     def __call__(self, frames: torch.Tensor, crop: int = 0) -> torch.Tensor:
         video = tv_tensors.Video(frames.permute(0, 3, 1, 2))  # (T, C, H, W)
@@ -92,7 +102,8 @@ class ClipTransform:
             video = self.spatial(video)
         else:
             video = self._eval_crop(video, crop)
-        video = self.post(video)
+        if self.normalize:
+            video = self.post(video)
         return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
 
     def _eval_crop(self, video: torch.Tensor, crop: int) -> torch.Tensor:
@@ -101,6 +112,17 @@ class ClipTransform:
         h, w = video.shape[-2:]
         top, left = crop_box(h, w, self.size, crop, self.test_crops)
         return F.crop(video, top, left, self.size, self.size)
+
+
+def normalize_video(
+    video: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 clips ``(B, C, T, H, W)`` -> float32 normalised, on the clips' device: the same
+    arithmetic as the workers' ``ToDtype(scale=True)`` + ``Normalize``, so the values agree."""
+    shape = (1, -1) + (1,) * (video.dim() - 2)
+    m = torch.tensor(mean, dtype=torch.float32, device=video.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=video.device).view(shape)
+    return video.to(torch.float32).mul_(1.0 / 255).sub_(m).div_(s)
 
 
 def build_transform(cfg: DataConfig, split: str, purpose: str) -> ClipTransform:

@@ -26,7 +26,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,7 @@ class Trainer:
         on_epoch_end: EpochHook | None = None,
         batch_hook: Callable[[dict], None] | None = None,
         name: str = "train",
+        clips_per_item: int = 1,
     ) -> None:
         self.engine = engine
         self.dist = dist
@@ -145,7 +146,11 @@ class Trainer:
         self.state = TrainState()
         self.steps_per_epoch = steps_per_epoch(len(sampler.order()), engine)
         self.total_steps = self.steps_per_epoch * epochs
+        # clips per optimizer step over all processes (repeated sampling: clips per item)
         self.clips_per_step = engine.batch_size * engine.accum_steps * dist.world_size
+        self.clips_per_step *= clips_per_item
+        self._data_wait = 0.0  # seconds spent waiting for batches since the last log line
+        self._warned_data_bound = -1  # epoch of the last "data-bound" warning
         self.dtype = DTYPES[engine.precision]
         self.scaler = self._make_scaler()
         self.ema = ModelEma(model, engine.ema_decay) if engine.ema_decay > 0 else None
@@ -332,6 +337,7 @@ class Trainer:
         record = {"step": self.state.step, "epoch": self.state.epoch, "lr": self.current_lr()}
         record.update(metrics)
         record["clips_per_s"] = len(rows) * self.clips_per_step / max(elapsed, 1e-9)
+        record["data_wait"] = round(self._data_wait_share(elapsed), 3)
         self.last_metrics = record
         self.writer.write(record, self.state.step)
         self.progress.show({k: v for k, v in record.items() if k not in ("step", "epoch")})
@@ -355,6 +361,7 @@ class Trainer:
             self._pending_rng = None
         self.wrapped.train()
         self._t_last = time.perf_counter()
+        self._data_wait = 0.0
         previous = self._catch_signals()
         try:
             while self.state.epoch < self.epochs and not self._stop_requested():
@@ -432,7 +439,7 @@ class Trainer:
             generator.manual_seed(self.sampler.seed * 1000 + self.state.epoch)
         terms: list[dict[str, torch.Tensor]] = []
         if self.state.batch_in_epoch < budget:
-            for batch in self.loader:
+            for batch in self._timed(self.loader):
                 self.state.batch_in_epoch += 1
                 if self.batch_hook is not None:
                     self.batch_hook(batch)
@@ -452,6 +459,31 @@ class Trainer:
             log.warning("epoch %d ended inside an accumulation group", self.state.epoch)
             self.optimizer.zero_grad(set_to_none=True)
         self._end_epoch()
+
+    def _timed(self, loader: Iterable[dict]) -> Iterator[dict]:
+        """``loader``'s batches, adding the time spent waiting for each to ``_data_wait``."""
+        batches = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            self._data_wait += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
+
+    def _data_wait_share(self, elapsed: float) -> float:
+        """Share of the last log interval spent waiting for data; warns (once an epoch) when it
+        dominates, naming the levers."""
+        share, self._data_wait = min(1.0, self._data_wait / max(elapsed, 1e-9)), 0.0
+        if share > 0.5 and self._warned_data_bound != self.state.epoch:
+            self._warned_data_bound = self.state.epoch
+            log.warning(
+                "data-bound: %.0f%% of the time went to waiting for batches; raise "
+                "data.num_workers, use repeated sampling (data.num_sample) or re-encode the "
+                "videos with `maskagain prepare`",
+                100 * share,
+            )
+        return share
 
     def _after_step(self) -> bool:
         """Logging and step checkpoints; True when the run must stop now."""

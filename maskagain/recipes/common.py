@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from maskagain.config import ConfigError, to_dict
 from maskagain.data import BadFileTracker, DataConfig, MaskCollator
+from maskagain.data.transforms import normalize_video
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
 from maskagain.engine.sampler import SeededItems
@@ -63,12 +65,18 @@ def build_masked_trainer(
     :class:`Trainer`. ``cfg`` has ``seed``, ``data``, ``mask``, ``optim``, ``schedule`` and
     ``engine`` sections; returns the trainer and the :class:`~maskagain.data.BadFileTracker`
     whose ``summary`` goes into ``summary.json``."""
+    if normalize_on_device(cfg.data.normalize, dist.device):
+        mean, std = dataset.defer_normalize()
+        step_fn = NormalizeOnDevice(step_fn, mean, std)
     collate = MaskCollator(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
     loader, sampler = build_train_loader(
         SeededItems(dataset, cfg.seed), collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
     )
     steps = steps_per_epoch(len(sampler.order()), cfg.engine)
+    # clips per optimizer step (the lr scaling rule counts clips): repeated sampling included
+    clips_per_item = getattr(dataset, "num_sample", 1)
     total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
+    total_batch *= clips_per_item
     optimizer, schedule = build_optimization(
         module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
     )
@@ -88,5 +96,23 @@ def build_masked_trainer(
         config=to_dict(cfg),
         batch_hook=bad_files.update,
         name=name,
+        clips_per_item=clips_per_item,
     )
     return trainer, bad_files
+
+
+def normalize_on_device(choice: str, device: torch.device) -> bool:
+    """``data.normalize``: "device", or "auto" on CUDA, normalises uint8 batches on the device."""
+    return choice == "device" or (choice == "auto" and device.type == "cuda")
+
+
+class NormalizeOnDevice:
+    """A step function whose batch arrives as uint8 clips ``(B, C, T, H, W)``: they are
+    normalised on the device (:func:`maskagain.data.transforms.normalize_video`) first."""
+
+    def __init__(self, step_fn: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.step_fn, self.mean, self.std = step_fn, mean, std
+
+    def __call__(self, module: nn.Module, batch: dict) -> dict:
+        video = normalize_video(batch["video"], self.mean, self.std)
+        return self.step_fn(module, {**batch, "video": video})

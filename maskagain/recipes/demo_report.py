@@ -54,7 +54,7 @@ def draw_curves(out: Path, path: Path) -> Path:
             [k for k in records[0] if k not in ("time", "step", "epoch", "lr")] if records else []
         )
         for key in keys:
-            if key.endswith("clips_per_s") or key == "loss":
+            if key.endswith("clips_per_s") or key in ("loss", "data_wait"):
                 continue
             if all(isinstance(r.get(key), (int, float)) for r in records):
                 steps = [r["step"] for r in records]
