@@ -82,3 +82,19 @@ def test_distill_configs_mirror_the_paper():
             1e-5,
         )
         assert cfg.optim.peak_lr(512) == pytest.approx(lr * 2)
+
+
+@pytest.mark.parametrize("name", ["k400_vit_b", "ucf101_vit_b"])
+def test_fast_distill_configs_repeat_clips_at_the_paper_budget(name):
+    """The paper configs keep one clip per video; the fast variants decode a quarter as often
+    for the same clips per optimizer step (same peak lr) and the same clips over the run."""
+    cls = RECIPES["distill"].config
+    paper = load_config(cls, CONFIGS / "distill" / f"{name}.yaml")
+    fast = load_config(cls, CONFIGS / "distill" / f"{name}_fast.yaml")
+    assert paper.data.num_sample == 1 and fast.data.num_sample == 4
+    assert fast.data.repeat == "same_window"
+    clips = (paper.engine.batch_size, fast.engine.batch_size * fast.data.num_sample)
+    assert clips[0] == clips[1]
+    assert fast.schedule.epochs * fast.data.num_sample == paper.schedule.epochs
+    assert fast.schedule.warmup_epochs * fast.data.num_sample == paper.schedule.warmup_epochs
+    assert (fast.objective, fast.student, fast.mask) == (paper.objective, paper.student, paper.mask)
