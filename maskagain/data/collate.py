@@ -4,7 +4,9 @@ Masks are seeded from ``(seed, epoch, sample index, repeat)``, never from a coun
 the same mask in any worker, on any process, in any batch (so ``torchrun`` with per-rank batch
 b draws the masks of one process with batch 2b) and after a resume in the middle of an epoch.
 ``repeat`` counts earlier clips of the same video in the batch (repeated sampling), so those
-differ.
+differ. With ``teacher_ratio`` (asymmetric distillation, AMD) each clip gets two tube masks
+from that one generator: ``"mask"`` for the student and ``"teacher_mask"`` for the teacher,
+whose visible tokens include all the student's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ class MaskCollator:
 
     Returns ``{"video": (B, C, T, H, W), "label": (B,), "index": (B,), "skipped": [...],
     "mask": (B, N) bool}`` (``"mask"`` only with ``mask_kind``; ``"view"`` (B,) when items have
-    one). Items with a stacked ``(S, C, T, H, W)`` video contribute S rows with the same label
+    one). With ``teacher_ratio`` (``mask_kind`` "tube" only) the batch also holds
+    ``"teacher_mask"`` (B, N), drawn by ``maskagain.losses.amd.asymmetric_masks`` with the same
+    per-clip generator: the student's hidden tokens include every teacher-hidden one. Items with a stacked ``(S, C, T, H, W)`` video contribute S rows with the same label
     and index. The trainer calls :meth:`set_epoch` before each epoch.
     """
 
@@ -30,10 +34,16 @@ class MaskCollator:
         mask_ratio: float = 0.9,
         grid: Grid | None = None,
         seed: int = 0,
+        teacher_ratio: float | None = None,
     ) -> None:
         if mask_kind is not None and grid is None:
             raise ValueError("MaskCollator needs the token grid (F, H', W') to draw masks")
+        if teacher_ratio is not None and mask_kind != "tube":
+            raise ValueError(
+                f"a teacher mask (teacher_ratio) is drawn with tube masks only, got {mask_kind!r}"
+            )
         self.mask_kind, self.mask_ratio, self.grid, self.seed = mask_kind, mask_ratio, grid, seed
+        self.teacher_ratio = teacher_ratio
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -53,10 +63,23 @@ class MaskCollator:
             masks = []
             for index in batch["index"].tolist():
                 repeat = seen[index] = seen.get(index, -1) + 1
-                gen = self.generator(index, repeat)
-                masks.append(make_mask(self.mask_kind, 1, self.grid, self.mask_ratio, gen))
-            batch["mask"] = torch.cat(masks)
+                masks.append(self.draw(self.generator(index, repeat)))
+            batch["mask"] = torch.cat([m[0] for m in masks])
+            if self.teacher_ratio is not None:
+                batch["teacher_mask"] = torch.cat([m[1] for m in masks])
         return batch
+
+    def draw(self, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """One clip's masks from its generator: ``(mask,)`` or ``(mask, teacher_mask)``, each
+        (1, N) bool."""
+        if self.teacher_ratio is None:
+            return (make_mask(self.mask_kind, 1, self.grid, self.mask_ratio, gen),)
+        from maskagain.losses.amd import asymmetric_masks
+
+        teacher, student = asymmetric_masks(
+            1, self.grid, self.mask_ratio, self.teacher_ratio, generator=gen
+        )
+        return student, teacher
 
 
 def collate_clips(items: list[dict]) -> dict:

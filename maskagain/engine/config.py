@@ -12,7 +12,12 @@ Precision = Literal["bf16", "fp16", "fp32"]
 
 @dataclass
 class OptimConfig:
-    """AdamW. The peak lr is ``lr`` if set, else ``base_lr * total_batch / 256``."""
+    """AdamW. The peak lr is ``lr`` if set, else ``base_lr * total_batch / 256``.
+
+    ``scale_min_lr``: also scale the schedule's ``min_lr`` and ``warmup_lr`` by
+    ``total_batch / 256``, as the official VideoMAE, MVD and AMD pre-training scripts do (their
+    ``--min_lr`` and ``--warmup_lr`` are per 256 clips); off, both are absolute learning rates.
+    """
 
     base_lr: float = 1.5e-4
     lr: float | None = None
@@ -21,6 +26,12 @@ class OptimConfig:
     eps: float = 1e-8
     clip_grad: float | None = None
     fused: bool | None = None  # null: fused on CUDA, foreach elsewhere
+    scale_min_lr: bool = False
+
+    def schedule_scale(self, total_batch: int) -> float:
+        """Factor applied to the schedule's ``min_lr`` and ``warmup_lr``: ``total_batch / 256``
+        with ``scale_min_lr``, else 1."""
+        return total_batch / 256 if self.scale_min_lr else 1.0
 
     def peak_lr(self, total_batch: int) -> float:
         """Peak learning rate for ``total_batch`` clips per optimizer step (linear scaling rule)."""

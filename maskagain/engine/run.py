@@ -176,12 +176,17 @@ def build_optimization(
     optimizer = build_adamw(groups, peak, optim.betas, optim.eps, device, optim.fused)
     total = steps_per_epoch * schedule.epochs
     warmup = math.floor(schedule.warmup_epochs * steps_per_epoch)
-    sched = CosineSchedule(optimizer, total, peak, schedule.min_lr, warmup, schedule.warmup_lr)
+    scale = optim.schedule_scale(total_batch)  # official scripts: min/warm-up lr per 256 clips
+    min_lr, warmup_lr = schedule.min_lr * scale, schedule.warmup_lr * scale
+    sched = CosineSchedule(optimizer, total, peak, min_lr, warmup, warmup_lr)
     log.info(
-        "lr %.3g (base %.3g x %d / 256), %d steps (%d warm-up), %d steps/epoch",
+        "lr %.3g (base %.3g x %d / 256), min %.3g, warm-up from %.3g, %d steps (%d warm-up), "
+        "%d steps/epoch",
         peak,
         optim.base_lr,
         total_batch,
+        min_lr,
+        warmup_lr,
         total,
         warmup,
         steps_per_epoch,

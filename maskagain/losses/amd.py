@@ -41,20 +41,16 @@ Every choice follows the public code (files of that repository):
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from maskagain.losses.block_outputs import EncoderOutputWithBlocks, resolve_blocks
+from maskagain.losses.block_outputs import EncoderOutputWithBlocks, EncoderQuery
+from maskagain.losses.config import AMDConfig
 from maskagain.losses.mvd import feature_regression_loss
 from maskagain.masking import Grid, num_hidden
 from maskagain.models.init import official_init
 from maskagain.models.layers import Block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
-
-LOSSES = ("mse", "l1", "smooth_l1")
 
 
 def asymmetric_masks(
@@ -95,60 +91,6 @@ def asymmetric_masks(
         return spatial[:, None, :].expand(batch_size, f, hw).reshape(batch_size, f * hw)
 
     return tube(teacher), tube(student)
-
-
-@dataclass
-class AMDConfig:
-    """Layers, generator and losses of AMD. Defaults: the published AMD scripts.
-
-    student_layers / teacher_layers: aligned blocks, 0-based (negative from the end), paired in
-    order; None -> the middle and the last block (``depth // 2 - 1`` and ``depth - 1``: blocks
-    6 and 12 of a 12-block student, 12 and 24 of a 24-block teacher, counted from 1).
-    generator_depth: blocks per generator; generator_head_dim: width of one generator head
-    (heads = teacher width / head dim). loss: "mse" (official ``l2``), "l1" or "smooth_l1".
-    direct_weight / generation_weight: ``dirfac`` / ``genfac``.
-    """
-
-    student_layers: tuple[int, ...] | None = None
-    teacher_layers: tuple[int, ...] | None = None
-    generator_depth: int = 2
-    generator_head_dim: int = 64
-    mlp_ratio: float = 4.0
-    generator_drop_path: float = 0.0
-    loss: str = "mse"
-    direct_weight: float = 1.0
-    generation_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.generator_depth < 1:
-            raise ValueError(f"generator_depth must be >= 1, got {self.generator_depth}")
-        for name in ("direct_weight", "generation_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not self.weights():
-            raise ValueError("direct_weight and generation_weight are both 0: nothing to train")
-        s, t = self.student_layers, self.teacher_layers
-        if (s is None) != (t is None) or (s is not None and (len(s) != len(t) or not s)):
-            raise ValueError(
-                f"student_layers and teacher_layers pair up one to one (or are both None), got "
-                f"{s} and {t}"
-            )
-
-    def weights(self) -> dict[str, float]:
-        """Active terms (weight > 0) -> weight: "direct", "generation"."""
-        w = {"direct": float(self.direct_weight), "generation": float(self.generation_weight)}
-        return {k: v for k, v in w.items() if v > 0}
-
-    def layer_pairs(self, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
-        """Aligned (student block, teacher block) pairs, 0-based."""
-        s, t = self.student_layers, self.teacher_layers
-        if s is None:
-            s = (student_depth // 2 - 1, student_depth - 1)
-            t = (teacher_depth // 2 - 1, teacher_depth - 1)
-        return list(zip(resolve_blocks(s, student_depth), resolve_blocks(t, teacher_depth)))
 
 
 class AMDGenerator(nn.Module):
@@ -250,6 +192,17 @@ class AMDObjective(nn.Module):
     def teacher_blocks(self) -> tuple[int, ...]:
         """Blocks to ask ``forward_features_with_blocks`` for on the teacher."""
         return tuple(sorted({t for _, t in self.pairs}))
+
+    @property
+    def student_query(self) -> EncoderQuery:
+        """The student on its mask, the outputs of its aligned blocks."""
+        return EncoderQuery(blocks=self.student_blocks)
+
+    @property
+    def teacher_query(self) -> EncoderQuery:
+        """The teacher on its own, lighter tube mask ("teacher_mask" at ``cfg.teacher_ratio``),
+        the outputs of its aligned blocks."""
+        return EncoderQuery("teacher_mask", self.cfg.teacher_ratio, self.teacher_blocks)
 
     def no_weight_decay(self) -> set[str]:
         return {f"mask_tokens.{i}" for i in range(len(self.mask_tokens))}

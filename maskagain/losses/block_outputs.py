@@ -1,4 +1,5 @@
-"""Intermediate block outputs of an encoder, for objectives that align several layers (AMD).
+"""Intermediate block outputs of an encoder, for objectives that align several layers (AMD),
+and :class:`EncoderQuery`, what an objective needs from one encoder.
 
 ``forward_features_with_blocks(model, video, mask, blocks)`` runs ``model.forward_features``
 once and also returns the output tokens of the blocks named in ``blocks`` (0-based, negative
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from maskagain.losses.config import resolve_blocks
 from maskagain.models.vit import EncoderOutput
 
 
@@ -23,15 +25,34 @@ class EncoderOutputWithBlocks(EncoderOutput):
     blocks: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def resolve_blocks(blocks: tuple[int, ...] | list[int], depth: int) -> tuple[int, ...]:
-    """Block indices (negative from the end) -> 0-based indices, checked against ``depth``."""
-    out = []
-    for i in blocks:
-        j = i + depth if i < 0 else i
-        if not 0 <= j < depth:
-            raise IndexError(f"block {i} out of range for a {depth}-block encoder")
-        out.append(j)
-    return tuple(out)
+@dataclass(frozen=True)
+class EncoderQuery:
+    """What an objective reads from one encoder (its ``student_query`` / ``teacher_query``).
+
+    mask: the batch key of the mask the encoder runs on ("mask": the student's; None: every
+    token of the clip). mask_ratio: set when the encoder needs a tube mask of its own under
+    ``mask`` (drawn by the collate at that ratio, its hidden tokens within the student's).
+    blocks: blocks whose outputs are read (``forward_features_with_blocks``); attn_layers:
+    blocks whose attention logits and values are read (every other block keeps fused SDPA).
+    """
+
+    mask: str | None = "mask"
+    mask_ratio: float | None = None
+    blocks: tuple[int, ...] = ()
+    attn_layers: tuple[int, ...] = ()
+
+    def mask_of(self, batch: dict) -> torch.Tensor | None:
+        """The (B, N) bool mask of ``batch`` this encoder runs on (None: the whole clip)."""
+        return None if self.mask is None else batch[self.mask]
+
+    def run(
+        self, model: nn.Module, video: torch.Tensor, mask: torch.Tensor | None
+    ) -> EncoderOutput:
+        """``model`` on ``video`` (B, C, T, H, W) with ``mask`` (B, N) or None: an
+        ``EncoderOutput`` with the asked attention taps, plus ``blocks`` when any is asked."""
+        if self.blocks:
+            return forward_features_with_blocks(model, video, mask, self.blocks, self.attn_layers)
+        return model.forward_features(video, mask, self.attn_layers)
 
 
 def forward_features_with_blocks(

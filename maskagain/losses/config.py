@@ -1,5 +1,6 @@
-"""The objective's configuration: loss weights, top-k, temperatures and choices (no torch), and
-the presets of the paper's text and the official scripts."""
+"""The objectives' configurations (no torch): MaskAgain's loss weights, top-k, temperatures and
+choices with the presets of the paper's text and the official scripts, and the settings of the
+peer methods MVD (:class:`MVDConfig`) and AMD (:class:`AMDConfig`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Literal
 
 from maskagain.config import ConfigError
 
+ObjectiveKind = Literal["maskagain", "mvd", "amd"]
 BASELINES = ("hint_all", "attention_transfer", "value_transfer", "weighted_value_transfer")
 _CHOICES = ("relation_softmax", "selection", "projection", "hint_projection", "at_mode")
 
@@ -33,6 +35,12 @@ class ObjectiveConfig:
     baselines: weights of extra terms, keys in ``BASELINES``: "hint_all" (Hint on every output
     token), "attention_transfer" (``at_mode`` "kl" or "mse"), "value_transfer",
     "weighted_value_transfer".
+
+    kind: which objective a distillation trains: "maskagain" (the terms above), "mvd" (the
+    ``mvd`` section of the run's config, :class:`MVDConfig`) or "amd" (:class:`AMDConfig`); the
+    MaskAgain weights are unused by the other kinds. pixel_weight: weight of VideoMAE's pixel
+    reconstruction of the student's hidden tokens added to any kind (0: no pixel decoder; AMD
+    trains with 1).
     """
 
     alpha: float = 3.0
@@ -54,11 +62,18 @@ class ObjectiveConfig:
     hint_projection: Literal["auto", "mlp", "linear", "identity"] = "auto"
     baselines: dict[str, float] = field(default_factory=dict)
     at_mode: Literal["kl", "mse"] = "kl"
+    kind: ObjectiveKind = "maskagain"
+    pixel_weight: float = 0.0
 
     def validate(self, path: str = "objective") -> None:
         """Types, ranges and choices; raises :class:`ConfigError` naming ``path.key``."""
-        for name in ("alpha", "beta", "gamma", "lam"):
+        for name in ("alpha", "beta", "gamma", "lam", "pixel_weight"):
             _check_weight(f"{path}.{name}", getattr(self, name))
+        kinds = typing.get_args(ObjectiveKind)
+        if self.kind not in kinds:
+            raise ConfigError(
+                f"config key '{path}.kind' must be one of {list(kinds)}, got {self.kind!r}"
+            )
         _check_int(f"{path}.k", self.k, minimum=1)
         for name in ("k_global", "k_local", "k_hint"):
             if getattr(self, name) is not None:
@@ -153,3 +168,136 @@ def objective_preset(name: str, **overrides) -> ObjectiveConfig:
     if bad:
         raise ValueError(f"unknown objective option(s) {bad}; valid options: {sorted(fields)}")
     return ObjectiveConfig(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------- peer methods
+FeatureLoss = Literal["smooth_l1", "mse", "l1"]
+
+
+def resolve_blocks(blocks: tuple[int, ...] | list[int], depth: int) -> tuple[int, ...]:
+    """Block indices (negative from the end) -> 0-based indices, checked against ``depth``."""
+    out = []
+    for i in blocks:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise IndexError(f"block {i} out of range for a {depth}-block encoder")
+        out.append(j)
+    return tuple(out)
+
+
+@dataclass
+class MVDConfig:
+    """Decoder shape, loss and teacher weights of MVD (``maskagain.losses.mvd``). ``None``
+    widths follow the student.
+
+    Defaults: the published MVD scripts (2 decoder blocks, SmoothL1, no target normalisation,
+    drop path 0.1), with the video teacher only (``image_weight=0``). Checked when built
+    (:class:`ConfigError`, a ``ValueError``, naming ``mvd.<key>``).
+    """
+
+    decoder_depth: int = 2
+    decoder_dim: int | None = None
+    decoder_heads: int | None = None
+    mlp_ratio: float = 4.0
+    decoder_drop_path: float = 0.1
+    loss: FeatureLoss = "smooth_l1"
+    norm_target: bool = False
+    video_weight: float = 1.0
+    image_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "mvd") -> None:
+        _check_choice(f"{path}.loss", self.loss, FeatureLoss)
+        _check_int(f"{path}.decoder_depth", self.decoder_depth, minimum=1)
+        for name in ("decoder_dim", "decoder_heads"):
+            if getattr(self, name) is not None:
+                _check_int(f"{path}.{name}", getattr(self, name), minimum=1)
+        if not 0.0 <= self.decoder_drop_path < 1.0:
+            raise ConfigError(
+                f"config key '{path}.decoder_drop_path' must be in [0, 1), got "
+                f"{self.decoder_drop_path}"
+            )
+        for name in ("video_weight", "image_weight"):
+            _check_weight(f"{path}.{name}", getattr(self, name))
+        if not self.weights():
+            raise ConfigError(
+                f"config keys '{path}.video_weight' and '{path}.image_weight' are both 0: "
+                "nothing to train"
+            )
+
+    def weights(self) -> dict[str, float]:
+        """Active teachers (weight > 0) -> weight: "video", "image"."""
+        w = {"video": float(self.video_weight), "image": float(self.image_weight)}
+        return {k: v for k, v in w.items() if v > 0}
+
+
+@dataclass
+class AMDConfig:
+    """Layers, generator, losses and teacher mask of AMD (``maskagain.losses.amd``).
+    Defaults: the published AMD scripts.
+
+    student_layers / teacher_layers: aligned blocks, 0-based (negative from the end), paired in
+    order; None -> the middle and the last block (``depth // 2 - 1`` and ``depth - 1``: blocks
+    6 and 12 of a 12-block student, 12 and 24 of a 24-block teacher, counted from 1).
+    generator_depth: blocks per generator; generator_head_dim: width of one generator head
+    (heads = teacher width / head dim). loss: "mse" (official ``l2``), "l1" or "smooth_l1".
+    direct_weight / generation_weight: ``dirfac`` / ``genfac``. teacher_ratio: the teacher's
+    tube-mask ratio (``--mask_ratio_teacher``), below the student's ``mask.ratio``.
+    """
+
+    student_layers: tuple[int, ...] | None = None
+    teacher_layers: tuple[int, ...] | None = None
+    generator_depth: int = 2
+    generator_head_dim: int = 64
+    mlp_ratio: float = 4.0
+    generator_drop_path: float = 0.0
+    loss: FeatureLoss = "mse"
+    direct_weight: float = 1.0
+    generation_weight: float = 1.0
+    teacher_ratio: float = 0.75
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "amd") -> None:
+        _check_choice(f"{path}.loss", self.loss, FeatureLoss)
+        _check_int(f"{path}.generator_depth", self.generator_depth, minimum=1)
+        _check_int(f"{path}.generator_head_dim", self.generator_head_dim, minimum=1)
+        for name in ("direct_weight", "generation_weight"):
+            _check_weight(f"{path}.{name}", getattr(self, name))
+        if not self.weights():
+            raise ConfigError(
+                f"config keys '{path}.direct_weight' and '{path}.generation_weight' are both 0: "
+                "nothing to train"
+            )
+        if not 0.0 <= self.teacher_ratio < 1.0:
+            raise ConfigError(
+                f"config key '{path}.teacher_ratio' must be in [0, 1), got {self.teacher_ratio}"
+            )
+        s, t = self.student_layers, self.teacher_layers
+        if (s is None) != (t is None) or (s is not None and (len(s) != len(t) or not s)):
+            raise ConfigError(
+                f"config keys '{path}.student_layers' and '{path}.teacher_layers' pair up one to "
+                f"one (or are both null), got {s} and {t}"
+            )
+
+    def weights(self) -> dict[str, float]:
+        """Active terms (weight > 0) -> weight: "direct", "generation"."""
+        w = {"direct": float(self.direct_weight), "generation": float(self.generation_weight)}
+        return {k: v for k, v in w.items() if v > 0}
+
+    def layer_pairs(self, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
+        """Aligned (student block, teacher block) pairs, 0-based."""
+        s, t = self.student_layers, self.teacher_layers
+        if s is None:
+            s = (student_depth // 2 - 1, student_depth - 1)
+            t = (teacher_depth // 2 - 1, teacher_depth - 1)
+        return list(zip(resolve_blocks(s, student_depth), resolve_blocks(t, teacher_depth)))
+
+
+def _check_choice(key: str, value: object, choices: object) -> None:
+    valid = typing.get_args(choices)
+    if value not in valid:
+        raise ConfigError(f"config key '{key}' must be one of {list(valid)}, got {value!r}")

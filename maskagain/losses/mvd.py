@@ -36,56 +36,19 @@ are ``maskagain.models.pretrain.VideoMAEDecoder``.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import typing
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskagain.losses.block_outputs import EncoderQuery
+from maskagain.losses.config import FeatureLoss, MVDConfig
 from maskagain.models.init import official_init
 from maskagain.models.pretrain import VideoMAEDecoder
 from maskagain.models.vit import EncoderOutput
 
-LOSSES = ("smooth_l1", "mse", "l1")
-
-
-@dataclass
-class MVDConfig:
-    """Decoder shape, loss and teacher weights of MVD. ``None`` widths follow the student.
-
-    Defaults: the published MVD scripts (2 decoder blocks, SmoothL1, no target normalisation,
-    drop path 0.1), with the video teacher only (``image_weight=0``).
-    """
-
-    decoder_depth: int = 2
-    decoder_dim: int | None = None
-    decoder_heads: int | None = None
-    mlp_ratio: float = 4.0
-    decoder_drop_path: float = 0.1
-    loss: str = "smooth_l1"
-    norm_target: bool = False
-    video_weight: float = 1.0
-    image_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.decoder_depth < 1:
-            raise ValueError(f"decoder_depth must be >= 1, got {self.decoder_depth}")
-        if not 0.0 <= self.decoder_drop_path < 1.0:
-            raise ValueError(f"decoder_drop_path must be in [0, 1), got {self.decoder_drop_path}")
-        for name in ("video_weight", "image_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not self.weights():
-            raise ValueError("video_weight and image_weight are both 0: nothing to train")
-
-    def weights(self) -> dict[str, float]:
-        """Active teachers (weight > 0) -> weight: "video", "image"."""
-        w = {"video": float(self.video_weight), "image": float(self.image_weight)}
-        return {k: v for k, v in w.items() if v > 0}
+LOSSES = typing.get_args(FeatureLoss)
 
 
 def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -214,11 +177,14 @@ class MVDObjective(nn.Module):
     teacher_out: the video teacher's ``EncoderOutput`` on the same clip WITHOUT a mask.
     image_teacher_tokens: (B, N, D_img) the image teacher's last-block tokens laid out as the
     clip (``frame_tokens_to_clip``), needed when ``cfg.image_weight > 0``.
-    grid: the clip's token grid (F, H', W'). Run the teacher with ``teacher_mask(mask)`` (None).
+    grid: the clip's token grid (F, H', W'). Run the teacher with ``teacher_mask(mask)`` (None),
+    as ``teacher_query`` says.
     """
 
     attn_layers_student: tuple[int, ...] = ()
     attn_layers_teacher: tuple[int, ...] = ()
+    student_query = EncoderQuery()  # the student's visible tokens, last block
+    teacher_query = EncoderQuery(mask=None)  # every token of the clip, last block
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from maskagain.losses.baselines import attention_transfer_loss
+from maskagain.losses.block_outputs import EncoderQuery
 from maskagain.losses.config import ObjectiveConfig
 from maskagain.losses.hidden import (
     aggregate_full,
@@ -155,6 +156,16 @@ class MaskAgainObjective(nn.Module):
     @property
     def attn_layers_teacher(self) -> tuple[int, ...]:
         return (self.teacher_block,) if self.hidden_level else ()
+
+    @property
+    def student_query(self) -> EncoderQuery:
+        """The student on its masked clip, attention tapped where a hidden-level term needs it."""
+        return EncoderQuery(attn_layers=self.attn_layers_student)
+
+    @property
+    def teacher_query(self) -> EncoderQuery:
+        """The teacher on the student's mask (both models see the same visible tokens)."""
+        return EncoderQuery(attn_layers=self.attn_layers_teacher)
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Literal
 from maskagain.config import ConfigError, check, coerce, unknown_key
 from maskagain.data.config import DataConfig
 from maskagain.engine.config import EngineConfig, OptimConfig, Precision, ScheduleConfig
-from maskagain.losses.config import ObjectiveConfig
+from maskagain.losses.config import AMDConfig, MVDConfig, ObjectiveConfig
 
 if TYPE_CHECKING:
-    from maskagain.models.vit import ModelConfig
+    from maskagain.models.vit import ModelConfig, VideoViT
 
 
 # ----------------------------------------------------------------------------- shared sections
@@ -95,9 +95,37 @@ class ModelSpec:
 
         self.validate(path)
         overrides = {
-            k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in _NOT_MODEL_FIELDS and v is not None
         }
         return model_config(self.name, **overrides)
+
+
+_NOT_MODEL_FIELDS = ("name", "init")  # spec fields that are not ModelConfig fields
+
+
+@dataclass
+class ScratchModelSpec(ModelSpec):
+    """A model trained from scratch (pre-training, a distilled student): a :class:`ModelSpec`
+    plus its weight initialisation, ``maskagain.models.init.init_weights``.
+
+    ``init``: "trunc_normal" keeps ``VideoViT``'s own initialisation (truncated normal 0.02);
+    "official" re-initialises as the official VideoMAE / MVD / AMD pre-training encoders do
+    (xavier-uniform Linear weights, PyTorch's default Conv3d).
+    """
+
+    init: Literal["official", "trunc_normal"] = "trunc_normal"
+
+    def build(self, path: str = "model") -> VideoViT:
+        """A freshly initialised ``VideoViT`` (``init`` applied)."""
+        from maskagain.models.init import init_weights
+        from maskagain.models.vit import VideoViT
+
+        model = VideoViT(self.model_config(path))
+        if self.init != "trunc_normal":  # trunc_normal: what VideoViT's constructor drew
+            init_weights(model, self.init)
+        return model
 
 
 @dataclass
@@ -176,7 +204,7 @@ class PretrainConfig:
 
     out_dir: str = "runs/pretrain"
     seed: int = 0
-    model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base"))
+    model: ScratchModelSpec = field(default_factory=lambda: ScratchModelSpec(name="vit_base"))
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
     data: DataConfig = field(default_factory=DataConfig)
     mask: MaskSpec = field(default_factory=MaskSpec)
@@ -214,17 +242,28 @@ class TeacherSpec:
 
 @dataclass
 class DistillConfig:
-    """``maskagain distill``: MaskAgain distillation of a student trained from scratch."""
+    """``maskagain distill``: distillation of a student trained from scratch.
+
+    ``objective.kind`` picks the method: "maskagain" (the ``objective`` weights), "mvd" (the
+    ``mvd`` section: the teacher sees the whole clip, a decoder regresses its features of the
+    student's hidden tokens) or "amd" (the ``amd`` section: the teacher sees a clip masked at
+    ``amd.teacher_ratio``, the student at ``mask.ratio``, both tube masks). With
+    ``objective.pixel_weight > 0`` a VideoMAE pixel decoder (``pixel_decoder``) reconstructs the
+    student's hidden tokens as an extra ``pixel`` term.
+    """
 
     out_dir: str = "runs/distill"
     seed: int = 0
-    student: ModelSpec = field(
-        default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1)
+    student: ScratchModelSpec = field(
+        default_factory=lambda: ScratchModelSpec(name="vit_base", drop_path_rate=0.1)
     )
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     data: DataConfig = field(default_factory=DataConfig)
     mask: MaskSpec = field(default_factory=MaskSpec)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    mvd: MVDConfig = field(default_factory=MVDConfig)
+    amd: AMDConfig = field(default_factory=AMDConfig)
+    pixel_decoder: DecoderSpec = field(default_factory=DecoderSpec)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -237,10 +276,37 @@ class DistillConfig:
         self.teacher.validate()
         self.mask.validate()
         self.objective.validate()
-        check_objective_k(self.objective, self.mask, scfg.grid)
+        kind = self.objective.kind
+        if kind == "maskagain":
+            check_objective_k(self.objective, self.mask, scfg.grid)
+        elif kind == "mvd":
+            self.mvd.validate()
+            check(
+                self.mvd.image_weight == 0,
+                "config key 'mvd.image_weight' must be 0: distillation runs one (video) teacher",
+            )
+        elif kind == "amd":
+            self.amd.validate()
+            check_amd_masks(self.amd, self.mask)
+        if self.objective.pixel_weight > 0:
+            self.pixel_decoder.validate(scfg.embed_dim, "pixel_decoder")
         self.optim.validate()
         self.schedule.validate()
         self.engine.validate()
+
+
+def check_amd_masks(amd: AMDConfig, mask: MaskSpec) -> None:
+    """AMD draws tube masks, the teacher's at a lower ratio than the student's."""
+    check(
+        mask.kind == "tube",
+        f"config key 'mask.kind' must be 'tube' for objective.kind=amd (both models share one "
+        f"spatial pattern per frame), got {mask.kind!r}",
+    )
+    check(
+        amd.teacher_ratio < mask.ratio,
+        f"config key 'amd.teacher_ratio'={amd.teacher_ratio} must be below 'mask.ratio'="
+        f"{mask.ratio}: the teacher sees more of the clip than the student",
+    )
 
 
 def check_objective_k(

@@ -1,26 +1,42 @@
-"""Recipe: MaskAgain distillation (``maskagain distill``).
+"""Recipe: masked video distillation (``maskagain distill``): MaskAgain, MVD or AMD.
+
+``objective.kind`` picks the objective (:data:`OBJECTIVES`); each says what it needs from the
+two encoders through its ``student_query`` / ``teacher_query``
+(:class:`~maskagain.losses.block_outputs.EncoderQuery`): MaskAgain runs the teacher on the
+student's mask with attention taps on one block, MVD on the whole clip, AMD on a lighter mask
+of its own with the outputs of its aligned blocks. ``objective.pixel_weight > 0`` adds
+VideoMAE's pixel reconstruction as a ``pixel`` term.
 
 The teacher (any checkpoint ``maskagain.models.load_encoder`` reads) is frozen where it is
 built: eval mode, ``requires_grad=False``, run under ``torch.inference_mode()`` and its own
 autocast, never wrapped in DDP and never checkpointed. What trains is one module,
-:class:`DistillModule` (the student and the objective's projections); it is what the engine
-wraps in DDP, checkpoints and finally exports as ``student.safetensors``. No decoder.
+:class:`DistillModule` (the student, the objective's projections / decoders / generators and
+the pixel head); it is what the engine wraps in DDP, checkpoints and finally exports as
+``student.safetensors`` (the student alone).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from maskagain.config import ConfigError
+from maskagain.data.collate import MaskCollator
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
-from maskagain.losses import MaskAgainObjective
+from maskagain.losses.amd import AMDObjective
+from maskagain.losses.block_outputs import EncoderQuery
+from maskagain.losses.mvd import MVDObjective
+from maskagain.losses.objective import MaskAgainObjective
+from maskagain.losses.pixel import with_weighted_term
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
+from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
 from maskagain.recipes.common import (
@@ -43,8 +59,10 @@ def check_teacher(student: ModelConfig, teacher: Any) -> None:
 
 
 class FrozenTeacher:
-    """A frozen encoder called as ``teacher(video, mask) -> EncoderOutput`` (inference tensors),
-    with weights cast to ``precision`` and run under that autocast.
+    """A frozen encoder called as ``teacher(batch) -> EncoderOutput`` (inference tensors): it
+    runs on what the objective's ``teacher_query`` asks (the student's mask, no mask, or its own
+    mask from the batch; block outputs and attention taps only where a loss reads them), with
+    weights cast to ``precision`` and run under that autocast.
 
     Deliberately not an ``nn.Module`` attribute of anything that trains, so DDP, the optimizer
     and the checkpoints never see it.
@@ -53,7 +71,7 @@ class FrozenTeacher:
     def __init__(
         self,
         encoder: VideoViT,
-        attn_layers: tuple[int, ...],
+        query: EncoderQuery,
         precision: str,
         compile: bool = False,
     ) -> None:
@@ -61,39 +79,62 @@ class FrozenTeacher:
         # frozen weights are stored in the teacher's precision: a bf16 teacher needs no fp32
         # copy in memory (half the bytes; autocast would round them to bf16 for every matmul)
         self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
-        self.attn_layers = attn_layers
+        self.query = query
         self.device_type = next(encoder.parameters()).device.type
-        forward = encoder.forward_features
-        self._forward = torch.compile(forward) if compile else forward
+        forward = functools.partial(query.run, self.encoder)
+        if compile and query.blocks:  # block outputs are captured by hooks: run eagerly
+            log.info("teacher: block outputs %s are read, so it runs uncompiled", query.blocks)
+        self._forward = torch.compile(forward) if compile and not query.blocks else forward
 
-    def __call__(self, video: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
+    def __call__(self, batch: dict) -> EncoderOutput:
+        """batch: ``"video"`` (B, C, T, H, W) and the masks (B, N) the query names."""
         amp = torch.autocast(
             self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
         )
         with torch.inference_mode(), amp:
-            return self._forward(video, mask, self.attn_layers)
+            return self._forward(batch["video"], self.query.mask_of(batch))
 
 
 class DistillModule(nn.Module):
-    """Everything that trains: ``student`` and ``objective`` (its projections).
+    """Everything that trains: ``student``, ``objective`` (its projections, decoders,
+    generators) and, with a pixel weight, ``pixel_head`` (VideoMAE's pixel decoder).
 
-    ``forward(video, mask, teacher_out)`` runs the student on the visible tokens and returns
-    the objective's dict of named terms with the weighted total under ``"loss"``.
+    ``forward(video, mask, teacher_out)`` runs the student on the visible tokens of ``mask``
+    as the objective's ``student_query`` asks and returns the objective's dict of named terms
+    (plus ``"pixel"``) with the weighted total under ``"loss"``.
     """
 
-    def __init__(self, student: VideoViT, objective: MaskAgainObjective) -> None:
+    def __init__(
+        self,
+        student: VideoViT,
+        objective: nn.Module,
+        pixel_head: PixelReconstruction | None = None,
+        pixel_weight: float = 0.0,
+    ) -> None:
         super().__init__()
+        if (pixel_head is None) != (pixel_weight == 0):
+            raise ValueError("give a pixel head together with a pixel weight > 0 (or neither)")
         self.student = student
         self.objective = objective
-        # Distillation compares block outputs before the final norm: the norm gets no gradient
-        # here. Freezing it keeps DDP's reducer consistent and leaves it at its initial values.
-        student.norm.requires_grad_(False)
+        self.pixel_head = pixel_head
+        self.pixel_weight = pixel_weight
+        self.student_query: EncoderQuery = objective.student_query
+        if pixel_head is None:
+            # Distillation compares block outputs before the final norm: the norm gets no
+            # gradient. Freezing it keeps DDP's reducer consistent and leaves it at its initial
+            # values. The pixel head reads the normed tokens, so then it trains.
+            student.norm.requires_grad_(False)
 
     def forward(
         self, video: torch.Tensor, mask: torch.Tensor, teacher_out: EncoderOutput
     ) -> dict[str, torch.Tensor]:
-        out = self.student.forward_features(video, mask, self.objective.attn_layers_student)
-        return self.objective(out, teacher_out)
+        """video (B, C, T, H, W), mask (B, N) True = hidden -> named scalar losses."""
+        out = self.student_query.run(self.student, video, mask)
+        losses = self.objective(out, teacher_out)
+        if self.pixel_head is not None:
+            pixel = self.pixel_head(self.student.norm(out.tokens), mask, video)
+            losses = with_weighted_term(losses, "pixel", pixel, self.pixel_weight)
+        return losses
 
 
 def build_teacher(cfg: DistillConfig, device: torch.device) -> nn.Module:
@@ -120,21 +161,49 @@ def build_teacher(cfg: DistillConfig, device: torch.device) -> nn.Module:
     return align_teacher(teacher, student).to(device)
 
 
+# objective.kind -> the objective sized for a (config, student, teacher)
+OBJECTIVES: dict[str, Callable[[DistillConfig, VideoViT, VideoViT], nn.Module]] = {
+    "maskagain": lambda cfg, s, t: MaskAgainObjective.from_models(cfg.objective, s, t),
+    "mvd": lambda cfg, s, t: MVDObjective.from_models(cfg.mvd, s, t),
+    "amd": lambda cfg, s, t: AMDObjective.from_models(cfg.amd, s, t),
+}
+
+
 def build_distill_module(cfg: DistillConfig, teacher: VideoViT) -> DistillModule:
-    """Fresh student (``cfg.student``) and objective sized for this student/teacher pair."""
-    student = VideoViT(cfg.student.model_config("student"))
-    objective = MaskAgainObjective.from_models(cfg.objective, student, teacher)
-    return DistillModule(student, objective)
+    """Fresh student (``cfg.student``, initialised by ``student.init``), the objective of
+    ``objective.kind`` sized for this student/teacher pair, and the pixel head when
+    ``objective.pixel_weight > 0``."""
+    student = cfg.student.build("student")
+    objective = OBJECTIVES[cfg.objective.kind](cfg, student, teacher)
+    head, weight = None, cfg.objective.pixel_weight
+    if weight > 0:
+        dim, heads = cfg.pixel_decoder.resolved(student.cfg.embed_dim)
+        head = PixelReconstruction.for_encoder(
+            student,
+            dim,
+            cfg.pixel_decoder.depth,
+            heads,
+            cfg.pixel_decoder.norm_pix_loss,
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+        )
+    return DistillModule(student, objective, head, weight)
 
 
 def make_distill_step(teacher: FrozenTeacher):
     """The step function: teacher forward (inference mode), then student + objective."""
 
     def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        video, mask = batch["video"], batch["mask"]
-        return module(video, mask, teacher(video, mask))
+        return module(batch["video"], batch["mask"], teacher(batch))
 
     return distill_step
+
+
+def teacher_mask_collate(cfg: DistillConfig, grid: tuple[int, int, int], ratio: float):
+    """The collate of an objective whose teacher runs on a mask of its own: the student's
+    ``mask`` and a ``teacher_mask`` at ``ratio`` per clip, both from the clip's seeded
+    generator (exact on resume and under DDP, like every mask)."""
+    return MaskCollator(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed, teacher_ratio=ratio)
 
 
 def run(cfg: DistillConfig, resume: str | None = None) -> dict:
@@ -145,29 +214,32 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
         dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
         teacher_model = build_teacher(cfg, dist.device)
         module = build_distill_module(cfg, teacher_model).to(dist.device)
+        query = module.objective.teacher_query
         teacher = FrozenTeacher(
-            teacher_model,
-            module.objective.attn_layers_teacher,
-            cfg.teacher.precision,
-            compile=cfg.engine.compile,
+            teacher_model, query, cfg.teacher.precision, compile=cfg.engine.compile
         )
+        grid = module.student.cfg.grid
         trainer, bad_files = build_masked_trainer(
-            cfg,
-            dist,
-            run_dir,
-            module,
-            make_distill_step(teacher),
-            dataset,
-            module.student.cfg.grid,
-            "distill",
+            cfg, dist, run_dir, module, make_distill_step(teacher), dataset, grid, "distill"
         )
+        if query.mask_ratio is not None:  # the teacher's own mask comes with the student's
+            trainer.loader.collate_fn = teacher_mask_collate(cfg, grid, query.mask_ratio)
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
-        extra = {"teacher": cfg.teacher.source, "data": bad_files.summary}
+        extra = {
+            "teacher": cfg.teacher.source,
+            "objective": cfg.objective.kind,
+            "data": bad_files.summary,
+        }
         summary = fit_and_summarize(trainer, "distill", extra, t0)
         if dist.is_main and summary["completed"]:
-            meta = {"recipe": "distill", "step": trainer.state.step, "teacher": cfg.teacher.source}
+            meta = {
+                "recipe": "distill",
+                "objective": cfg.objective.kind,
+                "step": trainer.state.step,
+                "teacher": cfg.teacher.source,
+            }
             save_encoder(module.student, run_dir / "student.safetensors", meta)
         return summary
     finally:

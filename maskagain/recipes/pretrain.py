@@ -15,7 +15,6 @@ from torch import nn
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
-from maskagain.models.vit import VideoViT
 from maskagain.recipes.common import (
     build_masked_trainer,
     open_dataset,
@@ -26,11 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> VideoMAEPretrain:
-    """Encoder (``cfg.model``) + VideoMAE decoder (``cfg.decoder``), freshly initialised."""
-    mcfg = cfg.model.model_config("model")
-    dim, heads = cfg.decoder.resolved(mcfg.embed_dim)
+    """Encoder (``cfg.model``, initialised by ``model.init``) + VideoMAE decoder
+    (``cfg.decoder``), freshly initialised; the pixel targets undo the clip's normalisation
+    (``data.mean`` / ``data.std``) before the per-patch normalisation, as VideoMAE does."""
+    encoder = cfg.model.build("model")
+    dim, heads = cfg.decoder.resolved(encoder.cfg.embed_dim)
     return VideoMAEPretrain(
-        VideoViT(mcfg), dim, cfg.decoder.depth, heads, cfg.decoder.norm_pix_loss
+        encoder,
+        dim,
+        cfg.decoder.depth,
+        heads,
+        cfg.decoder.norm_pix_loss,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
     )
 
 
