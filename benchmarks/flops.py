@@ -29,6 +29,14 @@ Decoders (VideoMAE pixel decoder, MVD feature decoder), width d_dec over all N t
 
 d_out = C * t * p * p (pixels of a tubelet) for VideoMAE, the teacher width for MVD.
 
+AMD (teacher on its own ``N_t`` visible tokens, a superset of the student's ``n``), per aligned
+layer pair::
+
+    projection    n * d_s * d_t        (bias-free, shared by both alignments)
+    generator     depth blocks with n = N_t, d = d_t (no final norm or head)
+
+plus VideoMAE's pixel decoder on the student.
+
 MaskAgain losses, per side (student with backward, teacher forward only), with ``n = N_vis``,
 k kept keys per query, F token frames::
 
@@ -192,6 +200,42 @@ def mvd_flops(
         clip.n_vis,
         clip.n_all,
     )
+    return count
+
+
+def amd_flops(
+    teacher: EncoderSpec,
+    student: EncoderSpec,
+    clip: ClipShape,
+    n_teacher_vis: int,
+    pairs: int = 2,
+    generator_depth: int = 2,
+    decoder_dim: int = 192,
+    decoder_depth: int = 4,
+) -> FlopCount:
+    """AMD step: the teacher forward on its ``n_teacher_vis`` visible tokens (a lighter mask
+    than the student's), the student trained on its ``clip.n_vis``; per aligned layer pair a
+    bias-free projection of the student's visible tokens to the teacher width and a generator of
+    ``generator_depth`` blocks at the teacher width over the teacher-visible tokens (no head);
+    VideoMAE's pixel decoder (``decoder_depth`` 0: none) on the student's tokens."""
+    count = FlopCount()
+    add_encoder(count, "teacher", teacher, n_teacher_vis, n_teacher_vis, trained=False)
+    add_encoder(count, "student", student, clip.n_vis, clip.n_vis, trained=True)
+    count.add("projections", pairs * clip.n_vis * student.dim * teacher.dim, TRAINED)
+    hidden = int(teacher.dim * teacher.mlp_ratio)
+    generators = pairs * generator_depth * block_macs(n_teacher_vis, teacher.dim, hidden)
+    count.add("generators", generators, TRAINED)
+    if decoder_depth:
+        add_decoder(
+            count,
+            "pixel_decoder",
+            student.dim,
+            decoder_dim,
+            decoder_depth,
+            clip.patch_dim,
+            clip.n_vis,
+            clip.n_all,
+        )
     return count
 
 

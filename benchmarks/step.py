@@ -1,4 +1,5 @@
-"""Training-step benchmark: MaskAgain distillation against VideoMAE and MVD-style pre-training.
+"""Training-step benchmark: MaskAgain distillation against VideoMAE pre-training and MVD and AMD
+distillation.
 
     python -m benchmarks.step --device cpu --batch 2 --json out.json [--markdown benchmarks/RESULTS.md]
 
@@ -12,7 +13,9 @@ per clip) as a fraction of the bf16 matmul rate.
 
 Rows: ``maskagain_b_b``, ``maskagain_b_s`` (ViT-B teacher -> ViT-B / ViT-S student, all four
 losses), ``videomae_b``, ``videomae_s`` (4-block pixel decoder), ``mvd_b_s`` (ViT-B teacher on
-all tokens -> ViT-S student + 2-block feature decoder), and ``videomae_b_official``: VideoMAE
+all tokens -> ViT-S student + 2-block feature decoder), ``amd_b_s`` (ViT-B teacher on a 75% tube
+mask -> ViT-S student on a 90% one inside it, projections and 2-block generators on the middle
+and last blocks, 4-block pixel decoder), and ``videomae_b_official``: VideoMAE
 ViT-B with attention computed as the official VideoMAE code does (the N x N softmax materialised
 and kept for backward) instead of fused SDPA, i.e. the VideoMAE step users run today. Same
 FLOPs as ``videomae_b``. ``--size tiny`` swaps in tiny models and clips for the test suite.
@@ -67,6 +70,7 @@ ROW_NAMES = (
     "videomae_b",
     "videomae_s",
     "mvd_b_s",
+    "amd_b_s",
     "videomae_b_official",
 )
 ROW_FIELDS = (
@@ -107,6 +111,7 @@ class Size:
     tubelet: int
     mask_ratio: float
     decoder: dict[str, tuple[int, int]]
+    amd_teacher_ratio: float = 0.75  # AMD's teacher mask, below mask_ratio
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -135,7 +140,15 @@ class Size:
 SIZES = {
     "full": Size("vit_base", "vit_small", 16, 224, 16, 2, 0.9, VIDEOMAE_DECODER),
     "tiny": Size(
-        "vit_micro", "vit_nano", 4, 32, 8, 2, 0.75, {"vit_micro": (64, 2), "vit_nano": (32, 2)}
+        "vit_micro",
+        "vit_nano",
+        4,
+        32,
+        8,
+        2,
+        0.75,
+        {"vit_micro": (64, 2), "vit_nano": (32, 2)},
+        amd_teacher_ratio=0.5,
     ),
 }
 
@@ -162,28 +175,76 @@ def frozen_teacher(name: str, size: Size, device: torch.device) -> nn.Module:
     return teacher
 
 
-def maskagain_workload(student_name: str, preset: str, size: Size, device) -> Workload:
-    """The shipped distillation step (``maskagain.recipes.distill``): its trained module (student
-    with the final norm frozen, objective projections), its frozen teacher wrapper (bf16 autocast
-    under ``inference_mode``) and its step function."""
-    from maskagain.losses import MaskAgainObjective, objective_preset
-    from maskagain.recipes.distill import DistillModule, FrozenTeacher, make_distill_step
+def distill_workload(
+    student_name: str, size: Size, device, kind: str, preset: str | None = None
+) -> Workload:
+    """The shipped distillation step (``maskagain.recipes.distill``) of ``objective.kind``
+    ``kind``: the recipe's trained module (student, objective, pixel head where the method has
+    one; the student's final norm frozen when nothing reads it), its frozen teacher wrapper
+    (bf16 autocast under ``inference_mode``, on what the objective's ``teacher_query`` asks)
+    and its step function. ``preset``: MaskAgain's loss weights."""
+    from maskagain.recipes.distill import FrozenTeacher, build_distill_module, make_distill_step
 
+    cfg = bench_distill_config(student_name, size, kind, preset)
     teacher = frozen_teacher(size.base, size, device)
-    student = create_model(student_name, **size.model_kwargs()).to(device)
-    objective = MaskAgainObjective.from_models(objective_preset(preset), student, teacher)
-    trained = DistillModule(student, objective).to(device)
-    step = make_distill_step(FrozenTeacher(teacher, objective.attn_layers_teacher, "bf16"))
+    trained = build_distill_module(cfg, teacher).to(device)
+    query = trained.objective.teacher_query
+    step = make_distill_step(FrozenTeacher(teacher, query, "bf16"))
+    batch_of = _batch_maker(cfg, size, query.mask_ratio, device)
 
     def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # fp32 clip in: under autocast only the visible tubelets are cast to bf16
-        return step(trained, {"video": video, "mask": mask})["loss"]
+        return step(trained, batch_of(video, mask))["loss"]
 
-    k = objective.cfg.k
-    count = fl.maskagain_flops(
-        _spec(teacher, size.clip), _spec(student, size.clip), size.clip, k, batch=1
-    )
+    t, s = _spec(teacher, size.clip), _spec(trained.student, size.clip)
+    if kind == "maskagain":
+        count = fl.maskagain_flops(t, s, size.clip, trained.objective.cfg.k, batch=1)
+    elif kind == "mvd":
+        count = fl.mvd_flops(t, s, size.clip, s.dim, cfg.mvd.decoder_depth)
+    else:
+        dec_dim, _ = cfg.pixel_decoder.resolved(s.dim)
+        n_t = visible_count("tube", size.grid, cfg.amd.teacher_ratio)
+        pairs, depth = len(trained.objective.pairs), cfg.amd.generator_depth
+        count = fl.amd_flops(t, s, size.clip, n_t, pairs, depth, dec_dim, cfg.pixel_decoder.depth)
     return Workload(trained, loss_fn, count)
+
+
+def bench_distill_config(student_name: str, size: Size, kind: str, preset: str | None):
+    """The recipe config of a distillation row: the method's published objective settings
+    (MaskAgain: ``preset``; MVD: 2-block decoder; AMD: its defaults with pixel weight 1 and the
+    size's teacher ratio), no drop path, the student's own initialisation."""
+    from maskagain.losses.config import AMDConfig, objective_preset
+    from maskagain.recipes.configs import DistillConfig, ScratchModelSpec
+
+    objective = objective_preset(preset) if preset else objective_preset("maskagain_b")
+    objective.kind = kind
+    objective.pixel_weight = 1.0 if kind == "amd" else 0.0
+    student = ScratchModelSpec(name=student_name, drop_path_rate=0.0, **size.model_kwargs())
+    return DistillConfig(
+        student=student, objective=objective, amd=AMDConfig(teacher_ratio=size.amd_teacher_ratio)
+    )
+
+
+def _batch_maker(cfg, size: Size, teacher_ratio: float | None, device):
+    """``(video, mask) -> batch`` for the step function. A teacher with a mask of its own
+    (AMD) gets the recipe's collate masks (student at the size's ratio, teacher inside it),
+    drawn once per batch size outside the timed steps; otherwise the given mask."""
+    if teacher_ratio is None:
+        return lambda video, mask: {"video": video, "mask": mask}
+    from maskagain.data.collate import MaskCollator
+
+    collate = MaskCollator("tube", size.mask_ratio, size.grid, 0, teacher_ratio=teacher_ratio)
+    drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def batch_of(video: torch.Tensor, mask: torch.Tensor) -> dict:
+        b = video.shape[0]
+        if b not in drawn:
+            pairs = [collate.draw(collate.generator(i)) for i in range(b)]
+            student, teacher = (torch.cat(m).to(device) for m in zip(*pairs))
+            drawn[b] = student, teacher
+        return {"video": video, "mask": drawn[b][0], "teacher_mask": drawn[b][1]}
+
+    return batch_of
 
 
 def _materialised_forward(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -216,39 +277,19 @@ def videomae_workload(name: str, size: Size, device, official: bool = False) -> 
     return Workload(model, loss_fn, count)
 
 
-def mvd_workload(student_name: str, size: Size, device) -> Workload:
-    from maskagain.losses.mvd import MVDConfig, MVDObjective
-
-    teacher = frozen_teacher(size.base, size, device)
-    student = create_model(student_name, **size.model_kwargs()).to(device)
-    cfg = MVDConfig(decoder_depth=2)
-    s, t = student.cfg, teacher.cfg
-    objective = MVDObjective(cfg, s.embed_dim, s.num_heads, t.embed_dim, student.cfg.grid)
-    objective = objective.to(device)
-    trained = nn.ModuleDict({"student": student, "objective": objective})
-
-    def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            t_out = teacher.forward_features(video)  # autocast casts the clip for the Conv3d
-        return objective(student.forward_features(video, mask), t_out)["loss"]
-
-    count = fl.mvd_flops(
-        _spec(teacher, size.clip), _spec(student, size.clip), size.clip, s.embed_dim, 2
-    )
-    return Workload(trained, loss_fn, count)
-
-
 def build_workload(name: str, size: Size, device: torch.device) -> Workload:
     if name == "maskagain_b_b":
-        return maskagain_workload(size.base, "maskagain_b", size, device)
+        return distill_workload(size.base, size, device, "maskagain", "maskagain_b")
     if name == "maskagain_b_s":
-        return maskagain_workload(size.small, "k400_vit_s", size, device)
+        return distill_workload(size.small, size, device, "maskagain", "k400_vit_s")
     if name == "videomae_b":
         return videomae_workload(size.base, size, device)
     if name == "videomae_s":
         return videomae_workload(size.small, size, device)
     if name == "mvd_b_s":
-        return mvd_workload(size.small, size, device)
+        return distill_workload(size.small, size, device, "mvd")
+    if name == "amd_b_s":
+        return distill_workload(size.small, size, device, "amd")
     if name == "videomae_b_official":
         return videomae_workload(size.base, size, device, official=True)
     raise ValueError(f"unknown row {name!r}; choose from {ROW_NAMES}")

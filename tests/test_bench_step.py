@@ -182,3 +182,32 @@ def test_bad_device_is_a_one_line_usage_error(capsys):
         with pytest.raises(SystemExit):
             main(["--size", "tiny", "--device", "cuda"])
         assert "no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_amd_teacher_sees_its_own_visible_tokens():
+    clip = fl.ClipShape(n_all=10, n_vis=2, frames=2, patch_dim=12)
+    t, s = fl.EncoderSpec(16, 2, 4.0, 12), fl.EncoderSpec(8, 2, 4.0, 12)
+    amd = fl.amd_flops(t, s, clip, n_teacher_vis=4, pairs=2, generator_depth=1, decoder_dim=8)
+    assert amd.parts["teacher.blocks"] == 2 * 2 * fl.block_macs(4, 16, 64)  # depth 2, forward
+    assert amd.parts["projections"] == 2 * 3 * 2 * 2 * 8 * 16  # 2 pairs, 2 tokens, 8 -> 16
+    assert amd.parts["generators"] == 2 * 3 * 2 * fl.block_macs(4, 16, 64)
+    assert amd.parts["pixel_decoder.head"] == 2 * 3 * 8 * 8 * 12  # 8 hidden tokens, 8 -> 12
+
+
+def test_peer_rows_are_the_recipe_step():
+    """mvd_b_s and amd_b_s time the recipe's DistillModule and step function: the method's
+    objective, AMD's pixel head, AMD's nested teacher mask from the recipe's collate."""
+    from benchmarks.step import build_workload
+    from maskagain.losses.amd import AMDObjective
+    from maskagain.losses.mvd import MVDObjective
+    from maskagain.recipes.distill import DistillModule
+
+    size, device = SIZES["tiny"], torch.device("cpu")
+    video = torch.randn(2, 3, size.frames, size.img, size.img)
+    mask = tube_mask(2, size.grid, size.mask_ratio)
+    for name, objective in (("mvd_b_s", MVDObjective), ("amd_b_s", AMDObjective)):
+        w = build_workload(name, size, device)
+        assert isinstance(w.trained, DistillModule) and isinstance(w.trained.objective, objective)
+        assert (w.trained.pixel_head is not None) == (name == "amd_b_s")
+        loss = w.loss_fn(video, mask)
+        assert math.isfinite(loss.item()) and loss.requires_grad
