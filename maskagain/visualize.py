@@ -60,11 +60,36 @@ def clip_tensor(frames: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tor
     return x.permute(3, 0, 1, 2).contiguous()
 
 
-def read_video_frames(
+@dataclass
+class VideoClip:
+    """Frames read from a video: uint8 ``frames`` (T, S, S, 3), the video frame number each one
+    is (``indices``; the last repeats when the video is short) and the video's frame count."""
+
+    frames: np.ndarray
+    indices: list[int]
+    total: int
+
+    @property
+    def padded(self) -> bool:
+        return len(set(self.indices)) < len(self.indices)
+
+    def labels(self) -> list[str]:
+        """One label per frame: ``frame N`` (the video's numbering), ``frame N (repeat)`` for
+        padding."""
+        seen: set[int] = set()
+        out = []
+        for i in self.indices:
+            out.append(f"frame {i}" + (" (repeat)" if i in seen else ""))
+            seen.add(i)
+        return out
+
+
+def read_video_clip(
     path: str | Path, num_frames: int, size: int, sampling_rate: int = 1
-) -> np.ndarray:
+) -> VideoClip:
     """``num_frames`` frames of a video file (every ``sampling_rate``-th, centred in the video),
-    short side resized to ``size`` and centre-cropped to ``size x size``: uint8 (T, S, S, 3)."""
+    short side resized to ``size`` and centre-cropped to ``size x size``. A video too short for
+    that is padded by repeating its last frame, with a warning."""
     from maskagain.data import count_frames, read_clip
 
     total = max(count_frames(path), 1)
@@ -74,7 +99,22 @@ def read_video_frames(
     frames = read_clip(path, indices, short_side=size).numpy()  # (T, H, W, 3)
     h, w = frames.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
-    return frames[:, top : top + size, left : left + size]
+    clip = VideoClip(frames[:, top : top + size, left : left + size], indices, total)
+    if clip.padded:
+        log.warning(
+            "%s has %d frames, fewer than the %d (every %d-th) the encoder takes: padded by "
+            "repeating frame %d %d times (labelled 'repeat' in the figure)",
+            path, total, num_frames, sampling_rate, indices[-1],
+            len(indices) - len(set(indices)),
+        )  # fmt: skip
+    return clip
+
+
+def read_video_frames(
+    path: str | Path, num_frames: int, size: int, sampling_rate: int = 1
+) -> np.ndarray:
+    """The frames of :func:`read_video_clip`: uint8 (T, S, S, 3)."""
+    return read_video_clip(path, num_frames, size, sampling_rate).frames
 
 
 @torch.no_grad()
@@ -145,8 +185,11 @@ def selections(
     )
 
 
-def draw_selections(sel: Selections, path: str | Path, title: str = "") -> Path:
-    """One figure: rows = frames, tube mask, MAGlobal, MALocal, MAHint; one column per frame.
+def draw_selections(
+    sel: Selections, path: str | Path, title: str = "", frame_labels: list[str] | None = None
+) -> Path:
+    """One figure: rows = frames, tube mask, MAGlobal, MALocal, MAHint; one column per frame,
+    titled by ``frame_labels`` (default ``frame 0``, ``frame 1``, ...).
 
     Selected tokens are outlined and tinted by the fraction of attention heads selecting them
     (MAGlobal / MALocal); the query token is outlined in cyan; hidden tokens are greyed out.
@@ -195,7 +238,7 @@ def draw_selections(sel: Selections, path: str | Path, title: str = "") -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"frame {c}", fontsize=8)
+                ax.set_title(frame_labels[c] if frame_labels else f"frame {c}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(
@@ -215,12 +258,14 @@ def visualize(
     frames: np.ndarray,
     out: str | Path,
     title: str = "",
+    frame_labels: list[str] | None = None,
     **kwargs,
 ) -> Path:
-    """Load ``encoder`` if it is a source, select (:func:`selections`) and draw."""
+    """Load ``encoder`` if it is a source, select (:func:`selections`) and draw
+    (:func:`draw_selections`)."""
     if not isinstance(encoder, VideoViT):
         from maskagain.models.loading import load_encoder
 
         encoder = load_encoder(encoder)
     encoder = encoder.float()
-    return draw_selections(selections(encoder, frames, **kwargs), out, title)
+    return draw_selections(selections(encoder, frames, **kwargs), out, title, frame_labels)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes (under 2 minutes): a smoke test, the numbers mean nothing",
+        help="tiny sizes (about 10 s on a CPU): a smoke test, the numbers mean nothing",
     )
     parser.add_argument(
         "--teacher",

@@ -16,8 +16,11 @@ import sys
 from maskagain.cli import recipe as recipe_cli
 from maskagain.recipes import RECIPES
 
-# subcommand -> module under maskagain.cli (imported lazily so `--help` stays fast)
+# subcommand -> module under maskagain.cli; each imports torch and PyAV only inside its run(),
+# so `--help` stays fast (tests/test_cli_first_hour.py checks it)
 SUBCOMMANDS: dict[str, str] = {
+    "ls": "ls",
+    "validate": "validate",
     "make-synthetic": "make_synthetic",
     "export": "export",
     "inspect": "inspect_cmd",
@@ -31,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskagain",
         description="Masked video distillation (MaskAgain): pre-train, distill, fine-tune, evaluate.",
+        epilog="start with `maskagain demo --quick` (about 10 s on a CPU); `maskagain ls` lists "
+        "models, configs and recipes; `maskagain COMMAND --help` shows a command's options",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, recipe in RECIPES.items():
         p = sub.add_parser(name, help=recipe.help, description=recipe.help)
@@ -44,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def version() -> str:
+    """The installed package's version (its metadata), or "unknown" when it is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("maskagain")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-
-from maskagain.data.synthetic import MOTIONS, SyntheticSpec, write_synthetic_dataset
 
 HELP = "write the synthetic motion dataset (H.264 mp4 + VideoMAE list files) to a folder"
 
@@ -17,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
     parser.add_argument("--frames", type=int, default=32, help="frames per video (default 32)")
     parser.add_argument(
-        "--classes", type=int, default=8, help=f"motion classes, 2..{len(MOTIONS)} (default 8)"
+        "--classes",
+        type=int,
+        default=8,
+        help="motion classes, from 2 to the number of built-in motions (default 8)",
     )
     parser.add_argument(
         "--distractor", type=float, default=0.2, help="distractor strength in [0, 1] (default 0.2)"
@@ -29,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskagain.data.synthetic import MOTIONS, SyntheticSpec, write_synthetic_dataset
+
+    if not 2 <= args.classes <= len(MOTIONS):
+        print(
+            f"maskagain make-synthetic: error: --classes must be in 2..{len(MOTIONS)} "
+            f"(the built-in motions: {', '.join(MOTIONS)}), got {args.classes}",
+            file=sys.stderr,
+        )
+        return 2
     spec = SyntheticSpec(
         size=args.size, frames=args.frames, num_classes=args.classes, distractor=args.distractor
     )

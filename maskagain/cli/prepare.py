@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 
-from maskagain.data.prepare import EncodeOptions, prepare_folder, prepare_lists
-
 HELP = "re-encode a video dataset (list files or class folders) for fast training"
 
 
@@ -24,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keyint", type=int, default=16, help="frames between key frames (16)")
     parser.add_argument(
-        "--crf", type=int, default=EncodeOptions.crf, help="x264 quality, lower is better (18)"
+        "--crf", type=int, default=None, help="x264 quality, lower is better (default 18)"
     )
     parser.add_argument(
         "--no-fast-decode",
@@ -45,6 +43,10 @@ def _mb(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskagain.data.prepare import EncodeOptions, prepare_folder, prepare_lists
+
+    if args.crf is None:
+        args.crf = EncodeOptions.crf
     if args.short_side < 16 or args.keyint < 1 or not 0 <= args.crf <= 51 or args.workers < 0:
         _error("need --short-side >= 16, --keyint >= 1, --crf in 0..51, --workers >= 0")
         return 2

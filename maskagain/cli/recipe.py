@@ -1,18 +1,33 @@
 """The subcommands backed by a recipe (``maskagain.recipes.RECIPES``): ``--config``, dotted
-overrides, ``--out``, ``--resume``, ``--dry-run`` and the recipe's shortcut options.
+overrides, ``--out``, ``--resume``, ``--overwrite``, ``--dry-run`` and the recipe's shortcut
+options.
 
-Each one loads and validates the whole config before anything else happens, runs the recipe
-and prints one JSON line of its summary (rank 0).
+Each one loads and validates the whole config, picks the run directory (:func:`default_out_dir`
+when ``out_dir`` is set nowhere), checks the paths the config names and that the run directory
+holds no other run (unless ``--resume``/``--overwrite``), all before anything is written; then it
+runs the recipe and prints one JSON line of its summary (rank 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+from pathlib import Path
 
-from maskagain.cli.common import add_config_arguments, config_from_args, print_config
+from maskagain.cli.common import (
+    RunGuard,
+    add_config_arguments,
+    config_from_args,
+    print_config,
+    run_contents,
+    sets_out_dir,
+)
+from maskagain.config import ConfigError
 from maskagain.recipes import Recipe
+
+log = logging.getLogger(__name__)
 
 # option -> (config key it sets, help), per recipe
 SHORTCUTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -32,27 +47,159 @@ SHORTCUTS: dict[str, dict[str, tuple[str, str]]] = {
 }
 # recipes that train (and so can resume)
 RESUMABLE = ("pretrain", "distill", "finetune")
+# an override each recipe's config has, shown in its help
+EXAMPLES = {
+    "pretrain": "optim.base_lr=3e-4",
+    "distill": "engine.batch_size=32",
+    "finetune": "optim.base_lr=5e-4",
+    "evaluate": "batch_size=8",
+    "probe": "probe.epochs=20",
+}
+# the config key naming the checkpoint each recipe reads (checked before anything is written)
+SOURCE_KEYS = {
+    "distill": "teacher.source",
+    "finetune": "init.source",
+    "evaluate": "checkpoint",
+    "probe": "encoder",
+}
+# where a run goes when out_dir is set nowhere (see default_out_dir)
+OUT_RULES = {
+    "evaluate": "<checkpoint's run dir>/evaluate (-ema, -val for use_ema, split=val), or "
+    "runs/evaluate-<checkpoint name> for a checkpoint outside a run",
+    "probe": "runs/probe-<encoder name>",
+}
+TRAINING_OUT_RULE = "runs/<--config file name without .yaml>, or runs/{name} without --config"
+# weights files named after their role, not their run: the run directory names them
+_ROLE_NAMES = {
+    "student.safetensors",
+    "model.safetensors",
+    "model_ema.safetensors",
+    "encoder.safetensors",
+    "teacher.safetensors",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
-    add_config_arguments(parser, recipe.config, resume=recipe.name in RESUMABLE)
+    add_config_arguments(
+        parser,
+        recipe.config,
+        resume=recipe.name in RESUMABLE,
+        example=EXAMPLES.get(recipe.name, ""),
+        out_rule=OUT_RULES.get(recipe.name, TRAINING_OUT_RULE.format(name=recipe.name)),
+    )
     for option, (key, text) in SHORTCUTS.get(recipe.name, {}).items():
         parser.add_argument(option, metavar="PATH", dest=f"set_{key}", help=text)
 
 
 def run(args: argparse.Namespace, recipe: Recipe) -> int:
+    cfg = load(args, recipe)
+    if args.dry_run:
+        return print_config(cfg)
+    resume = getattr(args, "resume", None)
+    check_sources(recipe.name, cfg, resume)
+    replace = check_run_dir(cfg.out_dir, recipe.name, resume, args.overwrite)
+    main_process = os.environ.get("RANK", "0") == "0"
+    guard = RunGuard.enter(cfg.out_dir, replace) if main_process else None
+    try:
+        summary = recipe.run(cfg, resume)
+    except BaseException:
+        if guard is not None:
+            guard.finish(failed=True)
+        raise
+    if guard is not None:
+        guard.finish(failed=False)
+    if main_process:
+        print(json.dumps(_printed(summary, recipe.prints) | {"out_dir": cfg.out_dir}))
+    return 0
+
+
+def load(args: argparse.Namespace, recipe: Recipe):
+    """The validated config of the command line, with its run directory decided."""
     for _, (key, _) in SHORTCUTS.get(recipe.name, {}).items():
         value = getattr(args, f"set_{key}", None)
         if value:
             args.overrides = [*(args.overrides or []), f"{key}={value}"]
     base = _base_tree(recipe, args)
     cfg = config_from_args(args, recipe.config, base)
-    if args.dry_run:
-        return print_config(cfg)
-    summary = recipe.run(cfg, getattr(args, "resume", None))
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(_printed(summary, recipe.prints) | {"out_dir": cfg.out_dir}))
-    return 0
+    if not sets_out_dir(args, base):
+        cfg.out_dir = default_out_dir(recipe.name, cfg, args.config) or cfg.out_dir
+    return cfg
+
+
+def default_out_dir(recipe: str, cfg, config_path: str | None) -> str | None:
+    """The run directory when ``out_dir`` is set nowhere: ``evaluate`` next to the run it tests
+    (``<run>/evaluate``) or ``runs/evaluate-<checkpoint name>``; ``probe``:
+    ``runs/probe-<encoder name>``; a training recipe: ``runs/<config file stem>``. None: keep
+    the config's default (``runs/<recipe>``, a training recipe without ``--config``)."""
+    if recipe == "evaluate":
+        name = "evaluate" + ("-ema" if cfg.use_ema else "") + ("-val" if cfg.split == "val" else "")
+        run_dir = _run_dir_of(cfg.checkpoint)
+        if run_dir is not None:
+            return str(run_dir / name)
+        return f"runs/{name}-{source_name(cfg.checkpoint)}"
+    if recipe == "probe":
+        return f"runs/probe-{source_name(cfg.encoder)}"
+    return f"runs/{Path(config_path).stem}" if config_path else None
+
+
+def source_name(source: str) -> str:
+    """A short name for a checkpoint: its run directory's name for a run's own weights
+    (``runs/x/student.safetensors``, ``runs/x/checkpoints/ckpt_step8.pt``: ``x``), else its
+    file or folder name without extension (a hub id's model name)."""
+    path = Path(str(source).rstrip("/"))
+    if path.parent.name == "checkpoints" and path.suffix == ".pt":
+        path = path.parent.parent
+    elif path.name in _ROLE_NAMES:
+        path = path.parent
+    return (path.stem if path.suffix else path.name) or "checkpoint"
+
+
+def _run_dir_of(checkpoint: str) -> Path | None:
+    """The maskagain run directory (one with ``config.yaml``) that ``checkpoint`` is, or whose
+    weights or training checkpoint it is; None otherwise (a Hugging Face folder, a download)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        folder = path
+    elif path.parent.name == "checkpoints":
+        folder = path.parent.parent
+    else:
+        folder = path.parent
+    return folder if (folder / "config.yaml").is_file() else None
+
+
+def check_sources(recipe: str, cfg, resume: str | None) -> None:
+    """The checkpoint the config names and a ``--resume PATH`` must exist (a hub id is
+    fetched later): one-line :class:`CheckpointError` naming the key, with a did-you-mean."""
+    from maskagain.models.loading import locate_source
+
+    key = SOURCE_KEYS.get(recipe)
+    if key:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node:
+            locate_source(str(node), key)
+    if resume not in (None, "", "none", "auto"):
+        from maskagain.engine.run import resolve_resume
+
+        resolve_resume(resume, Path(cfg.out_dir))
+
+
+def check_run_dir(out_dir: str, recipe: str, resume: str | None, overwrite: bool) -> bool:
+    """Whether the run in ``out_dir`` is to be replaced (``overwrite`` and there is one).
+    A directory holding a run is refused (:class:`ConfigError`, before anything is written)
+    unless the command resumes it or ``overwrite`` is given."""
+    found = run_contents(out_dir)
+    if not found or (resume not in (None, "", "none") and recipe in RESUMABLE):
+        return False
+    if overwrite:
+        log.info("--overwrite: replacing the run in %s (%s)", out_dir, ", ".join(found))
+        return True
+    fix = "--resume auto to continue it, " if recipe in RESUMABLE else ""
+    raise ConfigError(
+        f"{out_dir} already holds a run ({', '.join(found)}); add {fix}--overwrite to replace "
+        "it, or --out DIR for a new one"
+    )
 
 
 def _base_tree(recipe: Recipe, args: argparse.Namespace) -> dict | None:

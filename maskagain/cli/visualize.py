@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 HELP = "draw an encoder's MAGlobal / MALocal / MAHint selections on a tube-masked clip of a video"
 
@@ -42,20 +44,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskagain.models.loading import load_encoder
-    from maskagain.visualize import read_video_frames, visualize
+    if args.video and not Path(args.video).is_file():
+        from maskagain.models.loading import did_you_mean
+
+        print(
+            f"maskagain visualize: error: --video {args.video} does not exist (file not found)"
+            f"{did_you_mean(Path(args.video))}",
+            file=sys.stderr,
+        )
+        return 2
+    from maskagain.models.loading import build_from_checkpoint
+    from maskagain.visualize import read_video_clip, visualize
 
     if args.encoder:
-        source = args.encoder
+        source, shown = args.encoder, args.encoder
     else:
         from maskagain.recipes.demo import TEACHER_WEIGHTS
 
-        source = TEACHER_WEIGHTS
-    encoder = load_encoder(source)
+        source, shown = TEACHER_WEIGHTS, "the shipped demo teacher"
+    encoder, fmt, _ = build_from_checkpoint(source)
     cfg = encoder.cfg
+    labels = None
     if args.video:
-        frames = read_video_frames(args.video, cfg.num_frames, cfg.img_size, args.sampling_rate)
-        name = args.video
+        try:
+            clip = read_video_clip(args.video, cfg.num_frames, cfg.img_size, args.sampling_rate)
+        except (OSError, ValueError, RuntimeError) as err:  # PyAV and decode errors
+            message = " ".join(str(err).split())
+            print(
+                f"maskagain visualize: error: cannot read {args.video}: {message}", file=sys.stderr
+            )
+            return 2
+        frames, labels, name = clip.frames, clip.labels(), args.video
     else:
         from maskagain.data import SyntheticSpec, make_clip
 
@@ -66,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         encoder,
         frames,
         args.out,
-        title=f"{name}: cyan = query token, red = selected",
+        title=f"{name}: cyan = query token, red = selected\nencoder: {shown} "
+        f"({encoder_title(encoder, fmt)})",
+        frame_labels=labels,
         mask_ratio=args.mask_ratio,
         k_global=args.k_global,
         k_local=args.k_local,
@@ -77,3 +98,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(path)
     return 0
+
+
+def encoder_title(encoder, fmt: str) -> str:
+    """``VideoMAE v1 videomae_small, 384 x 12, 6 heads, patch 16, tubelet 2, 16 x 224 px``."""
+    from maskagain.recipes.inspect import encoder_family
+
+    family = encoder_family(encoder, fmt)
+    name = "" if family["name"] == "custom" else f" {family['name']}"
+    c = encoder.cfg
+    return (
+        f"{family['family']}{name}, {c.embed_dim} x {c.depth}, {c.num_heads} heads, "
+        f"patch {c.patch_size}, tubelet {c.tubelet_size}, {c.num_frames} x {c.img_size} px"
+    )

@@ -21,13 +21,14 @@ class MetricWriter:
         tensorboard: bool = True,
         resume_step: int | None = None,
     ) -> None:
-        """``resume_step``: a resumed run drops what an earlier attempt logged after it."""
+        """``resume_step``: a resumed run drops what an earlier attempt logged after it. Lines
+        an earlier attempt left unreadable (a write cut short by a crash) are dropped with a
+        warning, so the next line starts on a line of its own."""
         self.active = active
         self.path = Path(run_dir) / "log.jsonl"
         if active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if resume_step is not None:
-                self._truncate(resume_step)
+            self._truncate(resume_step)
         self._file = open(self.path, "a") if active else None  # noqa: SIM115
         self._tb = None
         if active and tensorboard:
@@ -36,13 +37,29 @@ class MetricWriter:
             purge = resume_step + 1 if resume_step is not None else None
             self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
 
-    def _truncate(self, step: int) -> None:
+    def _truncate(self, step: int | None) -> None:
+        """Rewrite ``log.jsonl`` without its unreadable lines and, when ``step`` is given, the
+        lines logged after ``step``; leave it as it is when nothing is dropped."""
         if not self.path.is_file():
             return
-        lines = self.path.read_text().splitlines()
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        if len(kept) < len(lines):
-            log.info("dropping %d log lines after step %d", len(lines) - len(kept), step)
+        text = self.path.read_text()
+        lines = text.splitlines()
+        kept, torn = [], 0
+        for line in lines:
+            record = _record(line)
+            if record is None:
+                torn += bool(line.strip())
+            elif step is None or record.get("step", 0) <= step:
+                kept.append(line)
+        if torn:
+            log.warning(
+                "dropping %d unreadable line(s) of %s (a write cut short, e.g. by a crash)",
+                torn,
+                self.path,
+            )
+        if len(kept) < len(lines) - torn:
+            log.info("dropping %d log lines after step %d", len(lines) - torn - len(kept), step)
+        if len(kept) < len(lines) or (text and not text.endswith("\n")):
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict, step: int, prefix: str = "train") -> None:
@@ -64,6 +81,15 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _record(line: str) -> dict | None:
+    """The JSON object on a log line; None for a blank, torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class Progress:

@@ -40,6 +40,7 @@ head count would load without error and give wrong features.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import pickle
@@ -513,27 +514,79 @@ def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path} has config.json but no model.safetensors or pytorch_model.bin")
 
 
-def _resolve(source: str | Path) -> Path:
+# a file extension (``.pth``, ``.safetensors``, ``.yaml``), not a version such as ``v1.5``
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,11}$")
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """Whether ``source`` reads as a Hugging Face hub id (``owner/name``) rather than a path:
+    two plain parts, no leading ``.``, ``/`` or ``~``, no file extension, and no local folder
+    named like its owner part (``runs/distil`` is a path when ``runs/`` exists)."""
+    text = str(source)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith((".", "/", "~")):
+        return False
+    return not _EXTENSION.search(text) and not Path(text).parent.exists()
+
+
+def locate_source(source: str | Path, key: str = "") -> Path | None:
+    """The local path of ``source``, or None for a hub id to fetch (:func:`is_hub_id`).
+
+    A local path that does not exist raises :class:`CheckpointError` saying so, with the
+    closest names next to the first missing part of the path (``runs/distil``: did you mean
+    ``runs/distill``?); hub ids are never tried for it. ``key``: the config key that named
+    ``source``, put first in the message.
+    """
     path = Path(source).expanduser()
     if path.exists():
         return path
+    if is_hub_id(source):
+        return None
+    where = f"config key '{key}': " if key else ""
+    raise CheckpointError(
+        f"{where}{source} does not exist (file or directory not found){did_you_mean(path)}"
+    )
+
+
+def did_you_mean(path: Path) -> str:
+    """``"; did you mean 'X'?"`` for the sibling names closest to the first missing part of
+    ``path``, or ``""`` when none is close."""
+    parts = path.parts
+    for i, part in enumerate(parts):
+        folder = Path(*parts[:i]) if i else Path(".")
+        if (folder / part).exists():
+            continue
+        try:
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        except OSError:
+            names = []
+        close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+        rest = parts[i + 1 :]
+        found = [str(Path(*parts[:i], name, *rest)) for name in close]
+        return f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
+    return ""
+
+
+def _resolve(source: str | Path) -> Path:
+    path = locate_source(source)
+    if path is not None:
+        return path
     text = str(source)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.endswith(
-        (".pth", ".pt", ".bin", ".safetensors")
-    ):
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise CheckpointError(
-                f"{text!r} is not a local path; to fetch it from the Hugging Face hub install "
-                "huggingface_hub (pip install 'maskagain[hub]') or pass a local directory"
-            ) from None
-        try:
-            local = snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin"])
-        except Exception as e:  # network errors, unknown repos, offline mode
-            raise CheckpointError(f"cannot fetch {text!r} from the hub: {e}") from None
-        return Path(local)
-    raise CheckpointError(f"checkpoint {text!r} does not exist (no such file or directory)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(
+            f"{text!r} is not a local path; to fetch it from the Hugging Face hub install "
+            "huggingface_hub (pip install 'maskagain[hub]') or pass a local directory"
+        ) from None
+    try:
+        local = snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin"])
+    except Exception as e:  # network errors, unknown repos, offline mode
+        message = " ".join(str(e).split())
+        raise CheckpointError(
+            f"{text!r} is not a local path and cannot be fetched from the Hugging Face hub: "
+            f"{message}"
+        ) from None
+    return Path(local)
 
 
 def _maybe_json(value: str):

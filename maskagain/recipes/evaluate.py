@@ -14,7 +14,7 @@ from maskagain.data.lists import read_class_index
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
-from maskagain.models.loading import CheckpointError
+from maskagain.models.loading import CheckpointError, locate_source
 from maskagain.models.vit import VideoViT
 from maskagain.recipes.common import open_dataset
 from maskagain.recipes.configs import EvaluateConfig
@@ -45,24 +45,15 @@ def _class_names(path: str, dataset: ClipDataset, num_classes: int) -> list[str]
 
 
 def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
-    """Multi-view test of ``cfg.checkpoint``; reports and ``summary.json`` in ``cfg.out_dir``."""
+    """Multi-view test of ``cfg.checkpoint``; reports and ``summary.json`` in ``cfg.out_dir``.
+
+    The checkpoint, the data and the class names are checked before the run directory is
+    written, so a command that fails on them leaves an earlier run there untouched."""
     t0 = time.time()
+    dataset, model, names = _prepare(cfg)
     dist, run_dir = start_run(cfg, cfg.out_dir, 0, cfg.device)
     try:
-        dataset = open_dataset(cfg.data, cfg.split, "eval")  # list files only: fails fast
-        model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides).to(dist.device)
-        if not model.num_classes:
-            raise CheckpointError(
-                f"{cfg.checkpoint} is an encoder without a classification head; fine-tune it "
-                "first (maskagain finetune) or linear-probe it (maskagain probe)"
-            )
-        _warn_geometry(cfg, model)
-        if dataset.num_classes > model.num_classes:
-            raise ConfigError(
-                f"the {cfg.split} data has {dataset.num_classes} classes but the checkpoint's "
-                f"head has {model.num_classes}"
-            )
-        names = _class_names(cfg.class_names, dataset, model.num_classes)
+        model = model.to(dist.device)
         metrics = run_test(
             model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[cfg.precision],
             run_dir, cfg.progress, names,
@@ -85,6 +76,26 @@ def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
         return summary
     finally:
         finish_run()
+
+
+def _prepare(cfg: EvaluateConfig) -> tuple[ClipDataset, VideoViT, list[str] | None]:
+    """The test set (list files only), the classifier (on the CPU) and its class names; raises
+    ConfigError / CheckpointError naming the key to fix, checkpoint first."""
+    locate_source(cfg.checkpoint, "checkpoint")
+    dataset = open_dataset(cfg.data, cfg.split, "eval")  # list files only: fails fast
+    model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides)
+    if not model.num_classes:
+        raise CheckpointError(
+            f"{cfg.checkpoint} is an encoder without a classification head; fine-tune it "
+            "first (maskagain finetune) or linear-probe it (maskagain probe)"
+        )
+    _warn_geometry(cfg, model)
+    if dataset.num_classes > model.num_classes:
+        raise ConfigError(
+            f"the {cfg.split} data has {dataset.num_classes} classes but the checkpoint's "
+            f"head has {model.num_classes}"
+        )
+    return dataset, model, _class_names(cfg.class_names, dataset, model.num_classes)
 
 
 def _warn_geometry(cfg: EvaluateConfig, model: VideoViT) -> None:

@@ -51,7 +51,7 @@ def inspect_checkpoint(source: str | Path, **overrides) -> dict:
         "source": str(source),
         "weights": str(_weights_file(source)),
         "format": fmt,
-        "family": _family(model, fmt),
+        "family": encoder_family(model, fmt),
         "architecture": {
             **_architecture(cfg, fmt, info),
             "positions": "rotary" if isinstance(model, VJEPA2Encoder) else "sine-cosine table",
@@ -72,7 +72,7 @@ def inspect_checkpoint(source: str | Path, **overrides) -> dict:
     return report
 
 
-def _family(model, fmt: str) -> dict:
+def encoder_family(model, fmt: str) -> dict:
     """``{"family": "VideoMAE V2", "name": "videomae2_giant" | "custom"}`` for a loaded model."""
     cfg = model.cfg
     vjepa = isinstance(model, VJEPA2Encoder)

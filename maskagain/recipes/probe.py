@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -16,7 +17,7 @@ from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
-from maskagain.models.loading import load_encoder
+from maskagain.models.loading import load_encoder, locate_source
 from maskagain.models.vit import VideoViT
 from maskagain.recipes.common import open_dataset
 from maskagain.recipes.configs import ProbeConfig
@@ -46,15 +47,19 @@ def _features(
 
 def run(cfg: ProbeConfig, resume: str | None = None) -> dict:
     """Linear probe of ``cfg.encoder``: frozen mean-pooled features, a linear classifier,
-    train and val top-1 in ``summary.json``, the probe in ``probe.pt``."""
+    train and val top-1 in ``summary.json``, the probe in ``probe.pt``.
+
+    The encoder and the data are checked before the run directory is written, so a command
+    that fails on them leaves an earlier run there untouched."""
     t0 = time.time()
+    locate_source(cfg.encoder, "encoder")
+    # list files only, before the encoder is loaded: an empty or missing source fails fast
+    train_set = open_dataset(cfg.data, "train", "eval")
+    val_set = open_dataset(cfg.data, "val", "eval")
+    encoder = load_encoder(cfg.encoder, **cfg.overrides)
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.device)
     try:
-        # list files only, before the encoder is loaded: an empty or missing source fails fast
-        train_set = open_dataset(cfg.data, "train", "eval")
-        val_set = open_dataset(cfg.data, "val", "eval")
-        encoder = load_encoder(cfg.encoder, **cfg.overrides).to(dist.device)
-        encoder.requires_grad_(False)
+        encoder = encoder.to(dist.device).requires_grad_(False)
         train = _features(encoder, cfg, train_set, "train", dist)
         val = _features(encoder, cfg, val_set, "val", dist)
         num_classes = max(train_set.num_classes, int(train.labels.max()) + 1)
@@ -75,23 +80,22 @@ def run(cfg: ProbeConfig, resume: str | None = None) -> dict:
         }
         log.info("probe: train top-1 %.2f, val top-1 %.2f", res.train_top1, res.val_top1)
         if dist.is_main:
-            writer = MetricWriter(run_dir, True, tensorboard=True)
-            for epoch, loss in enumerate(res.losses, 1):
-                writer.write({"epoch": epoch, "loss": loss}, epoch, prefix="probe")
-            writer.write({"epoch": p.epochs, **metrics}, p.epochs, prefix="probe")
-            writer.close()
-            atomic_torch_save(
-                {
-                    "probe": res.probe.state_dict(),
-                    "num_classes": num_classes,
-                    "encoder": cfg.encoder,
-                },
-                run_dir / "probe.pt",
-            )
+            _write_outputs(run_dir, cfg, res, metrics, num_classes)
             write_summary(run_dir, summary)
         return summary
     finally:
         finish_run()
+
+
+def _write_outputs(run_dir: Path, cfg: ProbeConfig, res, metrics: dict, num_classes: int) -> None:
+    """``log.jsonl`` (one line per probe epoch, then the metrics) and ``probe.pt``."""
+    writer = MetricWriter(run_dir, True, tensorboard=True)
+    for epoch, loss in enumerate(res.losses, 1):
+        writer.write({"epoch": epoch, "loss": loss}, epoch, prefix="probe")
+    writer.write({"epoch": cfg.probe.epochs, **metrics}, cfg.probe.epochs, prefix="probe")
+    writer.close()
+    state = {"probe": res.probe.state_dict(), "num_classes": num_classes, "encoder": cfg.encoder}
+    atomic_torch_save(state, run_dir / "probe.pt")
 
 
 Config = ProbeConfig
