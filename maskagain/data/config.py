@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,13 @@ class DataConfig:
     frame folders) or ``synthetic`` (generated on the fly, no files).
     ``flip=None`` means on, except for segment sampling (SSv2) and the synthetic set, whose labels
     depend on left/right.
+
+    A ``folder`` tree without its own ``val`` / ``test`` folders is split per class, with the
+    videos ordered by a hash of ``split_seed`` and their path under the tree: ``test_fraction``
+    of each class goes to test, ``val_fraction`` to val, the rest to train, so every recipe and
+    machine sees the same disjoint parts. ``validate`` makes ``root``, the list files and
+    ``class_index`` absolute (an empty ``root`` of list data becomes the working directory,
+    which relative list entries were read against), so a saved config works from anywhere.
     """
 
     kind: Literal["list", "folder", "frames", "synthetic"] = "list"
@@ -29,7 +37,11 @@ class DataConfig:
     val_list: str = ""
     test_list: str = ""
     separator: Literal["auto", "space", "comma"] = "auto"
-    class_index: str = ""  # class names file; for ``folder`` generated (root/classes.txt) if unset
+    class_index: str = ""  # class names file; for ``folder`` unset: root/classes.txt or the folders
+    # ``folder`` without root/val (root/test) folders: stratified, seeded held-out parts
+    val_fraction: float = 0.1  # share of each class held out for val (0: refuse a val split)
+    test_fraction: float = 0.1  # share held out for test (0: test on the val split)
+    split_seed: int = 0
     frame_template: str = "img_{:05d}.jpg"
     frame_start: int = 1  # number of the first frame image (rawframes start at 1)
 
@@ -126,11 +138,26 @@ class DataConfig:
             fail("crop_scale", "must satisfy 0 < lo <= hi <= 1")
         if "{" not in self.frame_template:
             fail("frame_template", "must contain a format field such as {:05d}")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                fail(key, "must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            fail("val_fraction", f"+ data.test_fraction={self.test_fraction} must be < 1")
+        self.resolve_paths()
         if self.rand_augment:
             try:
                 parse_rand_augment(self.rand_augment)
             except ValueError as e:
                 raise ConfigError(f"config key '{path}.rand_augment': {e}") from None
+
+    def resolve_paths(self) -> None:
+        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded)."""
+        if not self.root and self.kind in ("list", "frames"):
+            self.root = os.getcwd()  # relative list entries are read against it
+        for key in ("root", "train_list", "val_list", "test_list", "class_index"):
+            value = getattr(self, key)
+            if value and self.kind != "synthetic":
+                setattr(self, key, os.path.abspath(os.path.expanduser(value)))
 
     @property
     def use_flip(self) -> bool:

@@ -3,18 +3,23 @@
 * VideoMAE/MVD list files: ``path label`` per line, space- or comma-separated, paths relative to a
   root prefix (absolute paths are kept).
 * Frame-folder lists (SSv2/rawframes): ``path num_frames label``.
-* Class-folder trees: ``root/<class>/<video>`` with a class index generated once and saved.
+* Class-folder trees: ``root/<class>/<video>`` or ``root/<split>/<class>/<video>``; a tree
+  without its own ``val`` / ``test`` folders is split into seeded, stratified held-out parts
+  (:func:`folder_split_records`). Nothing is written into the tree.
 
 A malformed line is an error at load time naming ``file:line``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from maskagain.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +168,10 @@ def scan_class_folders(
 ) -> tuple[list[VideoRecord], list[str]]:
     """Index a ``directory/<class>/<video>`` tree. Returns (records, class names).
 
-    Class names (label = position) come from ``names``, else from the ``class_index`` file when
-    it exists, so labels stay fixed across splits and machines; otherwise they are the sorted
-    folder names, saved to ``class_index`` (default ``directory/classes.txt``; a warning if it
-    cannot be written).
+    Class names (label = position) come from ``names``, else from the ``class_index`` file (or
+    ``directory/classes.txt``) when it exists, so labels stay fixed across splits and machines;
+    otherwise they are the sorted folder names, saved to ``class_index`` only when one is given
+    (a warning if it cannot be written): the data folder itself is never written to.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -179,7 +184,8 @@ def scan_class_folders(
         names = folders
         if not names:
             raise ValueError(f"{directory}: no class folders")
-        save_class_index(names, index_path)
+        if class_index:
+            save_class_index(names, index_path)
     unknown = sorted(set(folders) - set(names))
     if unknown:
         raise ValueError(f"{directory}: class folders {unknown[:5]} are not in the class index")
@@ -193,3 +199,118 @@ def scan_class_folders(
         raise ValueError(f"{directory}: no video files with extensions {VIDEO_EXTENSIONS}")
     log.info("%s: %d videos in %d classes", directory, len(records), len(folders))
     return records, names
+
+
+# ----------------------------------------------------------------------------- folder splits
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def held_out_order(records: list[VideoRecord], base: str | os.PathLike, seed: int) -> list[int]:
+    """Positions of ``records`` ordered by a hash of ``seed`` and each path relative to ``base``:
+    the same order on every machine, and adding a video does not move the others."""
+
+    def key(i: int) -> str:
+        rel = os.path.relpath(records[i].path, base).replace(os.sep, "/")
+        return hashlib.sha1(f"{seed}/{rel}".encode()).hexdigest()
+
+    return sorted(range(len(records)), key=key)
+
+
+def stratified_split(
+    records: list[VideoRecord],
+    base: str | os.PathLike,
+    fractions: dict[str, float],
+    seed: int,
+    class_names: list[str] | None = None,
+) -> dict[str, list[VideoRecord]]:
+    """Split ``records`` per class into held-out parts (``fractions``, e.g. ``{"test": 0.1,
+    "val": 0.1}``, filled in that order) and ``"train"`` (the rest).
+
+    Each part with a fraction > 0 takes ``max(1, round(fraction * n))`` of a class's n videos
+    while one stays in train; a class too small for every part gives what it can (a warning
+    names it). Records keep their input order inside each part.
+    """
+    by_class: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        by_class.setdefault(r.label, []).append(i)
+    order = held_out_order(records, base, seed)
+    rank = {i: k for k, i in enumerate(order)}
+    assigned: dict[int, str] = {}
+    short = []
+    for label, members in sorted(by_class.items()):
+        members = sorted(members, key=rank.__getitem__)
+        n, start = len(members), 0
+        for part, fraction in fractions.items():
+            if fraction <= 0:
+                continue
+            take = min(max(1, round(fraction * n)), n - 1 - start)
+            if take < max(1, round(fraction * n)):
+                short.append(class_names[label] if class_names else str(label))
+            for i in members[start : start + max(take, 0)]:
+                assigned[i] = part
+            start += max(take, 0)
+    if short:
+        log.warning(
+            "classes %s have too few videos to hold out %s; they keep at least one for train",
+            sorted(set(short))[:10],
+            " and ".join(p for p, f in fractions.items() if f > 0),
+        )
+    parts: dict[str, list[VideoRecord]] = {"train": [], **{p: [] for p in fractions}}
+    for i, r in enumerate(records):
+        parts[assigned.get(i, "train")].append(r)
+    return parts
+
+
+def folder_split_records(
+    root: str | os.PathLike,
+    split: str,
+    names: list[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> list[VideoRecord]:
+    """The videos of ``split`` in a class-folder tree ``root``.
+
+    ``root/<split>`` is used when it exists. Otherwise the pool (``root/train``, or ``root``)
+    gives the held-out parts: val takes ``val_fraction`` of each class unless ``root/val``
+    exists, test ``test_fraction`` unless ``root/test`` or ``root/val`` exists (it then tests on
+    the val folder); train is the pool minus what was held out. A val split with
+    ``val_fraction=0`` and no val folder is refused; a test split with ``test_fraction=0`` and
+    no test folder is the val split (both say so in a warning).
+    """
+    root = Path(root)
+    own = {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
+    fractions = {}  # the held-out parts taken from the pool, in this order
+    if "test" not in own and "val" not in own:
+        fractions["test"] = test_fraction
+    if "val" not in own:
+        fractions["val"] = val_fraction
+    carved = any(f > 0 for f in fractions.values())
+    if split in own and (split != "train" or not carved):
+        return scan_class_folders(own[split], names=names)[0]
+    if split == "test" and ("val" in own or test_fraction <= 0):
+        log.warning(
+            "%s has no 'test' folder%s; the test split is the val split (not a separate "
+            "held-out set)",
+            root,
+            "" if "val" in own else " and data.test_fraction=0",
+        )
+        return folder_split_records(root, "val", names, val_fraction, test_fraction, seed)
+    if split == "val" and val_fraction <= 0:
+        raise ConfigError(
+            f"config key 'data.val_fraction' is 0 and {root} has no 'val' folder: set "
+            f"data.val_fraction > 0 to hold out part of every class, or add {root}/val/<class>/"
+        )
+    pool = own.get("train", root)
+    records = scan_class_folders(pool, names=names)[0]
+    parts = stratified_split(records, pool, fractions, seed, names)
+    if carved:
+        log.info(
+            "%s: the %s split has %d videos (held out per class, data.split_seed=%d: %s)",
+            pool,
+            split,
+            len(parts[split]),
+            seed,
+            ", ".join(f"{k} {len(v)}" for k, v in parts.items()),
+        )
+    return parts[split]

@@ -27,6 +27,7 @@ class EvalResult:
 
     video_index: (V,) long, sorted; labels: (V,) long; scores: (V, K) mean softmax over views;
     views: (V,) long, how many views were averaged; confusion: (K, K) long, rows = true class.
+    ``top5`` is None for 5 classes or fewer, where it would always be 100.
     """
 
     video_index: torch.Tensor
@@ -35,7 +36,7 @@ class EvalResult:
     views: torch.Tensor
     confusion: torch.Tensor
     top1: float
-    top5: float
+    top5: float | None
 
     @property
     def num_videos(self) -> int:
@@ -53,7 +54,8 @@ class EvalResult:
         return torch.where(support > 0, correct / support.clamp(min=1), torch.nan)
 
     def metrics(self) -> dict[str, float]:
-        """Scalars for ``summary.json``: top-1/top-5 in percent, mean class accuracy, counts."""
+        """Scalars for ``summary.json``: top-1/top-5 in percent (top-5 None for <= 5 classes),
+        mean class accuracy, counts."""
         per_class = self.per_class_accuracy()
         return {
             "top1": self.top1,
@@ -147,7 +149,7 @@ def _score(
     top = scores.topk(k, dim=1).indices if n else torch.empty(0, k, dtype=torch.long)
     hits = top == labels.unsqueeze(1)  # (V, k)
     top1 = float(hits[:, 0].float().mean() * 100) if n else 0.0
-    top5 = float(hits.any(1).float().mean() * 100) if n else 0.0
+    top5 = (float(hits.any(1).float().mean() * 100) if n else 0.0) if num_classes > 5 else None
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long)
     if n:
         confusion.index_add_(0, labels * num_classes + top[:, 0], torch.ones_like(labels))
@@ -156,11 +158,16 @@ def _score(
 
 
 def save_report(
-    result: EvalResult, out_dir: str | Path, class_names: list[str] | None = None
+    result: EvalResult,
+    out_dir: str | Path,
+    class_names: list[str] | None = None,
+    video_paths: list[str] | None = None,
 ) -> list[Path]:
     """Write the confusion matrix (CSV, NPY, PNG), per-class accuracy and predictions to ``out_dir``.
 
-    Returns the paths written.
+    ``predictions.csv`` has one row per video: its index, path (``video_paths[index]``, empty
+    without them), label and prediction (numbers and names), the predicted class's score, the
+    number of views and the score of every class. Returns the paths written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,21 +188,7 @@ def save_report(
         w.writerow(["class", "name", "support", "correct", "accuracy"])
         for c in range(k):
             w.writerow([c, names[c], int(conf[c].sum()), int(conf[c, c]), acc[c]])
-    with open(out / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_index", "label", "prediction", "score", "views"])
-        preds = result.predictions
-        for i in range(result.num_videos):
-            p = int(preds[i])
-            w.writerow(
-                [
-                    int(result.video_index[i]),
-                    int(result.labels[i]),
-                    p,
-                    f"{float(result.scores[i, p]):.6f}",
-                    int(result.views[i]),
-                ]
-            )
+    write_predictions(result, out / "predictions.csv", names, video_paths)
     np.save(out / "scores.npy", result.scores.numpy())
     paths = [
         out / n
@@ -209,6 +202,26 @@ def save_report(
     ]
     paths.append(plot_confusion(conf, names, out / "confusion_matrix.png"))
     return paths
+
+
+def write_predictions(
+    result: EvalResult, path: Path, names: list[str], video_paths: list[str] | None
+) -> Path:
+    """``predictions.csv`` (columns in :func:`save_report`)."""
+    header = ["video_index", "path", "label", "label_name", "prediction", "prediction_name"]
+    header += ["score", "views", *(f"score_{n}" for n in names)]
+    preds = result.predictions
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for i in range(result.num_videos):
+            v, y, p = int(result.video_index[i]), int(result.labels[i]), int(preds[i])
+            scores = [f"{s:.6f}" for s in result.scores[i].tolist()]
+            where = video_paths[v] if video_paths is not None else ""
+            w.writerow(
+                [v, where, y, names[y], p, names[p], scores[p], int(result.views[i]), *scores]
+            )
+    return path
 
 
 def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:

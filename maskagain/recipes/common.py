@@ -3,6 +3,9 @@ of pre-training and distillation."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
 from maskagain.engine.sampler import SeededItems
 from maskagain.engine.trainer import Trainer, steps_per_epoch
+
+log = logging.getLogger(__name__)
 
 # what each data kind's key must point at (the fix named by open_dataset's errors)
 _EXPECTED_SOURCE = {
@@ -40,6 +45,8 @@ def open_dataset(data: DataConfig, split: str, purpose: str) -> Dataset:
     fix = f"; set it to {expected}" if expected else ""
     try:
         dataset = build_dataset(data, split, purpose)
+    except ConfigError:
+        raise  # already names its key and fix (e.g. data.val_fraction)
     except (ValueError, OSError) as err:  # ListFormatError, no class folders, no such file
         message = " ".join(str(err).split())
         raise ConfigError(
@@ -47,7 +54,162 @@ def open_dataset(data: DataConfig, split: str, purpose: str) -> Dataset:
         ) from None
     if len(dataset) == 0:
         raise ConfigError(f"config key '{key}': the {split} dataset is empty{fix}")
+    warn_resolution(dataset, data)
     return dataset
+
+
+# ----------------------------------------------------------------------------- split reports
+SPLITS_FILE = "splits.json"
+
+
+def video_paths(dataset: Dataset) -> list[str]:
+    """Where each video of a :class:`~maskagain.data.ClipDataset` comes from (absolute paths)."""
+    paths = [dataset.path(i) for i in range(dataset.num_videos)]
+    return [p if p.startswith("synthetic:") else os.path.abspath(p) for p in paths]
+
+
+def describe_splits(datasets: dict[str, Dataset | None], root: str = "") -> tuple[dict, dict]:
+    """What each split used, for ``summary.json``, and the full listing for ``splits.json``.
+
+    The summary gives the video count per split, ``same_as`` when a split is another one's
+    videos (a test split that is the val split), and ``disjoint``: no video in two different
+    splits (``overlap`` counts them otherwise). The listing holds every path per split.
+    """
+    listing = {name: video_paths(d) for name, d in datasets.items() if d is not None}
+    summary: dict = {"file": SPLITS_FILE}
+    overlap = {}
+    names = list(listing)
+    for k, name in enumerate(names):
+        entry: dict = {"videos": len(listing[name])}
+        for other in names[:k]:
+            if listing[other] == listing[name]:
+                entry["same_as"] = other
+        summary[name] = entry
+    distinct = [n for n in names if "same_as" not in summary[n]]
+    for k, a in enumerate(distinct):
+        for b in distinct[k + 1 :]:
+            shared = len(set(listing[a]) & set(listing[b]))
+            if shared:
+                overlap[f"{a}/{b}"] = shared
+    summary["disjoint"] = not overlap
+    if overlap:
+        summary["overlap"] = overlap
+        log.warning("splits share videos: %s", overlap)
+    for name, entry in summary.items():
+        if isinstance(entry, dict) and "same_as" in entry:
+            log.warning(
+                "the %s split is the %s split (%d videos): %s accuracy is not a separate "
+                "held-out measurement", name, entry["same_as"], entry["videos"], name,
+            )  # fmt: skip
+    return summary, {"root": root, **listing}
+
+
+def write_splits(run_dir: Path, listing: dict) -> Path:
+    """``run_dir/splits.json``: the paths of every split (call on rank 0)."""
+    path = Path(run_dir) / SPLITS_FILE
+    path.write_text(json.dumps(listing, indent=1) + "\n")
+    return path
+
+
+def overlap_with_run(paths: list[str], root: str, run_dir: Path) -> dict | None:
+    """How many of ``paths`` a training run (its ``splits.json``) trained or validated on,
+    comparing paths relative to each data root (a copy of the data on another machine
+    matches); None when the run has no ``splits.json``."""
+    file = Path(run_dir) / SPLITS_FILE
+    if not file.is_file():
+        return None
+    try:
+        listing = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        log.warning("ignoring unreadable %s", file)
+        return None
+    mine = {_relative(p, root) for p in paths}
+    out = {}
+    for split in ("train", "val"):
+        theirs = {_relative(p, listing.get("root", "")) for p in listing.get(split) or []}
+        out[f"in_{split}"] = len(mine & theirs)
+    return out
+
+
+def report_eval_split(
+    dataset: Dataset, split: str, root: str, checkpoint: str, out_dir: Path, write: bool = True
+) -> dict:
+    """What an evaluation tested on, for its ``summary.json``: the split, its video count, the
+    ``splits.json`` (written to ``out_dir`` when ``write``) listing them, and, for a checkpoint
+    in a run directory with a ``splits.json``, how many of them that run trained or validated
+    on (``in_train`` 0 means held out)."""
+    summary, listing = describe_splits({split: dataset}, root)
+    if write:
+        write_splits(out_dir, listing)
+    path = Path(checkpoint).expanduser()
+    seen = overlap_with_run(listing[split], root, path if path.is_dir() else path.parent)
+    out = {"split": split, "videos": summary[split]["videos"], "file": SPLITS_FILE}
+    if seen is not None:
+        out["training_run"] = seen
+        if seen["in_train"]:
+            log.warning(
+                "%d of the %d %s videos were used to train %s: this is not a held-out score",
+                seen["in_train"], out["videos"], split, checkpoint,
+            )  # fmt: skip
+    return out
+
+
+def _relative(path: str, root: str) -> str:
+    if root and not path.startswith("synthetic:"):
+        rel = os.path.relpath(path, root)
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return path
+
+
+# ----------------------------------------------------------------------------- input size
+RESOLUTION_RATIO = 4.0  # decoded short side vs data.short_side, either way, that is "far"
+_RESOLUTION_WARNED: set[tuple] = set()
+
+
+def warn_resolution(dataset: Dataset, data: DataConfig, probes: int = 16) -> None:
+    """One warning per data source when its videos' short side is far (> 4x either way) from
+    the short side clips are resized to (``data.short_side``, for a model of
+    ``data.input_size`` pixels). Reads the headers of up to ``probes`` videos."""
+    key = (data.kind, data.root, data.train_list, data.short_side, data.input_size)
+    if data.kind not in ("list", "folder") or key in _RESOLUTION_WARNED:
+        return
+    _RESOLUTION_WARNED.add(key)
+    sizes = video_sizes(dataset, probes)
+    if not sizes:
+        return
+    short = sorted(min(w, h) for w, h in sizes)
+    lo, hi = short[0], short[-1]
+    if hi <= data.short_side * RESOLUTION_RATIO and lo * RESOLUTION_RATIO >= data.short_side:
+        return
+    frames = sorted({f"{w}x{h}" for w, h in sizes}, key=lambda s: -int(s.split("x")[1]))
+    log.warning(
+        "videos are %s (short side %d-%d px, %d probed) but clips are resized to a short side "
+        "of %d px for a %d-px model (%.0fx %s): a model with a closer img_size (and "
+        "data.input_size / data.short_side) sees what the videos show; 'maskagain prepare' "
+        "resizes them once so decoding is cheaper",
+        ", ".join(frames[:4]), lo, hi, len(sizes), data.short_side, data.input_size,
+        max(hi / data.short_side, data.short_side / lo),
+        "smaller" if hi > data.short_side * RESOLUTION_RATIO else "larger",
+    )  # fmt: skip
+
+
+def video_sizes(dataset: Dataset, probes: int) -> list[tuple[int, int]]:
+    """(width, height) of up to ``probes`` videos spread over ``dataset`` (headers only)."""
+    import av
+
+    n = dataset.num_videos
+    count = min(probes, n)
+    picks = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+    sizes = []
+    for i in picks:
+        try:
+            with av.open(dataset.path(i)) as container:
+                stream = container.streams.video[0]
+                sizes.append((int(stream.width), int(stream.height)))
+        except (OSError, IndexError, av.error.FFmpegError):
+            continue  # unreadable here: the loader's bad-file accounting reports it
+    return sizes
 
 
 def build_masked_trainer(

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from maskagain.config import ConfigError, from_dict, to_dict
 from maskagain.data import BadFileTracker, ClipDataset, MaskCollator
+from maskagain.data.lists import write_class_index
 from maskagain.engine.checkpoint import latest_checkpoint, load_checkpoint
 from maskagain.engine.distributed import DistInfo, unwrap
 from maskagain.engine.evaluation import EvalResult, MultiViewAccumulator, save_report
@@ -43,7 +44,7 @@ from maskagain.engine.run import (
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, steps_per_epoch
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
-from maskagain.recipes.common import open_dataset
+from maskagain.recipes.common import describe_splits, open_dataset, video_paths, write_splits
 from maskagain.recipes.configs import FinetuneConfig, MixupSpec, model_overrides
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "tubelet_size")
 
 
-class ArchitectureMismatch(ValueError):
+class ArchitectureMismatch(ConfigError):
     """The checkpoint's architecture is not the configured one."""
 
 
@@ -91,8 +92,8 @@ def build_classifier(
         ]
         if bad:
             raise ArchitectureMismatch(
-                f"checkpoint {source} has {', '.join(bad)}; set the model section to the "
-                "checkpoint's architecture (e.g. model.name=vit_small)"
+                f"checkpoint {source} has {', '.join(bad)}; leave model.embed_dim/depth/"
+                "num_heads null and set model.patch_size/tubelet_size to the checkpoint's"
             )
         log.info("initialised from %s", source)
     else:
@@ -101,6 +102,57 @@ def build_classifier(
         log.info("initialised from scratch")
     model.reset_head(num_classes, fc_norm=fc_norm)
     return model
+
+
+def resolve_init_architecture(cfg: FinetuneConfig) -> ModelConfig | None:
+    """Take the architecture of ``cfg.init.source`` into ``cfg.model``, so the run builds, and
+    saves in its config, what the checkpoint holds.
+
+    Width, depth, heads, patch, tubelet and layer scale come from the checkpoint (``model.name``
+    becomes the matching registered name). ``model.embed_dim`` / ``depth`` / ``num_heads`` set
+    to a value are the user's and must match it (else a one-line :class:`ArchitectureMismatch`).
+    The clip (frames, image size) stays the data's: when it differs from the checkpoint's a
+    warning names both. A local ``init.source`` is made absolute. Returns the checkpoint's
+    config, None from scratch.
+    """
+    from maskagain.models.registry import ARCHITECTURES
+
+    source = cfg.init.source
+    if not source:
+        return None
+    if Path(source).expanduser().exists():
+        source = cfg.init.source = str(Path(source).expanduser().resolve())
+    ckpt = load_encoder(source, **cfg.init.overrides).cfg
+    spec = cfg.model
+    for key in ("embed_dim", "depth", "num_heads"):
+        mine, theirs = getattr(spec, key), getattr(ckpt, key)
+        if mine is not None and mine != theirs:
+            raise ArchitectureMismatch(
+                f"config key 'model.{key}'={mine} but the checkpoint {source} has {key}={theirs}; "
+                f"drop model.{key} to take the checkpoint's"
+            )
+    dims = (ckpt.embed_dim, ckpt.depth, ckpt.num_heads)
+    names = [
+        n for n, a in ARCHITECTURES.items() if (a["embed_dim"], a["depth"], a["num_heads"]) == dims
+    ]
+    spec.name = names[0] if names else spec.name
+    spec.embed_dim, spec.depth, spec.num_heads = dims
+    spec.patch_size, spec.tubelet_size = ckpt.patch_size, ckpt.tubelet_size
+    spec.init_values = getattr(ckpt, "init_values", spec.init_values)
+    log.info(
+        "architecture from %s: %s (width %d, %d blocks, %d heads, patch %d, tubelet %d)",
+        source, spec.name, *dims, spec.patch_size, spec.tubelet_size,
+    )  # fmt: skip
+    if (ckpt.num_frames, ckpt.img_size) != (spec.num_frames, spec.img_size):
+        log.warning(
+            "fine-tuning on %d frames of %d px a checkpoint trained on %d frames of %d px "
+            "(positions recomputed); to keep its clip set data.num_frames=model.num_frames=%d "
+            "and data.input_size=model.img_size=%d",
+            spec.num_frames, spec.img_size, ckpt.num_frames, ckpt.img_size,
+            ckpt.num_frames, ckpt.img_size,
+        )  # fmt: skip
+    spec.validate("model")
+    return ckpt
 
 
 class FinetuneStep:
@@ -236,7 +288,8 @@ class _Validator:
                 trainer.dtype,
             )
             out[f"{prefix}val_top1"] = res.top1
-            out[f"{prefix}val_top5"] = res.top5
+            if res.top5 is not None:
+                out[f"{prefix}val_top5"] = res.top5
         log.info("epoch %d: %s", trainer.state.epoch, _fmt(out))
         return out
 
@@ -269,11 +322,12 @@ def run_test(
     if class_names is None and dataset.num_classes == model.num_classes:
         class_names = dataset.class_names
     if dist.is_main:
-        save_report(result, out_dir, class_names)
+        save_report(result, out_dir, class_names, video_paths(dataset))
     metrics = result.metrics()
     metrics["views_per_video"] = dataset.views
     metrics["bad_files"] = bad_files.bad  # views whose video was replaced (this process)
-    log.info("test (%s): %s", out_dir.name, _fmt({k: float(v) for k, v in metrics.items()}))
+    shown = {k: float(v) for k, v in metrics.items() if v is not None}
+    log.info("test (%s): %s", out_dir.name, _fmt(shown))
     return metrics
 
 
@@ -316,6 +370,8 @@ def build_finetune_trainer(
     val_set = open_dataset(cfg.data, "val", "finetune") if cfg.val.every_epochs else None
     test_set = open_dataset(cfg.data, "test", "eval") if cfg.val.final_test else None
     num_classes = resolve_num_classes(cfg.head.num_classes, dataset)
+    splits = record_splits(cfg, dist, run_dir, dataset, val_set, test_set)
+    class_names = record_class_names(dist, run_dir, dataset.class_names, num_classes)
     model = build_finetune_model(cfg, num_classes).to(dist.device)
     loader, sampler = build_train_loader(
         dataset, MaskCollator(), cfg.engine, cfg.data.num_workers, dist, cfg.seed
@@ -353,13 +409,69 @@ def build_finetune_trainer(
         "num_classes": num_classes,
         "parameters": count_parameters(model),
         "init": cfg.init.source or "scratch",
+        "model": {"name": cfg.model.name, **{k: getattr(model.cfg, k) for k in GEOMETRY}},
+        "class_names": class_names,
+        "splits": splits,
     }
     return trainer, bad_files, facts, test_set
+
+
+# model fields summary.json reports (the resolved geometry)
+GEOMETRY = (
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "patch_size",
+    "tubelet_size",
+    "num_frames",
+    "img_size",
+)
+CLASSES_FILE = "classes.txt"
+
+
+def record_splits(
+    cfg: FinetuneConfig,
+    dist: DistInfo,
+    run_dir: Path,
+    train: ClipDataset,
+    val: ClipDataset | None,
+    test: ClipDataset | None,
+) -> dict:
+    """Which videos each split uses: counts, reuse and disjointness for ``summary.json``, every
+    path in ``run_dir/splits.json`` (rank 0). The val split is read for the report even when
+    nothing validates on it, so a test split that is the val split is named as such."""
+    if val is None and test is not None:
+        try:
+            val = open_dataset(cfg.data, "val", "eval")
+        except ConfigError:
+            val = None  # no val split at all (e.g. data.val_fraction=0): nothing to compare
+    summary, listing = describe_splits({"train": train, "val": val, "test": test}, cfg.data.root)
+    if dist.is_main:
+        write_splits(run_dir, listing)
+    return summary
+
+
+def record_class_names(
+    dist: DistInfo, run_dir: Path, names: list[str], num_classes: int
+) -> list[str] | None:
+    """The training data's class names, saved as ``run_dir/classes.txt`` (rank 0) so evaluation,
+    export and inspection find them without the data; None when the head has more outputs than
+    the data has classes (``head.num_classes``)."""
+    if len(names) != num_classes:
+        log.warning(
+            "the head has %d outputs but the data names %d classes; no %s written",
+            num_classes, len(names), CLASSES_FILE,
+        )  # fmt: skip
+        return None
+    if dist.is_main:
+        write_class_index(names, run_dir / CLASSES_FILE)
+    return list(names)
 
 
 def run(cfg: FinetuneConfig, resume: str | None = None) -> dict:
     """Fine-tune, validate, test (multi-view) and export; returns what ``summary.json`` holds."""
     t0 = time.time()
+    resolve_init_architecture(cfg)  # before start_run saves the config: the one trained
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
         trainer, bad_files, facts, test_set = build_finetune_trainer(cfg, dist, run_dir)
@@ -371,7 +483,7 @@ def run(cfg: FinetuneConfig, resume: str | None = None) -> dict:
         summary = fit_and_summarize(trainer, "finetune", extra, t0)
         if summary["completed"]:
             try:
-                summary.update(_finish(cfg, trainer, dist, run_dir, test_set))
+                summary.update(_finish(cfg, trainer, dist, run_dir, test_set, facts))
             except Exception as err:  # training is done but export/test is not: say so
                 summary["completed"] = False
                 summary["error"] = "after training: " + " ".join(str(err).split())
@@ -391,14 +503,18 @@ def _finish(
     dist: DistInfo,
     run_dir: Path,
     test_set: ClipDataset | None,
+    facts: dict,
 ) -> dict:
-    """Export the weights and run the multi-view test on ``test_set`` (EMA weights too)."""
+    """Export the weights (with the class names) and run the multi-view test on ``test_set``
+    (EMA weights too)."""
     models = {"": unwrap(trainer.model)}
     if trainer.ema is not None:
         models["_ema"] = trainer.ema.module
     out: dict = {}
     if dist.is_main:
         extra = {"recipe": "finetune", "step": trainer.state.step, "init": cfg.init.source}
+        if facts.get("class_names"):
+            extra["class_names"] = facts["class_names"]
         for suffix, m in models.items():
             save_encoder(m, run_dir / f"model{suffix}.safetensors", extra)
     if test_set is not None:
@@ -413,6 +529,7 @@ def _finish(
                 trainer.dtype,
                 run_dir / f"test{suffix}",
                 cfg.engine.progress,
+                facts.get("class_names"),
             )
     return out
 

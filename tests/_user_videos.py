@@ -1,0 +1,47 @@
+"""A user's own videos: ``root/<class>/<video>.mp4`` class folders of real H.264 files at the
+frame sizes phones and old cameras give (1280x720, 640x272, 176x144), written with PyAV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+SIZES = ((1280, 720), (640, 272), (176, 144))  # (width, height)
+CLASSES = ("left", "right", "still")  # what the bright square does
+
+
+def write_clip(path: Path, size: tuple[int, int], motion: int, frames: int, seed: int) -> Path:
+    """An H.264 clip of ``frames`` frames: a bright square moving by ``motion`` (-1, 1, 0) over
+    a noisy background; the square's speed scales with the frame width."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    side = max(8, h // 4)
+    step = motion * max(1, w // 24)
+    x0 = int(rng.integers(0, w - side))
+    y0 = int(rng.integers(0, h - side))
+    base = rng.integers(30, 90, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    base = base.repeat(8, 0).repeat(8, 1)[:h, :w]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast", "crf": "28"}
+        for t in range(frames):
+            img = base.copy()
+            x = (x0 + step * t) % (w - side)
+            img[y0 : y0 + side, x : x + side] = 230
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    return path
+
+
+def write_class_folders(root: Path, per_class: int = 4, frames: int = 24) -> Path:
+    """``root/<class>/v<j>.mp4`` for :data:`CLASSES`, sizes cycling over :data:`SIZES` so the
+    frame size says nothing about the class."""
+    for c, (name, motion) in enumerate(zip(CLASSES, (-1, 1, 0))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            size = SIZES[(c + j) % len(SIZES)]
+            write_clip(root / name / f"v{j}.mp4", size, motion, frames, seed=100 * c + j)
+    return root
