@@ -344,8 +344,11 @@ class InitSpec:
 
     ``source``: empty for scratch, else anything ``maskagain.models.load_encoder`` reads: a
     distilled student (a ``distill`` run directory or its ``student.safetensors``), an official
-    VideoMAE / MaskAgain ``.pth``, or a Hugging Face VideoMAE directory. The checkpoint's own
-    architecture must match ``model`` (name, patch, tubelet); its head, if any, is replaced.
+    VideoMAE / MaskAgain ``.pth``, or a Hugging Face VideoMAE directory. The architecture (width,
+    depth, heads, patch, tubelet, layer scale) is the checkpoint's: ``model.name`` and its
+    patch/tubelet are replaced by it, and ``model.embed_dim`` / ``depth`` / ``num_heads`` set to
+    a value must match it. The clip (frames, image size) is the data's (a warning when it is not
+    the checkpoint's). Its head, if any, is replaced.
     ``overrides``: extra ``ModelConfig`` fields for the loader (e.g. ``num_heads`` or
     ``norm_eps`` that an official ``.pth`` cannot tell).
     """
@@ -406,8 +409,10 @@ class ValSpec:
 
     ``every_epochs``: single-view top-1 on the validation split every N epochs (0: never).
     ``final_test``: multi-view test (``data.test_clips x data.test_crops``) after the last epoch,
-    on ``data.test_list`` (or the validation split when there is none), with EMA weights too
-    when ``engine.ema_decay > 0``.
+    on the test split (``data.test_list``, a ``test`` folder or a held-out part of a folder
+    dataset; the validation split when there is none, which ``summary.json`` then says), with
+    EMA weights too when ``engine.ema_decay > 0``. ``summary.json`` gives each split's video
+    count and whether they are disjoint; ``splits.json`` lists the videos.
     """
 
     every_epochs: int = 1

@@ -16,7 +16,7 @@ from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import CheckpointError, locate_source
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import open_dataset
+from maskagain.recipes.common import open_dataset, report_eval_split
 from maskagain.recipes.configs import EvaluateConfig
 from maskagain.recipes.finetune import load_classifier, run_test
 
@@ -25,12 +25,17 @@ log = logging.getLogger(__name__)
 
 def config_base(overrides: list[str]) -> dict:
     """Without a config file, the clips are read as the fine-tuning run read them: the ``data``
-    section of the run directory that ``checkpoint`` (set by ``overrides``) names."""
+    section of the run directory that ``checkpoint`` (set by ``overrides``) names, with the class
+    names the run saved (its ``classes.txt``); ``data.root=`` overrides it for a moved copy."""
     checkpoint = apply_overrides({}, overrides).get("checkpoint", "")
     run_config = Path(str(checkpoint)) / "config.yaml"
     if not run_config.is_file():
         return {}
-    return {"data": (load_yaml(run_config) or {}).get("data") or {}}
+    data = (load_yaml(run_config) or {}).get("data") or {}
+    classes = run_config.parent / "classes.txt"  # the names the run trained with
+    if classes.is_file() and data.get("kind") != "synthetic":
+        data = {**data, "class_index": str(classes.resolve())}
+    return {"data": data}
 
 
 def _class_names(path: str, dataset: ClipDataset, num_classes: int) -> list[str] | None:
@@ -58,9 +63,13 @@ def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
             model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[cfg.precision],
             run_dir, cfg.progress, names,
         )  # fmt: skip
+        videos = report_eval_split(
+            dataset, cfg.split, cfg.data.root, cfg.checkpoint, run_dir, dist.is_main
+        )
         summary = {
             "recipe": "evaluate",
             "checkpoint": str(cfg.checkpoint),
+            "videos": videos,
             "use_ema": cfg.use_ema,
             "split": cfg.split,
             "views": f"{cfg.data.test_clips}x{cfg.data.test_crops}" if dataset.views > 1 else "1",
