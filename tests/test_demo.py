@@ -56,16 +56,23 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
     rows = summary["results"]
     objectives = [r["objective"] for r in rows]
-    assert len(rows) == 7
-    for wanted in ("MaskAgain", "VideoMAE", "Hint", "scratch", "shipped"):
+    assert len(rows) == 8 and summary["rows"] == list(demo.ROW_NAMES)
+    for wanted in ("MaskAgain", "VideoMAE", "Hint", "MVD", "scratch", "shipped"):
         assert any(wanted in o for o in objectives), wanted
+    # the MVD row: its own distillation run (named terms logged) under the same student budget
+    by_run = {r["run"]: r for r in rows}
+    assert by_run["mvd"]["pretrain_epochs"] == by_run["maskagain"]["pretrain_epochs"] == 1
+    assert by_run["mvd"]["pretrain_seconds"] > 0  # its cost
+    mvd_log = [json.loads(x) for x in (out / "mvd" / "log.jsonl").read_text().splitlines()]
+    assert any("video" in r and "loss" in r for r in mvd_log)
+    assert (out / "mvd" / "student.safetensors").is_file()
     for row in rows:
         for key in FIELDS:
             assert key in row, key
         assert 0 <= row["probe_top1"] <= 100
         assert row["finetune_top1"] is None or 0 <= row["finetune_top1"] <= 100
     # every model is fine-tuned; the probe-only rows (single frame, random init) are not
-    assert sum(r["finetune_top1"] is not None for r in rows) == 5
+    assert sum(r["finetune_top1"] is not None for r in rows) == 6
     report = (out / "report.md").read_text()
     assert "| model |" in report
     for name in ("curves", "accuracy", "selections"):
@@ -74,6 +81,19 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
         with Image.open(png) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100
+
+
+def test_demo_rows_are_selected_by_name(capsys) -> None:
+    assert demo.select_rows(None) == demo.ROW_NAMES
+    assert demo.select_rows(["mvd", "maskagain"]) == ("maskagain", "mvd")  # the table's order
+    with pytest.raises(ValueError, match="demo rows"):
+        demo.select_rows(["dmae"])
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--rows", "dmae"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    from maskagain.cli.demo import ROWS
+
+    assert ROWS == demo.ROW_NAMES
 
 
 def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) -> None:

@@ -5,8 +5,10 @@ fly), with the VideoMAE-pre-trained teacher shipped in ``maskagain/assets``:
 
 1. the teacher (loaded, or re-trained with ``retrain_teacher``: ``configs/demo/teacher.yaml``);
 2. under one student budget (same architecture, epochs and freshly generated clips), the
-   student pre-trained four ways: MaskAgain distillation, VideoMAE, plain Hint distillation
-   (every visible token, no selection) and no pre-training at all;
+   student pre-trained five ways: MaskAgain distillation, VideoMAE, plain Hint distillation
+   (every visible token, no selection), MVD distillation (the teacher on the whole clip, a
+   2-block decoder regressing its features of the hidden tokens) and no pre-training at all;
+   ``rows`` (``maskagain demo --rows``) runs a subset of these student rows;
 3. every model, teacher included (and a randomly initialised teacher-size encoder, the
    learnability reference), evaluated with a linear probe on frozen features and with a
    fine-tune followed by a multi-view test;
@@ -59,6 +61,26 @@ MASK = dict(kind="tube", ratio=0.75)  # 4 of 16 positions visible per frame, 16 
 # MaskAgain-B weights (paper section 4.1); top-k scaled to 16 visible tokens (4 per frame)
 MASKAGAIN_OBJECTIVE = dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1, k=4, k_local=2)
 HINT_OBJECTIVE = dict(alpha=0.0, beta=0.0, gamma=0.0, lam=0.0, baselines={"hint_all": 1.0})
+# MVD's published settings (2 decoder blocks at the student's width and heads, SmoothL1 on the
+# teacher's last-block features of the hidden tokens); same student, mask and schedule as above
+MVD_OBJECTIVE = dict(kind="mvd")
+MVD = dict(decoder_depth=2, loss="smooth_l1")
+# the student rows: run name -> (objective in the table, stage banner of its pre-training);
+# every row is optional (``run_demo(rows=...)``), the teacher and random-init rows always run
+STUDENT_ROWS = {
+    "maskagain": ("MaskAgain", "MaskAgain distillation (MAGlobal, MALocal, MAHint, MARel)"),
+    "videomae": ("VideoMAE", "VideoMAE pre-training (pixel reconstruction)"),
+    "hint": ("Hint (no selection)", "plain Hint distillation (every visible token, no selection)"),
+    "mvd": ("MVD", "MVD distillation (teacher on the whole clip, 2-block feature decoder)"),
+    "scratch": ("none (from scratch)", None),
+}
+ROW_NAMES = tuple(STUDENT_ROWS)
+# distillation rows: objective section and extra config sections
+DISTILL_ROWS = {
+    "maskagain": (MASKAGAIN_OBJECTIVE, {}),
+    "hint": (HINT_OBJECTIVE, {}),
+    "mvd": (MVD_OBJECTIVE, {"mvd": MVD}),
+}
 
 
 @dataclass(frozen=True)
@@ -154,12 +176,19 @@ def videomae_student_config(sizes: DemoSizes, out_dir: Path, seed: int = 0) -> P
 
 
 def distill_config(
-    sizes: DemoSizes, out_dir: Path, teacher: str, objective: dict, seed: int = 0
+    sizes: DemoSizes,
+    out_dir: Path,
+    teacher: str,
+    objective: dict,
+    seed: int = 0,
+    sections: dict | None = None,
 ) -> DistillConfig:
+    """A distillation row's config; ``sections``: extra config sections (e.g. ``mvd``)."""
     tree = _pretrain_common(sizes, out_dir, seed)
     tree["student"] = {**STUDENT, **GEOMETRY, "drop_path_rate": 0.1}
     tree["teacher"] = {"source": teacher, "precision": "fp32"}
     tree["objective"] = copy.deepcopy(objective)
+    tree.update(copy.deepcopy(sections or {}))
     return _build(DistillConfig, tree)
 
 
@@ -415,19 +444,45 @@ class _Stages:
         log.debug(line)
 
 
+def select_rows(rows: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The student rows to run, in the table's order (None: every row of ``STUDENT_ROWS``)."""
+    if rows is None:
+        return ROW_NAMES
+    unknown = sorted(set(rows) - set(ROW_NAMES))
+    if unknown or not rows:
+        raise ValueError(f"demo rows must be among {list(ROW_NAMES)}, got {list(rows)}")
+    return tuple(name for name in ROW_NAMES if name in rows)
+
+
+def pretrain_student(
+    name: str, sizes: DemoSizes, out: Path, teacher: str, seed: int
+) -> tuple[dict, Path]:
+    """Pre-train the student of row ``name`` into ``out/name``: (run summary, encoder weights)."""
+    if name == "videomae":
+        summary = run_pretrain(videomae_student_config(sizes, out / name, seed))
+        return summary, out / name / "teacher.safetensors"
+    objective, sections = DISTILL_ROWS[name]
+    cfg = distill_config(sizes, out / name, teacher, objective, seed, sections)
+    return run_distill(cfg, resume=None), out / name / "student.safetensors"
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     quick: bool = False,
     teacher: str | Path | None = None,
     retrain: bool = False,
     seed: int = 0,
+    rows: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
-    """Run the whole comparison; returns (and writes) ``summary.json``'s content."""
+    """Run the whole comparison (the student ``rows``, default all of ``STUDENT_ROWS``); returns
+    (and writes) ``summary.json``'s content."""
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
-    stages = _Stages(11 + int(retrain))
+    rows = select_rows(rows)
+    trained = [name for name in rows if STUDENT_ROWS[name][1] is not None]
+    stages = _Stages(len(trained) + len(rows) + 4 + int(retrain))
     if retrain:
         stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
         card = retrain_teacher(out / "teacher", probe_sizes=sizes)
@@ -441,23 +496,13 @@ def run_demo(
         )
     teacher_src = str(teacher)
     runs: dict[str, dict] = {}
-
-    stages.start("student + MaskAgain distillation (MAGlobal, MALocal, MAHint, MARel)")
-    cfg = distill_config(sizes, out / "maskagain", teacher_src, MASKAGAIN_OBJECTIVE, seed)
-    runs["maskagain"] = run_distill(cfg, resume=None)
-    stages.start("student + VideoMAE pre-training (pixel reconstruction)")
-    runs["videomae"] = run_pretrain(videomae_student_config(sizes, out / "videomae", seed))
-    stages.start("student + plain Hint distillation (every visible token, no selection)")
-    cfg = distill_config(sizes, out / "hint", teacher_src, HINT_OBJECTIVE, seed)
-    runs["hint"] = run_distill(cfg, resume=None)
-
-    students = {
-        "maskagain": out / "maskagain" / "student.safetensors",
-        "videomae": out / "videomae" / "teacher.safetensors",
-        "hint": out / "hint" / "student.safetensors",
-    }
-    scratch = out / "scratch" / "student_init.safetensors"
-    save_encoder(random_encoder(STUDENT, seed), scratch, {"recipe": "random init"})
+    students: dict[str, Path] = {}
+    for name in trained:
+        stages.start(f"student + {STUDENT_ROWS[name][1]}")
+        runs[name], students[name] = pretrain_student(name, sizes, out, teacher_src, seed)
+    if "scratch" in rows:
+        students["scratch"] = out / "scratch" / "student_init.safetensors"
+        save_encoder(random_encoder(STUDENT, seed), students["scratch"], {"recipe": "random init"})
     random_teacher = out / "random_init" / "encoder.safetensors"
     save_encoder(random_encoder(TEACHER_ARCH, seed), random_teacher, {"recipe": "random init"})
 
@@ -469,7 +514,6 @@ def run_demo(
         "teacher": teacher_src,
         "random_init": str(random_teacher),
         **{k: str(v) for k, v in students.items()},
-        "scratch": str(scratch),
     }
     encoders = {k: load_encoder(v) for k, v in sources.items()}
     encoders["teacher_single_frame"] = encoders["teacher"]
@@ -477,57 +521,22 @@ def run_demo(
     del clips
 
     finetunes: dict[str, dict] = {}
-    plan = [
-        ("teacher", TEACHER_ARCH, teacher_src),
-        ("maskagain", STUDENT, str(students["maskagain"])),
-        ("videomae", STUDENT, str(students["videomae"])),
-        ("hint", STUDENT, str(students["hint"])),
-        ("scratch", STUDENT, ""),
-    ]
+    plan = [("teacher", TEACHER_ARCH, teacher_src)]
+    plan += [(n, STUDENT, "" if n == "scratch" else str(students[n])) for n in rows]
     for name, arch, init in plan:
         stages.start(f"fine-tune + {sizes.test_crops}-view test: {name}")
         ft = finetune_config(sizes, out / "finetune" / name, arch, init, seed)
         finetunes[name] = run_finetune(ft)
 
     stages.start("figures and report")
-    teacher_epochs = int(card.get("epochs") or 0)
-    teacher_seconds = float(card.get("wall_seconds") or 0.0)
-    student = f"student {STUDENT['embed_dim']}x{STUDENT['depth']}"
-    rows = [
-        _Row("teacher vit_micro 128x4", "VideoMAE (shipped)", teacher_epochs, teacher_seconds),
-        _Row("teacher, single-frame clips", "VideoMAE (shipped)", teacher_epochs, teacher_seconds),
-        _Row("random init vit_micro 128x4", "none (probe reference)", 0, 0.0),
-        _Row(student, "MaskAgain", sizes.pretrain_epochs, runs["maskagain"]["wall_s"]),
-        _Row(student, "VideoMAE", sizes.pretrain_epochs, runs["videomae"]["wall_s"]),
-        _Row(student, "Hint (no selection)", sizes.pretrain_epochs, runs["hint"]["wall_s"]),
-        _Row(student, "none (from scratch)", 0, 0.0),
-    ]
-    keys = [
-        "teacher",
-        "teacher_single_frame",
-        "random_init",
-        "maskagain",
-        "videomae",
-        "hint",
-        "scratch",
-    ]
-    for row, key in zip(rows, keys):
-        row.run = key
-        row.probe_top1 = probes[key]["val_top1"]
-        row.probe_se = probes[key]["val_se"]
-        if key in finetunes:
-            test = finetunes[key].get("test", {})
-            row.finetune_top1 = round(float(test["top1"]), 2) if "top1" in test else None
-            n = int(test.get("num_videos", 0))
-            if row.finetune_top1 is not None:
-                row.finetune_se = round(standard_error(row.finetune_top1, n), 2)
-            row.finetune_seconds = finetunes[key].get("wall_s")
-    figures = draw_figures(out, rows, teacher_src)
+    table = result_rows(card, sizes, rows, runs, probes, finetunes)
+    figures = draw_figures(out, table, teacher_src)
     summary = {
-        "results": [asdict(r) for r in rows],
+        "results": [asdict(r) for r in table],
         "elapsed_seconds": round(time.time() - t0, 1),
         "quick": quick,
         "seed": seed,
+        "rows": list(rows),
         "sizes": asdict(sizes),
         "dataset": {
             "kind": "synthetic",
@@ -545,6 +554,7 @@ def run_demo(
             "mask": MASK,
             "maskagain_objective": MASKAGAIN_OBJECTIVE,
             "hint_objective": HINT_OBJECTIVE,
+            "mvd_objective": {**MVD_OBJECTIVE, "mvd": MVD},
         },
         "teacher": {"source": teacher_src, "card": _card_summary(card)},
         "probes": probes,
@@ -557,6 +567,44 @@ def run_demo(
     print(demo_report.table(summary), flush=True)
     print(f"wrote {out / 'summary.json'}, {out / 'report.md'} and figures in {out}", flush=True)
     return summary
+
+
+def result_rows(
+    card: dict,
+    sizes: DemoSizes,
+    rows: tuple[str, ...],
+    runs: dict[str, dict],
+    probes: dict[str, dict],
+    finetunes: dict[str, dict],
+) -> list[_Row]:
+    """The table: the teacher (clips, single-frame clips), the random-init reference, then the
+    student ``rows``, each with its pre-training cost (epochs, wall seconds), probe and
+    fine-tune top-1 with standard errors."""
+    teacher_epochs = int(card.get("epochs") or 0)
+    teacher_seconds = float(card.get("wall_seconds") or 0.0)
+    student = f"student {STUDENT['embed_dim']}x{STUDENT['depth']}"
+    table = [
+        _Row("teacher vit_micro 128x4", "VideoMAE (shipped)", teacher_epochs, teacher_seconds),
+        _Row("teacher, single-frame clips", "VideoMAE (shipped)", teacher_epochs, teacher_seconds),
+        _Row("random init vit_micro 128x4", "none (probe reference)", 0, 0.0),
+    ]
+    for name in rows:
+        epochs = sizes.pretrain_epochs if name in runs else 0
+        seconds = runs[name]["wall_s"] if name in runs else 0.0
+        table.append(_Row(student, STUDENT_ROWS[name][0], epochs, seconds))
+    keys = ["teacher", "teacher_single_frame", "random_init", *rows]
+    for row, key in zip(table, keys):
+        row.run = key
+        row.probe_top1 = probes[key]["val_top1"]
+        row.probe_se = probes[key]["val_se"]
+        if key in finetunes:
+            test = finetunes[key].get("test", {})
+            row.finetune_top1 = round(float(test["top1"]), 2) if "top1" in test else None
+            n = int(test.get("num_videos", 0))
+            if row.finetune_top1 is not None:
+                row.finetune_se = round(standard_error(row.finetune_top1, n), 2)
+            row.finetune_seconds = finetunes[key].get("wall_s")
+    return table
 
 
 def _read_card(weights: Path) -> dict:
@@ -578,14 +626,17 @@ def _card_summary(card: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ over seeds
-def seed_settings(quick: bool, seed: int, teacher: Path) -> dict:
-    """What a seed's finished ``summary.json`` must match to be reused: sizes, seed and teacher
-    (its path and training steps; not the whole card, whose wall time a resumed
+def seed_settings(
+    quick: bool, seed: int, teacher: Path, rows: list[str] | tuple[str, ...] | None = None
+) -> dict:
+    """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows and
+    teacher (its path and training steps; not the whole card, whose wall time a resumed
     ``--retrain-teacher`` rewrites)."""
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     return {
         "quick": quick,
         "seed": seed,
+        "rows": list(select_rows(rows)),
         "sizes": asdict(sizes),
         "teacher": str(teacher),
         "teacher_steps": _read_card(teacher).get("steps"),
@@ -598,6 +649,7 @@ def _settings_of(summary: dict) -> dict:
     return {
         "quick": summary.get("quick"),
         "seed": summary.get("seed"),
+        "rows": summary.get("rows"),
         "sizes": summary.get("sizes"),
         "teacher": teacher.get("source"),
         "teacher_steps": (teacher.get("card") or {}).get("steps"),
@@ -627,6 +679,7 @@ def run_seeds(
     quick: bool = False,
     teacher: str | Path | None = None,
     retrain: bool = False,
+    rows: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """The demo once per seed into ``out/seed<N>/``, then ``seeds.json``, ``seeds.md`` and
     ``seeds.png`` (per-seed top-1 of every row, mean, min, max; MaskAgain minus Hint per seed).
@@ -651,7 +704,8 @@ def run_seeds(
     reused: list[int] = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
-        done = reusable_summary(seed_dir / "summary.json", seed_settings(quick, seed, teacher))
+        settings = seed_settings(quick, seed, teacher, rows)
+        done = reusable_summary(seed_dir / "summary.json", settings)
         if done is not None:
             log.info("seed %d: reusing %s (same settings; delete it to recompute)",
                      seed, seed_dir / "summary.json")  # fmt: skip
@@ -659,7 +713,7 @@ def run_seeds(
             reused.append(seed)
             continue
         log.info("seed %d: running the demo into %s", seed, seed_dir)
-        summaries[seed] = run_demo(seed_dir, quick=quick, teacher=teacher, seed=seed)
+        summaries[seed] = run_demo(seed_dir, quick=quick, teacher=teacher, seed=seed, rows=rows)
     result = demo_report.seeds_summary(summaries)
     result.update(
         runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},

@@ -8,16 +8,23 @@ from pathlib import Path
 
 import numpy as np
 
-CURVES = {  # run directory (under the demo's --out) -> label
+# run directory (under the demo's --out) -> label; runs a demo did not do are left out
+PRETRAIN_CURVES = {
     "maskagain": "MaskAgain distillation (student)",
     "videomae": "VideoMAE (student)",
     "hint": "Hint distillation (student)",
+    "mvd": "MVD distillation (student)",
+}
+FINETUNE_CURVES = {
     "finetune/teacher": "fine-tune: teacher",
     "finetune/maskagain": "fine-tune: MaskAgain student",
     "finetune/videomae": "fine-tune: VideoMAE student",
     "finetune/hint": "fine-tune: Hint student",
+    "finetune/mvd": "fine-tune: MVD student",
     "finetune/scratch": "fine-tune: scratch student",
 }
+# the student rows MaskAgain is compared with in the report
+COMPARED = ("videomae", "hint", "mvd", "scratch")
 COLUMNS = (
     "model",
     "objective",
@@ -44,11 +51,16 @@ def read_log(path: Path) -> list[dict]:
 
 
 def draw_curves(out: Path, path: Path) -> Path:
-    """Training loss against step for every objective (pre-training top, fine-tuning bottom)."""
+    """Training loss against step for every objective (one panel per pre-training; then the
+    fine-tunes, and the pre-training losses against wall time)."""
     plt = _plt()
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     axes = axes.flatten()
-    for ax, (run, label) in zip(axes[:3], list(CURVES.items())[:3]):
+    pretrain = [(r, label) for r, label in PRETRAIN_CURVES.items() if (out / r).is_dir()]
+    panels = [*axes[:3], axes[5]][: len(pretrain)]
+    for ax in [*axes[:3], axes[5]][len(pretrain) :]:
+        ax.axis("off")
+    for ax, (run, label) in zip(panels, pretrain):
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
         keys = (
             [k for k in records[0] if k not in ("time", "step", "epoch", "lr")] if records else []
@@ -66,7 +78,7 @@ def draw_curves(out: Path, path: Path) -> Path:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     ax = axes[3]
-    for run, label in list(CURVES.items())[3:]:
+    for run, label in FINETUNE_CURVES.items():
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
         if records:
             ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label[11:])
@@ -74,7 +86,7 @@ def draw_curves(out: Path, path: Path) -> Path:
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
     ax = axes[4]
-    for run, label in list(CURVES.items())[:3]:
+    for run, label in pretrain:
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
         if records:
             ax.plot([r["time"] - records[0]["time"] for r in records], [r["loss"] for r in records],
@@ -82,7 +94,6 @@ def draw_curves(out: Path, path: Path) -> Path:
     ax.set_title("pre-training loss against wall time", fontsize=9)
     ax.set_xlabel("seconds")
     ax.legend(fontsize=7)
-    axes[5].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -234,7 +245,7 @@ def write_report(out: Path, summary: dict) -> Path:
         )
     ma, others = (
         rows.get("maskagain"),
-        [rows[k] for k in ("videomae", "hint", "scratch") if k in rows],
+        [rows[k] for k in COMPARED if k in rows],
     )
     if ma is not None:
         for metric in ("probe_top1", "finetune_top1"):
