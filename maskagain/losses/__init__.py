@@ -17,7 +17,11 @@ __getattr__, __dir__ = lazy_exports(
     {
         "amd": ["AMDConfig", "AMDObjective", "asymmetric_masks"],
         "baselines": ["attention_transfer_loss"],
-        "block_outputs": ["EncoderOutputWithBlocks", "forward_features_with_blocks"],
+        "block_outputs": [
+            "EncoderOutputWithBlocks",
+            "EncoderQuery",
+            "forward_features_with_blocks",
+        ],
         "hidden": [
             "aggregate_full",
             "aggregate_global",
@@ -55,6 +59,7 @@ __all__ = [
     "AMDObjective",
     "BASELINES",
     "EncoderOutputWithBlocks",
+    "EncoderQuery",
     "PRESETS",
     "FrameGroups",
     "MVDConfig",
