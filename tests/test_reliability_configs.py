@@ -316,6 +316,7 @@ def test_empty_dataset_evaluate_and_probe(tmp_path, capsys, monkeypatch, case):
     recipe, key, overrides = EVAL_SOURCES[case]
     config = str(ROOT / f"configs/tiny/{recipe}.yaml")
     model = "checkpoint" if recipe == "evaluate" else "encoder"
+    (tmp_path / "model.safetensors").write_bytes(b"")  # exists (checked first), never loaded
     args = [f"{model}={tmp_path / 'model.safetensors'}", "data.kind=list"]
     args += [o.format(**files) for o in overrides]
     code = main([recipe, "--config", config, "--out", str(tmp_path / "r"), *args])
@@ -340,6 +341,7 @@ def test_empty_evaluate_list_from_the_console_script(tmp_path):
     import sys
 
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # exists: the checkpoint is checked first
     cmd = [
         sys.executable, "-m", "maskagain", "evaluate",
         "--config", str(ROOT / "configs/tiny/evaluate.yaml"), "--out", str(tmp_path / "r"),

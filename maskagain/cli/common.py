@@ -66,8 +66,8 @@ def add_config_arguments(
         "--overwrite",
         action="store_true",
         help="replace the run the directory holds (its files, checkpoints/ and tensorboard/; "
-        "other folders stay): it is deleted once the new run has started, and kept if the "
-        "command fails before; without this flag"
+        "other folders stay): it is deleted when the command ends, or put back if the command "
+        "fails before writing a checkpoint, a log line or a summary; without this flag"
         + (" or --resume" if resume else "")
         + " such a directory is refused",
     )

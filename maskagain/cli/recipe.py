@@ -3,9 +3,11 @@ overrides, ``--out``, ``--resume``, ``--overwrite``, ``--dry-run`` and the recip
 options.
 
 Each one loads and validates the whole config, picks the run directory (:func:`default_out_dir`
-when ``out_dir`` is set nowhere), checks the paths the config names and that the run directory
-holds no other run (unless ``--resume``/``--overwrite``), all before anything is written; then it
-runs the recipe and prints one JSON line of its summary (rank 0).
+when ``out_dir`` is set nowhere) and checks that it holds no other run (unless ``--resume`` or
+``--overwrite``), all before anything is written; then it runs the recipe, whose own checks
+(checkpoint paths, data) come before it writes into the run directory, or are undone by
+:class:`~maskagain.cli.common.RunGuard` when they fail after; and prints one JSON line of its
+summary (rank 0).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ EXAMPLES = {
     "evaluate": "batch_size=8",
     "probe": "probe.epochs=20",
 }
-# the config key naming the checkpoint each recipe reads (checked before anything is written)
+# the config key naming the checkpoint each recipe reads (``maskagain validate`` checks it)
 SOURCE_KEYS = {
     "distill": "teacher.source",
     "finetune": "init.source",
@@ -96,7 +98,6 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
     if args.dry_run:
         return print_config(cfg)
     resume = getattr(args, "resume", None)
-    check_sources(recipe.name, cfg, resume)
     replace = check_run_dir(cfg.out_dir, recipe.name, resume, args.overwrite)
     main_process = os.environ.get("RANK", "0") == "0"
     guard = RunGuard.enter(cfg.out_dir, replace) if main_process else None
@@ -165,24 +166,6 @@ def _run_dir_of(checkpoint: str) -> Path | None:
     else:
         folder = path.parent
     return folder if (folder / "config.yaml").is_file() else None
-
-
-def check_sources(recipe: str, cfg, resume: str | None) -> None:
-    """The checkpoint the config names and a ``--resume PATH`` must exist (a hub id is
-    fetched later): one-line :class:`CheckpointError` naming the key, with a did-you-mean."""
-    from maskagain.models.loading import locate_source
-
-    key = SOURCE_KEYS.get(recipe)
-    if key:
-        node = cfg
-        for part in key.split("."):
-            node = getattr(node, part)
-        if node:
-            locate_source(str(node), key)
-    if resume not in (None, "", "none", "auto"):
-        from maskagain.engine.run import resolve_resume
-
-        resolve_resume(resume, Path(cfg.out_dir))
 
 
 def check_run_dir(out_dir: str, recipe: str, resume: str | None, overwrite: bool) -> bool:
