@@ -58,7 +58,7 @@ def test_another_clip_is_one_warning_with_both_sizes(student, caplog):
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1
     assert "4 frames of 32 px" in lines[0] and "8 frames of 32 px" in lines[0]
-    assert "data.num_frames=model.num_frames=8" in lines[0]
+    assert "data.num_frames=8 model.num_frames=8" in lines[0]
 
 
 def test_cli_mismatch_is_one_line_without_traceback(student, tmp_path, capsys):

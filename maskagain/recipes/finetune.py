@@ -146,10 +146,10 @@ def resolve_init_architecture(cfg: FinetuneConfig) -> ModelConfig | None:
     if (ckpt.num_frames, ckpt.img_size) != (spec.num_frames, spec.img_size):
         log.warning(
             "fine-tuning on %d frames of %d px a checkpoint trained on %d frames of %d px "
-            "(positions recomputed); to keep its clip set data.num_frames=model.num_frames=%d "
-            "and data.input_size=model.img_size=%d",
+            "(positions recomputed); to keep its clip set data.num_frames=%d model.num_frames=%d "
+            "data.input_size=%d model.img_size=%d",
             spec.num_frames, spec.img_size, ckpt.num_frames, ckpt.img_size,
-            ckpt.num_frames, ckpt.img_size,
+            ckpt.num_frames, ckpt.num_frames, ckpt.img_size, ckpt.img_size,
         )  # fmt: skip
     spec.validate("model")
     return ckpt
