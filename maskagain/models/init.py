@@ -22,7 +22,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from maskagain.models.layers import Attention, trunc_normal_init
+from maskagain.models.layers import Attention, init_linear_and_norm, trunc_normal_init
 
 InitScheme = Literal["official", "trunc_normal"]
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
@@ -30,14 +30,8 @@ INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 def official_init(module: nn.Module) -> None:
     """Official VideoMAE pre-training init of one module (use with ``model.apply``)."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv3d):
+    init_linear_and_norm(module, nn.init.xavier_uniform_)
+    if isinstance(module, nn.Conv3d):
         module.reset_parameters()  # PyTorch's default: the official code leaves it there
 
 

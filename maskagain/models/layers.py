@@ -7,6 +7,7 @@ attention has q and v biases but no k bias, optional layer scale and drop path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -203,16 +204,24 @@ class Block(nn.Module):
         return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2), tap
 
 
-def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
-    """VideoMAE initialisation: truncated normal Linear weights, zero biases, unit LayerNorms."""
+def init_linear_and_norm(
+    module: nn.Module, linear_weight_init: Callable[[torch.Tensor], object]
+) -> None:
+    """Linear weights by ``linear_weight_init``, zero biases, unit LayerNorms (other modules are
+    left alone)."""
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        linear_weight_init(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv3d):
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """VideoMAE initialisation: truncated normal Linear weights, zero biases, unit LayerNorms."""
+    init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std))
+    if isinstance(module, nn.Conv3d):
         w = module.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         if module.bias is not None:
