@@ -18,7 +18,11 @@ mask -> ViT-S student on a 90% one inside it, projections and 2-block generators
 and last blocks, 4-block pixel decoder), and ``videomae_b_official``: VideoMAE
 ViT-B with attention computed as the official VideoMAE code does (the N x N softmax materialised
 and kept for backward) instead of fused SDPA, i.e. the VideoMAE step users run today. Same
-FLOPs as ``videomae_b``. ``--size tiny`` swaps in tiny models and clips for the test suite.
+FLOPs as ``videomae_b``. ``maskagain_g_b``: a teacher of VideoMAE V2 ViT-g/14's geometry (1408
+wide, 40 blocks, patch 14; random weights, bf16 under ``inference_mode`` as the recipe runs it,
+its clip resized to 196 px so its grid is the student's) into a ViT-B student; its FLOP parts
+give the teacher's share of the step. ``--size tiny`` swaps in tiny models and clips for the
+test suite.
 
 Memory, two measures per row: ``peak_memory_mb`` is the peak RSS of the row's process on CPU
 (it includes the ~0.5 GB torch runtime and what the allocator keeps after frees) or
@@ -72,6 +76,7 @@ ROW_NAMES = (
     "mvd_b_s",
     "amd_b_s",
     "videomae_b_official",
+    "maskagain_g_b",
 )
 ROW_FIELDS = (
     "name",
@@ -112,6 +117,11 @@ class Size:
     mask_ratio: float
     decoder: dict[str, tuple[int, int]]
     amd_teacher_ratio: float = 0.75  # AMD's teacher mask, below mask_ratio
+    # a giant-geometry teacher (VideoMAE V2 ViT-g/14 at full size): ModelConfig fields
+    giant: tuple[tuple[str, float], ...] = (
+        ("embed_dim", 1408), ("depth", 40), ("num_heads", 16), ("mlp_ratio", 48 / 11),
+        ("patch_size", 14),
+    )  # fmt: skip
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -149,7 +159,14 @@ SIZES = {
         0.75,
         {"vit_micro": (64, 2), "vit_nano": (32, 2)},
         amd_teacher_ratio=0.5,
-    ),
+        giant=(
+            ("embed_dim", 88),
+            ("depth", 2),
+            ("num_heads", 2),
+            ("mlp_ratio", 48 / 11),
+            ("patch_size", 4),
+        ),
+    ),  # fmt: skip
 }
 
 
@@ -164,8 +181,9 @@ class Workload:
 
 
 def _spec(model: nn.Module, clip: fl.ClipShape) -> fl.EncoderSpec:
+    """The FLOP count's view of ``model`` (its own patch: a giant teacher's may differ)."""
     c = model.cfg
-    return fl.EncoderSpec(c.embed_dim, c.depth, c.mlp_ratio, clip.patch_dim)
+    return fl.EncoderSpec(c.embed_dim, c.depth, c.mlp_ratio, 3 * c.tubelet_size * c.patch_size**2)
 
 
 def frozen_teacher(name: str, size: Size, device: torch.device) -> nn.Module:
@@ -175,8 +193,25 @@ def frozen_teacher(name: str, size: Size, device: torch.device) -> nn.Module:
     return teacher
 
 
+def giant_teacher(size: Size, device: torch.device) -> nn.Module:
+    """A frozen teacher of the size's giant geometry (random weights), published at the
+    student's clip, put on the student's token grid as the recipe does (another patch: the clip
+    it sees is resized, e.g. 224 -> 196 px for patch 14 under patch 16)."""
+    from maskagain.models.teacher import align_teacher
+    from maskagain.models.vit import ModelConfig, VideoViT
+
+    cfg = ModelConfig(**{**size.model_kwargs(), **dict(size.giant)})
+    teacher = VideoViT(cfg).eval().requires_grad_(False)
+    return align_teacher(teacher, model_config(size.base, **size.model_kwargs())).to(device)
+
+
 def distill_workload(
-    student_name: str, size: Size, device, kind: str, preset: str | None = None
+    student_name: str,
+    size: Size,
+    device,
+    kind: str,
+    preset: str | None = None,
+    giant: bool = False,
 ) -> Workload:
     """The shipped distillation step (``maskagain.recipes.distill``) of ``objective.kind``
     ``kind``: the recipe's trained module (student, objective, pixel head where the method has
@@ -186,7 +221,7 @@ def distill_workload(
     from maskagain.recipes.distill import FrozenTeacher, build_distill_module, make_distill_step
 
     cfg = bench_distill_config(student_name, size, kind, preset)
-    teacher = frozen_teacher(size.base, size, device)
+    teacher = giant_teacher(size, device) if giant else frozen_teacher(size.base, size, device)
     trained = build_distill_module(cfg, teacher).to(device)
     query = trained.objective.teacher_query
     step = make_distill_step(FrozenTeacher(teacher, query, "bf16"))
@@ -292,6 +327,8 @@ def build_workload(name: str, size: Size, device: torch.device) -> Workload:
         return distill_workload(size.small, size, device, "amd")
     if name == "videomae_b_official":
         return videomae_workload(size.base, size, device, official=True)
+    if name == "maskagain_g_b":
+        return distill_workload(size.base, size, device, "maskagain", "maskagain_b", giant=True)
     raise ValueError(f"unknown row {name!r}; choose from {ROW_NAMES}")
 
 
