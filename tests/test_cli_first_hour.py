@@ -93,10 +93,8 @@ def test_version_comes_from_package_metadata(capsys):
 
 
 def test_recipe_help_shows_an_override_that_exists(capsys):
-    from maskagain.cli.recipe import EXAMPLES
-
     for name, recipe in RECIPES.items():
-        example = EXAMPLES[name]
+        example = recipe.example
         from_dict(recipe.config, apply_overrides({}, [example]))  # a key of this recipe
         with pytest.raises(SystemExit):
             main([name, "--help"])

@@ -31,39 +31,6 @@ from maskagain.recipes import Recipe
 
 log = logging.getLogger(__name__)
 
-# option -> (config key it sets, help), per recipe
-SHORTCUTS: dict[str, dict[str, tuple[str, str]]] = {
-    "evaluate": {
-        "--checkpoint": (
-            "checkpoint",
-            "a finetune run directory (its data config is used unless --config is given), an "
-            "exported weights file or a training checkpoint (sets 'checkpoint')",
-        ),
-    },
-    "probe": {
-        "--encoder": (
-            "encoder",
-            "encoder to probe: a distill/pretrain run directory or weights file (sets 'encoder')",
-        ),
-    },
-}
-# recipes that train (and so can resume)
-RESUMABLE = ("pretrain", "distill", "finetune")
-# an override each recipe's config has, shown in its help
-EXAMPLES = {
-    "pretrain": "optim.base_lr=3e-4",
-    "distill": "engine.batch_size=32",
-    "finetune": "optim.base_lr=5e-4",
-    "evaluate": "batch_size=8",
-    "probe": "probe.epochs=20",
-}
-# the config key naming the checkpoint each recipe reads (``maskagain validate`` checks it)
-SOURCE_KEYS = {
-    "distill": "teacher.source",
-    "finetune": "init.source",
-    "evaluate": "checkpoint",
-    "probe": "encoder",
-}
 # where a run goes when out_dir is set nowhere (see default_out_dir)
 OUT_RULES = {
     "evaluate": "<checkpoint's run dir>/evaluate (-ema, -val for use_ema, split=val), or "
@@ -85,12 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     add_config_arguments(
         parser,
         recipe.config,
-        resume=recipe.name in RESUMABLE,
-        example=EXAMPLES.get(recipe.name, ""),
+        resume=recipe.trains,
+        example=recipe.example,
         out_rule=OUT_RULES.get(recipe.name, TRAINING_OUT_RULE.format(name=recipe.name)),
     )
-    for option, (key, text) in SHORTCUTS.get(recipe.name, {}).items():
-        parser.add_argument(option, metavar="PATH", dest=f"set_{key}", help=text)
+    if recipe.shortcut is not None:
+        option, text = recipe.shortcut
+        parser.add_argument(option, metavar="PATH", dest="set_source", help=text)
 
 
 def run(args: argparse.Namespace, recipe: Recipe) -> int:
@@ -98,7 +66,7 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
     if args.dry_run:
         return print_config(cfg)
     resume = getattr(args, "resume", None)
-    replace = check_run_dir(cfg.out_dir, recipe.name, resume, args.overwrite)
+    replace = check_run_dir(cfg.out_dir, recipe, resume, args.overwrite)
     main_process = os.environ.get("RANK", "0") == "0"
     guard = RunGuard.enter(cfg.out_dir, replace) if main_process else None
     try:
@@ -116,10 +84,9 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
 
 def load(args: argparse.Namespace, recipe: Recipe):
     """The validated config of the command line, with its run directory decided."""
-    for _, (key, _) in SHORTCUTS.get(recipe.name, {}).items():
-        value = getattr(args, f"set_{key}", None)
-        if value:
-            args.overrides = [*(args.overrides or []), f"{key}={value}"]
+    value = getattr(args, "set_source", None)
+    if value:
+        args.overrides = [*(args.overrides or []), f"{recipe.source}={value}"]
     base = _base_tree(recipe, args)
     cfg = config_from_args(args, recipe.config, base)
     if not sets_out_dir(args, base):
@@ -168,17 +135,17 @@ def _run_dir_of(checkpoint: str) -> Path | None:
     return folder if (folder / "config.yaml").is_file() else None
 
 
-def check_run_dir(out_dir: str, recipe: str, resume: str | None, overwrite: bool) -> bool:
+def check_run_dir(out_dir: str, recipe: Recipe, resume: str | None, overwrite: bool) -> bool:
     """Whether the run in ``out_dir`` is to be replaced (``overwrite`` and there is one).
     A directory holding a run is refused (:class:`ConfigError`, before anything is written)
     unless the command resumes it or ``overwrite`` is given."""
     found = run_contents(out_dir)
-    if not found or (resume not in (None, "", "none") and recipe in RESUMABLE):
+    if not found or (resume not in (None, "", "none") and recipe.trains):
         return False
     if overwrite:
         log.info("--overwrite: replacing the run in %s (%s)", out_dir, ", ".join(found))
         return True
-    fix = "--resume auto to continue it, " if recipe in RESUMABLE else ""
+    fix = "--resume auto to continue it, " if recipe.trains else ""
     raise ConfigError(
         f"{out_dir} already holds a run ({', '.join(found)}); add {fix}--overwrite to replace "
         "it, or --out DIR for a new one"

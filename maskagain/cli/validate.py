@@ -103,9 +103,9 @@ def _drop(tree: dict, parts: list[str]) -> bool:
 def source_warnings(recipe: str, cfg) -> list[str]:
     """The checkpoint the config names, when it is not there (yet): a warning, since an earlier
     step may still write it."""
-    from maskagain.cli.recipe import SOURCE_KEYS
+    from maskagain.recipes import RECIPES
 
-    key = SOURCE_KEYS.get(recipe)
+    key = RECIPES[recipe].source
     if cfg is None or key is None:
         return []
     node = cfg

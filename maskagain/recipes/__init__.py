@@ -22,14 +22,23 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Recipe:
-    """A command backed by a config: its module, one-line help and the summary keys it prints
-    (``a.b`` is printed as ``a_b``, when present)."""
+    """A command backed by a config, and what the CLI needs to know about it.
+
+    ``prints``: the summary keys printed when it ends (``a.b`` as ``a_b``, when present).
+    ``trains``: it trains, so it checkpoints and can ``--resume``. ``source``: the config key
+    naming the checkpoint it reads, if any, and ``shortcut`` the option that sets that key.
+    ``example``: an override its config takes, shown in ``--help``.
+    """
 
     name: str
     module: str
     config_name: str
     help: str
     prints: tuple[str, ...]
+    trains: bool
+    example: str
+    source: str | None = None
+    shortcut: tuple[str, str] | None = None  # (option, help)
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -44,6 +53,7 @@ class Recipe:
         return self.load().run(cfg, resume)
 
 
+_TRAINED = ("completed", "step", "epoch")
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -53,14 +63,19 @@ RECIPES: dict[str, Recipe] = {
             "PretrainConfig",
             "VideoMAE pre-training of a teacher (encoder on visible tokens, pixel-regression "
             "decoder)",
-            ("completed", "step", "epoch"),
+            _TRAINED,
+            trains=True,
+            example="optim.base_lr=3e-4",
         ),
         Recipe(
             "distill",
             "maskagain.recipes.distill",
             "DistillConfig",
             "MaskAgain: distil a frozen VideoMAE teacher into a student trained on visible tokens",
-            ("completed", "step", "epoch"),
+            _TRAINED,
+            trains=True,
+            example="engine.batch_size=32",
+            source="teacher.source",
         ),
         Recipe(
             "finetune",
@@ -68,7 +83,10 @@ RECIPES: dict[str, Recipe] = {
             "FinetuneConfig",
             "fine-tune a video ViT classifier (from a distilled student, a VideoMAE checkpoint "
             "or scratch)",
-            ("completed", "step", "epoch", "test.top1"),
+            (*_TRAINED, "test.top1"),
+            trains=True,
+            example="optim.base_lr=5e-4",
+            source="init.source",
         ),
         Recipe(
             "evaluate",
@@ -77,6 +95,14 @@ RECIPES: dict[str, Recipe] = {
             "multi-view test of a fine-tuned classifier: top-1/top-5, per-class accuracy, "
             "confusion matrix",
             ("top1", "top5", "mean_class_acc", "num_videos", "views"),
+            trains=False,
+            example="batch_size=8",
+            source="checkpoint",
+            shortcut=(
+                "--checkpoint",
+                "a finetune run directory (its data config is used unless --config is given), "
+                "an exported weights file or a training checkpoint (sets 'checkpoint')",
+            ),
         ),
         Recipe(
             "probe",
@@ -84,6 +110,14 @@ RECIPES: dict[str, Recipe] = {
             "ProbeConfig",
             "linear probe on frozen mean-pooled features of an encoder (train/val top-1)",
             ("train_top1", "val_top1", "num_train", "num_val"),
+            trains=False,
+            example="probe.epochs=20",
+            source="encoder",
+            shortcut=(
+                "--encoder",
+                "encoder to probe: a distill/pretrain run directory or weights file "
+                "(sets 'encoder')",
+            ),
         ),
     )
 }
