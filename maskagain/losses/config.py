@@ -136,6 +136,12 @@ def _check_weight(key: str, value: object) -> None:
         )
 
 
+def _check_positive(key: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"config key '{key}' must be a finite number > 0, got {value!r}")
+
+
 def _check_int(key: str, value: object, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
@@ -211,6 +217,7 @@ class MVDConfig:
     def validate(self, path: str = "mvd") -> None:
         _check_choice(f"{path}.loss", self.loss, FeatureLoss)
         _check_int(f"{path}.decoder_depth", self.decoder_depth, minimum=1)
+        _check_positive(f"{path}.mlp_ratio", self.mlp_ratio)
         for name in ("decoder_dim", "decoder_heads"):
             if getattr(self, name) is not None:
                 _check_int(f"{path}.{name}", getattr(self, name), minimum=1)
@@ -265,6 +272,12 @@ class AMDConfig:
         _check_choice(f"{path}.loss", self.loss, FeatureLoss)
         _check_int(f"{path}.generator_depth", self.generator_depth, minimum=1)
         _check_int(f"{path}.generator_head_dim", self.generator_head_dim, minimum=1)
+        _check_positive(f"{path}.mlp_ratio", self.mlp_ratio)
+        if not 0.0 <= self.generator_drop_path < 1.0:
+            raise ConfigError(
+                f"config key '{path}.generator_drop_path' must be in [0, 1), got "
+                f"{self.generator_drop_path}"
+            )
         for name in ("direct_weight", "generation_weight"):
             _check_weight(f"{path}.{name}", getattr(self, name))
         if not self.weights():

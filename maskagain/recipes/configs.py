@@ -276,20 +276,20 @@ class DistillConfig:
         self.teacher.validate()
         self.mask.validate()
         self.objective.validate()
+        # every section is checked, also those the chosen objective does not read
+        self.mvd.validate()
+        self.amd.validate()
+        self.pixel_decoder.validate(scfg.embed_dim, "pixel_decoder")
         kind = self.objective.kind
         if kind == "maskagain":
             check_objective_k(self.objective, self.mask, scfg.grid)
         elif kind == "mvd":
-            self.mvd.validate()
             check(
                 self.mvd.image_weight == 0,
                 "config key 'mvd.image_weight' must be 0: distillation runs one (video) teacher",
             )
         elif kind == "amd":
-            self.amd.validate()
             check_amd_masks(self.amd, self.mask)
-        if self.objective.pixel_weight > 0:
-            self.pixel_decoder.validate(scfg.embed_dim, "pixel_decoder")
         self.optim.validate()
         self.schedule.validate()
         self.engine.validate()
