@@ -277,3 +277,12 @@ def test_resume_with_workers_and_random_augmentation(tmp_path):
     assert torch.equal(torch.get_rng_state(), state) and torch.equal(items[3]["x"], x0)
     items.set_epoch(1)
     assert not torch.equal(items[3]["x"], x0)
+
+
+def test_read_log_skips_a_torn_last_line(tmp_path):
+    from maskagain.engine.metrics import read_log
+
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert read_log(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert read_log(tmp_path / "missing.jsonl") == []

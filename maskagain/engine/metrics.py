@@ -83,6 +83,16 @@ class MetricWriter:
             self._tb = None
 
 
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a ``log.jsonl`` (none when it does not exist); blank, torn (a writer that
+    died mid-line) and foreign lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = (_record(line) for line in path.read_text().splitlines())
+    return [r for r in records if r is not None]
+
+
 def _record(line: str) -> dict | None:
     """The JSON object on a log line; None for a blank, torn or foreign line."""
     try:

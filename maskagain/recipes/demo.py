@@ -35,6 +35,7 @@ import torch
 
 from maskagain.config import load_config, load_yaml, to_dict
 from maskagain.data import DataConfig, SyntheticSpec, build_dataset, make_clip
+from maskagain.engine.metrics import read_log
 from maskagain.engine.probe import extract_features, train_linear_probe
 from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.vit import VideoViT
@@ -272,9 +273,7 @@ def run_facts(run_dir: Path, step: int, batch: int) -> dict:
     """Epoch, wall time and loss of a (possibly unfinished) pre-training run at ``step``, from
     its ``log.jsonl`` (wall time: first to last logged line up to ``step``, plus one logging
     interval for the steps before the first line)."""
-    records = [
-        r for r in demo_report.read_log(Path(run_dir) / "log.jsonl") if r.get("step", 0) <= step
-    ]
+    records = [r for r in read_log(Path(run_dir) / "log.jsonl") if r.get("step", 0) <= step]
     if not records:
         return {"steps": step}
     first, last = records[0], records[-1]

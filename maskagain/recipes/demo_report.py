@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from maskagain.engine.metrics import read_log
 
 # run directory (under the demo's --out) -> label; runs a demo did not do are left out
 PRETRAIN_CURVES = {
@@ -42,12 +43,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def draw_curves(out: Path, path: Path) -> Path:

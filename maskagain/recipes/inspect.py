@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from maskagain.engine.metrics import read_log
 from maskagain.models.export import hf_layout, load_checked, official_pooling_matches
 from maskagain.models.families import (
     LAYOUT_VIDEOMAE,
@@ -179,15 +180,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _last_logged(path: Path) -> dict | None:
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            return {"last_logged": record}
-    return None
+    records = read_log(path)
+    return {"last_logged": records[-1]} if records else None
 
 
 def _weights_file(source) -> Path:
