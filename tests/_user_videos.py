@@ -9,16 +9,19 @@ import av
 import numpy as np
 
 SIZES = ((1280, 720), (640, 272), (176, 144))  # (width, height)
-CLASSES = ("left", "right", "still")  # what the bright square does
+CLASSES = ("across", "still", "updown")  # how the bright square moves; sorted, as the labels
 
 
-def write_clip(path: Path, size: tuple[int, int], motion: int, frames: int, seed: int) -> Path:
-    """An H.264 clip of ``frames`` frames: a bright square moving by ``motion`` (-1, 1, 0) over
-    a noisy background; the square's speed scales with the frame width."""
+def write_clip(path: Path, size: tuple[int, int], motion: str, frames: int, seed: int) -> Path:
+    """An H.264 clip of ``frames`` frames: a bright square over a blocky noise background,
+    moving ``"across"`` (left or right), ``"updown"`` or ``"still"``, at a speed that scales
+    with the frame size."""
     w, h = size
     rng = np.random.default_rng(seed)
     side = max(8, h // 4)
-    step = motion * max(1, w // 24)
+    sign = 1 if rng.random() < 0.5 else -1
+    dx = sign * max(1, w // 24) if motion == "across" else 0
+    dy = sign * max(1, h // 16) if motion == "updown" else 0
     x0 = int(rng.integers(0, w - side))
     y0 = int(rng.integers(0, h - side))
     base = rng.integers(30, 90, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
@@ -29,8 +32,8 @@ def write_clip(path: Path, size: tuple[int, int], motion: int, frames: int, seed
         s.options = {"preset": "ultrafast", "crf": "28"}
         for t in range(frames):
             img = base.copy()
-            x = (x0 + step * t) % (w - side)
-            img[y0 : y0 + side, x : x + side] = 230
+            x, y = (x0 + dx * t) % (w - side), (y0 + dy * t) % (h - side)
+            img[y : y + side, x : x + side] = 230
             c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         c.mux(s.encode(None))
     return path
@@ -39,9 +42,9 @@ def write_clip(path: Path, size: tuple[int, int], motion: int, frames: int, seed
 def write_class_folders(root: Path, per_class: int = 4, frames: int = 24) -> Path:
     """``root/<class>/v<j>.mp4`` for :data:`CLASSES`, sizes cycling over :data:`SIZES` so the
     frame size says nothing about the class."""
-    for c, (name, motion) in enumerate(zip(CLASSES, (-1, 1, 0))):
+    for c, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True, exist_ok=True)
         for j in range(per_class):
             size = SIZES[(c + j) % len(SIZES)]
-            write_clip(root / name / f"v{j}.mp4", size, motion, frames, seed=100 * c + j)
+            write_clip(root / name / f"v{j}.mp4", size, name, frames, seed=1000 * c + j)
     return root

@@ -33,10 +33,9 @@ from maskagain.data.config import DataConfig
 from maskagain.data.decode import VideoDecodeError, VideoFile, short_side_size
 from maskagain.data.lists import (
     VideoRecord,
+    folder_split_records,
     read_class_index,
     read_list,
-    save_class_index,
-    scan_class_folders,
 )
 from maskagain.data.sampling import sample_indices
 from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
@@ -325,21 +324,10 @@ def _list_file(cfg: DataConfig, split: str) -> str:
     return path
 
 
-def _folder_split(cfg: DataConfig, split: str) -> str:
-    """``root/<split>`` when it exists (``test`` falls back to ``val``), else ``root``."""
-    for name in (split, "val") if split == "test" else (split,):
-        candidate = os.path.join(cfg.root, name)
-        if os.path.isdir(candidate):
-            return candidate
-    log.warning(
-        "%s has no %r folder; using every video under it for the %s split", cfg.root, split, split
-    )
-    return cfg.root
-
-
 def folder_class_index(cfg: DataConfig) -> list[str]:
-    """Class names of a folder dataset: read from ``class_index`` (default ``root/classes.txt``)
-    or generated from the class folders of all splits under ``root`` (sorted) and saved there."""
+    """Class names of a folder dataset: read from ``class_index`` (default ``root/classes.txt``
+    when one is there) or the class folders of all splits under ``root``, sorted. Nothing is
+    written into the data (a run keeps its class names in its own directory)."""
     path = cfg.class_index or os.path.join(cfg.root, "classes.txt")
     if os.path.isfile(path):
         return read_class_index(path)
@@ -349,7 +337,6 @@ def folder_class_index(cfg: DataConfig) -> list[str]:
         names.update(e.name for e in os.scandir(d) if e.is_dir())
     if not names:
         raise ValueError(f"{cfg.root}: no class folders")
-    save_class_index(sorted(names), path)
     return sorted(names)
 
 
@@ -381,8 +368,9 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
     if cfg.kind == "folder":
         if not cfg.root:
             raise ValueError("DataConfig.root must be set for kind='folder'")
-        records, names = scan_class_folders(
-            _folder_split(cfg, split), names=folder_class_index(cfg)
+        names = folder_class_index(cfg)
+        records = folder_split_records(
+            cfg.root, split, names, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
         )
     else:
         records = read_list(
