@@ -153,3 +153,11 @@ def test_run_directory_summary_gives_metrics(classifier, tmp_path):
     assert report["metrics"] == {"val_top1": 0.5} and report["summary"] == summary
     assert report["train_config"] == {"optim": {"lr": 0.01}}
     assert report["metadata"] == {"recipe": "finetune"}
+
+
+def test_shipped_teacher_reports_the_config_in_its_card():
+    from maskagain.recipes.demo import TEACHER_WEIGHTS
+
+    report = inspect_checkpoint(TEACHER_WEIGHTS)
+    assert report["train_config"]["data"]["kind"] == "synthetic"
+    assert "custom (VideoMAE layout) (custom)" not in format_report(report)

@@ -123,10 +123,12 @@ def weights_dir(source: str | Path) -> Path:
 
 
 def training_config(run_dir: Path, info: dict) -> dict:
-    """The training config stored in the file's metadata, else the run's ``config.yaml``."""
-    cfg = info.get("train_config")
-    if isinstance(cfg, dict):
-        return cfg
+    """The training config stored in the file's metadata (``train_config``, or the ``config`` of
+    a model card such as the shipped teacher's), else the run's ``config.yaml``."""
+    card = info.get("card") if isinstance(info.get("card"), dict) else {}
+    for cfg in (info.get("train_config"), card.get("config")):
+        if isinstance(cfg, dict):
+            return cfg
     path = run_dir / RUN_CONFIG
     if path.is_file():
         try:

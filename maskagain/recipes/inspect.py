@@ -205,7 +205,8 @@ def format_report(report: dict) -> str:
         f"source:        {report['source']}",
         f"weights:       {report['weights']}",
         f"format:        {report['format']}",
-        f"family:        {fam['family']} ({fam['name']})",
+        f"family:        {fam['family']}"
+        + (f" ({fam['name']})" if fam["name"] != "custom" else ""),
         f"architecture:  {a['name']}: width {a['embed_dim']}, {a['depth']} blocks, "
         f"{a['num_heads']} heads{heads}, mlp ratio {a['mlp_ratio']:g}",
         f"               patch {a['patch_size']}, tubelet {a['tubelet_size']}, "
