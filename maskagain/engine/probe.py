@@ -97,15 +97,16 @@ class LinearProbe(nn.Module):
 
 @dataclass
 class ProbeResult:
-    """The trained probe, its accuracies (percent) and the mean training loss of every epoch."""
+    """The trained probe, its accuracies (percent) and the mean training loss of every epoch;
+    ``val_top5`` is None for 5 classes or fewer, where it would always be 100."""
 
     probe: LinearProbe
     train_top1: float
     val_top1: float
-    val_top5: float
+    val_top5: float | None
     losses: list[float] = field(default_factory=list)
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float | None]:
         return {
             "train_top1": self.train_top1,
             "val_top1": self.val_top1,
@@ -177,6 +178,6 @@ def train_linear_probe(
         probe=probe,
         train_top1=topk_accuracy(train_logits, train.labels),
         val_top1=topk_accuracy(val_logits, val.labels),
-        val_top5=topk_accuracy(val_logits, val.labels, 5),
+        val_top5=topk_accuracy(val_logits, val.labels, 5) if num_classes > 5 else None,
         losses=losses,
     )
