@@ -221,16 +221,20 @@ def build_masked_trainer(
     dataset: Dataset,
     grid: tuple[int, int, int],
     name: str,
+    teacher_mask_ratio: float | None = None,
 ) -> tuple[Trainer, BadFileTracker]:
     """What masked pre-training and distillation share: items and per-clip masks seeded from
     ``(seed, epoch, index)``, the loader, AdamW with its schedule, bad-file accounting and the
     :class:`Trainer`. ``cfg`` has ``seed``, ``data``, ``mask``, ``optim``, ``schedule`` and
-    ``engine`` sections; returns the trainer and the :class:`~maskagain.data.BadFileTracker`
+    ``engine`` sections; ``teacher_mask_ratio`` adds a ``teacher_mask`` per clip (AMD: the
+    teacher's lighter mask, its visible tokens a superset of the student's); returns the trainer and the :class:`~maskagain.data.BadFileTracker`
     whose ``summary`` goes into ``summary.json``."""
     if normalize_on_device(cfg.data.normalize, dist.device):
         mean, std = dataset.defer_normalize()
         step_fn = NormalizeOnDevice(step_fn, mean, std)
-    collate = MaskCollator(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed)
+    collate = MaskCollator(
+        cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed, teacher_ratio=teacher_mask_ratio
+    )
     loader, sampler = build_train_loader(
         SeededItems(dataset, cfg.seed), collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed
     )

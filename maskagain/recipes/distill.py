@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from maskagain.config import ConfigError
-from maskagain.data.collate import MaskCollator
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
 from maskagain.losses.amd import AMDObjective
@@ -199,13 +198,6 @@ def make_distill_step(teacher: FrozenTeacher):
     return distill_step
 
 
-def teacher_mask_collate(cfg: DistillConfig, grid: tuple[int, int, int], ratio: float):
-    """The collate of an objective whose teacher runs on a mask of its own: the student's
-    ``mask`` and a ``teacher_mask`` at ``ratio`` per clip, both from the clip's seeded
-    generator (exact on resume and under DDP, like every mask)."""
-    return MaskCollator(cfg.mask.kind, cfg.mask.ratio, grid, cfg.seed, teacher_ratio=ratio)
-
-
 def run(cfg: DistillConfig, resume: str | None = None) -> dict:
     """Distil, checkpoint and export; returns the summary written to ``summary.json``."""
     t0 = time.time()
@@ -219,11 +211,11 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
             teacher_model, query, cfg.teacher.precision, compile=cfg.engine.compile
         )
         grid = module.student.cfg.grid
+        # an objective whose teacher has a mask of its own (AMD) gets it drawn with the student's
         trainer, bad_files = build_masked_trainer(
-            cfg, dist, run_dir, module, make_distill_step(teacher), dataset, grid, "distill"
-        )
-        if query.mask_ratio is not None:  # the teacher's own mask comes with the student's
-            trainer.loader.collate_fn = teacher_mask_collate(cfg, grid, query.mask_ratio)
+            cfg, dist, run_dir, module, make_distill_step(teacher), dataset, grid, "distill",
+            teacher_mask_ratio=query.mask_ratio,
+        )  # fmt: skip
         ckpt = resolve_resume(resume, run_dir)
         if ckpt is not None:
             trainer.resume(ckpt)
