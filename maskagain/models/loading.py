@@ -53,7 +53,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from maskagain.models import vjepa2
 from maskagain.models.families import (
     LAYOUT_VIDEOMAE,
     LAYOUT_VJEPA2,
@@ -63,7 +62,14 @@ from maskagain.models.families import (
     recorded_args,
 )
 from maskagain.models.vit import ModelConfig, VideoViT
-from maskagain.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
+from maskagain.models.vjepa2 import (
+    VJEPA2Config,
+    VJEPA2Encoder,
+    config_from_hf,
+    hf_to_vjepa2,
+    is_original_checkpoint,
+    is_vjepa2_hf_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +367,7 @@ def read_checkpoint(
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish")
     obj = _torch_load(path)
-    if vjepa2.is_original_checkpoint(obj):
+    if is_original_checkpoint(obj):
         return _vjepa2_original(obj["encoder"], path), None, "vjepa2-official", {}
     args = recorded_args(obj.get("args"))
     return _classify(_unwrap(obj, path), path, {"args": args} if args else {})
@@ -383,7 +389,7 @@ def _vjepa2_original(encoder: dict, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _classify(sd: dict[str, torch.Tensor], path: Path, info: dict):
-    if vjepa2.is_vjepa2_hf_state(sd):
+    if is_vjepa2_hf_state(sd):
         return _vjepa2_weights(sd, path), None, "vjepa2-weights", info
     if any(k.startswith(("videomae.", "embeddings.", "encoder.layer.")) for k in sd):
         return _hf_to_official(sd), None, "hf-weights", info
@@ -411,7 +417,7 @@ def _is_videomae_v2(sd: dict[str, torch.Tensor], args: dict) -> bool:
 
 def _vjepa2_weights(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     try:
-        return vjepa2.hf_to_vjepa2(sd)
+        return hf_to_vjepa2(sd)
     except KeyError as e:
         raise CheckpointError(f"{path}: V-JEPA 2 weights lack {e.args[0]}") from None
 
@@ -427,7 +433,7 @@ def _read_dir(path: Path):
             sd = _vjepa2_weights(weights, path)
             return (
                 sd,
-                _vjepa2_config(vjepa2.config_from_hf(config)),
+                _vjepa2_config(config_from_hf(config)),
                 "vjepa2-hf",
                 {"hf_config": config},
             )
