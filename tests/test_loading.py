@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 import torch
+from _weights import randomize
 from safetensors.torch import load_file, save_file
 
 from maskagain.masking import tube_mask
@@ -36,17 +37,10 @@ TINY_HF = dict(
 )
 
 
-def _randomize(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
 def _hf_model(cls_name: str = "VideoMAEModel", **kw):
     config = transformers.VideoMAEConfig(**{**TINY_HF, **kw})
     model = getattr(transformers, cls_name)(config).eval()
-    _randomize(model)
+    randomize(model)
     return model
 
 

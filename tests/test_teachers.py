@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from _weights import randomize
 
 from maskagain.losses.objective import MaskAgainObjective, ObjectiveConfig
 from maskagain.masking import tube_mask
@@ -49,16 +50,9 @@ TINY_V2 = dict(
 )
 
 
-def _randomize(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
 def _hf(cls_name: str = "VideoMAEModel", **kw):
     model = getattr(transformers, cls_name)(transformers.VideoMAEConfig(**{**TINY_V2, **kw}))
-    _randomize(model.eval())
+    randomize(model.eval())
     return model
 
 

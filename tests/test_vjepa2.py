@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _weights import randomize
 from safetensors.torch import load_file, save_file
 
 from maskagain.masking import random_mask, tube_mask
@@ -35,17 +36,10 @@ TINY = dict(
 )
 
 
-def _randomize(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
 def _hf_model(cls_name: str = "VJEPA2Model", **kw):
     config = transformers.VJEPA2Config(**{**TINY, **kw})
     model = getattr(transformers, cls_name)(config).eval()
-    _randomize(model)
+    randomize(model)
     return model
 
 

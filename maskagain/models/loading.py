@@ -47,6 +47,7 @@ import pickle
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -295,15 +296,18 @@ def _resolve_heads(dim: int, depth: int, hidden: int, patch: int, args: dict, la
     return heads
 
 
-def _make_config(values: dict) -> ModelConfig:
-    names = {f.name for f in fields(ModelConfig)}
+def _make_config(values: dict, cls: type = ModelConfig) -> Any:
+    """``cls(**values)`` (a ``ModelConfig`` or ``VJEPA2Config``): an unknown field is a
+    TypeError naming the valid ones, an inconsistent architecture a :class:`CheckpointError`."""
+    what = "V-JEPA 2 " if cls is VJEPA2Config else ""
+    names = {f.name for f in fields(cls)}
     bad = sorted(set(values) - names)
     if bad:
-        raise TypeError(f"unknown model option(s) {bad}; valid options: {sorted(names)}")
+        raise TypeError(f"unknown {what}model option(s) {bad}; valid options: {sorted(names)}")
     try:
-        return ModelConfig(**values)
+        return cls(**values)
     except ValueError as e:
-        raise CheckpointError(f"inconsistent architecture: {e}") from None
+        raise CheckpointError(f"inconsistent {what}architecture: {e}") from None
 
 
 def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
@@ -359,7 +363,7 @@ def read_checkpoint(
             info = {k: _maybe_json(v) for k, v in meta.items()}
             values = json.loads(meta["model_config"])
             if meta.get("architecture") == VJEPA2_ARCHITECTURE:
-                return sd, _vjepa2_config(values), "maskagain", info
+                return sd, _make_config(values, VJEPA2Config), "maskagain", info
             return sd, _make_config(values), "maskagain", info
         return _classify(sd, path, {})
     if not path.is_file():
@@ -433,7 +437,7 @@ def _read_dir(path: Path):
             sd = _vjepa2_weights(weights, path)
             return (
                 sd,
-                _vjepa2_config(config_from_hf(config)),
+                _make_config(config_from_hf(config), VJEPA2Config),
                 "vjepa2-hf",
                 {"hf_config": config},
             )
@@ -472,17 +476,6 @@ def _read_videomae2_hub(path: Path, config: dict, weights: dict[str, torch.Tenso
     return weights, cfg, "videomae2-hf", {"hf_config": config}
 
 
-def _vjepa2_config(values: dict) -> VJEPA2Config:
-    names = {f.name for f in fields(VJEPA2Config)}
-    bad = sorted(set(values) - names)
-    if bad:
-        raise TypeError(f"unknown V-JEPA 2 option(s) {bad}; valid options: {sorted(names)}")
-    try:
-        return VJEPA2Config(**values)
-    except ValueError as e:
-        raise CheckpointError(f"inconsistent V-JEPA 2 architecture: {e}") from None
-
-
 def infer_vjepa2_config(sd: dict[str, torch.Tensor], **overrides) -> VJEPA2Config:
     """VJEPA2Config from V-JEPA 2 encoder weights (our keys); heads as in :func:`infer_config`."""
     w = sd.get("patch_embed.proj.weight")
@@ -501,7 +494,7 @@ def infer_vjepa2_config(sd: dict[str, torch.Tensor], **overrides) -> VJEPA2Confi
     )
     if "num_heads" not in overrides:
         cfg["num_heads"] = _resolve_heads(dim, depth, hidden, w.shape[3], {}, LAYOUT_VJEPA2)
-    return _vjepa2_config({**cfg, **overrides})
+    return _make_config({**cfg, **overrides}, VJEPA2Config)
 
 
 def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -611,7 +604,7 @@ def build_from_checkpoint(
         if cfg is None:
             cfg = infer_vjepa2_config(sd, **overrides)
         elif overrides:
-            cfg = _vjepa2_config({**cfg.to_dict(), **overrides})
+            cfg = _make_config({**cfg.to_dict(), **overrides}, VJEPA2Config)
         model = VJEPA2Encoder(cfg)
     else:
         if cfg is None:
