@@ -13,6 +13,8 @@ output: float ``(C, T, H, W)`` normalised.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torchvision import tv_tensors
@@ -119,10 +121,19 @@ def normalize_video(
 ) -> torch.Tensor:
     """uint8 clips ``(B, C, T, H, W)`` -> float32 normalised, on the clips' device: the same
     arithmetic as the workers' ``ToDtype(scale=True)`` + ``Normalize``, so the values agree."""
-    shape = (1, -1) + (1,) * (video.dim() - 2)
-    m = torch.tensor(mean, dtype=torch.float32, device=video.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=video.device).view(shape)
+    m, s = _channel_stats(tuple(mean), tuple(std), video.device, video.dim())
     return video.to(torch.float32).mul_(1.0 / 255).sub_(m).div_(s)
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dims: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, ...) mean and std on ``device``, made once (no host-to-device copy per batch)."""
+    shape = (1, -1) + (1,) * (dims - 2)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    return m, s
 
 
 def build_transform(cfg: DataConfig, split: str, purpose: str) -> ClipTransform:
