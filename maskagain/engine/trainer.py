@@ -146,9 +146,7 @@ class Trainer:
         self.state = TrainState()
         self.steps_per_epoch = steps_per_epoch(len(sampler.order()), engine)
         self.total_steps = self.steps_per_epoch * epochs
-        # clips per optimizer step over all processes (repeated sampling: clips per item)
-        self.clips_per_step = engine.batch_size * engine.accum_steps * dist.world_size
-        self.clips_per_step *= clips_per_item
+        self.clips_per_step = clips_per_step(engine, dist.world_size, clips_per_item)
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log line
         self._warned_data_bound = -1  # epoch of the last "data-bound" warning
         self.dtype = DTYPES[engine.precision]
@@ -517,6 +515,12 @@ class Trainer:
         last = self.state.epoch >= self.epochs
         if last or (every and self.state.epoch % every == 0):
             self.save_checkpoint()
+
+
+def clips_per_step(engine: EngineConfig, world_size: int, clips_per_item: int = 1) -> int:
+    """Clips in one optimizer step over all processes (what the lr scaling rule counts):
+    batch size x accumulation x processes x clips per dataset item (repeated sampling)."""
+    return engine.batch_size * engine.accum_steps * world_size * clips_per_item
 
 
 def steps_per_epoch(samples_per_process: int, engine: EngineConfig) -> int:

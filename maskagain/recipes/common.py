@@ -19,7 +19,7 @@ from maskagain.data.transforms import normalize_video
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
 from maskagain.engine.sampler import SeededItems
-from maskagain.engine.trainer import Trainer, steps_per_epoch
+from maskagain.engine.trainer import Trainer, clips_per_step, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,7 @@ def build_masked_trainer(
     steps = steps_per_epoch(len(sampler.order()), cfg.engine)
     # clips per optimizer step (the lr scaling rule counts clips): repeated sampling included
     clips_per_item = getattr(dataset, "num_sample", 1)
-    total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
-    total_batch *= clips_per_item
+    total_batch = clips_per_step(cfg.engine, dist.world_size, clips_per_item)
     optimizer, schedule = build_optimization(
         module, cfg.optim, cfg.schedule, steps, total_batch, dist.device
     )

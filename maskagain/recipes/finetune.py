@@ -41,7 +41,7 @@ from maskagain.engine.run import (
     start_run,
     write_summary,
 )
-from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, steps_per_epoch
+from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, clips_per_step, steps_per_epoch
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
 from maskagain.recipes.common import describe_splits, open_dataset, video_paths, write_splits
@@ -378,8 +378,7 @@ def build_finetune_trainer(
     )
     steps = steps_per_epoch(len(sampler.order()), cfg.engine)
     # clips per optimizer step, repeated augmentation (clips per decoded video) included
-    total_batch = cfg.engine.batch_size * cfg.engine.accum_steps * dist.world_size
-    total_batch *= dataset.num_sample
+    total_batch = clips_per_step(cfg.engine, dist.world_size, dataset.num_sample)
     optimizer, schedule = build_optimization(
         model, cfg.optim, cfg.schedule, steps, total_batch, dist.device, cfg.layer_decay
     )
@@ -402,6 +401,7 @@ def build_finetune_trainer(
         on_epoch_end=_Validator(cfg, model, num_classes, dist, val_set) if val_set else None,
         batch_hook=bad_files.update,
         name="finetune",
+        clips_per_item=dataset.num_sample,
     )
     facts = {
         "total_batch": total_batch,
