@@ -252,6 +252,7 @@ PIPE_ROWS = (
     "ours_prepared_r4",
     "ours_prepared_cabac_r4",
     "ours_prepared_uint8_r4",
+    "ours_prepared_devcrop_r4",
 )
 # GPU step rate estimate: 40% of 790 TFLOP/s (bf16 dense) over the training FLOPs of one clip
 GPU_FLOPS = 0.4 * 790e12
@@ -342,10 +343,19 @@ class OurLoader:
     """``maskagain.data``'s training loader in-process: ``build_dataset``-style dataset with
     1 decoder thread, pre-training transform, ``MaskCollator`` (tube masks). With ``uint8``
     the clips leave as uint8 and are normalised on the training device (``data.normalize``),
-    which is not counted here: on a GPU it is a few elementwise kernels per batch."""
+    which is not counted here: on a GPU it is a few elementwise kernels per batch. With
+    ``crop_on_device`` (``data.crop=device``) the workers only decode: each window's uint8
+    frames and one crop box per clip leave, and the crop, resize and normalisation (one
+    interpolation per clip on the device) are not counted either."""
 
     def __init__(
-        self, paths: list[str], sampling: str, num_sample: int, repeat: str, uint8: bool = False
+        self,
+        paths: list[str],
+        sampling: str,
+        num_sample: int,
+        repeat: str,
+        uint8: bool = False,
+        crop_on_device: bool = False,
     ) -> None:
         from maskagain.data import MaskCollator, VideoListDataset, VideoRecord
 
@@ -358,7 +368,9 @@ class OurLoader:
         )
         records = [VideoRecord(p, 0) for p in paths]
         self.ds = VideoListDataset(records, cfg, "train", "pretrain", ["x"])
-        if uint8:
+        if crop_on_device:
+            self.ds.defer_crop()
+        elif uint8:
             self.ds.defer_normalize()
         self.collate = MaskCollator("tube", 0.9, (8, 14, 14))
 
@@ -377,6 +389,9 @@ def build_rows(original: Path, prepared: dict[str, Path], sampling: str, copies:
         "ours_prepared_r4": OurLoader(prep["fast"], sampling, 4, "same_window"),
         "ours_prepared_cabac_r4": OurLoader(prep["cabac"], sampling, 4, "same_window"),
         "ours_prepared_uint8_r4": OurLoader(prep["fast"], sampling, 4, "same_window", True),
+        "ours_prepared_devcrop_r4": OurLoader(
+            prep["fast"], sampling, 4, "same_window", crop_on_device=True
+        ),
     }
 
 
@@ -412,9 +427,8 @@ def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
             start = time.perf_counter()
             batch = rows[name].batch(videos)
             elapsed = time.perf_counter() - start
-            assert batch["video"].shape[0] == clips_per_batch and batch["mask"].shape[0] == len(
-                batch["video"]
-            )
+            clips = len(batch["video"]) if "video" in batch else len(batch["boxes"])
+            assert clips == clips_per_batch and batch["mask"].shape[0] == clips
             if k > 0:  # the first round warms up caches and libraries
                 times[name].append(elapsed / clips_per_batch)
     return {
@@ -428,11 +442,19 @@ def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
     }
 
 
-def profile_clip(path: str, short_side: int, num_sample: int, sampling: str, clips: int) -> dict:
+def profile_clip(
+    path: str,
+    short_side: int,
+    num_sample: int,
+    sampling: str,
+    clips: int,
+    crop_on_device: bool = False,
+) -> dict:
     """Where one training clip's time goes in ``maskagain.data``, summed over ``clips`` clips:
     open + index (demux), decoding up to the first wanted frame, decoding between wanted frames,
-    RGB conversion + resize, augmentation (``num_sample`` crops), collate + masks. Also counts
-    decoded and skipped frames. Uses the decoder's own steps (private methods) with timers."""
+    RGB conversion + resize, augmentation (``num_sample`` crops; with ``crop_on_device`` only
+    their boxes), collate + masks. Also counts decoded and skipped frames. Uses the decoder's
+    own steps (private methods) with timers."""
     from maskagain.data import MaskCollator, build_transform
     from maskagain.data.decode import VideoFile
 
@@ -468,9 +490,13 @@ def profile_clip(path: str, short_side: int, num_sample: int, sampling: str, cli
         clip = torch.from_numpy(np.stack([arrays[i] for i in idx]))
         video.close()
         t3 = time.perf_counter()
-        out = torch.stack([transform(clip) for _ in range(num_sample)])
+        if crop_on_device:
+            boxes = [transform.draw_box(clip) for _ in range(num_sample)]
+            item = {"frames": clip[None], "boxes": boxes, "window": [0] * num_sample}
+        else:
+            item = {"video": torch.stack([transform(clip) for _ in range(num_sample)])}
         t4 = time.perf_counter()
-        collate([{"video": out, "label": 0, "index": k}])
+        collate([{**item, "label": 0, "index": k}])
         t5 = time.perf_counter()
         parts["open_index"] += t1 - t0
         parts["to_first"] += (first_at or t2) - t1
@@ -541,9 +567,15 @@ def pipeline_report(
             "rows": result,
             "profile": {},
         }
-        for label, path in (("original", original), ("prepared", prepared["fast"])):
-            if profile_clips:
-                entry["profile"][label] = profile_clip(str(path), 256, 4, spec[5], profile_clips)
+        profiles = (
+            ("original", original, False),
+            ("prepared", prepared["fast"], False),
+            ("prepared, crop on device", prepared["fast"], True),
+        )
+        for label, path, on_device in profiles if profile_clips else ():
+            entry["profile"][label] = profile_clip(
+                str(path), 256, 4, spec[5], profile_clips, on_device
+            )
         out["sources"][name] = entry
         print(
             f"{name}: "
@@ -573,7 +605,10 @@ def pipeline_markdown(report: dict) -> str:
         "files (short side 320, key frame every 16, non-reference B-frames, CRF 18, x264 "
         "tune=fastdecode); `ours_prepared_cabac_r4` = prepared without tune=fastdecode; "
         "`ours_prepared_uint8_r4` = prepared, uint8 batches normalised on the training device "
-        "(`data.normalize=device`, the default on CUDA; that normalisation is not counted).",
+        "(`data.normalize=device`, the default on CUDA; that normalisation is not counted); "
+        "`ours_prepared_devcrop_r4` = prepared, the workers only decode and draw crop boxes, "
+        "the multi-scale crop, resize and normalisation run on the training device "
+        "(`data.crop=device`, the default on CUDA; not counted).",
         "",
         "Cores per GPU (**estimate**) = GPU step rate / clips per second per core, GPU step rate "
         f"= 40% of 790 TFLOP/s over the training FLOPs per clip (B->B "

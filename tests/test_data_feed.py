@@ -9,13 +9,14 @@ import logging
 import pytest
 import torch
 
-from maskagain.config import load_config
-from maskagain.data import DataConfig, build_dataset
-from maskagain.data.transforms import normalize_video
+from maskagain.config import ConfigError, load_config
+from maskagain.data import DataConfig, MaskCollator, build_dataset
+from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
 from maskagain.models.loading import save_encoder
 from maskagain.models.registry import create_model
 from maskagain.recipes import RECIPES
+from maskagain.recipes.common import NormalizeOnDevice
 
 CONFIG = "configs/tiny/distill.yaml"
 
@@ -43,6 +44,85 @@ def test_uint8_clips_normalised_on_the_device_equal_worker_normalisation(num_sam
         b = b if b.dim() == 5 else b.unsqueeze(0)
         a = a if a.dim() == 5 else a.unsqueeze(0)
         assert torch.equal(normalize_video(b, mean, std), a)  # bit for bit
+
+
+@pytest.mark.parametrize("num_sample,repeat", [(1, "same_window"), (3, "same_window"),
+                                               (3, "new_window")])  # fmt: skip
+def test_clips_cut_on_the_device_match_the_workers_crops(num_sample, repeat):
+    cfg = synthetic(num_sample=num_sample, repeat=repeat)
+    worker = build_dataset(cfg, "train", "pretrain")
+    worker.defer_normalize()  # uint8 clips: compare before normalising, in grey levels
+    deferred = build_dataset(cfg, "train", "pretrain")
+    mean, std = deferred.defer_crop()
+    collate = MaskCollator()
+    for i in range(3):
+        torch.manual_seed(i)  # the same draws: sampling, then one box per clip
+        a = collate([worker[i]])["video"]  # (S, C, T, 32, 32) uint8
+        torch.manual_seed(i)
+        item = deferred[i]
+        windows = 1 if repeat == "same_window" or num_sample == 1 else None
+        assert item["frames"].dtype == torch.uint8 and item["frames"].shape[-1] == 3
+        assert item["frames"].shape[2:4] == (40, 40)  # decoded at the short side, uncropped
+        if windows is not None:  # one window travels once for all its clips
+            assert len(item["frames"]) == 1 and item["window"] == [0] * num_sample
+        assert len(item["boxes"]) == num_sample
+        batch = collate([item])
+        assert "video" not in batch and batch["label"].shape == (num_sample,)
+        b = crop_on_device(batch["frames"], batch["boxes"], batch["source"], 32, (0,) * 3, (1,) * 3)
+        assert b.shape == a.shape and b.dtype == torch.float32
+        # the workers resize in fixed point and round to grey levels; the device does neither
+        diff = (b * 255 - a.float()).abs()
+        assert diff.max() <= 1.01 and diff.mean() <= 0.3
+        normed = NormalizeOnDevice(None, mean, std, 32).clips(batch)["video"]
+        torch.testing.assert_close(normed, normalize_video(a, mean, std), atol=1.01 / 255 / 0.2,
+                                   rtol=0)  # fmt: skip
+
+
+def test_windows_of_different_sizes_are_padded_and_cropped_where_they_are():
+    torch.manual_seed(0)
+    small = torch.randint(0, 256, (4, 30, 40, 3), dtype=torch.uint8)
+    large = torch.randint(0, 256, (4, 36, 48, 3), dtype=torch.uint8)
+    items = [
+        {"frames": small[None], "boxes": [(2, 5, 24, 30)], "window": [0], "label": 0, "index": 0},
+        {"frames": large[None], "boxes": [(6, 10, 30, 30), (0, 0, 36, 36)], "window": [0, 0],
+         "label": 1, "index": 1},
+    ]  # fmt: skip
+    batch = MaskCollator("tube", 0.5, (2, 4, 4))(items)
+    assert batch["frames"].shape == (2, 4, 36, 48, 3)
+    assert batch["source"] == [0, 1, 1] and batch["mask"].shape == (3, 32)
+    assert batch["label"].tolist() == [0, 1, 1]
+    assert not batch["mask"][1].equal(batch["mask"][2])  # each clip its own mask
+    got = crop_on_device(batch["frames"], batch["boxes"], batch["source"], 16, (0,) * 3, (1,) * 3)
+    for k, (frames, (t, x, h, w)) in enumerate(
+        [(small, (2, 5, 24, 30)), (large, (6, 10, 30, 30)), (large, (0, 0, 36, 36))]
+    ):
+        crop = frames[:, t : t + h, x : x + w].permute(0, 3, 1, 2).float()
+        want = (
+            torch.nn.functional.interpolate(
+                crop, size=(16, 16), mode="bilinear", antialias=True, align_corners=False
+            ).transpose(0, 1)
+            / 255
+        )
+        torch.testing.assert_close(got[k], want)
+
+
+def test_cropping_on_the_device_needs_normalising_there_and_a_multiscale_crop():
+    with pytest.raises(ConfigError, match="data.crop"):
+        synthetic(crop="device", normalize="worker").validate()
+    with pytest.raises(ValueError, match="data.crop=worker"):
+        build_dataset(synthetic(), "train", "finetune").defer_crop()
+
+
+def test_cropping_on_the_device_trains_like_the_workers_and_resumes_exactly(tmp_path, teacher_path):
+    extra = ["data.num_sample=2", "data.crop=device"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert distill(full, teacher_path, *extra)["completed"]
+    distill(tmp_path / "worker", teacher_path, "data.num_sample=2", "data.normalize=device")
+    # the same clips up to the workers' rounding to grey levels
+    torch.testing.assert_close(losses(full), losses(tmp_path / "worker"), rtol=0.02, atol=0)
+    assert not distill(cut, teacher_path, *extra, "engine.stop_after_steps=3")["completed"]
+    assert distill(cut, teacher_path, *extra, resume="auto")["completed"]
+    assert losses(cut) == losses(full)
 
 
 def test_transforms_with_random_erasing_keep_worker_normalisation():

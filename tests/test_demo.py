@@ -56,8 +56,8 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
     rows = summary["results"]
     objectives = [r["objective"] for r in rows]
-    assert len(rows) == 8 and summary["rows"] == list(demo.ROW_NAMES)
-    for wanted in ("MaskAgain", "VideoMAE", "Hint", "MVD", "scratch", "shipped"):
+    assert len(rows) == 9 and summary["rows"] == list(demo.ROW_NAMES)
+    for wanted in ("MaskAgain", "VideoMAE", "Hint", "MVD", "AMD", "scratch", "shipped"):
         assert any(wanted in o for o in objectives), wanted
     # the MVD row: its own distillation run (named terms logged) under the same student budget
     by_run = {r["run"]: r for r in rows}
@@ -66,13 +66,17 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     mvd_log = [json.loads(x) for x in (out / "mvd" / "log.jsonl").read_text().splitlines()]
     assert any("video" in r and "loss" in r for r in mvd_log)
     assert (out / "mvd" / "student.safetensors").is_file()
+    # the AMD row: the teacher on its lighter mask, aligned blocks and the pixel term logged
+    amd_log = [json.loads(x) for x in (out / "amd" / "log.jsonl").read_text().splitlines()]
+    assert any("pixel" in r and "loss" in r for r in amd_log)
+    assert by_run["amd"]["pretrain_epochs"] == 1 and by_run["amd"]["pretrain_seconds"] > 0
     for row in rows:
         for key in FIELDS:
             assert key in row, key
         assert 0 <= row["probe_top1"] <= 100
         assert row["finetune_top1"] is None or 0 <= row["finetune_top1"] <= 100
     # every model is fine-tuned; the probe-only rows (single frame, random init) are not
-    assert sum(r["finetune_top1"] is not None for r in rows) == 6
+    assert sum(r["finetune_top1"] is not None for r in rows) == 7
     report = (out / "report.md").read_text()
     assert "| model |" in report
     for name in ("curves", "accuracy", "selections"):

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 HELP = (
-    "compare MaskAgain with VideoMAE, Hint, MVD and no pre-training on the synthetic set "
+    "compare MaskAgain with VideoMAE, Hint, MVD, AMD and no pre-training on the synthetic set "
     "(shipped teacher; minutes on a CPU)"
 )
 # the demo's student rows (maskagain.recipes.demo.ROW_NAMES; listed here so --help stays light)
-ROWS = ("maskagain", "videomae", "hint", "mvd", "scratch")
+ROWS = ("maskagain", "videomae", "hint", "mvd", "amd", "scratch")
 
 
 class _DistinctSeeds(argparse.Action):

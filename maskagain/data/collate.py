@@ -83,22 +83,53 @@ class MaskCollator:
 
 
 def collate_clips(items: list[dict]) -> dict:
-    """Stack items into a batch (no masks); a stacked ``(S, C, T, H, W)`` video gives S rows."""
+    """Stack items into a batch (no masks); a stacked ``(S, C, T, H, W)`` video gives S rows.
+
+    Items holding decoded windows instead (``"frames"`` (W, T, H, W, C) uint8, ``"boxes"``,
+    ``"window"``: ``ClipDataset.defer_crop``) give ``"frames"`` (V, T, H, W, C), every window
+    of the batch zero-padded at the bottom and right to the largest, ``"boxes"`` (B boxes) and
+    ``"source"`` (B window numbers into ``"frames"``) instead of ``"video"``."""
     videos, labels, index, views, skipped = [], [], [], [], []
+    windows, boxes, source = [], [], []
     for item in items:
-        v = item["video"]
-        clips = v if v.dim() == 5 else v.unsqueeze(0)  # (S, C, T, H, W)
-        videos.extend(clips)
-        labels += [item["label"]] * len(clips)
-        index += [item["index"]] * len(clips)
-        views += [item.get("view", 0)] * len(clips)
+        if "frames" in item:
+            source += [len(windows) + w for w in item["window"]]
+            boxes += [tuple(b) for b in item["boxes"]]
+            windows.extend(item["frames"])
+            count = len(item["boxes"])
+        else:
+            v = item["video"]
+            clips = v if v.dim() == 5 else v.unsqueeze(0)  # (S, C, T, H, W)
+            videos.extend(clips)
+            count = len(clips)
+        labels += [item["label"]] * count
+        index += [item["index"]] * count
+        views += [item.get("view", 0)] * count
         skipped.extend(item.get("skipped", []))
+    if videos and windows:
+        raise ValueError("a batch mixes cropped clips and decoded windows")
     batch = {
-        "video": torch.stack(videos),
         "label": torch.tensor(labels, dtype=torch.long),
         "index": torch.tensor(index, dtype=torch.long),
         "skipped": skipped,
     }
+    if windows:
+        batch.update(frames=_pad_stack(windows), boxes=boxes, source=source)
+    else:
+        batch["video"] = torch.stack(videos)
     if any("view" in item for item in items):
         batch["view"] = torch.tensor(views, dtype=torch.long)
     return batch
+
+
+def _pad_stack(windows: list[torch.Tensor]) -> torch.Tensor:
+    """(T, H_i, W_i, C) uint8 windows -> (V, T, max H, max W, C), zero-padded bottom and right."""
+    t, _, _, c = windows[0].shape
+    h = max(w.shape[1] for w in windows)
+    w_ = max(w.shape[2] for w in windows)
+    if all(w.shape[1] == h and w.shape[2] == w_ for w in windows):
+        return torch.stack(windows)
+    out = torch.zeros((len(windows), t, h, w_, c), dtype=windows[0].dtype)
+    for k, win in enumerate(windows):
+        out[k, :, : win.shape[1], : win.shape[2]] = win
+    return out

@@ -74,6 +74,11 @@ class DataConfig:
     # leave the DataLoader workers), "device" (uint8 clips are batched, pinned and copied, and
     # normalised on the training device), "auto" (device on CUDA, worker elsewhere)
     normalize: Literal["auto", "worker", "device"] = "auto"
+    # where masked pre-training's and distillation's multi-scale crop and resize run: "worker",
+    # or "device" (workers only decode: each window's uint8 frames travel once with one crop box
+    # per clip, and the training device crops, resizes and normalises them), "auto" (device on
+    # CUDA, worker elsewhere); "device" needs the normalisation there too
+    crop: Literal["auto", "worker", "device"] = "auto"
     decode_threads: int = 0  # FFmpeg threads per decoder; 0 = cores / DataLoader workers, else auto
     seed: int = 0
 
@@ -116,6 +121,9 @@ class DataConfig:
         for key in ("max_bad_fraction", "random_erase", "synthetic_distractor"):
             if not 0.0 <= float(getattr(self, key)) <= 1.0:
                 fail(key, "must be in [0, 1]")
+        if self.crop == "device" and self.normalize == "worker":
+            fail("crop", "needs data.normalize=device or auto (clips cut on the device are "
+                 "normalised there)")  # fmt: skip
         if self.short_side < self.input_size:
             fail("short_side", f"must be >= data.input_size={self.input_size}")
         if not 2 <= self.synthetic_classes <= 10:

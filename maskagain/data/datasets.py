@@ -20,7 +20,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -136,6 +136,7 @@ class ClipDataset(Dataset, ABC):
         self.views = cfg.views_per_video if split == "test" and not self.train else 1
         self.num_sample = cfg.num_sample if self.train else 1
         self.transform = build_transform(cfg, split, purpose)
+        self.crop_on_device = False
 
     def defer_normalize(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Deliver uint8 clips ``(C, T, H, W)`` from now on and leave the normalisation to the
@@ -149,6 +150,21 @@ class ClipDataset(Dataset, ABC):
             )
         self.transform.normalize = False
         return self.transform.mean, self.transform.std
+
+    def defer_crop(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Deliver each decoded window once as uint8 ``(W, T, H, W, C)`` frames with one crop box
+        per clip (items ``{"frames", "boxes", "window"}``) and leave the multi-scale crop, the
+        resize and the normalisation to the training device
+        (:func:`maskagain.data.transforms.crop_on_device`): the workers only decode. Pre-training
+        transforms only. Returns ``(mean, std)``."""
+        if not self.transform.can_defer_crop:
+            raise ValueError(
+                f"the {self.split}/{self.purpose} transform is not pre-training's multi-scale "
+                "crop; keep data.crop=worker"
+            )
+        stats = self.defer_normalize()
+        self.crop_on_device = True
+        return stats
 
     @abstractmethod
     def open(self, video_id: int) -> ClipSource:
@@ -170,7 +186,7 @@ class ClipDataset(Dataset, ABC):
         skipped: list[tuple[str, str]] = []
         for attempt in range(self.cfg.max_replacements + 1):
             try:
-                video = self._load(video_id, view)
+                clips = self._load(video_id, view)
                 break
             except VideoDecodeError as e:
                 log.debug("bad video %s (%s); replacing it", e.path, e.reason)
@@ -181,7 +197,7 @@ class ClipDataset(Dataset, ABC):
                 f"{len(skipped)} bad videos in a row while loading item {item}, e.g. "
                 f"{skipped[:3]}; check DataConfig.root and the list files"
             )
-        out = {"video": video, "label": self.label(video_id), "index": video_id, "skipped": skipped}
+        out = {**clips, "label": self.label(video_id), "index": video_id, "skipped": skipped}
         if self.views > 1:
             out["view"] = view
         return out
@@ -207,7 +223,9 @@ class ClipDataset(Dataset, ABC):
             sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, False, clip, clips)
         ]
 
-    def _load(self, video_id: int, view: int) -> torch.Tensor:
+    def _load(self, video_id: int, view: int) -> dict[str, Any]:
+        """``{"video": (C, T, H, W) | (S, C, T, H, W)}``, or with :meth:`defer_crop`
+        ``{"frames": (W, T, H, W, C) uint8, "boxes": S boxes, "window": S window numbers}``."""
         source = self.open(video_id)
         try:
             index_sets = self._clip_indices(source.num_frames, view)
@@ -221,8 +239,15 @@ class ClipDataset(Dataset, ABC):
         for s in index_sets:
             if tuple(s) not in picked:
                 picked[tuple(s)] = frames[[pos[i] for i in s]]  # (T, H, W, C)
+        if self.crop_on_device:
+            windows = list(picked)
+            return {
+                "frames": torch.stack([picked[w] for w in windows]),  # (W, T, H, W, C)
+                "boxes": [self.transform.draw_box(picked[tuple(s)]) for s in index_sets],
+                "window": [windows.index(tuple(s)) for s in index_sets],
+            }
         clips = [self.transform(picked[tuple(s)], crop) for s in index_sets]
-        return clips[0] if len(clips) == 1 else torch.stack(clips)  # (C,T,H,W) | (S,C,T,H,W)
+        return {"video": clips[0] if len(clips) == 1 else torch.stack(clips)}
 
 
 def decode_threads() -> int:

@@ -14,6 +14,7 @@ output: float ``(C, T, H, W)`` normalised.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -58,13 +59,16 @@ class MultiScaleCrop(nn.Module):
             (i, j) for i in range(len(scales)) for j in range(len(scales)) if abs(i - j) <= 1
         ]
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        h, w = video.shape[-2:]
+    def draw(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """One crop box ``(top, left, height, width)`` for ``h`` x ``w`` frames (torch's RNG)."""
         base = min(h, w)
         i, j = self.pairs[int(torch.randint(len(self.pairs), (1,)))]
         ch, cw = max(1, int(base * self.scales[i])), max(1, int(base * self.scales[j]))
         qr, qc = _FIXED_OFFSETS[int(torch.randint(len(_FIXED_OFFSETS), (1,)))]
-        top, left = (h - ch) * qr // 4, (w - cw) * qc // 4
+        return (h - ch) * qr // 4, (w - cw) * qc // 4, ch, cw
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        top, left, ch, cw = self.draw(*video.shape[-2:])
         return F.resized_crop(video, top, left, ch, cw, [self.size, self.size], antialias=True)
 
 
@@ -98,6 +102,19 @@ class ClipTransform:
         """True when nothing but the uint8 -> float normalisation follows the spatial transform."""
         return len(self.post.transforms) == 2
 
+    @property
+    def can_defer_crop(self) -> bool:
+        """True for pre-training's multi-scale crop followed only by the normalisation: the
+        device can do both (:func:`crop_on_device`) from a box drawn here (:meth:`draw_box`)."""
+        return isinstance(self.spatial, MultiScaleCrop) and self.can_defer_normalize
+
+    def draw_box(self, frames: torch.Tensor) -> tuple[int, int, int, int]:
+        """The crop box ``(top, left, height, width)`` this transform would cut from uint8
+        ``(T, H, W, C)`` frames (the same random draws as :meth:`__call__`)."""
+        if not isinstance(self.spatial, MultiScaleCrop):
+            raise ValueError("only the pre-training multi-scale crop draws boxes")
+        return self.spatial.draw(frames.shape[1], frames.shape[2])
+
     def __call__(self, frames: torch.Tensor, crop: int = 0) -> torch.Tensor:
         video = tv_tensors.Video(frames.permute(0, 3, 1, 2))  # (T, C, H, W)
         if self.spatial is not None:
@@ -114,6 +131,35 @@ class ClipTransform:
         h, w = video.shape[-2:]
         top, left = crop_box(h, w, self.size, crop, self.test_crops)
         return F.crop(video, top, left, self.size, self.size)
+
+
+def crop_on_device(
+    frames: torch.Tensor,
+    boxes: Sequence[Sequence[int]],
+    source: Sequence[int],
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> torch.Tensor:
+    """Clips cut from decoded windows on the frames' device: :class:`MultiScaleCrop`'s resize
+    (bilinear, antialiased) and the normalisation, done where the batch already is.
+
+    frames: uint8 ``(V, T, H, W, C)`` windows (zero-padded to one size); boxes: B boxes
+    ``(top, left, height, width)`` in pixels; source: B ints, the window of each clip (plain
+    Python values: they stay on the host, reading them never waits for the device).
+    Returns float32 ``(B, C, T, size, size)``, normalised. The workers' path rounds the resized
+    clip to uint8 first; this one does not, so the two differ by at most about half a grey level.
+    """
+    m, s = _channel_stats(tuple(mean), tuple(std), frames.device, 4)  # (1, C, 1, 1)
+    clips = []
+    for (top, left, h, w), v in zip(boxes, source):
+        crop = frames[v, :, top : top + h, left : left + w].permute(0, 3, 1, 2)  # (T, C, h, w)
+        crop = torch.nn.functional.interpolate(
+            crop.to(torch.float32), size=(size, size), mode="bilinear", antialias=True,
+            align_corners=False,
+        )  # fmt: skip
+        clips.append(crop.mul_(1.0 / 255).sub_(m).div_(s).transpose(0, 1))  # (C, T, size, size)
+    return torch.stack(clips)
 
 
 def normalize_video(

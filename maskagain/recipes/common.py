@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from maskagain.config import ConfigError, to_dict
 from maskagain.data import BadFileTracker, DataConfig, MaskCollator
-from maskagain.data.transforms import normalize_video
+from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
 from maskagain.engine.sampler import SeededItems
@@ -229,7 +229,10 @@ def build_masked_trainer(
     ``engine`` sections; ``teacher_mask_ratio`` adds a ``teacher_mask`` per clip (AMD: the
     teacher's lighter mask, its visible tokens a superset of the student's); returns the trainer and the :class:`~maskagain.data.BadFileTracker`
     whose ``summary`` goes into ``summary.json``."""
-    if normalize_on_device(cfg.data.normalize, dist.device):
+    if on_device(cfg.data.crop, dist.device):
+        mean, std = dataset.defer_crop()
+        step_fn = NormalizeOnDevice(step_fn, mean, std, cfg.data.input_size)
+    elif on_device(cfg.data.normalize, dist.device):
         mean, std = dataset.defer_normalize()
         step_fn = NormalizeOnDevice(step_fn, mean, std)
     collate = MaskCollator(
@@ -266,18 +269,36 @@ def build_masked_trainer(
     return trainer, bad_files
 
 
-def normalize_on_device(choice: str, device: torch.device) -> bool:
-    """``data.normalize``: "device", or "auto" on CUDA, normalises uint8 batches on the device."""
+def on_device(choice: str, device: torch.device) -> bool:
+    """``data.normalize`` / ``data.crop``: "device", or "auto" on CUDA, means on the device."""
     return choice == "device" or (choice == "auto" and device.type == "cuda")
 
 
 class NormalizeOnDevice:
     """A step function whose batch arrives as uint8 clips ``(B, C, T, H, W)``: they are
-    normalised on the device (:func:`maskagain.data.transforms.normalize_video`) first."""
+    normalised on the device (:func:`maskagain.data.transforms.normalize_video`) first. With
+    ``crop_size`` the batch holds decoded windows and crop boxes instead (``"frames"``,
+    ``"boxes"``, ``"source"``: ``ClipDataset.defer_crop``), cut, resized to ``crop_size`` and
+    normalised on the device (:func:`maskagain.data.transforms.crop_on_device`)."""
 
-    def __init__(self, step_fn: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.step_fn, self.mean, self.std = step_fn, mean, std
+    def __init__(
+        self,
+        step_fn: Any,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        crop_size: int | None = None,
+    ) -> None:
+        self.step_fn, self.mean, self.std, self.crop_size = step_fn, mean, std, crop_size
 
     def __call__(self, module: nn.Module, batch: dict) -> dict:
-        video = normalize_video(batch["video"], self.mean, self.std)
-        return self.step_fn(module, {**batch, "video": video})
+        return self.step_fn(module, self.clips(batch))
+
+    def clips(self, batch: dict) -> dict:
+        """The batch with float, normalised ``"video"`` (B, C, T, H, W) on the batch's device."""
+        if self.crop_size is None:
+            return {**batch, "video": normalize_video(batch["video"], self.mean, self.std)}
+        rest = {k: v for k, v in batch.items() if k not in ("frames", "boxes", "source")}
+        video = crop_on_device(
+            batch["frames"], batch["boxes"], batch["source"], self.crop_size, self.mean, self.std
+        )
+        return {**rest, "video": video}

@@ -66,6 +66,14 @@ HINT_OBJECTIVE = dict(alpha=0.0, beta=0.0, gamma=0.0, lam=0.0, baselines={"hint_
 # teacher's last-block features of the hidden tokens); same student, mask and schedule as above
 MVD_OBJECTIVE = dict(kind="mvd")
 MVD = dict(decoder_depth=2, loss="smooth_l1")
+# AMD's published settings scaled to the demo: the teacher sees twice the student's tokens (mask
+# 0.5 against the student's 0.75, 32 of 64 tokens against 16, as AMD's 75% against 90%), the
+# student's middle and last block aligned with the teacher's blocks 2 and 4 directly and through
+# 2-block generators (MSE), plus VideoMAE's pixel loss (weight 1) through the VideoMAE row's
+# decoder (2 blocks, 64 wide)
+AMD_OBJECTIVE = dict(kind="amd", pixel_weight=1.0)
+AMD = dict(teacher_ratio=0.5, generator_depth=2, loss="mse")
+PIXEL_DECODER = {"depth": 2, "embed_dim": 64, "num_heads": 2, "norm_pix_loss": True}
 # the student rows: run name -> (objective in the table, stage banner of its pre-training);
 # every row is optional (``run_demo(rows=...)``), the teacher and random-init rows always run
 STUDENT_ROWS = {
@@ -73,6 +81,7 @@ STUDENT_ROWS = {
     "videomae": ("VideoMAE", "VideoMAE pre-training (pixel reconstruction)"),
     "hint": ("Hint (no selection)", "plain Hint distillation (every visible token, no selection)"),
     "mvd": ("MVD", "MVD distillation (teacher on the whole clip, 2-block feature decoder)"),
+    "amd": ("AMD", "AMD distillation (teacher on 32 tokens, student on 16 of them)"),
     "scratch": ("none (from scratch)", None),
 }
 ROW_NAMES = tuple(STUDENT_ROWS)
@@ -81,6 +90,7 @@ DISTILL_ROWS = {
     "maskagain": (MASKAGAIN_OBJECTIVE, {}),
     "hint": (HINT_OBJECTIVE, {}),
     "mvd": (MVD_OBJECTIVE, {"mvd": MVD}),
+    "amd": (AMD_OBJECTIVE, {"amd": AMD, "pixel_decoder": PIXEL_DECODER}),
 }
 
 
@@ -172,7 +182,7 @@ def _pretrain_common(sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
 def videomae_student_config(sizes: DemoSizes, out_dir: Path, seed: int = 0) -> PretrainConfig:
     tree = _pretrain_common(sizes, out_dir, seed)
     tree["model"] = {**STUDENT, **GEOMETRY}
-    tree["decoder"] = {"depth": 2, "embed_dim": 64, "num_heads": 2, "norm_pix_loss": True}
+    tree["decoder"] = dict(PIXEL_DECODER)
     return _build(PretrainConfig, tree)
 
 
@@ -554,6 +564,7 @@ def run_demo(
             "maskagain_objective": MASKAGAIN_OBJECTIVE,
             "hint_objective": HINT_OBJECTIVE,
             "mvd_objective": {**MVD_OBJECTIVE, "mvd": MVD},
+            "amd_objective": {**AMD_OBJECTIVE, "amd": AMD, "pixel_decoder": PIXEL_DECODER},
         },
         "teacher": {"source": teacher_src, "card": _card_summary(card)},
         "probes": probes,

@@ -15,6 +15,7 @@ PRETRAIN_CURVES = {
     "videomae": "VideoMAE (student)",
     "hint": "Hint distillation (student)",
     "mvd": "MVD distillation (student)",
+    "amd": "AMD distillation (student)",
 }
 FINETUNE_CURVES = {
     "finetune/teacher": "fine-tune: teacher",
@@ -22,10 +23,11 @@ FINETUNE_CURVES = {
     "finetune/videomae": "fine-tune: VideoMAE student",
     "finetune/hint": "fine-tune: Hint student",
     "finetune/mvd": "fine-tune: MVD student",
+    "finetune/amd": "fine-tune: AMD student",
     "finetune/scratch": "fine-tune: scratch student",
 }
 # the student rows MaskAgain is compared with in the report
-COMPARED = ("videomae", "hint", "mvd", "scratch")
+COMPARED = ("videomae", "hint", "mvd", "amd", "scratch")
 COLUMNS = (
     "model",
     "objective",
@@ -49,11 +51,12 @@ def draw_curves(out: Path, path: Path) -> Path:
     """Training loss against step for every objective (one panel per pre-training; then the
     fine-tunes, and the pre-training losses against wall time)."""
     plt = _plt()
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9.5))
     axes = axes.flatten()
     pretrain = [(r, label) for r, label in PRETRAIN_CURVES.items() if (out / r).is_dir()]
-    panels = [*axes[:3], axes[5]][: len(pretrain)]
-    for ax in [*axes[:3], axes[5]][len(pretrain) :]:
+    slots = [*axes[:3], *axes[5:]]  # axes[3]: fine-tunes, axes[4]: loss against wall time
+    panels = slots[: len(pretrain)]
+    for ax in slots[len(pretrain) :]:
         ax.axis("off")
     for ax, (run, label) in zip(panels, pretrain):
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
