@@ -10,7 +10,7 @@ from PIL import Image
 
 from maskagain.cli.main import main
 from maskagain.config import load_config, to_dict
-from maskagain.recipes import demo
+from maskagain.recipes import demo, demo_report
 from maskagain.recipes.configs import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +19,7 @@ FIELDS = (
     "objective",
     "pretrain_epochs",
     "pretrain_seconds",
+    "time_probe_top1",
     "probe_top1",
     "finetune_top1",
 )
@@ -73,7 +74,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     for row in rows:
         for key in FIELDS:
             assert key in row, key
-        assert 0 <= row["probe_top1"] <= 100
+        assert 0 <= row["probe_top1"] <= 100 and 0 <= row["time_probe_top1"] <= 100
         assert row["finetune_top1"] is None or 0 <= row["finetune_top1"] <= 100
     # every model is fine-tuned; the probe-only rows (single frame, random init) are not
     assert sum(r["finetune_top1"] is not None for r in rows) == 7
@@ -130,7 +131,8 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     argv = ["demo", "--quick", "--seeds", "0", "1", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "[demo 1/" in printed and "MaskAgain - Hint" in printed and "reused" not in printed
+    assert "[demo 1/" in printed and "MaskAgain minus" in printed and "reused" not in printed
+    assert "ranking by the probe per time step" in printed
     summaries = {}
     for seed in (0, 1):
         summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
@@ -143,7 +145,7 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     assert seeds["seeds"] == [0, 1] and seeds["reused"] == [] and seeds["quick"] is True
     assert [r["run"] for r in seeds["rows"]] == list(summaries["0"])  # every row of the table
     for row in seeds["rows"]:
-        for metric in ("probe_top1", "finetune_top1"):
+        for metric in ("time_probe_top1", "probe_top1", "finetune_top1"):
             values = {s: summaries[s][row["run"]][metric] for s in ("0", "1")}
             if values["0"] is None:
                 assert row[metric] is None
@@ -152,15 +154,29 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
             assert stats["per_seed"] == values
             assert stats["min"] == min(values.values()) and stats["max"] == max(values.values())
             assert stats["mean"] == pytest.approx(sum(values.values()) / 2, abs=0.01)
-    versus = seeds["maskagain_minus_hint"]
-    for s in ("0", "1"):
-        ma, hint = summaries[s]["maskagain"], summaries[s]["hint"]
-        for metric in ("finetune", "probe"):
-            diff = ma[f"{metric}_top1"] - hint[f"{metric}_top1"]
-            assert versus["per_seed"][s][metric] == pytest.approx(diff, abs=0.01)
-        assert versus["finetune_ahead_every_seed"] == (versus["finetune"]["min"] > 0)
+            assert stats["range"] == pytest.approx(stats["max"] - stats["min"], abs=0.01)
+    # the ranking: student rows only, by the per-time-step probe's mean over seeds
+    ranking = seeds["ranking"]
+    students = [r for r in seeds["rows"] if r["run"] not in demo_report.REFERENCES]
+    assert ranking["metric"] == "time_probe_top1"
+    assert sorted(ranking["order"]) == sorted(r["run"] for r in students)
+    means = [ranking["mean"][run] for run in ranking["order"]]
+    assert means == sorted(means, reverse=True)
+    assert ranking["max_range"] == max(r["time_probe_top1"]["range"] for r in students)
+    versus = seeds["maskagain_minus"]
+    assert set(versus) == {"videomae", "hint", "mvd", "amd", "scratch"}
+    for other, m in versus.items():
+        for s in ("0", "1"):
+            ma, o = summaries[s]["maskagain"], summaries[s][other]
+            for metric in ("time_probe_top1", "probe_top1", "finetune_top1"):
+                if o[metric] is None:
+                    continue
+                diff = ma[metric] - o[metric]
+                assert m["per_seed"][s][metric] == pytest.approx(diff, abs=0.01)
+        assert m["finetune_top1_ahead_every_seed"] == (m["finetune_top1"]["min"] > 0)
     report = (out / "seeds.md").read_text()
-    assert "| model |" in report and "| seed |" in report and "![seeds](seeds.png)" in report
+    assert "| model |" in report and "## Ranking" in report and "![seeds](seeds.png)" in report
+    assert "| MaskAgain minus (probe per time step) | seed 0 | seed 1 | mean |" in report
     for r in seeds["rows"]:
         assert f"| {r['model']} | {r['objective']} |" in report
     with Image.open(out / "seeds.png") as img:

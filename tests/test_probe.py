@@ -36,6 +36,28 @@ def test_extract_features_is_eval_mode_pooled_and_gradient_free(tiny_kwargs: dic
     assert fs.labels.tolist() == labels.tolist()
 
 
+def test_features_pooled_per_time_step_keep_the_order_of_events(tiny_kwargs: dict) -> None:
+    model = create_model("vit_nano", **tiny_kwargs)
+    videos = torch.randn(3, 3, 4, 32, 32)
+    fs = extract_features(model, [(videos, torch.zeros(3), torch.arange(3))], pooling="time")
+    steps = 4 // model.cfg.tubelet_size
+    assert fs.features.shape == (3, steps * model.embed_dim)
+    with torch.no_grad():  # reference: final norm, then the mean over space at each step
+        for i in range(3):
+            x = model.norm(model.forward_features(videos[i : i + 1]).tokens[0])  # (N, D)
+            per_step = x.view(steps, -1, model.embed_dim).mean(1)  # tokens are time-major
+            assert torch.allclose(fs.features[i], per_step.flatten(), atol=1e-5)
+    # the same clip played backwards: the mean over all tokens cannot tell, per step can
+    reverse = videos.flip(2)
+    batch = [(torch.cat([videos, reverse]), torch.zeros(6), torch.arange(6))]
+    fs_mean = extract_features(model, batch)
+    fs_time = extract_features(model, batch, pooling="time")
+    assert not torch.allclose(fs_time.features[:3], fs_time.features[3:], atol=1e-3)
+    assert fs_mean.features.shape == (6, model.embed_dim)
+    with pytest.raises(ValueError, match="pooling"):
+        extract_features(model, batch, pooling="max")
+
+
 def _blobs(n: int, dim: int, k: int, seed: int) -> FeatureSet:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(k, dim, generator=torch.Generator().manual_seed(99)) * 4 + 10

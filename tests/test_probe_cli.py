@@ -45,3 +45,15 @@ def test_probe_cli_run_dir_and_loss(tmp_path: Path) -> None:
     assert losses[-1] < losses[0], f"probe loss did not fall: {losses}"
     state = torch.load(out / "probe.pt", weights_only=True)
     assert state["probe"]["linear.weight"].shape == (4, 64)
+
+
+def test_probe_cli_per_time_step_pooling(tmp_path: Path) -> None:
+    encoder = create_model("vit_nano", img_size=32, num_frames=4, patch_size=8)
+    save_encoder(encoder, tmp_path / "student.safetensors")
+    out = tmp_path / "probe"
+    args = ["probe", "--config", str(TINY / "probe.yaml"), "--encoder"]
+    args += [str(tmp_path / "student.safetensors"), "--out", str(out)]
+    assert main([*args, "probe.epochs=2", "probe.pooling=time"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    steps = 4 // encoder.cfg.tubelet_size
+    assert summary["pooling"] == "time" and summary["feature_dim"] == steps * 64

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=_DistinctSeeds,
         metavar="N",
         help="run the demo once per seed into OUT/seed<N>/, then write OUT/seeds.json, seeds.md "
-        "and seeds.png (per-seed top-1, mean, min, max; MaskAgain minus Hint per seed); a seed "
+        "and seeds.png (per-seed top-1, mean, min, max; the ranking; MaskAgain minus every "
+        "other row per seed); a seed "
         "whose summary.json already exists with the same settings is reused",
     )
     parser.add_argument(
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_seeds(args: argparse.Namespace) -> None:
     from maskagain.recipes.demo import run_seeds
-    from maskagain.recipes.demo_report import margins_table, seeds_table
+    from maskagain.recipes.demo_report import margins_table, ranking_lines, seeds_table
 
     result = run_seeds(
         out=args.out,
@@ -122,6 +123,7 @@ def _run_seeds(args: argparse.Namespace) -> None:
     for seed in result["reused"]:
         print(f"seed {seed}: reused {result['runs'][str(seed)]} (same settings, not recomputed)")
     print(seeds_table(result), flush=True)
+    print("\n".join(ranking_lines(result)), flush=True)
     print(margins_table(result), flush=True)
     out = Path(args.out)
     print(f"wrote {out / 'seeds.json'}, {out / 'seeds.md'} and {out / 'seeds.png'}", flush=True)

@@ -1,7 +1,10 @@
 """Linear probe on frozen, mean-pooled encoder features: a fast quality signal for an encoder.
 
 1. ``extract_features``: the encoder in eval mode, no gradients; every clip -> ``model.pool`` of
-   its tokens (final norm, mean over tokens, ``fc_norm``) -> one (D,) feature.
+   its tokens (final norm, mean over tokens, ``fc_norm``) -> one (D,) feature; or, with
+   ``pooling="time"``, the final-normed tokens averaged over space at each of the F tubelet
+   steps and concatenated -> one (F * D,) feature, which keeps the order of events that a mean
+   over all tokens throws away (what motion classes need from a linear probe).
 2. ``train_linear_probe``: features standardised with the training set's mean and std (MAE uses a
    BatchNorm without affine for the same purpose; fixed statistics make the probe deterministic),
    then one ``nn.Linear`` trained with AdamW and a cosine schedule on the in-memory features.
@@ -34,18 +37,38 @@ class FeatureSet:
         return int(self.labels.numel())
 
 
+POOLINGS = ("mean", "time")
+
+
+def pool_per_time_step(
+    model: nn.Module, tokens: torch.Tensor, frame_index: torch.Tensor
+) -> torch.Tensor:
+    """(B, N, D) tokens with their (B, N) tubelet-step index -> (B, F * D): the final norm, then
+    the mean over the tokens of each step, steps concatenated in order."""
+    x = model.norm(tokens).float()
+    steps = int(frame_index.max()) + 1
+    onehot = F.one_hot(frame_index.long(), steps).to(x.dtype)  # (B, N, F)
+    sums = torch.einsum("bnd,bnf->bfd", x, onehot)
+    return (sums / onehot.sum(1).clamp(min=1).unsqueeze(-1)).flatten(1)
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    pooling: str = "mean",
 ) -> FeatureSet:
-    """Pooled features of a frozen ``VideoViT`` for ``(video (B, C, T, H, W), labels (B,), index (B,))``.
+    """Pooled features of a frozen encoder for ``(video (B, C, T, H, W), labels (B,), index (B,))``:
+    (N, D) with ``pooling="mean"`` (``model.pool``), (N, F * D) with ``"time"``
+    (:func:`pool_per_time_step`, F tubelet steps).
 
     The model is put in eval mode (no dropout / drop path) and nothing is tracked for autograd.
     Under DDP, rows of all ranks are gathered and de-duplicated by sample index.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     model.eval()
     device = torch.device(device)
     feats, labels, index = [], [], []
@@ -53,8 +76,11 @@ def extract_features(
         with torch.autocast(
             device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
         ):
-            tokens = model.forward_features(video.to(device, non_blocking=True)).tokens  # (B, N, D)
-            pooled = model.pool(tokens)  # (B, D)
+            out = model.forward_features(video.to(device, non_blocking=True))  # (B, N, D)
+            if pooling == "mean":
+                pooled = model.pool(out.tokens)  # (B, D)
+            else:
+                pooled = pool_per_time_step(model, out.tokens, out.frame_index)  # (B, F * D)
         feats.append(pooled.float().cpu())
         labels.append(label.long().cpu())
         index.append(idx.long().cpu())

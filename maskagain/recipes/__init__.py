@@ -108,7 +108,7 @@ RECIPES: dict[str, Recipe] = {
             "probe",
             "maskagain.recipes.probe",
             "ProbeConfig",
-            "linear probe on frozen mean-pooled features of an encoder (train/val top-1)",
+            "linear probe on frozen pooled features of an encoder (train/val top-1)",
             ("train_top1", "val_top1", "num_train", "num_val"),
             trains=False,
             example="probe.epochs=20",

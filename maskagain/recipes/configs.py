@@ -506,8 +506,11 @@ class EvaluateConfig:
 # ----------------------------------------------------------------------------- probe
 @dataclass
 class ProbeSpec:
-    """The linear classifier trained on frozen features."""
+    """The linear classifier trained on frozen features. ``pooling``: "mean" (the mean over all
+    tokens, D features) or "time" (the mean over space at each tubelet step, concatenated:
+    F x D features that keep the order of events; the demo ranks by it)."""
 
+    pooling: Literal["mean", "time"] = "mean"
     epochs: int = 50
     lr: float = 1e-2
     weight_decay: float = 0.0
@@ -522,7 +525,7 @@ class ProbeSpec:
 
 @dataclass
 class ProbeConfig:
-    """``maskagain probe``: linear probe on frozen, mean-pooled features of an encoder.
+    """``maskagain probe``: linear probe on frozen, pooled features of an encoder.
 
     ``encoder``: anything ``load_encoder`` reads (distill run dir, safetensors, official ``.pth``,
     Hugging Face directory); ``overrides`` go to the loader.

@@ -10,8 +10,9 @@ fly), with the VideoMAE-pre-trained teacher shipped in ``maskagain/assets``:
    2-block decoder regressing its features of the hidden tokens) and no pre-training at all;
    ``rows`` (``maskagain demo --rows``) runs a subset of these student rows;
 3. every model, teacher included (and a randomly initialised teacher-size encoder, the
-   learnability reference), evaluated with a linear probe on frozen features and with a
-   fine-tune followed by a multi-view test;
+   learnability reference), evaluated with two linear probes on frozen features (pooled per
+   time step, which the report ranks by, and mean-pooled) and with a fine-tune followed by a
+   multi-view test;
 4. ``summary.json``, ``report.md`` and figures (training curves, accuracy bars, the teacher's
    selections as in the paper's Figures 1 and 4) in the output directory.
 
@@ -370,26 +371,35 @@ class ProbeClips:
 def probe_encoders(
     encoders: dict, sizes: DemoSizes, clips: ProbeClips | None = None, seed: int = 0
 ) -> dict[str, dict]:
-    """Linear probe (frozen mean-pooled features, standardised; AdamW 50 epochs) of every
-    encoder: {name: {train_top1, val_top1, val_se, num_train, num_val}}. Names ending in
-    ``_single_frame`` see static clips (the middle frame repeated)."""
+    """Linear probes (frozen features, standardised; AdamW 50 epochs) of every encoder, on
+    mean-pooled features and on features pooled per time step (``pooling="time"``):
+    {name: {train_top1, val_top1, val_se, time_train_top1, time_val_top1, time_val_se,
+    num_train, num_val}}. Names ending in ``_single_frame`` see static clips (the middle frame
+    repeated)."""
     clips = clips or ProbeClips(sizes)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = {}
     for name, encoder in encoders.items():
         encoder = encoder.float().to(device)
         static = name.endswith("_single_frame")
-        train = extract_features(encoder, clips.batches("train", single_frame=static), device)
-        val = extract_features(encoder, clips.batches("val", single_frame=static), device)
-        res = train_linear_probe(train, val, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed)
-        out[name] = {
-            "train_top1": round(res.train_top1, 2),
-            "val_top1": round(res.val_top1, 2),
-            "val_se": round(standard_error(res.val_top1, len(val)), 2),
-            "num_train": len(train),
-            "num_val": len(val),
-        }
-        log.info("probe %s: val top-1 %.1f (train %.1f)", name, res.val_top1, res.train_top1)
+        out[name] = {}
+        for pooling, prefix in (("mean", ""), ("time", "time_")):
+            train, val = (
+                extract_features(
+                    encoder, clips.batches(split, single_frame=static), device, pooling=pooling
+                )  # fmt: skip
+                for split in ("train", "val")
+            )
+            res = train_linear_probe(train, val, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed)
+            out[name].update({
+                f"{prefix}train_top1": round(res.train_top1, 2),
+                f"{prefix}val_top1": round(res.val_top1, 2),
+                f"{prefix}val_se": round(standard_error(res.val_top1, len(val)), 2),
+                "num_train": len(train),
+                "num_val": len(val),
+            })  # fmt: skip
+            log.info("probe %s (%s pooling): val top-1 %.1f (train %.1f)",
+                     name, pooling, res.val_top1, res.train_top1)  # fmt: skip
     return out
 
 
@@ -431,6 +441,8 @@ class _Row:
     objective: str
     pretrain_epochs: int
     pretrain_seconds: float
+    time_probe_top1: float | None = None
+    time_probe_se: float | None = None
     probe_top1: float | None = None
     probe_se: float | None = None
     finetune_top1: float | None = None
@@ -546,6 +558,7 @@ def run_demo(
         "quick": quick,
         "seed": seed,
         "rows": list(rows),
+        "metrics": list(demo_report.METRICS),
         "sizes": asdict(sizes),
         "dataset": {
             "kind": "synthetic",
@@ -588,8 +601,8 @@ def result_rows(
     finetunes: dict[str, dict],
 ) -> list[_Row]:
     """The table: the teacher (clips, single-frame clips), the random-init reference, then the
-    student ``rows``, each with its pre-training cost (epochs, wall seconds), probe and
-    fine-tune top-1 with standard errors."""
+    student ``rows``, each with its pre-training cost (epochs, wall seconds), probe (per time
+    step and mean-pooled) and fine-tune top-1 with standard errors."""
     teacher_epochs = int(card.get("epochs") or 0)
     teacher_seconds = float(card.get("wall_seconds") or 0.0)
     student = f"student {STUDENT['embed_dim']}x{STUDENT['depth']}"
@@ -607,6 +620,8 @@ def result_rows(
         row.run = key
         row.probe_top1 = probes[key]["val_top1"]
         row.probe_se = probes[key]["val_se"]
+        row.time_probe_top1 = probes[key].get("time_val_top1")
+        row.time_probe_se = probes[key].get("time_val_se")
         if key in finetunes:
             test = finetunes[key].get("test", {})
             row.finetune_top1 = round(float(test["top1"]), 2) if "top1" in test else None
@@ -639,14 +654,15 @@ def _card_summary(card: dict) -> dict:
 def seed_settings(
     quick: bool, seed: int, teacher: Path, rows: list[str] | tuple[str, ...] | None = None
 ) -> dict:
-    """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows and
-    teacher (its path and training steps; not the whole card, whose wall time a resumed
+    """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows,
+    evaluations and teacher (its path and training steps; not the whole card, whose wall time a resumed
     ``--retrain-teacher`` rewrites)."""
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     return {
         "quick": quick,
         "seed": seed,
         "rows": list(select_rows(rows)),
+        "metrics": list(demo_report.METRICS),
         "sizes": asdict(sizes),
         "teacher": str(teacher),
         "teacher_steps": _read_card(teacher).get("steps"),
@@ -660,6 +676,7 @@ def _settings_of(summary: dict) -> dict:
         "quick": summary.get("quick"),
         "seed": summary.get("seed"),
         "rows": summary.get("rows"),
+        "metrics": summary.get("metrics"),
         "sizes": summary.get("sizes"),
         "teacher": teacher.get("source"),
         "teacher_steps": (teacher.get("card") or {}).get("steps"),
@@ -692,7 +709,8 @@ def run_seeds(
     rows: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """The demo once per seed into ``out/seed<N>/``, then ``seeds.json``, ``seeds.md`` and
-    ``seeds.png`` (per-seed top-1 of every row, mean, min, max; MaskAgain minus Hint per seed).
+    ``seeds.png`` (per-seed top-1 of every row and evaluation, mean, min, max; the ranking;
+    MaskAgain minus every other row per seed).
     A seed whose ``summary.json`` exists with the same settings is reused, not recomputed; the
     teacher is loaded (or re-trained, once, into ``out/teacher``) and shared by every seed.
     Returns ``seeds.json``'s content."""

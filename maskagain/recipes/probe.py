@@ -39,14 +39,18 @@ def _features(
     batches = progress_batches(loader, dist.is_main and cfg.progress, f"features {split}")
     dtype = DTYPES[cfg.precision]
     feats = extract_features(
-        encoder, _triples(batches), dist.device, None if dtype == torch.float32 else dtype
+        encoder,
+        _triples(batches),
+        dist.device,
+        None if dtype == torch.float32 else dtype,
+        cfg.probe.pooling,
     )
     log.info("%s features: %s", split, tuple(feats.features.shape))
     return feats
 
 
 def run(cfg: ProbeConfig, resume: str | None = None) -> dict:
-    """Linear probe of ``cfg.encoder``: frozen mean-pooled features, a linear classifier,
+    """Linear probe of ``cfg.encoder``: frozen pooled features (``probe.pooling``), a linear classifier,
     train and val top-1 in ``summary.json``, the probe in ``probe.pt``.
 
     The encoder and the data are checked before the run directory is written, so a command
@@ -72,6 +76,7 @@ def run(cfg: ProbeConfig, resume: str | None = None) -> dict:
             "recipe": "probe",
             "encoder": cfg.encoder,
             "feature_dim": int(train.features.shape[1]),
+            "pooling": cfg.probe.pooling,
             "num_train": len(train),
             "num_val": len(val),
             "num_classes": num_classes,
