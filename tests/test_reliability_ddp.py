@@ -113,3 +113,27 @@ def test_finetune_ddp_matches_single_process_big_batch(tmp_path):
     ]  # fmt: skip
     single, ddp = pair(tmp_path, args, per_rank=2)  # 16 videos / 4 per step: 4 steps
     assert_close_runs(single, ddp, ("loss",), steps=4)
+
+
+@pytest.mark.parametrize(
+    "config,extra,terms",
+    [
+        # drop path draws from the process RNG (see above): off in MVD's decoder too
+        ("configs/tiny/distill_mvd.yaml", ["mvd.decoder_drop_path=0"], ("loss", "video")),
+        # AMD with clips cut on the device: windows and boxes travel, the crops happen per rank
+        (
+            "configs/tiny/distill_amd.yaml",
+            ["data.crop=device", "data.num_sample=2"],
+            ("loss", "direct", "generation", "pixel"),
+        ),
+    ],  # fmt: skip
+    ids=["mvd", "amd_crop_on_device"],
+)
+def test_peer_distillation_ddp_matches_single_process_big_batch(
+    tmp_path, tmp_path_factory, config, extra, terms
+):
+    teacher = teacher_path(tmp_path_factory)
+    args = [*DISTILL, f"teacher.source={teacher}", *extra]
+    args[2] = config
+    single, ddp = pair(tmp_path, args, per_rank=2)
+    assert_close_runs(single, ddp, terms, steps=4)  # 16 videos, 4 per step
