@@ -132,7 +132,7 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "[demo 1/" in printed and "MaskAgain minus" in printed and "reused" not in printed
-    assert "ranking by the probe per time step" in printed
+    assert "ranking by the probe per time step" in printed and "told apart: " in printed
     summaries = {}
     for seed in (0, 1):
         summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
