@@ -142,6 +142,20 @@ def _check_positive(key: str, value: object) -> None:
         raise ConfigError(f"config key '{key}' must be a finite number > 0, got {value!r}")
 
 
+def _check_fraction(key: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"config key '{key}' must be in [0, 1), got {value}")
+
+
+def _check_weights(path: str, section: object, names: tuple[str, str]) -> None:
+    """Each weight a finite number >= 0, and not both 0."""
+    for name in names:
+        _check_weight(f"{path}.{name}", getattr(section, name))
+    if not any(getattr(section, name) > 0 for name in names):
+        a, b = names
+        raise ConfigError(f"config keys '{path}.{a}' and '{path}.{b}' are both 0: nothing to train")
+
+
 def _check_int(key: str, value: object, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
@@ -221,18 +235,8 @@ class MVDConfig:
         for name in ("decoder_dim", "decoder_heads"):
             if getattr(self, name) is not None:
                 _check_int(f"{path}.{name}", getattr(self, name), minimum=1)
-        if not 0.0 <= self.decoder_drop_path < 1.0:
-            raise ConfigError(
-                f"config key '{path}.decoder_drop_path' must be in [0, 1), got "
-                f"{self.decoder_drop_path}"
-            )
-        for name in ("video_weight", "image_weight"):
-            _check_weight(f"{path}.{name}", getattr(self, name))
-        if not self.weights():
-            raise ConfigError(
-                f"config keys '{path}.video_weight' and '{path}.image_weight' are both 0: "
-                "nothing to train"
-            )
+        _check_fraction(f"{path}.decoder_drop_path", self.decoder_drop_path)
+        _check_weights(path, self, ("video_weight", "image_weight"))
 
     def weights(self) -> dict[str, float]:
         """Active teachers (weight > 0) -> weight: "video", "image"."""
@@ -273,22 +277,9 @@ class AMDConfig:
         _check_int(f"{path}.generator_depth", self.generator_depth, minimum=1)
         _check_int(f"{path}.generator_head_dim", self.generator_head_dim, minimum=1)
         _check_positive(f"{path}.mlp_ratio", self.mlp_ratio)
-        if not 0.0 <= self.generator_drop_path < 1.0:
-            raise ConfigError(
-                f"config key '{path}.generator_drop_path' must be in [0, 1), got "
-                f"{self.generator_drop_path}"
-            )
-        for name in ("direct_weight", "generation_weight"):
-            _check_weight(f"{path}.{name}", getattr(self, name))
-        if not self.weights():
-            raise ConfigError(
-                f"config keys '{path}.direct_weight' and '{path}.generation_weight' are both 0: "
-                "nothing to train"
-            )
-        if not 0.0 <= self.teacher_ratio < 1.0:
-            raise ConfigError(
-                f"config key '{path}.teacher_ratio' must be in [0, 1), got {self.teacher_ratio}"
-            )
+        _check_fraction(f"{path}.generator_drop_path", self.generator_drop_path)
+        _check_weights(path, self, ("direct_weight", "generation_weight"))
+        _check_fraction(f"{path}.teacher_ratio", self.teacher_ratio)
         s, t = self.student_layers, self.teacher_layers
         if (s is None) != (t is None) or (s is not None and (len(s) != len(t) or not s)):
             raise ConfigError(
