@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -52,7 +52,6 @@ def pool_per_time_step(
     return (sums / onehot.sum(1).clamp(min=1).unsqueeze(-1)).flatten(1)
 
 
-@torch.no_grad()
 def extract_features(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -67,27 +66,42 @@ def extract_features(
     The model is put in eval mode (no dropout / drop path) and nothing is tracked for autograd.
     Under DDP, rows of all ranks are gathered and de-duplicated by sample index.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return extract_pooled_features(model, batches, device, autocast_dtype, (pooling,))[pooling]
+
+
+@torch.no_grad()
+def extract_pooled_features(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    poolings: Sequence[str] = POOLINGS,
+) -> dict[str, FeatureSet]:
+    """:func:`extract_features` for several ``poolings`` from one forward pass per batch:
+    {pooling: FeatureSet}."""
+    if not poolings or any(p not in POOLINGS for p in poolings):
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {list(poolings)}")
     model.eval()
     device = torch.device(device)
-    feats, labels, index = [], [], []
+    feats: dict[str, list[torch.Tensor]] = {p: [] for p in poolings}
+    labels, index = [], []
     for video, label, idx in batches:
         with torch.autocast(
             device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
         ):
             out = model.forward_features(video.to(device, non_blocking=True))  # (B, N, D)
-            if pooling == "mean":
-                pooled = model.pool(out.tokens)  # (B, D)
-            else:
-                pooled = pool_per_time_step(model, out.tokens, out.frame_index)  # (B, F * D)
-        feats.append(pooled.float().cpu())
+            for pooling in poolings:
+                if pooling == "mean":
+                    pooled = model.pool(out.tokens)  # (B, D)
+                else:
+                    pooled = pool_per_time_step(model, out.tokens, out.frame_index)  # (B, F * D)
+                feats[pooling].append(pooled.float().cpu())
         labels.append(label.long().cpu())
         index.append(idx.long().cpu())
-    if not feats:
+    if not labels:
         raise ValueError("no batches to extract features from")
-    local = FeatureSet(torch.cat(feats), torch.cat(labels), torch.cat(index))
-    return _gather(local)
+    label, sample = torch.cat(labels), torch.cat(index)
+    return {p: _gather(FeatureSet(torch.cat(f), label, sample)) for p, f in feats.items()}
 
 
 def _gather(local: FeatureSet) -> FeatureSet:

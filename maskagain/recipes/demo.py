@@ -37,7 +37,7 @@ import torch
 from maskagain.config import load_config, load_yaml, to_dict
 from maskagain.data import DataConfig, SyntheticSpec, build_dataset, make_clip
 from maskagain.engine.metrics import read_log
-from maskagain.engine.probe import extract_features, train_linear_probe
+from maskagain.engine.probe import extract_pooled_features, train_linear_probe
 from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.vit import VideoViT
 from maskagain.recipes import demo_report
@@ -383,20 +383,19 @@ def probe_encoders(
         encoder = encoder.float().to(device)
         static = name.endswith("_single_frame")
         out[name] = {}
+        train, val = (
+            extract_pooled_features(encoder, clips.batches(split, single_frame=static), device)
+            for split in ("train", "val")
+        )  # one forward pass per clip for both poolings
         for pooling, prefix in (("mean", ""), ("time", "time_")):
-            train, val = (
-                extract_features(
-                    encoder, clips.batches(split, single_frame=static), device, pooling=pooling
-                )  # fmt: skip
-                for split in ("train", "val")
-            )
-            res = train_linear_probe(train, val, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed)
+            tr, va = train[pooling], val[pooling]
+            res = train_linear_probe(tr, va, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed)
             out[name].update({
                 f"{prefix}train_top1": round(res.train_top1, 2),
                 f"{prefix}val_top1": round(res.val_top1, 2),
-                f"{prefix}val_se": round(standard_error(res.val_top1, len(val)), 2),
-                "num_train": len(train),
-                "num_val": len(val),
+                f"{prefix}val_se": round(standard_error(res.val_top1, len(va)), 2),
+                "num_train": len(tr),
+                "num_val": len(va),
             })  # fmt: skip
             log.info("probe %s (%s pooling): val top-1 %.1f (train %.1f)",
                      name, pooling, res.val_top1, res.train_top1)  # fmt: skip
