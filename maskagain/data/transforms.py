@@ -150,7 +150,6 @@ def crop_on_device(
     Returns float32 ``(B, C, T, size, size)``, normalised. The workers' path rounds the resized
     clip to uint8 first; this one does not, so the two differ by at most about half a grey level.
     """
-    m, s = _channel_stats(tuple(mean), tuple(std), frames.device, 4)  # (1, C, 1, 1)
     clips = []
     for (top, left, h, w), v in zip(boxes, source):
         crop = frames[v, :, top : top + h, left : left + w].permute(0, 3, 1, 2)  # (T, C, h, w)
@@ -158,8 +157,8 @@ def crop_on_device(
             crop.to(torch.float32), size=(size, size), mode="bilinear", antialias=True,
             align_corners=False,
         )  # fmt: skip
-        clips.append(crop.mul_(1.0 / 255).sub_(m).div_(s).transpose(0, 1))  # (C, T, size, size)
-    return torch.stack(clips)
+        clips.append(crop.transpose(0, 1))  # (C, T, size, size), grey levels 0..255
+    return normalize_video(torch.stack(clips), mean, std)
 
 
 def normalize_video(
