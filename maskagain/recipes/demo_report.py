@@ -26,8 +26,8 @@ FINETUNE_CURVES = {
     "finetune/amd": "fine-tune: AMD student",
     "finetune/scratch": "fine-tune: scratch student",
 }
-# the student rows MaskAgain is compared with in the report
-COMPARED = ("videomae", "hint", "mvd", "amd", "scratch")
+# rows that are references, not methods: left out of the comparisons and the ranking
+REFERENCES = ("teacher", "teacher_single_frame", "random_init")
 COLUMNS = (
     "model",
     "objective",
@@ -253,7 +253,7 @@ def write_report(out: Path, summary: dict) -> Path:
         )
     ma, others = (
         rows.get("maskagain"),
-        [rows[k] for k in COMPARED if k in rows],
+        [r for k, r in rows.items() if k not in (*REFERENCES, "maskagain")],
     )
     if ma is not None:
         for metric in METRICS:
@@ -296,8 +296,6 @@ def math_hypot(a, b) -> float:
 
 
 # ------------------------------------------------------------------------------ over seeds
-# rows that are references, not methods: left out of the ranking
-REFERENCES = ("teacher", "teacher_single_frame", "random_init")
 
 
 def spread(per_seed: dict[str, float | None]) -> dict | None:
@@ -343,7 +341,7 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
     versus = {
         other: _margins(by_run, seeds, other)
         for other in (r["run"] for r in rows)
-        if other not in REFERENCES and other != "maskagain"
+        if other not in (*REFERENCES, "maskagain")
     }
     return {
         "seeds": seeds,
