@@ -104,7 +104,8 @@ class DemoSizes:
     finetune_epochs: int
     finetune_clips: int
     probe_train_clips: int
-    eval_clips: int  # probe val clips and fine-tune test videos (each)
+    probe_val_clips: int
+    test_videos: int  # the fine-tune's test set
     test_crops: int
     batch_size: int = 32
 
@@ -114,8 +115,9 @@ DEFAULT_SIZES = DemoSizes(
     pretrain_clips=1280,
     finetune_epochs=10,
     finetune_clips=640,
-    probe_train_clips=1600,
-    eval_clips=800,
+    probe_train_clips=8000,
+    probe_val_clips=4000,
+    test_videos=800,
     test_crops=3,
 )
 QUICK_SIZES = DemoSizes(
@@ -124,7 +126,8 @@ QUICK_SIZES = DemoSizes(
     finetune_epochs=1,
     finetune_clips=32,
     probe_train_clips=32,
-    eval_clips=16,
+    probe_val_clips=16,
+    test_videos=16,
     test_crops=1,
     batch_size=16,
 )
@@ -143,7 +146,7 @@ def data_section(sizes: DemoSizes, train_clips: int, **extra) -> dict:
         "synthetic_frames": GEOMETRY["num_frames"],
         "synthetic_classes": NUM_CLASSES,
         "synthetic_train_clips": train_clips,
-        "synthetic_val_clips": sizes.eval_clips,
+        "synthetic_val_clips": sizes.test_videos,
         "synthetic_seed": 0,
         "fresh_every_epoch": True,
         "num_workers": 0,
@@ -345,7 +348,8 @@ class ProbeClips:
     """The probe's clips, generated once and shared by every encoder (seed 0 train / val)."""
 
     def __init__(self, sizes: DemoSizes) -> None:
-        cfg = DataConfig(**data_section(sizes, sizes.probe_train_clips))
+        val = {"synthetic_val_clips": sizes.probe_val_clips}
+        cfg = DataConfig(**data_section(sizes, sizes.probe_train_clips, **val))
         cfg.validate()
         self.splits = {}
         for split in ("train", "val"):
@@ -527,7 +531,7 @@ def run_demo(
     save_encoder(random_encoder(TEACHER_ARCH, seed), random_teacher, {"recipe": "random init"})
 
     stages.start(f"generating the probe's clips ({sizes.probe_train_clips} train, "
-                 f"{sizes.eval_clips} val)")  # fmt: skip
+                 f"{sizes.probe_val_clips} val)")  # fmt: skip
     clips = ProbeClips(sizes)
     stages.start("linear probes of every encoder")
     sources = {

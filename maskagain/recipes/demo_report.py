@@ -195,6 +195,14 @@ def markdown_table(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _card_probe_sizes(card: dict) -> str:
+    """The probe set a teacher card's numbers were measured on, in words (cards written before
+    the probe's val set got its own size name it ``eval_clips``)."""
+    sizes = card.get("probe_settings") or {}
+    val = sizes.get("probe_val_clips", sizes.get("eval_clips", "?"))
+    return f"{sizes.get('probe_train_clips', '?')} training clips, top-1 on {val} val clips"
+
+
 def write_report(out: Path, summary: dict) -> Path:
     sizes, data = summary["sizes"], summary["dataset"]
     card = summary["teacher"]["card"]
@@ -208,9 +216,9 @@ def write_report(out: Path, summary: dict) -> Path:
         "frozen features, pooled per time step (the mean over space at each tubelet step, "
         "steps concatenated: the order of events survives; the column the demo ranks by) or "
         f"mean-pooled over all tokens; {sizes['probe_train_clips']}"
-        f" training clips, top-1 on {sizes['eval_clips']} val clips. Fine-tune: "
+        f" training clips, top-1 on {sizes['probe_val_clips']} val clips. Fine-tune: "
         f"{sizes['finetune_epochs']} epochs x {sizes['finetune_clips']} fresh clips, then a "
-        f"{sizes['test_crops']}-crop test on {sizes['eval_clips']} test videos. ± is one "
+        f"{sizes['test_crops']}-crop test on {sizes['test_videos']} test videos. ± is one "
         "binomial standard error: evaluation noise only. Every training run uses one seed "
         f"({summary.get('seed', 0)}); `maskagain demo --seed N` repeats the comparison with "
         "another to see the training-seed spread.",
@@ -229,7 +237,7 @@ def write_report(out: Path, summary: dict) -> Path:
         f"Shipped teacher: `{summary['teacher']['source']}`, VideoMAE pre-training for "
         f"{card.get('epochs', '?')} epochs ({card.get('steps', '?')} steps, "
         f"{card.get('clips_seen', '?')} clips) in {_fmt(card.get('wall_seconds'), 0)} s. "
-        "Its card's probe (same settings as above): "
+        f"Its card's probe ({_card_probe_sizes(card)}): "
         + ", ".join(
             f"{k} {v.get('val_top1')}% (train {v.get('train_top1')}%)"
             for k, v in (card.get("probe") or {}).items()
