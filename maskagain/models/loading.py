@@ -619,9 +619,11 @@ def build_from_checkpoint(
     return model, fmt, info
 
 
-def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source, fmt: str) -> None:
+def _load_strict(
+    model: nn.Module, sd: dict[str, torch.Tensor], source, fmt: str, kind: str = ""
+) -> None:
     cfg = model.cfg
-    kind = "V-JEPA 2 encoder" if isinstance(model, VJEPA2Encoder) else "video ViT"
+    kind = kind or ("V-JEPA 2 encoder" if isinstance(model, VJEPA2Encoder) else "video ViT")
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatches
