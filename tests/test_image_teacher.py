@@ -146,8 +146,13 @@ def test_video_encoders_are_refused(tmp_path, tiny_kwargs):
         load_image_encoder(tmp_path / "video.safetensors", num_heads=2)
     hf_video = transformers.VideoMAEModel(
         transformers.VideoMAEConfig(
-            image_size=32, patch_size=8, num_frames=4, hidden_size=64, num_hidden_layers=1,
-            num_attention_heads=4, intermediate_size=128,
+            image_size=32,
+            patch_size=8,
+            num_frames=4,
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=128,
         )  # fmt: skip
     )
     hf_video.save_pretrained(tmp_path / "videomae")
