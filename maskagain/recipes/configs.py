@@ -142,17 +142,18 @@ class MaskSpec:
         )
 
 
-def model_overrides(raw: Mapping, path: str) -> dict:
+def model_overrides(raw: Mapping, path: str, allowed: tuple[str, ...] | None = None) -> dict:
     """``ModelConfig`` field overrides for ``load_encoder``, typed by the field annotations
     (``overrides.num_heads=2`` from the command line becomes the int 2); an unknown field fails
-    naming the dotted key and the closest valid one."""
+    naming the dotted key and the closest valid one. ``allowed``: the fields a loader takes
+    (default: every field)."""
     from maskagain.models.vit import ModelConfig
 
     hints = typing.get_type_hints(ModelConfig)
-    names = [f.name for f in dataclasses.fields(ModelConfig)]
+    names = list(allowed or (f.name for f in dataclasses.fields(ModelConfig)))
     out = {}
     for key, value in raw.items():
-        if key not in hints:
+        if key not in names:
             raise ConfigError(unknown_key(str(key), names, path))
         out[key] = coerce(hints[key], value, f"{path}.{key}")
     return out
@@ -241,12 +242,58 @@ class TeacherSpec:
 
 
 @dataclass
+class ImageTeacherSpec:
+    """MVD's image teacher (read when ``mvd.image_weight > 0``): an MAE image encoder, any
+    source ``maskagain.models.image_vit.load_image_encoder`` reads (an official ``.pth``, a
+    Hugging Face ViTMAE directory or hub id). It sees the first frame of every tubelet.
+
+    ``overrides``: ``num_heads`` (outside the published MAE sizes, when the file does not record
+    it) and ``norm_eps``; ``precision``: its autocast dtype (it always runs under inference mode).
+    """
+
+    source: str = ""
+    overrides: dict = field(default_factory=dict)
+    precision: Precision = "bf16"
+
+    def validate(self, path: str = "image_teacher") -> None:
+        allowed = ("num_heads", "norm_eps")
+        self.overrides = model_overrides(self.overrides, f"{path}.overrides", allowed)
+
+
+def check_image_teacher(kind: str, mvd: MVDConfig, image_teacher: ImageTeacherSpec) -> None:
+    """An image teacher is given exactly when MVD co-teaching uses one (never loaded for
+    nothing, never missing)."""
+    if kind != "mvd":
+        check(
+            not image_teacher.source,
+            f"config key 'image_teacher.source' is set, but objective.kind={kind} has no image "
+            "teacher (only mvd co-teaches); remove it",
+        )
+    elif mvd.image_weight > 0:
+        check(
+            bool(image_teacher.source),
+            f"config key 'image_teacher.source' is empty, but mvd.image_weight="
+            f"{mvd.image_weight} distils from an image teacher too: give an MAE image encoder "
+            "(e.g. mae_pretrain_vit_base.pth or facebook/vit-mae-base), or set "
+            "mvd.image_weight=0 for the video teacher alone",
+        )
+    else:
+        check(
+            not image_teacher.source,
+            f"config key 'image_teacher.source' is {image_teacher.source!r}, but mvd.image_weight "
+            "is 0, so it would never be used: set mvd.image_weight > 0 to co-teach, or clear "
+            "it (image_teacher.source=)",
+        )
+
+
+@dataclass
 class DistillConfig:
     """``maskagain distill``: distillation of a student trained from scratch.
 
     ``objective.kind`` picks the method: "maskagain" (the ``objective`` weights), "mvd" (the
     ``mvd`` section: the teacher sees the whole clip, a decoder regresses its features of the
-    student's hidden tokens) or "amd" (the ``amd`` section: the teacher sees a clip masked at
+    student's hidden tokens; with ``mvd.image_weight > 0`` a second decoder regresses those of
+    the ``image_teacher``) or "amd" (the ``amd`` section: the teacher sees a clip masked at
     ``amd.teacher_ratio``, the student at ``mask.ratio``, both tube masks). With
     ``objective.pixel_weight > 0`` a VideoMAE pixel decoder (``pixel_decoder``) reconstructs the
     student's hidden tokens as an extra ``pixel`` term.
@@ -258,6 +305,7 @@ class DistillConfig:
         default_factory=lambda: ScratchModelSpec(name="vit_base", drop_path_rate=0.1)
     )
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    image_teacher: ImageTeacherSpec = field(default_factory=ImageTeacherSpec)
     data: DataConfig = field(default_factory=DataConfig)
     mask: MaskSpec = field(default_factory=MaskSpec)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -274,6 +322,7 @@ class DistillConfig:
         scfg = self.student.model_config("student")
         check_data_matches_model(self.data, scfg, "student")
         self.teacher.validate()
+        self.image_teacher.validate()
         self.mask.validate()
         self.objective.validate()
         # every section is checked, also those the chosen objective does not read
@@ -283,13 +332,9 @@ class DistillConfig:
         kind = self.objective.kind
         if kind == "maskagain":
             check_objective_k(self.objective, self.mask, scfg.grid)
-        elif kind == "mvd":
-            check(
-                self.mvd.image_weight == 0,
-                "config key 'mvd.image_weight' must be 0: distillation runs one (video) teacher",
-            )
         elif kind == "amd":
             check_amd_masks(self.amd, self.mask)
+        check_image_teacher(kind, self.mvd, self.image_teacher)
         self.optim.validate()
         self.schedule.validate()
         self.engine.validate()

@@ -5,7 +5,8 @@ two encoders through its ``student_query`` / ``teacher_query``
 (:class:`~maskagain.losses.block_outputs.EncoderQuery`): MaskAgain runs the teacher on the
 student's mask with attention taps on one block, MVD on the whole clip, AMD on a lighter mask
 of its own with the outputs of its aligned blocks. ``objective.pixel_weight > 0`` adds
-VideoMAE's pixel reconstruction as a ``pixel`` term.
+VideoMAE's pixel reconstruction as a ``pixel`` term. MVD with ``mvd.image_weight > 0`` also
+co-teaches from an image teacher (``image_teacher``, an MAE encoder), frozen like the video one.
 
 The teacher (any checkpoint ``maskagain.models.load_encoder`` reads) is frozen where it is
 built: eval mode, ``requires_grad=False``, run under ``torch.inference_mode()`` and its own
@@ -31,9 +32,10 @@ from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, 
 from maskagain.engine.trainer import DTYPES
 from maskagain.losses.amd import AMDObjective
 from maskagain.losses.block_outputs import EncoderQuery
-from maskagain.losses.mvd import MVDObjective
+from maskagain.losses.mvd import MVDObjective, frame_tokens_to_clip, image_teacher_frames
 from maskagain.losses.objective import MaskAgainObjective
 from maskagain.losses.pixel import with_weighted_term
+from maskagain.models.image_vit import ImageViT, load_image_encoder
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
@@ -94,13 +96,44 @@ class FrozenTeacher:
             return self._forward(batch["video"], self.query.mask_of(batch))
 
 
+class FrozenImageTeacher:
+    """MVD's frozen image teacher: ``teacher(batch) -> (B, N, D_img)``, its last-block tokens of
+    the first frame of every tubelet (``image_teacher_frames``), laid out as the clip's tokens
+    (``frame_tokens_to_clip``); frames are resized first when its patch is not the student's, so
+    that both see the same patch grid. Inference tensors, weights in ``precision``; like
+    :class:`FrozenTeacher`, never part of what trains."""
+
+    def __init__(self, encoder: ImageViT, student: ModelConfig, precision: str) -> None:
+        self.dtype = DTYPES[precision]
+        self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
+        self.tubelet = student.tubelet_size
+        _, gh, gw = student.grid
+        p = encoder.cfg.patch_size
+        self.size = None if p == student.patch_size else (gh * p, gw * p)
+        self.device_type = next(encoder.parameters()).device.type
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        video = batch["video"]
+        frames = image_teacher_frames(video, self.tubelet)  # (B * F, C, H, W)
+        amp = torch.autocast(
+            self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
+        )
+        with torch.inference_mode(), amp:
+            if self.size is not None:
+                frames = nn.functional.interpolate(
+                    frames, size=self.size, mode="bilinear", antialias=True, align_corners=False
+                )
+            return frame_tokens_to_clip(self.encoder(frames), video.shape[0])
+
+
 class DistillModule(nn.Module):
     """Everything that trains: ``student``, ``objective`` (its projections, decoders,
     generators) and, with a pixel weight, ``pixel_head`` (VideoMAE's pixel decoder).
 
-    ``forward(video, mask, teacher_out)`` runs the student on the visible tokens of ``mask``
-    as the objective's ``student_query`` asks and returns the objective's dict of named terms
-    (plus ``"pixel"``) with the weighted total under ``"loss"``.
+    ``forward(video, mask, teacher_out[, image_tokens])`` runs the student on the visible tokens
+    of ``mask`` as the objective's ``student_query`` asks and returns the objective's dict of
+    named terms (plus ``"pixel"``) with the weighted total under ``"loss"``; ``image_tokens``:
+    MVD's image-teacher features (B, N, D_img) when it co-teaches.
     """
 
     def __init__(
@@ -125,11 +158,16 @@ class DistillModule(nn.Module):
             student.norm.requires_grad_(False)
 
     def forward(
-        self, video: torch.Tensor, mask: torch.Tensor, teacher_out: EncoderOutput
+        self,
+        video: torch.Tensor,
+        mask: torch.Tensor,
+        teacher_out: EncoderOutput,
+        image_tokens: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """video (B, C, T, H, W), mask (B, N) True = hidden -> named scalar losses."""
         out = self.student_query.run(self.student, video, mask)
-        losses = self.objective(out, teacher_out)
+        extra = () if image_tokens is None else (image_tokens,)
+        losses = self.objective(out, teacher_out, *extra)
         if self.pixel_head is not None:
             pixel = self.pixel_head(self.student.norm(out.tokens), mask, video)
             losses = with_weighted_term(losses, "pixel", pixel, self.pixel_weight)
@@ -160,20 +198,39 @@ def build_teacher(cfg: DistillConfig, device: torch.device) -> nn.Module:
     return align_teacher(teacher, student).to(device)
 
 
-# objective.kind -> the objective sized for a (config, student, teacher)
-OBJECTIVES: dict[str, Callable[[DistillConfig, VideoViT, VideoViT], nn.Module]] = {
-    "maskagain": lambda cfg, s, t: MaskAgainObjective.from_models(cfg.objective, s, t),
-    "mvd": lambda cfg, s, t: MVDObjective.from_models(cfg.mvd, s, t),
-    "amd": lambda cfg, s, t: AMDObjective.from_models(cfg.amd, s, t),
+def build_image_teacher(cfg: DistillConfig, device: torch.device) -> ImageViT | None:
+    """MVD's image teacher (``image_teacher.source``), or None when the run has none."""
+    if not cfg.image_teacher.source:
+        return None
+    try:
+        encoder = load_image_encoder(cfg.image_teacher.source, **cfg.image_teacher.overrides)
+    except CheckpointError as err:
+        raise CheckpointError(f"config key 'image_teacher.source': {err}") from None
+    if encoder.cfg.in_chans != cfg.student.model_config("student").in_chans:
+        raise ConfigError(
+            f"config key 'image_teacher.source': the image teacher takes {encoder.cfg.in_chans} "
+            "channels, the clips have a different number"
+        )
+    return encoder.to(device)
+
+
+# objective.kind -> the objective sized for a (config, student, teacher, image-teacher width)
+OBJECTIVES: dict[str, Callable[[DistillConfig, VideoViT, VideoViT, int | None], nn.Module]] = {
+    "maskagain": lambda cfg, s, t, _: MaskAgainObjective.from_models(cfg.objective, s, t),
+    "mvd": lambda cfg, s, t, image_dim: MVDObjective.from_models(cfg.mvd, s, t, image_dim),
+    "amd": lambda cfg, s, t, _: AMDObjective.from_models(cfg.amd, s, t),
 }
 
 
-def build_distill_module(cfg: DistillConfig, teacher: VideoViT) -> DistillModule:
+def build_distill_module(
+    cfg: DistillConfig, teacher: VideoViT, image_teacher: ImageViT | None = None
+) -> DistillModule:
     """Fresh student (``cfg.student``, initialised by ``student.init``), the objective of
-    ``objective.kind`` sized for this student/teacher pair, and the pixel head when
-    ``objective.pixel_weight > 0``."""
+    ``objective.kind`` sized for this student/teacher pair (and MVD's image teacher), and the
+    pixel head when ``objective.pixel_weight > 0``."""
     student = cfg.student.build("student")
-    objective = OBJECTIVES[cfg.objective.kind](cfg, student, teacher)
+    image_dim = image_teacher.cfg.embed_dim if image_teacher is not None else None
+    objective = OBJECTIVES[cfg.objective.kind](cfg, student, teacher, image_dim)
     head, weight = None, cfg.objective.pixel_weight
     if weight > 0:
         dim, heads = cfg.pixel_decoder.resolved(student.cfg.embed_dim)
@@ -189,11 +246,13 @@ def build_distill_module(cfg: DistillConfig, teacher: VideoViT) -> DistillModule
     return DistillModule(student, objective, head, weight)
 
 
-def make_distill_step(teacher: FrozenTeacher):
-    """The step function: teacher forward (inference mode), then student + objective."""
+def make_distill_step(teacher: FrozenTeacher, image_teacher: FrozenImageTeacher | None = None):
+    """The step function: teacher forward(s) (inference mode), then student + objective."""
 
     def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return module(batch["video"], batch["mask"], teacher(batch))
+        if image_teacher is None:
+            return module(batch["video"], batch["mask"], teacher(batch))
+        return module(batch["video"], batch["mask"], teacher(batch), image_teacher(batch))
 
     return distill_step
 
@@ -205,15 +264,21 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
     try:
         dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
         teacher_model = build_teacher(cfg, dist.device)
-        module = build_distill_module(cfg, teacher_model).to(dist.device)
+        image_model = build_image_teacher(cfg, dist.device)
+        module = build_distill_module(cfg, teacher_model, image_model).to(dist.device)
         query = module.objective.teacher_query
         teacher = FrozenTeacher(
             teacher_model, query, cfg.teacher.precision, compile=cfg.engine.compile
         )
+        image_teacher = None
+        if image_model is not None:
+            image_teacher = FrozenImageTeacher(
+                image_model, module.student.cfg, cfg.image_teacher.precision
+            )
         grid = module.student.cfg.grid
         # an objective whose teacher has a mask of its own (AMD) gets it drawn with the student's
         trainer, bad_files = build_masked_trainer(
-            cfg, dist, run_dir, module, make_distill_step(teacher), dataset, grid, "distill",
+            cfg, dist, run_dir, module, make_distill_step(teacher, image_teacher), dataset, grid, "distill",
             teacher_mask_ratio=query.mask_ratio,
         )  # fmt: skip
         ckpt = resolve_resume(resume, run_dir)
@@ -221,6 +286,7 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
             trainer.resume(ckpt)
         extra = {
             "teacher": cfg.teacher.source,
+            "image_teacher": cfg.image_teacher.source or None,
             "objective": cfg.objective.kind,
             "data": bad_files.summary,
         }
