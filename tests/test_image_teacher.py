@@ -5,45 +5,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _weights import mae_image_teacher
 
 from maskagain.models.image_vit import load_image_encoder, mae_position_table
 from maskagain.models.loading import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=128,
-    image_size=32,
-    patch_size=8,
-    mask_ratio=0.0,
-    qkv_bias=True,
-)
 
-
-def hf_mae(**kw):
-    """A tiny transformers ViTMAE with MAE's fixed position table (what published checkpoints
-    store; transformers 5 leaves a freshly built model's table at zero) and non-zero biases
-    everywhere, k bias included."""
-    torch.manual_seed(0)
-    model = transformers.ViTMAEModel(transformers.ViTMAEConfig(**{**TINY, **kw})).eval()
-    model.embeddings.patch_embeddings.projection._is_hf_initialized = False
-    model.embeddings.initialize_weights()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(std=0.1)
-    return model
-
-
-def saved(model, folder) -> dict[str, torch.Tensor]:
-    """``save_pretrained`` into ``folder``; the weights as written (the hub's key names)."""
+def hf_mae(folder):
+    """The tiny transformers ViTMAE of ``mae_image_teacher`` (64 wide, patch 8), saved into
+    ``folder`` and read back; also its weights as written (the hub's key names)."""
     from safetensors.torch import load_file
 
-    model.save_pretrained(folder)
-    return load_file(str(folder / "model.safetensors"))
+    mae_image_teacher(folder, width=64, depth=2)
+    model = transformers.ViTMAEModel.from_pretrained(folder).eval()
+    return model, load_file(str(folder / "model.safetensors"))
 
 
 def hf_tokens(model, images: torch.Tensor) -> torch.Tensor:
@@ -55,9 +32,12 @@ def hf_tokens(model, images: torch.Tensor) -> torch.Tensor:
     return out.hidden_states[-1][:, 1:]
 
 
-def official_state_dict(model, folder) -> dict[str, torch.Tensor]:
-    """The HF model's weights under MAE's own key names (``models_mae.py``), with a decoder."""
-    sd = {k.removeprefix("vit."): v for k, v in saved(model, folder).items()}
+def official_state_dict(
+    written: dict[str, torch.Tensor], layers: int = 2
+) -> dict[str, torch.Tensor]:
+    """Hugging Face ViTMAE weights under MAE's own key names (``models_mae.py``), with a
+    decoder and mask token as full pre-training checkpoints hold them."""
+    sd = {k.removeprefix("vit."): v for k, v in written.items()}
     out = {
         "cls_token": sd["embeddings.cls_token"],
         "pos_embed": sd["embeddings.position_embeddings"],
@@ -69,7 +49,7 @@ def official_state_dict(model, folder) -> dict[str, torch.Tensor]:
         "decoder_embed.weight": torch.zeros(32, 64),
         "decoder_pred.weight": torch.zeros(192, 32),
     }
-    for i in range(model.config.num_hidden_layers):
+    for i in range(layers):
         p = f"encoder.layer.{i}."
         q = f"blocks.{i}."
         for kind in ("weight", "bias"):
@@ -84,17 +64,16 @@ def official_state_dict(model, folder) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_position_table_is_maes():
+def test_position_table_is_maes(tmp_path):
     """transformers' ViTMAE builds its fixed table in MAE's layout: ours matches it."""
-    model = hf_mae()
+    model, _ = hf_mae(tmp_path / "mae")
     stored = model.embeddings.position_embeddings[0]
     assert stored[0].abs().max() == 0  # the class token's row
     assert torch.allclose(mae_position_table(4, 4, 64), stored[1:], atol=1e-6)
 
 
 def test_hugging_face_directory_matches_transformers(tmp_path):
-    model = hf_mae()
-    saved(model, tmp_path / "mae")
+    model, _ = hf_mae(tmp_path / "mae")
     ours = load_image_encoder(tmp_path / "mae").eval()
     assert ours.cfg.num_heads == 4 and ours.cfg.depth == 2 and ours.cfg.patch_size == 8
     images = torch.randn(3, 3, 32, 32)
@@ -107,9 +86,9 @@ def test_hugging_face_directory_matches_transformers(tmp_path):
 def test_official_pth_matches_transformers(tmp_path):
     """An MAE ``.pth`` ({"model": ...}, decoder and mask token included, as the full pre-training
     checkpoints are): the decoder is ignored, the encoder computes what transformers computes."""
-    model = hf_mae()
+    model, written = hf_mae(tmp_path / "hf")
     path = tmp_path / "mae_pretrain.pth"
-    torch.save({"model": official_state_dict(model, tmp_path / "hf"), "epoch": 1}, path)
+    torch.save({"model": official_state_dict(written), "epoch": 1}, path)
     ours = load_image_encoder(path, num_heads=4).eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -119,7 +98,7 @@ def test_official_pth_matches_transformers(tmp_path):
 def test_unpublished_geometry_needs_a_head_count(tmp_path):
     """Weights do not show a head count: outside the published MAE sizes a file that does not
     record one is refused, naming the override (a Hugging Face config records it)."""
-    sd = official_state_dict(hf_mae(), tmp_path / "hf")
+    sd = official_state_dict(hf_mae(tmp_path / "hf")[1])
     path = tmp_path / "tiny.pth"
     torch.save({"model": sd}, path)
     with pytest.raises(CheckpointError, match="overrides.num_heads"):
@@ -127,7 +106,7 @@ def test_unpublished_geometry_needs_a_head_count(tmp_path):
 
 
 def test_learned_positions_are_refused(tmp_path):
-    sd = official_state_dict(hf_mae(), tmp_path / "hf")
+    sd = official_state_dict(hf_mae(tmp_path / "hf")[1])
     sd["pos_embed"] = torch.randn_like(sd["pos_embed"]) * 0.02
     path = tmp_path / "vit_supervised.pth"
     torch.save({"model": sd}, path)

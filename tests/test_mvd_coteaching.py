@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from _weights import mae_image_teacher
 
 from maskagain.cli.main import main
 from maskagain.config import ConfigError, load_config
@@ -26,25 +27,14 @@ MVD = "configs/tiny/distill_mvd.yaml"
 IMAGE_WIDTH = 96
 
 
-def image_teacher_dir(folder, patch: int = 8):
-    torch.manual_seed(3)
-    config = transformers.ViTMAEConfig(
-        hidden_size=IMAGE_WIDTH, num_hidden_layers=1, num_attention_heads=4,
-        intermediate_size=192, image_size=32, patch_size=patch, mask_ratio=0.0,
-    )  # fmt: skip
-    model = transformers.ViTMAEModel(config)
-    model.embeddings.patch_embeddings.projection._is_hf_initialized = False
-    model.embeddings.initialize_weights()  # MAE's fixed positions, as published weights hold
-    model.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp("teachers")
     torch.manual_seed(7)
     video = create_model("vit_micro", img_size=32, num_frames=4, patch_size=8, depth=2)
-    return str(save_encoder(video, root / "video.safetensors")), image_teacher_dir(root / "mae")
+    return str(save_encoder(video, root / "video.safetensors")), mae_image_teacher(
+        root / "mae", IMAGE_WIDTH
+    )
 
 
 def coteach(run_dir, teachers, *extra) -> int:
@@ -110,7 +100,7 @@ def test_image_teacher_sees_the_first_frame_of_every_tubelet(tmp_path, teachers,
 def test_an_image_teacher_with_another_patch_sees_resized_frames(tmp_path):
     """Patch 4 on the student's 4x4 grid of 8px patches: frames are resized to 16px so the
     teacher's tokens line up with the student's."""
-    teacher = load_image_encoder(image_teacher_dir(tmp_path / "p4", patch=4))
+    teacher = load_image_encoder(mae_image_teacher(tmp_path / "p4", IMAGE_WIDTH, patch=4))
     student = ModelConfig(img_size=32, num_frames=4, patch_size=8, tubelet_size=2)
     frozen = FrozenImageTeacher(teacher, student, "fp32")
     tokens = frozen({"video": torch.randn(2, 3, 4, 32, 32)})

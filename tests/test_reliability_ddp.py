@@ -29,6 +29,7 @@ import sys
 import pytest
 import torch
 from _reliability import ENV, ROOT, teacher_path
+from _weights import mae_image_teacher
 from safetensors.torch import load_file
 
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -118,8 +119,13 @@ def test_finetune_ddp_matches_single_process_big_batch(tmp_path):
 @pytest.mark.parametrize(
     "config,extra,terms",
     [
-        # drop path draws from the process RNG (see above): off in MVD's decoder too
-        ("configs/tiny/distill_mvd.yaml", ["mvd.decoder_drop_path=0"], ("loss", "video")),
+        # drop path draws from the process RNG (see above): off in MVD's decoders too; with
+        # MAE co-teaching (an image teacher beside the video one)
+        (
+            "configs/tiny/distill_mvd.yaml",
+            ["mvd.decoder_drop_path=0", "mvd.image_weight=1", "image_teacher.precision=fp32"],
+            ("loss", "video", "image"),
+        ),
         # AMD with clips cut on the device: windows and boxes travel, the crops happen per rank
         (
             "configs/tiny/distill_amd.yaml",
@@ -127,13 +133,15 @@ def test_finetune_ddp_matches_single_process_big_batch(tmp_path):
             ("loss", "direct", "generation", "pixel"),
         ),
     ],  # fmt: skip
-    ids=["mvd", "amd_crop_on_device"],
+    ids=["mvd_coteaching", "amd_crop_on_device"],
 )
 def test_peer_distillation_ddp_matches_single_process_big_batch(
     tmp_path, tmp_path_factory, config, extra, terms
 ):
     teacher = teacher_path(tmp_path_factory)
     args = [*DISTILL, f"teacher.source={teacher}", *extra]
+    if "mvd.image_weight=1" in extra:
+        args.append(f"image_teacher.source={mae_image_teacher(tmp_path / 'mae')}")
     args[2] = config
     single, ddp = pair(tmp_path, args, per_rank=2)
     assert_close_runs(single, ddp, terms, steps=4)  # 16 videos, 4 per step
