@@ -118,51 +118,18 @@ class ImageViT(nn.Module):
 
 # ------------------------------------------------------------------------------------- loading
 def _hf_vit_to_mae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face ViT / ViTMAE encoder keys -> MAE's (``blocks.N.attn.qkv`` with one bias)."""
-    sd = {k.removeprefix("vit."): v for k, v in sd.items()}
-    out: dict[str, torch.Tensor] = {}
-    renames = {
-        "embeddings.cls_token": "cls_token",
-        "embeddings.position_embeddings": "pos_embed",
-        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-        "layernorm.weight": "norm.weight",
-        "layernorm.bias": "norm.bias",
-    }
-    parts = {
-        "attention.output.dense": "attn.proj",
-        "layernorm_before": "norm1",
-        "layernorm_after": "norm2",
-        "intermediate.dense": "mlp.fc1",
-        "output.dense": "mlp.fc2",
-    }
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for key, value in sd.items():
-        if key in renames:
-            out[renames[key]] = value
-            continue
-        m = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", key)
-        if m is None:
-            out[key] = value  # decoder keys and others: left for the caller to judge
-            continue
-        block, name, kind = m.groups()
-        attn = re.fullmatch(r"attention\.attention\.(query|key|value)", name)
-        if attn:
-            qkv.setdefault((block, kind), {})[attn.group(1)] = value
-        elif name in parts:
-            out[f"blocks.{block}.{parts[name]}.{kind}"] = value
-        else:
-            out[key] = value
-    for (block, kind), qkv_parts in qkv.items():
-        if set(qkv_parts) == {"query", "key", "value"}:
-            stacked = [qkv_parts[n] for n in ("query", "key", "value")]
-            out[f"blocks.{block}.attn.qkv.{kind}"] = torch.cat(stacked)
-    return out
+    """Hugging Face ViT / ViTMAE encoder keys -> MAE's. Their blocks are named as VideoMAE's in
+    transformers, so its renaming serves (q and v biases kept apart, the k bias dropped)."""
+    from maskagain.models.loading import _hf_to_official
+
+    sd = _hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
+    renames = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed"}
+    return {renames.get(k, k): v for k, v in sd.items()}
 
 
 def _to_blocks(sd: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Tensor]:
-    """MAE keys -> :class:`ImageViT` keys: ``patch_embed.proj`` -> ``patch_embed``, the qkv bias
-    split into q and v biases (the k bias is dropped: the softmax cancels it)."""
+    """MAE keys -> :class:`ImageViT` keys: ``patch_embed.proj`` -> ``patch_embed``, a fused qkv
+    bias split into q and v biases (the k bias is dropped: the softmax cancels it)."""
     out = {}
     for key, value in sd.items():
         if key.startswith("patch_embed.proj."):
@@ -173,11 +140,6 @@ def _to_blocks(sd: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Tensor]
         else:
             out[key] = value
     return out
-
-
-def _depth(sd: dict[str, torch.Tensor]) -> int:
-    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    return max(blocks) + 1 if blocks else 0
 
 
 def _check_positions(pos: torch.Tensor, source) -> None:
@@ -242,7 +204,7 @@ def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
 
 
 def _config(sd: dict[str, torch.Tensor], hf: dict, source, overrides: dict) -> ImageViTConfig:
-    from maskagain.models.loading import CheckpointError
+    from maskagain.models.loading import CheckpointError, _depth
 
     proj = sd.get("patch_embed.proj.weight")
     if proj is not None and proj.ndim == 5:
@@ -271,7 +233,7 @@ def _config(sd: dict[str, torch.Tensor], hf: dict, source, overrides: dict) -> I
         "patch_size": patch,
         "mlp_ratio": sd["blocks.0.mlp.fc1.weight"].shape[0] / dim,
         "in_chans": proj.shape[1],
-        "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in sd or "blocks.0.attn.q_bias" in sd,
         "norm_eps": float(hf.get("layer_norm_eps", 1e-6)),
     }
     values.update({k: v for k, v in overrides.items() if k != "num_heads"})
