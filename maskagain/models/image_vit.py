@@ -30,6 +30,17 @@ import torch
 from torch import nn
 
 from maskagain.models.layers import Block
+from maskagain.models.loading import (
+    CheckpointError,
+    _depth,
+    _hf_to_official,
+    _hf_weights,
+    _load_strict,
+    _resolve,
+    _safetensors_load,
+    _torch_load,
+    _unwrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +131,6 @@ class ImageViT(nn.Module):
 def _hf_vit_to_mae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face ViT / ViTMAE encoder keys -> MAE's. Their blocks are named as VideoMAE's in
     transformers, so its renaming serves (q and v biases kept apart, the k bias dropped)."""
-    from maskagain.models.loading import _hf_to_official
-
     sd = _hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
     renames = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed"}
     return {renames.get(k, k): v for k, v in sd.items()}
@@ -144,8 +153,6 @@ def _to_blocks(sd: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Tensor]
 
 def _check_positions(pos: torch.Tensor, source) -> None:
     """A stored table must be MAE's fixed sine-cosine one (class token row 0)."""
-    from maskagain.models.loading import CheckpointError
-
     table = pos.reshape(-1, pos.shape[-1]).float()
     side = math.isqrt(table.shape[0] - 1)
     if side * side != table.shape[0] - 1:
@@ -168,15 +175,6 @@ def _check_positions(pos: torch.Tensor, source) -> None:
 
 def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
     """(MAE-layout state dict, Hugging Face config or {}, format name) of ``source``."""
-    from maskagain.models.loading import (
-        CheckpointError,
-        _hf_weights,
-        _resolve,
-        _safetensors_load,
-        _torch_load,
-        _unwrap,
-    )
-
     path = _resolve(source)
     if path.is_dir():
         config_file = path / "config.json"
@@ -204,8 +202,6 @@ def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
 
 
 def _config(sd: dict[str, torch.Tensor], hf: dict, source, overrides: dict) -> ImageViTConfig:
-    from maskagain.models.loading import CheckpointError, _depth
-
     proj = sd.get("patch_embed.proj.weight")
     if proj is not None and proj.ndim == 5:
         raise CheckpointError(
@@ -248,8 +244,6 @@ def load_image_encoder(source: str | Path, **overrides) -> ImageViT:
     ViTMAE directory or hub id. ``overrides``: ``num_heads`` (needed outside the published MAE
     sizes when the file does not say), ``norm_eps``. Raises ``CheckpointError`` for a file that
     is not an MAE image encoder (a video encoder, learned positions, missing weights)."""
-    from maskagain.models.loading import CheckpointError, _load_strict
-
     unknown = set(overrides) - {"num_heads", "norm_eps"}
     if unknown:
         raise CheckpointError(
