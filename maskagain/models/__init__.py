@@ -1,6 +1,8 @@
-"""Video vision transformers and the loader for every teacher format users have."""
+"""Video vision transformers and the loader for every teacher format users have (and MAE image
+encoders, MVD's image teachers)."""
 
 from maskagain.models.families import FAMILIES, Family
+from maskagain.models.image_vit import ImageViT, ImageViTConfig, load_image_encoder
 from maskagain.models.layers import AttentionTap
 from maskagain.models.loading import CheckpointError, load_encoder, read_checkpoint, save_encoder
 from maskagain.models.registry import ARCHITECTURES, create_model, model_config
@@ -21,6 +23,8 @@ __all__ = [
     "CheckpointError",
     "EncoderOutput",
     "Family",
+    "ImageViT",
+    "ImageViTConfig",
     "ModelConfig",
     "TeacherAlignmentError",
     "VJEPA2Config",
@@ -29,6 +33,7 @@ __all__ = [
     "align_teacher",
     "check_teacher_alignment",
     "create_model",
+    "load_image_encoder",
     "load_encoder",
     "model_config",
     "read_checkpoint",
