@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,16 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
         assert row["finetune_top1"] is None or 0 <= row["finetune_top1"] <= 100
     # every model is fine-tuned; the probe-only rows (single frame, random init) are not
     assert sum(r["finetune_top1"] is not None for r in rows) == 7
+    # the noise benchmark reads a finished MVD row: its loss with the student's tokens as they
+    # are, shuffled across clips and replaced by their mean
+    from benchmarks import demo_noise
+
+    assert (
+        demo_noise.main(["--mvd-runs", str(out / "mvd"), "--json", str(tmp_path / "n.json")]) == 0
+    )
+    (losses,) = json.loads((tmp_path / "n.json").read_text())["mvd_content"].values()
+    assert {"real", "shuffled", "batch_mean", "content_share"} == set(losses)
+    assert all(math.isfinite(v) and v > 0 for k, v in losses.items() if k != "content_share")
     report = (out / "report.md").read_text()
     assert "| model |" in report
     for name in ("curves", "accuracy", "selections"):
@@ -211,3 +222,15 @@ def test_demo_seed_and_seeds_conflict(capsys) -> None:
     err = capsys.readouterr().err
     assert "argument --seeds: not allowed with argument --seed" in err
     assert "a seed is repeated" in err
+
+
+def test_probe_noise_benchmark_measures_both_spreads(tmp_path: Path) -> None:
+    from benchmarks import demo_noise
+
+    result = demo_noise.probe_noise([(32, 16)], inits=2)["32:16"]
+    for key in ("untrained_student_over_inits", "teacher_over_probe_seeds"):
+        stats = result[key]
+        assert len(stats["values"]) == 2 and all(0 <= v <= 100 for v in stats["values"])
+        assert stats["range"] == pytest.approx(
+            max(stats["values"]) - min(stats["values"]), abs=0.02
+        )
