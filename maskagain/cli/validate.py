@@ -101,25 +101,27 @@ def _drop(tree: dict, parts: list[str]) -> bool:
 
 
 def source_warnings(recipe: str, cfg) -> list[str]:
-    """The checkpoint the config names, when it is not there (yet): a warning, since an earlier
-    step may still write it."""
+    """The checkpoints the config names, when they are not there (yet): warnings, since an
+    earlier step may still write them."""
+    from maskagain.models.loading import CheckpointError, locate_source
     from maskagain.recipes import RECIPES
 
-    key = RECIPES[recipe].source
-    if cfg is None or key is None:
+    entry = RECIPES[recipe]
+    keys = (entry.source, *entry.more_sources) if entry.source else entry.more_sources
+    if cfg is None:
         return []
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    if not node:
-        return []
-    from maskagain.models.loading import CheckpointError, locate_source
-
-    try:
-        locate_source(str(node), key)
-    except CheckpointError as err:
-        return [str(err)]
-    return []
+    warnings = []
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not node:
+            continue
+        try:
+            locate_source(str(node), key)
+        except CheckpointError as err:
+            warnings.append(str(err))
+    return warnings
 
 
 def _default_out_dir(recipe: str, cfg, path: Path, overrides: list[str]) -> None:

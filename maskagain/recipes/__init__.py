@@ -26,8 +26,9 @@ class Recipe:
 
     ``prints``: the summary keys printed when it ends (``a.b`` as ``a_b``, when present).
     ``trains``: it trains, so it checkpoints and can ``--resume``. ``source``: the config key
-    naming the checkpoint it reads, if any, and ``shortcut`` the option that sets that key.
-    ``example``: an override its config takes, shown in ``--help``.
+    naming the checkpoint it reads, if any, and ``shortcut`` the option that sets that key;
+    ``more_sources``: keys of other checkpoints it may read (checked like ``source`` by
+    ``maskagain validate``). ``example``: an override its config takes, shown in ``--help``.
     """
 
     name: str
@@ -39,6 +40,7 @@ class Recipe:
     example: str
     source: str | None = None
     shortcut: tuple[str, str] | None = None  # (option, help)
+    more_sources: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -76,6 +78,7 @@ RECIPES: dict[str, Recipe] = {
             trains=True,
             example="engine.batch_size=32",
             source="teacher.source",
+            more_sources=("image_teacher.source",),
         ),
         Recipe(
             "finetune",
