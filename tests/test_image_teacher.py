@@ -137,3 +137,11 @@ def test_video_encoders_are_refused(tmp_path, tiny_kwargs):
     hf_video.save_pretrained(tmp_path / "videomae")
     with pytest.raises(CheckpointError, match="teacher.source"):
         load_image_encoder(tmp_path / "videomae")
+
+
+def test_an_image_encoder_given_as_the_video_teacher_says_where_it_goes(tmp_path):
+    from maskagain.models import load_encoder
+
+    mae_image_teacher(tmp_path / "mae", width=64)
+    with pytest.raises(CheckpointError, match="image_teacher.source"):
+        load_encoder(tmp_path / "mae")

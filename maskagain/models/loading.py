@@ -247,8 +247,9 @@ def infer_config(sd: dict[str, torch.Tensor], args: dict | None = None, **overri
     w = sd["patch_embed.proj.weight"]
     if w.ndim != 5:
         raise CheckpointError(
-            f"patch_embed.proj.weight has shape {tuple(w.shape)}; a video ViT has a 5-D Conv3d kernel "
-            "(an image ViT checkpoint cannot be loaded as a video encoder)"
+            f"patch_embed.proj.weight has shape {tuple(w.shape)}; a video ViT has a 5-D Conv3d "
+            "kernel (an image ViT checkpoint cannot be loaded as a video encoder; an MAE image "
+            "encoder can be MVD's image teacher: image_teacher.source)"
         )
     dim, in_chans, tubelet, patch = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
     depth = _depth(sd)
@@ -311,6 +312,11 @@ def _make_config(values: dict, cls: type = ModelConfig) -> Any:
 
 
 def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
+    if config.get("model_type") in ("vit_mae", "vit"):
+        raise CheckpointError(
+            f"config.json says model_type={config['model_type']!r}: an image ViT, not a video "
+            "encoder; an MAE image encoder can be MVD's image teacher (image_teacher.source)"
+        )
     if config.get("model_type") not in (None, "videomae"):
         raise CheckpointError(
             f"config.json says model_type={config.get('model_type')!r}; only 'videomae' and "
