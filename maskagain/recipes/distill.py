@@ -206,10 +206,11 @@ def build_image_teacher(cfg: DistillConfig, device: torch.device) -> ImageViT | 
         encoder = load_image_encoder(cfg.image_teacher.source, **cfg.image_teacher.overrides)
     except CheckpointError as err:
         raise CheckpointError(f"config key 'image_teacher.source': {err}") from None
-    if encoder.cfg.in_chans != cfg.student.model_config("student").in_chans:
+    channels = cfg.student.model_config("student").in_chans
+    if encoder.cfg.in_chans != channels:
         raise ConfigError(
             f"config key 'image_teacher.source': the image teacher takes {encoder.cfg.in_chans} "
-            "channels, the clips have a different number"
+            f"input channels, the student's clips have {channels}"
         )
     return encoder.to(device)
 
