@@ -29,6 +29,10 @@ Decoders (VideoMAE pixel decoder, MVD feature decoder), width d_dec over all N t
 
 d_out = C * t * p * p (pixels of a tubelet) for VideoMAE, the teacher width for MVD.
 
+MVD co-teaching adds an image teacher (patch dim C * p * p) run on one frame per token frame, a
+class token and the frame's patches attending within the frame, and a second decoder whose head
+predicts the image teacher's width.
+
 AMD (teacher on its own ``N_t`` visible tokens, a superset of the student's ``n``), per aligned
 layer pair::
 
@@ -197,6 +201,35 @@ def mvd_flops(
         decoder_dim,
         decoder_depth,
         teacher.dim,
+        clip.n_vis,
+        clip.n_all,
+    )
+    return count
+
+
+def mvd_coteaching_flops(
+    teacher: EncoderSpec,
+    image_teacher: EncoderSpec,
+    student: EncoderSpec,
+    clip: ClipShape,
+    frame_tokens: int,
+    decoder_dim: int,
+    decoder_depth: int = 2,
+) -> FlopCount:
+    """MVD as published: :func:`mvd_flops` plus an image teacher forward on one frame per token
+    frame (``frame_tokens`` patches and a class token each, attention within the frame) and a
+    second feature decoder regressing its features."""
+    count = mvd_flops(teacher, student, clip, decoder_dim, decoder_depth)
+    per_frame = frame_tokens + 1
+    for _ in range(clip.frames):
+        add_encoder(count, "image_teacher", image_teacher, per_frame, frame_tokens, trained=False)
+    add_decoder(
+        count,
+        "image_decoder",
+        student.dim,
+        decoder_dim,
+        decoder_depth,
+        image_teacher.dim,
         clip.n_vis,
         clip.n_all,
     )

@@ -13,7 +13,9 @@ per clip) as a fraction of the bf16 matmul rate.
 
 Rows: ``maskagain_b_b``, ``maskagain_b_s`` (ViT-B teacher -> ViT-B / ViT-S student, all four
 losses), ``videomae_b``, ``videomae_s`` (4-block pixel decoder), ``mvd_b_s`` (ViT-B teacher on
-all tokens -> ViT-S student + 2-block feature decoder), ``amd_b_s`` (ViT-B teacher on a 75% tube
+all tokens -> ViT-S student + 2-block feature decoder), ``mvd_coteach_b_s`` (the same plus MVD's
+published image teacher: an MAE ViT-B/16 on the first frame of every tubelet, random weights in
+bf16, and a second feature decoder), ``amd_b_s`` (ViT-B teacher on a 75% tube
 mask -> ViT-S student on a 90% one inside it, projections and 2-block generators on the middle
 and last blocks, 4-block pixel decoder), and ``videomae_b_official``: VideoMAE
 ViT-B with attention computed as the official VideoMAE code does (the N x N softmax materialised
@@ -74,6 +76,7 @@ ROW_NAMES = (
     "videomae_b",
     "videomae_s",
     "mvd_b_s",
+    "mvd_coteach_b_s",
     "amd_b_s",
     "videomae_b_official",
     "maskagain_g_b",
@@ -117,6 +120,10 @@ class Size:
     mask_ratio: float
     decoder: dict[str, tuple[int, int]]
     amd_teacher_ratio: float = 0.75  # AMD's teacher mask, below mask_ratio
+    # MVD's image teacher (MAE ViT-B/16 at full size): ImageViTConfig fields
+    image: tuple[tuple[str, int], ...] = (
+        ("embed_dim", 768), ("depth", 12), ("num_heads", 12), ("patch_size", 16),
+    )  # fmt: skip
     # a giant-geometry teacher (VideoMAE V2 ViT-g/14 at full size): ModelConfig fields
     giant: tuple[tuple[str, float], ...] = (
         ("embed_dim", 1408), ("depth", 40), ("num_heads", 16), ("mlp_ratio", 48 / 11),
@@ -159,6 +166,7 @@ SIZES = {
         0.75,
         {"vit_micro": (64, 2), "vit_nano": (32, 2)},
         amd_teacher_ratio=0.5,
+        image=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("patch_size", 8)),
         giant=(
             ("embed_dim", 88),
             ("depth", 2),
@@ -212,19 +220,34 @@ def distill_workload(
     kind: str,
     preset: str | None = None,
     giant: bool = False,
+    coteach: bool = False,
 ) -> Workload:
     """The shipped distillation step (``maskagain.recipes.distill``) of ``objective.kind``
     ``kind``: the recipe's trained module (student, objective, pixel head where the method has
     one; the student's final norm frozen when nothing reads it), its frozen teacher wrapper
     (bf16 autocast under ``inference_mode``, on what the objective's ``teacher_query`` asks)
-    and its step function. ``preset``: MaskAgain's loss weights."""
-    from maskagain.recipes.distill import FrozenTeacher, build_distill_module, make_distill_step
+    and its step function. ``preset``: MaskAgain's loss weights; ``coteach``: MVD with its
+    image teacher (the size's MAE geometry, frozen in bf16) and second decoder."""
+    from maskagain.models.image_vit import ImageViT, ImageViTConfig
+    from maskagain.recipes.distill import (
+        FrozenImageTeacher,
+        FrozenTeacher,
+        build_distill_module,
+        make_distill_step,
+    )
 
     cfg = bench_distill_config(student_name, size, kind, preset)
     teacher = giant_teacher(size, device) if giant else frozen_teacher(size.base, size, device)
-    trained = build_distill_module(cfg, teacher).to(device)
+    image = None
+    if coteach:
+        cfg.mvd.image_weight = 1.0
+        image = ImageViT(ImageViTConfig(**dict(size.image))).to(device)
+    trained = build_distill_module(cfg, teacher, image).to(device)
     query = trained.objective.teacher_query
-    step = make_distill_step(FrozenTeacher(teacher, query, "bf16"))
+    image_teacher = None
+    if image is not None:
+        image_teacher = FrozenImageTeacher(image, trained.student.cfg, "bf16")
+    step = make_distill_step(FrozenTeacher(teacher, query, "bf16"), image_teacher)
     batch_of = _batch_maker(cfg, size, query.mask_ratio, device)
 
     def loss_fn(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -234,6 +257,12 @@ def distill_workload(
     t, s = _spec(teacher, size.clip), _spec(trained.student, size.clip)
     if kind == "maskagain":
         count = fl.maskagain_flops(t, s, size.clip, trained.objective.cfg.k, batch=1)
+    elif kind == "mvd" and image is not None:
+        c = image.cfg
+        spec = fl.EncoderSpec(c.embed_dim, c.depth, c.mlp_ratio, 3 * c.patch_size**2)
+        frame_tokens = size.grid[1] * size.grid[2]
+        depth = cfg.mvd.decoder_depth
+        count = fl.mvd_coteaching_flops(t, spec, s, size.clip, frame_tokens, s.dim, depth)
     elif kind == "mvd":
         count = fl.mvd_flops(t, s, size.clip, s.dim, cfg.mvd.decoder_depth)
     else:
@@ -323,6 +352,8 @@ def build_workload(name: str, size: Size, device: torch.device) -> Workload:
         return videomae_workload(size.small, size, device)
     if name == "mvd_b_s":
         return distill_workload(size.small, size, device, "mvd")
+    if name == "mvd_coteach_b_s":
+        return distill_workload(size.small, size, device, "mvd", coteach=True)
     if name == "amd_b_s":
         return distill_workload(size.small, size, device, "amd")
     if name == "videomae_b_official":

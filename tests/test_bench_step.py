@@ -170,6 +170,19 @@ def test_mvd_teacher_sees_all_tokens():
     assert mvd.parts["decoder.head"] == 2 * 3 * 6 * 8 * 8  # 6 hidden tokens, 8 -> 8
 
 
+def test_mvd_coteaching_adds_a_per_frame_image_teacher_and_a_decoder():
+    spec = fl.EncoderSpec(dim=8, depth=1, patch_dim=6)
+    image = fl.EncoderSpec(dim=12, depth=1, patch_dim=3)
+    clip = fl.ClipShape(n_all=10, n_vis=4, frames=2, patch_dim=6)
+    mvd = fl.mvd_flops(spec, spec, clip, decoder_dim=8, decoder_depth=1)
+    both = fl.mvd_coteaching_flops(spec, image, spec, clip, 5, decoder_dim=8, decoder_depth=1)
+    # 2 frames of 5 patches + a class token, attention within each frame, forward only
+    assert both.parts["image_teacher.blocks"] == 2 * 2 * fl.block_macs(6, 12, 48)
+    assert both.parts["image_teacher.patch_embed"] == 2 * 2 * 5 * 3 * 12
+    assert both.parts["image_decoder.head"] == 2 * 3 * 6 * 8 * 12  # 6 hidden tokens, 8 -> 12
+    assert {k: v for k, v in both.parts.items() if not k.startswith("image")} == mvd.parts
+
+
 def test_bad_device_is_a_one_line_usage_error(capsys):
     import pytest
 
@@ -195,8 +208,9 @@ def test_amd_teacher_sees_its_own_visible_tokens():
 
 
 def test_peer_rows_are_the_recipe_step():
-    """mvd_b_s and amd_b_s time the recipe's DistillModule and step function: the method's
-    objective, AMD's pixel head, AMD's nested teacher mask from the recipe's collate."""
+    """mvd_b_s, mvd_coteach_b_s and amd_b_s time the recipe's DistillModule and step function:
+    the method's objective (MVD's image decoder when it co-teaches), AMD's pixel head, AMD's
+    nested teacher mask from the recipe's collate."""
     from benchmarks.step import build_workload
     from maskagain.losses.amd import AMDObjective
     from maskagain.losses.mvd import MVDObjective
@@ -205,9 +219,13 @@ def test_peer_rows_are_the_recipe_step():
     size, device = SIZES["tiny"], torch.device("cpu")
     video = torch.randn(2, 3, size.frames, size.img, size.img)
     mask = tube_mask(2, size.grid, size.mask_ratio)
-    for name, objective in (("mvd_b_s", MVDObjective), ("amd_b_s", AMDObjective)):
+    rows = (("mvd_b_s", MVDObjective), ("mvd_coteach_b_s", MVDObjective), ("amd_b_s", AMDObjective))
+    for name, objective in rows:
         w = build_workload(name, size, device)
         assert isinstance(w.trained, DistillModule) and isinstance(w.trained.objective, objective)
         assert (w.trained.pixel_head is not None) == (name == "amd_b_s")
+        if objective is MVDObjective:  # the image decoder exactly when co-teaching
+            branches = set(w.trained.objective.branches)
+            assert branches == ({"video", "image"} if "coteach" in name else {"video"})
         loss = w.loss_fn(video, mask)
         assert math.isfinite(loss.item()) and loss.requires_grad
