@@ -106,14 +106,16 @@ class ImageViT(nn.Module):
             Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, norm_eps=cfg.norm_eps)
             for _ in range(cfg.depth)
         )
-        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+        self._positions: dict[tuple, torch.Tensor] = {}
 
     def positions(self, grid_h: int, grid_w: int, like: torch.Tensor) -> torch.Tensor:
-        """(grid_h * grid_w, D) position table on ``like``'s device and dtype (cached per grid)."""
-        key = (grid_h, grid_w)
+        """(grid_h * grid_w, D) position table on ``like``'s device and dtype (cached per grid,
+        device and dtype: no copy per call)."""
+        key = (grid_h, grid_w, like.device, like.dtype)
         if key not in self._positions:
-            self._positions[key] = mae_position_table(grid_h, grid_w, self.cfg.embed_dim)
-        return self._positions[key].to(like.device, like.dtype)
+            table = mae_position_table(grid_h, grid_w, self.cfg.embed_dim)
+            self._positions[key] = table.to(like.device, like.dtype)
+        return self._positions[key]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)  # (B, D, H', W')
