@@ -110,6 +110,9 @@ class DemoSizes:
     batch_size: int = 32
 
 
+# The probes fit 8000 clips and test on 4000: at 1600:800 an untrained student's score spread
+# 4.0 points over 10 random inits (std 1.16), at 8000:4000 1.3 (std 0.46), and one encoder over
+# 10 probe seeds 0.45 (`python -m benchmarks.demo_noise`)
 DEFAULT_SIZES = DemoSizes(
     pretrain_epochs=5,
     pretrain_clips=1280,
