@@ -203,6 +203,11 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     again = json.loads((out / "seeds.json").read_text())
     assert again["reused"] == [0, 1] and again["rows"] == seeds["rows"]
     assert again["elapsed_seconds"] < 10
+    # reused seeds keep the wall time they took when they ran
+    assert again["seed_seconds"] == seeds["seed_seconds"]
+    assert all(v > 0 for v in seeds["seed_seconds"].values())
+    wall = f"Wall time: seed 0 {seeds['seed_seconds']['0']:.0f} s, seed 1"
+    assert wall in (out / "seeds.md").read_text() and "(seeds 0, 1 reused)" in printed
     assert (out / "seed0" / "summary.json").stat().st_mtime_ns == stamp
 
     # a run killed during seed 1 (no summary.json yet): seed 0 reused, seed 1 run again

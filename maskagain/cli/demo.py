@@ -110,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_seeds(args: argparse.Namespace) -> None:
     from maskagain.recipes.demo import run_seeds
-    from maskagain.recipes.demo_report import margins_table, ranking_lines, seeds_table
+    from maskagain.recipes.demo_report import (
+        margins_table,
+        ranking_lines,
+        seeds_table,
+        seeds_wall_time,
+    )
 
     result = run_seeds(
         out=args.out,
@@ -125,5 +130,6 @@ def _run_seeds(args: argparse.Namespace) -> None:
     print(seeds_table(result), flush=True)
     print("\n".join(ranking_lines(result)), flush=True)
     print(margins_table(result), flush=True)
+    print(seeds_wall_time(result), flush=True)
     out = Path(args.out)
     print(f"wrote {out / 'seeds.json'}, {out / 'seeds.md'} and {out / 'seeds.png'}", flush=True)

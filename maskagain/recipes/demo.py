@@ -754,6 +754,7 @@ def run_seeds(
         reused=reused,
         teacher=str(teacher),
         elapsed_seconds=round(time.time() - t0, 1),
+        seed_seconds={str(s): summaries[s].get("elapsed_seconds") for s in seeds},
         figure=str(demo_report.draw_seeds(result, out / "seeds.png")),
     )
     (out / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
