@@ -106,12 +106,11 @@ def source_warnings(recipe: str, cfg) -> list[str]:
     from maskagain.models.loading import CheckpointError, locate_source
     from maskagain.recipes import RECIPES
 
-    entry = RECIPES[recipe]
-    keys = (entry.source, *entry.more_sources) if entry.source else entry.more_sources
     if cfg is None:
         return []
+    entry = RECIPES[recipe]
     warnings = []
-    for key in keys:
+    for key in filter(None, (entry.source, *entry.more_sources)):
         node = cfg
         for part in key.split("."):
             node = getattr(node, part)
