@@ -112,6 +112,7 @@ def test_ls_lists_models_families_configs_and_recipes(capsys):
     out = capsys.readouterr().out
     for name in ("vit_base", "vit_nano", "videomae2_giant", "vjepa2_large", "V-JEPA 2"):
         assert name in out
+    assert "image teachers (MVD co-teaching" in out and "MAE  768 x 12, 12 heads, patch 16" in out
     assert "tiny/distill.yaml" in out and "distill/k400_vit_b.yaml" in out
     assert "base.yaml" not in out  # partial configs, not runnable
     for name in (*RECIPES, "validate", "visualize"):

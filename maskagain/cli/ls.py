@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 def models_text() -> str:
     """The registry's architectures and the published families ``load_encoder`` recognises."""
     from maskagain.models.families import FAMILIES, MASKAGAIN
+    from maskagain.models.image_vit import MAE_HEADS
     from maskagain.models.registry import ARCHITECTURES
 
     lines = ["models (model.name / student.name = NAME; width x depth, heads):"]
@@ -50,6 +51,9 @@ def models_text() -> str:
             f"  {f.name:<{width}}  {f.family:<{fam}}  {f.embed_dim} x {f.depth}, "
             f"{f.num_heads} heads, patch {f.patch_size}, tubelet {f.tubelet_size}"
         )
+    lines += ["", "image teachers (MVD co-teaching; image_teacher.source = PATH, MAE encoders):"]
+    for (dim, depth, patch), heads in MAE_HEADS.items():
+        lines.append(f"  MAE  {dim} x {depth}, {heads} heads, patch {patch}")
     return "\n".join(lines)
 
 
