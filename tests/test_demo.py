@@ -185,6 +185,14 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
                 diff = ma[metric] - o[metric]
                 assert m["per_seed"][s][metric] == pytest.approx(diff, abs=0.01)
         assert m["finetune_top1_ahead_every_seed"] == (m["finetune_top1"]["min"] > 0)
+    # without the MaskAgain row (``--rows mvd``) there is nothing to subtract from
+    others = {}
+    for seed in (0, 1):
+        summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
+        summary["results"] = [r for r in summary["results"] if r["run"] != "maskagain"]
+        others[seed] = summary
+    alone = demo_report.seeds_summary(others)
+    assert alone["maskagain_minus"] == {} and demo_report.margins_table(alone) == ""
     report = (out / "seeds.md").read_text()
     assert "| model |" in report and "## Ranking" in report and "![seeds](seeds.png)" in report
     assert "| MaskAgain minus (probe per time step) | seed 0 | seed 1 | mean |" in report

@@ -349,8 +349,8 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
     versus = {
         other: _margins(by_run, seeds, other)
         for other in (r["run"] for r in rows)
-        if other not in (*REFERENCES, "maskagain")
-    }
+        if other not in (*REFERENCES, "maskagain") and "maskagain" in by_run[seeds[0]]
+    }  # empty when the MaskAgain row did not run (``--rows``)
     return {
         "seeds": seeds,
         "quick": all(summaries[s]["quick"] for s in seeds),
@@ -416,7 +416,9 @@ def seeds_table(result: dict) -> str:
 
 def margins_table(result: dict, metric: str = RANK_METRIC) -> str:
     """MaskAgain minus every other student row on ``metric`` in every seed, as a Markdown
-    table (one column per seed, then the mean)."""
+    table (one column per seed, then the mean); "" without a MaskAgain row."""
+    if not result["maskagain_minus"]:
+        return ""
     seeds = [str(s) for s in result["seeds"]]
     objective = {r["run"]: r["objective"] for r in result["rows"]}
     head = [f"MaskAgain minus ({METRICS[metric]})", *(f"seed {s}" for s in seeds), "mean"]
