@@ -54,6 +54,10 @@ def test_kept_memory_avoids_page_faults_of_a_step():
     default, kept = _run("default"), _run(None)
     assert default["applied"] is False and kept["applied"] is True
     assert kept["again"] is True  # idempotent, once per process
-    # 20 steps of 6 x (9.4 MB fp32 + 4.7 MB bf16) casts: with glibc's defaults every cast
-    # faults its pages in again (~1e5 faults here); kept, the memory is reused
-    assert kept["faults"] * 10 < default["faults"], (kept, default)
+    # 20 steps allocate 6 x (3.1 MB product + 1.6 MB its bf16 copy + 4.7 MB bf16 weight + 9.4 MB
+    # back to fp32) each: ~5.5e5 pages of 4 KB. Kept, the memory is reused: a few faults
+    # (2-3074 measured). glibc's defaults usually fault most of them in again (~1.8e5 here), but
+    # not always: its dynamic mmap threshold sometimes moves such buffers onto the heap early
+    # (~7e3 in about one run in four), so the kept run is held to an absolute bound
+    pages = 20 * 6 * (256 * 3072 * 6 + 3072 * 768 * 6) // 4096
+    assert kept["faults"] < 0.02 * pages, (kept, default, pages)
