@@ -37,8 +37,8 @@ def test_nan_mid_run_keeps_a_loadable_resumable_checkpoint(
     run_dir = tmp_path / "run"
     real_step, calls = distill_mod.make_distill_step, []
 
-    def faulty_step(frozen_teacher):
-        step = real_step(frozen_teacher)
+    def faulty_step(*teachers):
+        step = real_step(*teachers)
 
         def run_step(module, batch):
             out = step(module, batch)
