@@ -35,14 +35,14 @@ import torch
 def probe_top1(encoder, clips, seed: int) -> float:
     """Val top-1 of the demo's probe per time step on ``clips`` (``ProbeClips``)."""
     from maskagain.engine.probe import extract_pooled_features, train_linear_probe
-    from maskagain.recipes.demo import NUM_CLASSES
+    from maskagain.recipes.demo import NUM_CLASSES, PROBE
 
     encoder = encoder.float()
     train, val = (
         extract_pooled_features(encoder, clips.batches(split), "cpu", poolings=("time",))["time"]
         for split in ("train", "val")
     )
-    return train_linear_probe(train, val, NUM_CLASSES, epochs=50, lr=1e-2, seed=seed).val_top1
+    return train_linear_probe(train, val, NUM_CLASSES, **PROBE, seed=seed).val_top1
 
 
 def _stats(values: list[float]) -> dict:

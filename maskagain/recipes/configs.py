@@ -242,7 +242,7 @@ class TeacherSpec:
 
 
 @dataclass
-class ImageTeacherSpec:
+class ImageTeacherSpec(TeacherSpec):
     """MVD's image teacher (read when ``mvd.image_weight > 0``): an MAE image encoder, any
     source ``maskagain.models.image_vit.load_image_encoder`` reads (an official ``.pth``, a
     Hugging Face ViTMAE directory or hub id). It sees the first frame of every tubelet.
@@ -250,10 +250,6 @@ class ImageTeacherSpec:
     ``overrides``: ``num_heads`` (outside the published MAE sizes, when the file does not record
     it) and ``norm_eps``; ``precision``: its autocast dtype (it always runs under inference mode).
     """
-
-    source: str = ""
-    overrides: dict = field(default_factory=dict)
-    precision: Precision = "bf16"
 
     def validate(self, path: str = "image_teacher") -> None:
         allowed = ("num_heads", "norm_eps")

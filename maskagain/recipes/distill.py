@@ -18,6 +18,7 @@ the pixel head); it is what the engine wraps in DDP, checkpoints and finally exp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -59,7 +60,27 @@ def check_teacher(student: ModelConfig, teacher: Any) -> None:
         raise ConfigError(f"config key 'teacher.source': {err}") from None
 
 
-class FrozenTeacher:
+class _Frozen:
+    """An encoder frozen where it is built: eval mode, no gradients, weights stored in
+    ``precision`` (a bf16 teacher needs no fp32 copy in memory: half the bytes, and autocast
+    would round them to bf16 for every matmul); :meth:`running` is inference mode under that
+    autocast."""
+
+    def __init__(self, encoder: nn.Module, precision: str) -> None:
+        self.dtype = DTYPES[precision]
+        self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
+        self.device_type = next(encoder.parameters()).device.type
+
+    @contextlib.contextmanager
+    def running(self):
+        amp = torch.autocast(
+            self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
+        )
+        with torch.inference_mode(), amp:
+            yield
+
+
+class FrozenTeacher(_Frozen):
     """A frozen encoder called as ``teacher(batch) -> EncoderOutput`` (inference tensors): it
     runs on what the objective's ``teacher_query`` asks (the student's mask, no mask, or its own
     mask from the batch; block outputs and attention taps only where a loss reads them), with
@@ -76,12 +97,8 @@ class FrozenTeacher:
         precision: str,
         compile: bool = False,
     ) -> None:
-        self.dtype = DTYPES[precision]
-        # frozen weights are stored in the teacher's precision: a bf16 teacher needs no fp32
-        # copy in memory (half the bytes; autocast would round them to bf16 for every matmul)
-        self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
+        super().__init__(encoder, precision)
         self.query = query
-        self.device_type = next(encoder.parameters()).device.type
         forward = functools.partial(query.run, self.encoder)
         if compile and query.blocks:  # block outputs are captured by hooks: run eagerly
             log.info("teacher: block outputs %s are read, so it runs uncompiled", query.blocks)
@@ -89,14 +106,11 @@ class FrozenTeacher:
 
     def __call__(self, batch: dict) -> EncoderOutput:
         """batch: ``"video"`` (B, C, T, H, W) and the masks (B, N) the query names."""
-        amp = torch.autocast(
-            self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
-        )
-        with torch.inference_mode(), amp:
+        with self.running():
             return self._forward(batch["video"], self.query.mask_of(batch))
 
 
-class FrozenImageTeacher:
+class FrozenImageTeacher(_Frozen):
     """MVD's frozen image teacher: ``teacher(batch) -> (B, N, D_img)``, its last-block tokens of
     the first frame of every tubelet (``image_teacher_frames``), laid out as the clip's tokens
     (``frame_tokens_to_clip``); frames are resized first when its patch is not the student's, so
@@ -104,21 +118,16 @@ class FrozenImageTeacher:
     :class:`FrozenTeacher`, never part of what trains."""
 
     def __init__(self, encoder: ImageViT, student: ModelConfig, precision: str) -> None:
-        self.dtype = DTYPES[precision]
-        self.encoder = encoder.eval().requires_grad_(False).to(self.dtype)
+        super().__init__(encoder, precision)
         self.tubelet = student.tubelet_size
         _, gh, gw = student.grid
         p = encoder.cfg.patch_size
         self.size = None if p == student.patch_size else (gh * p, gw * p)
-        self.device_type = next(encoder.parameters()).device.type
 
     def __call__(self, batch: dict) -> torch.Tensor:
         video = batch["video"]
         frames = image_teacher_frames(video, self.tubelet)  # (B * F, C, H, W)
-        amp = torch.autocast(
-            self.device_type, dtype=self.dtype, enabled=self.dtype != torch.float32
-        )
-        with torch.inference_mode(), amp:
+        with self.running():
             if self.size is not None:
                 frames = nn.functional.interpolate(
                     frames, size=self.size, mode="bilinear", antialias=True, align_corners=False
@@ -251,9 +260,8 @@ def make_distill_step(teacher: FrozenTeacher, image_teacher: FrozenImageTeacher 
     """The step function: teacher forward(s) (inference mode), then student + objective."""
 
     def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        if image_teacher is None:
-            return module(batch["video"], batch["mask"], teacher(batch))
-        return module(batch["video"], batch["mask"], teacher(batch), image_teacher(batch))
+        image = image_teacher(batch) if image_teacher is not None else None
+        return module(batch["video"], batch["mask"], teacher(batch), image)
 
     return distill_step
 
