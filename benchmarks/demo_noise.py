@@ -2,6 +2,9 @@
 
     python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10]
     python -m benchmarks.demo_noise --mvd-runs runs/demo/seed0/mvd runs/demo/seed1/mvd ...
+    python -m benchmarks.demo_noise --target-share
+    python -m benchmarks.demo_noise --variants published= official_init=student.init=official \
+        --seeds 0 1 3 --json variants.json
 
 1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo``: features
    pooled per tubelet step, standardised, AdamW 50 epochs) of encoders whose quality does not
@@ -18,6 +21,16 @@
    keep only what the decoder gets from positions and mask tokens: a small gap to (a) means the
    teacher's features of the hidden tokens are predicted from positions, so the student's
    content gets little gradient.
+
+3. What the token position alone predicts of MVD's target (``--target-share``): the shipped
+   teacher's last-block features on the probe's clips, the share of their variance explained by
+   the per-position mean, and the SmoothL1 loss (MVD's) of predicting them by that mean and by
+   one mean for all tokens, raw (MVD's published target) and layer-normalised (``norm_target``).
+
+4. A demo row under changed settings (``--variants NAME=KEY=VALUE,KEY=VALUE ...``): the row
+   (``--row``, default ``mvd``) is pre-trained as ``maskagain demo --seed S`` trains it for each
+   of ``--seeds``, with the dotted config overrides applied, and probed per time step (the
+   ranking column). ``NAME=`` alone is the demo's own setting.
 """
 
 from __future__ import annotations
@@ -123,16 +136,112 @@ def mvd_content(run_dirs: list[Path], clips_n: int = 256) -> dict:
     return out
 
 
+def position_share(features: torch.Tensor) -> dict:
+    """What the token position predicts of ``features`` (B, N, D), B clips of N tokens:
+    ``share`` of their variance explained by the per-position mean over clips, and the SmoothL1
+    loss of predicting them by that mean (``position_floor``) and by one mean over every token
+    (``global_floor``)."""
+    features = features.double()
+    by_position = features.mean(0, keepdim=True).expand_as(features)
+    overall = features.mean((0, 1), keepdim=True).expand_as(features)
+    total = (features - overall).pow(2).mean()
+    explained = (by_position - overall).pow(2).mean()
+    smooth_l1 = torch.nn.functional.smooth_l1_loss
+    return {
+        "share": round(float(explained / total), 4),
+        "position_floor": round(float(smooth_l1(by_position, features)), 4),
+        "global_floor": round(float(smooth_l1(overall, features)), 4),
+    }
+
+
+def target_share(clips_n: int = 512) -> dict:
+    """:func:`position_share` of the shipped teacher's last-block features (MVD's target) on
+    ``clips_n`` probe clips, raw and layer-normalised per token."""
+    from maskagain.models.loading import load_encoder
+    from maskagain.recipes.demo import DEFAULT_SIZES, TEACHER_WEIGHTS, ProbeClips
+
+    sizes = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=clips_n, probe_val_clips=16)
+    clips = ProbeClips(sizes)
+    teacher = load_encoder(str(TEACHER_WEIGHTS)).float().eval()
+    with torch.no_grad():
+        feats = torch.cat(
+            [teacher.forward_features(v).tokens for v, _, _ in clips.batches("train")]
+        )
+    normed = torch.nn.functional.layer_norm(feats, feats.shape[-1:], eps=1e-6)
+    out = {"raw": position_share(feats), "layer_normed": position_share(normed)}
+    print("teacher's last-block features:", json.dumps(out), flush=True)
+    return out
+
+
+def parse_variants(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=KEY=VALUE,KEY=VALUE`` -> {NAME: ["KEY=VALUE", ...]} (``NAME=``: no overrides)."""
+    out = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--variants takes NAME=KEY=VALUE[,KEY=VALUE...], got {spec!r}")
+        out[name] = [o for o in rest.split(",") if o]
+    return out
+
+
+def row_variants(
+    variants: dict[str, list[str]],
+    seeds: list[int],
+    row: str = "mvd",
+    out_dir: Path = Path("runs/demo_variants"),
+    sizes=None,
+) -> dict:
+    """Pre-train the demo's ``row`` for every seed under every variant's dotted overrides and
+    probe it per time step: {variant: {"overrides", "time_probe_top1": {seed: top-1}, stats}}."""
+    from maskagain.config import load_config, to_dict
+    from maskagain.models.loading import load_encoder
+    from maskagain.recipes import demo
+    from maskagain.recipes.configs import DistillConfig
+    from maskagain.recipes.distill import run as run_distill
+
+    if row not in demo.DISTILL_ROWS:
+        raise SystemExit(f"--row must be one of {sorted(demo.DISTILL_ROWS)}, got {row!r}")
+    sizes = sizes or demo.DEFAULT_SIZES
+    objective, sections = demo.DISTILL_ROWS[row]
+    clips = demo.ProbeClips(sizes)
+    out = {}
+    for name, overrides in variants.items():
+        top1 = {}
+        for seed in seeds:
+            run_dir = out_dir / name / f"seed{seed}"
+            base = demo.distill_config(
+                sizes, run_dir, str(demo.TEACHER_WEIGHTS), objective, seed, sections
+            )
+            cfg = load_config(DistillConfig, base=to_dict(base), overrides=overrides)
+            run_distill(cfg, resume=None)
+            student = load_encoder(run_dir / "student.safetensors")
+            top1[seed] = round(probe_top1(student, clips, seed), 2)
+            print(f"{row} {name} seed {seed}: time-probe top-1 {top1[seed]}", flush=True)
+        out[name] = {"overrides": overrides, "time_probe_top1": top1, **_stats(list(top1.values()))}
+        del out[name]["values"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1600:800", "8000:4000"])
     parser.add_argument("--inits", type=int, default=10)
     parser.add_argument("--mvd-runs", nargs="+", type=Path, default=None)
+    parser.add_argument("--target-share", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=None)
+    parser.add_argument("--row", default="mvd")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/demo_variants"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     if args.mvd_runs:
         result = {"mvd_content": mvd_content(args.mvd_runs)}
+    elif args.target_share:
+        result = {"target_share": target_share()}
+    elif args.variants:
+        variants = parse_variants(args.variants)
+        result = {"variants": row_variants(variants, args.seeds, args.row, args.out)}
     else:
         sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
         result = {"probe_noise": probe_noise(sizes, args.inits)}

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from maskagain.cli.main import main
-from maskagain.config import load_config, to_dict
+from maskagain.config import load_config, load_yaml, to_dict
 from maskagain.recipes import demo, demo_report
 from maskagain.recipes.configs import PretrainConfig
 
@@ -247,3 +248,38 @@ def test_probe_noise_benchmark_measures_both_spreads(tmp_path: Path) -> None:
         assert stats["range"] == pytest.approx(
             max(stats["values"]) - min(stats["values"]), abs=0.02
         )
+
+
+def test_position_share_separates_position_from_content() -> None:
+    from benchmarks.demo_noise import position_share
+
+    gen = torch.Generator().manual_seed(0)
+    by_position = torch.randn(1, 6, 5, generator=gen).expand(40, 6, 5)
+    only_position = position_share(by_position)
+    assert only_position["share"] == pytest.approx(1.0)
+    assert only_position["position_floor"] == pytest.approx(0.0)
+    assert only_position["global_floor"] > 0.1
+    # content that does not depend on the position: the per-position mean explains little
+    content = torch.randn(4000, 6, 5, generator=gen)
+    assert position_share(content)["share"] < 0.01
+    half = position_share(by_position.repeat(100, 1, 1) + content)
+    assert 0.2 < half["share"] < 0.8
+
+
+def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
+    from benchmarks.demo_noise import parse_variants, row_variants
+    from maskagain.recipes.demo import QUICK_SIZES
+
+    variants = parse_variants(["demo=", "official_init=student.init=official,mvd.loss=mse"])
+    assert variants == {"demo": [], "official_init": ["student.init=official", "mvd.loss=mse"]}
+    with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
+        parse_variants(["no_equals_sign"])
+    result = row_variants(variants, [0], "mvd", tmp_path, QUICK_SIZES)
+    for name in variants:
+        assert 0 <= result[name]["time_probe_top1"][0] <= 100
+        config = load_yaml(tmp_path / name / "seed0" / "config.yaml")
+        changed = name == "official_init"
+        assert config["student"]["init"] == ("official" if changed else "trunc_normal")
+        assert config["mvd"]["loss"] == ("mse" if changed else "smooth_l1")
+    with pytest.raises(SystemExit, match="--row must be one of"):
+        row_variants(variants, [0], "videomae", tmp_path, QUICK_SIZES)
