@@ -3,7 +3,7 @@
     python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10]
     python -m benchmarks.demo_noise --mvd-runs runs/demo/seed0/mvd runs/demo/seed1/mvd ...
     python -m benchmarks.demo_noise --target-share
-    python -m benchmarks.demo_noise --variants published= official_init=student.init=official \
+    python -m benchmarks.demo_noise --variants demo= official_init=student.init=official \
         --seeds 0 1 3 --json variants.json
 
 1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo``: features
@@ -41,8 +41,12 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from maskagain.recipes.demo import DemoSizes
 
 
 def probe_top1(encoder, clips, seed: int) -> float:
@@ -189,7 +193,7 @@ def row_variants(
     seeds: list[int],
     row: str = "mvd",
     out_dir: Path = Path("runs/demo_variants"),
-    sizes=None,
+    sizes: DemoSizes | None = None,
 ) -> dict:
     """Pre-train the demo's ``row`` for every seed under every variant's dotted overrides and
     probe it per time step: {variant: {"overrides", "time_probe_top1": {seed: top-1}, stats}}."""
@@ -217,8 +221,9 @@ def row_variants(
             student = load_encoder(run_dir / "student.safetensors")
             top1[seed] = round(probe_top1(student, clips, seed), 2)
             print(f"{row} {name} seed {seed}: time-probe top-1 {top1[seed]}", flush=True)
-        out[name] = {"overrides": overrides, "time_probe_top1": top1, **_stats(list(top1.values()))}
-        del out[name]["values"]
+        stats = _stats(list(top1.values()))
+        stats.pop("values")  # they are in time_probe_top1, by seed
+        out[name] = {"overrides": overrides, "time_probe_top1": top1, **stats}
     return out
 
 
