@@ -197,29 +197,27 @@ def row_variants(
 ) -> dict:
     """Pre-train the demo's ``row`` for every seed under every variant's dotted overrides and
     probe it per time step: {variant: {"overrides", "time_probe_top1": {seed: top-1}, stats}}."""
-    from maskagain.config import load_config, to_dict
     from maskagain.models.loading import load_encoder
     from maskagain.recipes import demo
-    from maskagain.recipes.configs import DistillConfig
-    from maskagain.recipes.distill import run as run_distill
 
-    if row not in demo.DISTILL_ROWS:
-        raise SystemExit(f"--row must be one of {sorted(demo.DISTILL_ROWS)}, got {row!r}")
+    trained = [name for name, (_, stage) in demo.STUDENT_ROWS.items() if stage]
+    if row not in trained:
+        raise SystemExit(f"--row must be one of {trained}, got {row!r}")
     sizes = sizes or demo.DEFAULT_SIZES
-    objective, sections = demo.DISTILL_ROWS[row]
     clips = demo.ProbeClips(sizes)
     out = {}
     for name, overrides in variants.items():
         top1 = {}
         for seed in seeds:
-            run_dir = out_dir / name / f"seed{seed}"
-            base = demo.distill_config(
-                sizes, run_dir, str(demo.TEACHER_WEIGHTS), objective, seed, sections
+            _, weights = demo.pretrain_student(
+                row,
+                sizes,
+                out_dir / name / f"seed{seed}",
+                str(demo.TEACHER_WEIGHTS),
+                seed,
+                overrides,
             )
-            cfg = load_config(DistillConfig, base=to_dict(base), overrides=overrides)
-            run_distill(cfg, resume=None)
-            student = load_encoder(run_dir / "student.safetensors")
-            top1[seed] = round(probe_top1(student, clips, seed), 2)
+            top1[seed] = round(probe_top1(load_encoder(weights), clips, seed), 2)
             print(f"{row} {name} seed {seed}: time-probe top-1 {top1[seed]}", flush=True)
         stats = _stats(list(top1.values()))
         stats.pop("values")  # they are in time_probe_top1, by seed

@@ -484,14 +484,22 @@ def select_rows(rows: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def pretrain_student(
-    name: str, sizes: DemoSizes, out: Path, teacher: str, seed: int
+    name: str,
+    sizes: DemoSizes,
+    out: Path,
+    teacher: str,
+    seed: int,
+    overrides: tuple[str, ...] | list[str] = (),
 ) -> tuple[dict, Path]:
-    """Pre-train the student of row ``name`` into ``out/name``: (run summary, encoder weights)."""
+    """Pre-train the student of row ``name`` into ``out/name``, with the dotted config
+    ``overrides`` (e.g. ``student.init=official``) applied: (run summary, encoder weights)."""
     if name == "videomae":
-        summary = run_pretrain(videomae_student_config(sizes, out / name, seed))
-        return summary, out / name / "teacher.safetensors"
+        cfg = videomae_student_config(sizes, out / name, seed)
+        cfg = load_config(PretrainConfig, base=to_dict(cfg), overrides=overrides)
+        return run_pretrain(cfg), out / name / "teacher.safetensors"
     objective, sections = DISTILL_ROWS[name]
     cfg = distill_config(sizes, out / name, teacher, objective, seed, sections)
+    cfg = load_config(DistillConfig, base=to_dict(cfg), overrides=overrides)
     return run_distill(cfg, resume=None), out / name / "student.safetensors"
 
 
