@@ -71,7 +71,10 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def probe_noise(sizes: list[tuple[int, int]], inits: int) -> dict:
+def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_normal") -> dict:
+    """The probe's spread for the untrained student over ``inits`` random inits (scheme
+    ``init``, as the students' ``init`` config key) and for the shipped teacher over as many probe
+    seeds, at every (train, val) clip count of ``sizes``."""
     from maskagain.models.loading import load_encoder
     from maskagain.recipes.demo import (
         DEFAULT_SIZES,
@@ -87,7 +90,8 @@ def probe_noise(sizes: list[tuple[int, int]], inits: int) -> dict:
         t0 = time.time()
         demo = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=train, probe_val_clips=val)
         clips = ProbeClips(demo)
-        untrained = [probe_top1(random_encoder(STUDENT, s), clips, s) for s in range(inits)]
+        arch = {**STUDENT, "init": init}
+        untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
         probe_seeds = [probe_top1(teacher, clips, s) for s in range(inits)]
         key = f"{train}:{val}"
         out[key] = {
@@ -229,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1600:800", "8000:4000"])
     parser.add_argument("--inits", type=int, default=10)
+    parser.add_argument("--init", choices=["trunc_normal", "official"], default="trunc_normal")
     parser.add_argument("--mvd-runs", nargs="+", type=Path, default=None)
     parser.add_argument("--target-share", action="store_true")
     parser.add_argument("--variants", nargs="+", default=None)
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"variants": row_variants(variants, args.seeds, args.row, args.out)}
     else:
         sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
-        result = {"probe_noise": probe_noise(sizes, args.inits)}
+        result = {"probe_noise": probe_noise(sizes, args.inits, args.init)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

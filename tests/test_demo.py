@@ -290,3 +290,15 @@ def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
     assert config["model"]["init"] == "official"
     with pytest.raises(SystemExit, match="--row must be one of"):
         row_variants(variants, [0], "scratch", tmp_path, QUICK_SIZES)
+
+
+def test_random_encoder_follows_the_init_scheme() -> None:
+    default = demo.random_encoder(demo.STUDENT, seed=3)
+    again = demo.random_encoder({**demo.STUDENT, "init": "trunc_normal"}, seed=3)
+    official = demo.random_encoder({**demo.STUDENT, "init": "official"}, seed=3)
+    for a, b in zip(default.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    qkv = official.blocks[0].attn.qkv.weight
+    fan_out, fan_in = qkv.shape
+    assert qkv.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.05)
+    assert default.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.15)

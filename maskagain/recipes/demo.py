@@ -41,7 +41,12 @@ from maskagain.engine.probe import extract_pooled_features, train_linear_probe
 from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.vit import VideoViT
 from maskagain.recipes import demo_report
-from maskagain.recipes.configs import DistillConfig, FinetuneConfig, ModelSpec, PretrainConfig
+from maskagain.recipes.configs import (
+    DistillConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    ScratchModelSpec,
+)
 from maskagain.recipes.distill import run as run_distill
 from maskagain.recipes.finetune import run as run_finetune
 from maskagain.recipes.pretrain import run as run_pretrain
@@ -341,12 +346,13 @@ def write_teacher_card(
 
 
 # ------------------------------------------------------------------------------------ probes
-def random_encoder(arch: dict, seed: int = 0):
-    """A randomly initialised encoder of architecture ``arch`` (seeded)."""
-    spec = ModelSpec(**{**arch, **GEOMETRY})
+def random_encoder(arch: dict, seed: int = 0) -> VideoViT:
+    """A randomly initialised encoder of architecture ``arch`` (seeded; ``arch["init"]``, if
+    given, names the scheme, as a pre-training config's ``model.init``)."""
+    spec = ScratchModelSpec(**{**arch, **GEOMETRY})
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return VideoViT(spec.model_config())
+        return spec.build()
 
 
 class ProbeClips:
