@@ -302,3 +302,32 @@ def test_random_encoder_follows_the_init_scheme() -> None:
     fan_out, fan_in = qkv.shape
     assert qkv.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.05)
     assert default.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.15)
+
+
+def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, capsys) -> None:
+    from maskagain.models.loading import load_encoder
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--seeds", "0", "--rows", "maskagain", "scratch", "--out", str(out)]
+    assert main([*argv, "--student-init", "official"]) == 0
+    summary = json.loads((out / "seed0" / "summary.json").read_text())
+    assert summary["student_init"] == "official"
+    assert summary["models"]["student"]["init"] == "official"
+    assert load_yaml(out / "seed0" / "maskagain" / "config.yaml")["student"]["init"] == "official"
+    scratch = load_encoder(out / "seed0" / "scratch" / "student_init.safetensors")
+    drawn = demo.random_encoder({**demo.STUDENT, "init": "official"}, seed=0)
+    for name, tensor in drawn.state_dict().items():
+        assert torch.equal(scratch.state_dict()[name], tensor), name
+    assert "drawn with the `official` init" in (out / "seed0" / "report.md").read_text()
+    # the other init is another comparison: the seed is run again, not reused
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "seed 0: reused" not in capsys.readouterr().out
+    assert (
+        json.loads((out / "seed0" / "summary.json").read_text())["student_init"] == "trunc_normal"
+    )
+    # summaries written before the option drew every student with trunc_normal
+    old = {k: v for k, v in summary.items() if k != "student_init"}
+    assert demo._settings_of(old)["student_init"] == "trunc_normal"
+    with pytest.raises(SystemExit):
+        main([*argv, "--student-init", "xavier"])

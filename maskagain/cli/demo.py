@@ -75,6 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fine-tune: e.g. --rows maskagain hint for a shorter comparison",
     )
     parser.add_argument(
+        "--student-init",
+        choices=("trunc_normal", "official"),
+        default="trunc_normal",
+        help="how every student (and the untrained student row) is drawn: trunc_normal "
+        "(default; truncated normal 0.02, VideoMAE's fine-tuning init) or official (xavier-"
+        "uniform, the official pre-training code of VideoMAE, MaskAgain, MVD and AMD)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 retrain=args.retrain_teacher,
                 seed=0 if args.seed is None else args.seed,
                 rows=args.rows,
+                student_init=args.student_init,
             )
     finally:
         torch.set_num_threads(previous)
@@ -124,6 +133,7 @@ def _run_seeds(args: argparse.Namespace) -> None:
         teacher=args.teacher,
         retrain=args.retrain_teacher,
         rows=args.rows,
+        student_init=args.student_init,
     )
     for seed in result["reused"]:
         print(f"seed {seed}: reused {result['runs'][str(seed)]} (same settings, not recomputed)")

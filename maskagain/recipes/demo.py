@@ -64,6 +64,10 @@ GEOMETRY = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2)
 # 64x4 and 96x4 students stayed at chance (12-15%) under the same fine-tuning budget.
 STUDENT = dict(name="vit_micro", embed_dim=128, depth=2, num_heads=4)
 TEACHER_ARCH = dict(name="vit_micro")  # width 128, depth 4, 4 heads
+# The students' init: VideoMAE's fine-tuning init (truncated normal 0.02), the one the settings
+# were chosen with; "official" (xavier-uniform, ``maskagain demo --student-init official``) is
+# what the official pre-training code of VideoMAE, MaskAgain, MVD and AMD draws
+STUDENT_INIT = "trunc_normal"
 MASK = dict(kind="tube", ratio=0.75)  # 4 of 16 positions visible per frame, 16 of 64 tokens
 # MaskAgain-B weights (paper section 4.1); top-k scaled to 16 visible tokens (4 per frame)
 MASKAGAIN_OBJECTIVE = dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1, k=4, k_local=2)
@@ -496,13 +500,17 @@ def pretrain_student(
     teacher: str,
     seed: int,
     overrides: tuple[str, ...] | list[str] = (),
+    student_init: str = STUDENT_INIT,
 ) -> tuple[dict, Path]:
-    """Pre-train the student of row ``name`` into ``out/name``, with the dotted config
-    ``overrides`` (e.g. ``student.init=official``) applied: (run summary, encoder weights)."""
+    """Pre-train the student of row ``name`` into ``out/name`` from init ``student_init``, with
+    the dotted config ``overrides`` (e.g. ``schedule.epochs=10``) applied after it: (run
+    summary, encoder weights)."""
     if name == "videomae":
+        overrides = [f"model.init={student_init}", *overrides]
         cfg = videomae_student_config(sizes, out / name, seed)
         cfg = load_config(PretrainConfig, base=to_dict(cfg), overrides=overrides)
         return run_pretrain(cfg), out / name / "teacher.safetensors"
+    overrides = [f"student.init={student_init}", *overrides]
     objective, sections = DISTILL_ROWS[name]
     cfg = distill_config(sizes, out / name, teacher, objective, seed, sections)
     cfg = load_config(DistillConfig, base=to_dict(cfg), overrides=overrides)
@@ -516,9 +524,10 @@ def run_demo(
     retrain: bool = False,
     seed: int = 0,
     rows: list[str] | tuple[str, ...] | None = None,
+    student_init: str = STUDENT_INIT,
 ) -> dict:
-    """Run the whole comparison (the student ``rows``, default all of ``STUDENT_ROWS``); returns
-    (and writes) ``summary.json``'s content."""
+    """Run the whole comparison (the student ``rows``, default all of ``STUDENT_ROWS``, every
+    student drawn with ``student_init``); returns (and writes) ``summary.json``'s content."""
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -542,10 +551,13 @@ def run_demo(
     students: dict[str, Path] = {}
     for name in trained:
         stages.start(f"student + {STUDENT_ROWS[name][1]}")
-        runs[name], students[name] = pretrain_student(name, sizes, out, teacher_src, seed)
+        runs[name], students[name] = pretrain_student(
+            name, sizes, out, teacher_src, seed, student_init=student_init
+        )
     if "scratch" in rows:
         students["scratch"] = out / "scratch" / "student_init.safetensors"
-        save_encoder(random_encoder(STUDENT, seed), students["scratch"], {"recipe": "random init"})
+        scratch = random_encoder({**STUDENT, "init": student_init}, seed)
+        save_encoder(scratch, students["scratch"], {"recipe": f"random init ({student_init})"})
     random_teacher = out / "random_init" / "encoder.safetensors"
     save_encoder(random_encoder(TEACHER_ARCH, seed), random_teacher, {"recipe": "random init"})
 
@@ -580,6 +592,7 @@ def run_demo(
         "quick": quick,
         "seed": seed,
         "rows": list(rows),
+        "student_init": student_init,
         "metrics": list(demo_report.METRICS),
         "sizes": asdict(sizes),
         "dataset": {
@@ -594,7 +607,7 @@ def run_demo(
         },
         "models": {
             "teacher": {**TEACHER_ARCH, "embed_dim": 128, "depth": 4, "num_heads": 4, **GEOMETRY},
-            "student": {**STUDENT, **GEOMETRY},
+            "student": {**STUDENT, **GEOMETRY, "init": student_init},
             "mask": MASK,
             "maskagain_objective": MASKAGAIN_OBJECTIVE,
             "hint_objective": HINT_OBJECTIVE,
@@ -674,7 +687,11 @@ def _card_summary(card: dict) -> dict:
 
 # ------------------------------------------------------------------------------ over seeds
 def seed_settings(
-    quick: bool, seed: int, teacher: Path, rows: list[str] | tuple[str, ...] | None = None
+    quick: bool,
+    seed: int,
+    teacher: Path,
+    rows: list[str] | tuple[str, ...] | None = None,
+    student_init: str = STUDENT_INIT,
 ) -> dict:
     """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows,
     evaluations and teacher (its path and training steps; not the whole card, whose wall time a resumed
@@ -684,6 +701,7 @@ def seed_settings(
         "quick": quick,
         "seed": seed,
         "rows": list(select_rows(rows)),
+        "student_init": student_init,
         "metrics": list(demo_report.METRICS),
         "sizes": asdict(sizes),
         "teacher": str(teacher),
@@ -698,6 +716,7 @@ def _settings_of(summary: dict) -> dict:
         "quick": summary.get("quick"),
         "seed": summary.get("seed"),
         "rows": summary.get("rows"),
+        "student_init": summary.get("student_init", "trunc_normal"),  # the only init before
         "metrics": summary.get("metrics"),
         "sizes": summary.get("sizes"),
         "teacher": teacher.get("source"),
@@ -729,6 +748,7 @@ def run_seeds(
     teacher: str | Path | None = None,
     retrain: bool = False,
     rows: list[str] | tuple[str, ...] | None = None,
+    student_init: str = STUDENT_INIT,
 ) -> dict:
     """The demo once per seed into ``out/seed<N>/``, then ``seeds.json``, ``seeds.md`` and
     ``seeds.png`` (per-seed top-1 of every row and evaluation, mean, min, max; the ranking;
@@ -754,7 +774,7 @@ def run_seeds(
     reused: list[int] = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
-        settings = seed_settings(quick, seed, teacher, rows)
+        settings = seed_settings(quick, seed, teacher, rows, student_init)
         done = reusable_summary(seed_dir / "summary.json", settings)
         if done is not None:
             log.info("seed %d: reusing %s (same settings; delete it to recompute)",
@@ -763,7 +783,9 @@ def run_seeds(
             reused.append(seed)
             continue
         log.info("seed %d: running the demo into %s", seed, seed_dir)
-        summaries[seed] = run_demo(seed_dir, quick=quick, teacher=teacher, seed=seed, rows=rows)
+        summaries[seed] = run_demo(
+            seed_dir, quick, teacher, seed=seed, rows=rows, student_init=student_init
+        )
     result = demo_report.seeds_summary(summaries)
     result.update(
         runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},

@@ -226,7 +226,8 @@ def write_report(out: Path, summary: dict) -> Path:
         "",
         f"Student budget: {sizes['pretrain_epochs']} epochs x {sizes['pretrain_clips']} fresh clips "
         f"per objective, same student ({summary['models']['student']['embed_dim']} wide, "
-        f"{summary['models']['student']['depth']} blocks) and tube mask (75%).",
+        f"{summary['models']['student']['depth']} blocks, drawn with the "
+        f"`{summary['models']['student'].get('init', 'trunc_normal')}` init) and tube mask (75%).",
         "",
         table(summary),
         "",
