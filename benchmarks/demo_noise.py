@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from maskagain.models.init import INIT_SCHEMES
+
 if TYPE_CHECKING:
     from maskagain.recipes.demo import DemoSizes
 
@@ -86,11 +88,11 @@ def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_nor
 
     out = {}
     teacher = load_encoder(str(TEACHER_WEIGHTS))
+    arch = {**STUDENT, "init": init}
     for train, val in sizes:
         t0 = time.time()
         demo = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=train, probe_val_clips=val)
         clips = ProbeClips(demo)
-        arch = {**STUDENT, "init": init}
         untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
         probe_seeds = [probe_top1(teacher, clips, s) for s in range(inits)]
         key = f"{train}:{val}"
@@ -204,9 +206,8 @@ def row_variants(
     from maskagain.models.loading import load_encoder
     from maskagain.recipes import demo
 
-    trained = [name for name, (_, stage) in demo.STUDENT_ROWS.items() if stage]
-    if row not in trained:
-        raise SystemExit(f"--row must be one of {trained}, got {row!r}")
+    if row not in demo.TRAINED_ROWS:
+        raise SystemExit(f"--row must be one of {list(demo.TRAINED_ROWS)}, got {row!r}")
     sizes = sizes or demo.DEFAULT_SIZES
     clips = demo.ProbeClips(sizes)
     out = {}
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1600:800", "8000:4000"])
     parser.add_argument("--inits", type=int, default=10)
-    parser.add_argument("--init", choices=["trunc_normal", "official"], default="trunc_normal")
+    parser.add_argument("--init", choices=INIT_SCHEMES, default="trunc_normal")
     parser.add_argument("--mvd-runs", nargs="+", type=Path, default=None)
     parser.add_argument("--target-share", action="store_true")
     parser.add_argument("--variants", nargs="+", default=None)

@@ -331,3 +331,10 @@ def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, c
     assert demo._settings_of(old)["student_init"] == "trunc_normal"
     with pytest.raises(SystemExit):
         main([*argv, "--student-init", "xavier"])
+
+
+def test_cli_lists_every_row_and_init() -> None:
+    from maskagain.cli import demo as cli_demo
+    from maskagain.models.init import INIT_SCHEMES
+
+    assert cli_demo.ROWS == demo.ROW_NAMES and cli_demo.INITS == INIT_SCHEMES

@@ -11,6 +11,8 @@ HELP = (
 )
 # the demo's student rows (maskagain.recipes.demo.ROW_NAMES; listed here so --help stays light)
 ROWS = ("maskagain", "videomae", "hint", "mvd", "amd", "scratch")
+# the students' init schemes (maskagain.models.init.INIT_SCHEMES; listed here for the same reason)
+INITS = ("official", "trunc_normal")
 
 
 class _DistinctSeeds(argparse.Action):
@@ -76,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--student-init",
-        choices=("trunc_normal", "official"),
+        choices=INITS,
         default="trunc_normal",
         help="how every student (and the untrained student row) is drawn: trunc_normal "
         "(default; truncated normal 0.02, VideoMAE's fine-tuning init) or official (xavier-"

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,6 +96,7 @@ STUDENT_ROWS = {
     "scratch": ("none (from scratch)", None),
 }
 ROW_NAMES = tuple(STUDENT_ROWS)
+TRAINED_ROWS = tuple(name for name, (_, stage) in STUDENT_ROWS.items() if stage is not None)
 # distillation rows: objective section and extra config sections
 DISTILL_ROWS = {
     "maskagain": (MASKAGAIN_OBJECTIVE, {}),
@@ -197,11 +199,18 @@ def _pretrain_common(sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
     }
 
 
-def videomae_student_config(sizes: DemoSizes, out_dir: Path, seed: int = 0) -> PretrainConfig:
+def videomae_student_config(
+    sizes: DemoSizes,
+    out_dir: Path,
+    seed: int = 0,
+    init: str = STUDENT_INIT,
+    overrides: Sequence[str] = (),
+) -> PretrainConfig:
+    """The VideoMAE row's config (student drawn with ``init``; dotted ``overrides`` last)."""
     tree = _pretrain_common(sizes, out_dir, seed)
-    tree["model"] = {**STUDENT, **GEOMETRY}
+    tree["model"] = {**STUDENT, **GEOMETRY, "init": init}
     tree["decoder"] = dict(PIXEL_DECODER)
-    return _build(PretrainConfig, tree)
+    return _build(PretrainConfig, tree, overrides)
 
 
 def distill_config(
@@ -211,14 +220,17 @@ def distill_config(
     objective: dict,
     seed: int = 0,
     sections: dict | None = None,
+    init: str = STUDENT_INIT,
+    overrides: Sequence[str] = (),
 ) -> DistillConfig:
-    """A distillation row's config; ``sections``: extra config sections (e.g. ``mvd``)."""
+    """A distillation row's config; ``sections``: extra config sections (e.g. ``mvd``); the
+    student drawn with ``init``; dotted ``overrides`` applied last."""
     tree = _pretrain_common(sizes, out_dir, seed)
-    tree["student"] = {**STUDENT, **GEOMETRY, "drop_path_rate": 0.1}
+    tree["student"] = {**STUDENT, **GEOMETRY, "drop_path_rate": 0.1, "init": init}
     tree["teacher"] = {"source": teacher, "precision": "fp32"}
     tree["objective"] = copy.deepcopy(objective)
     tree.update(copy.deepcopy(sections or {}))
-    return _build(DistillConfig, tree)
+    return _build(DistillConfig, tree, overrides)
 
 
 def finetune_config(
@@ -269,8 +281,8 @@ def teacher_config(out_dir: Path | None = None) -> PretrainConfig:
     return _build(PretrainConfig, tree)
 
 
-def _build(cls: type, tree: dict):
-    return load_config(cls, base=tree)
+def _build(cls: type, tree: dict, overrides: Sequence[str] = ()):
+    return load_config(cls, base=tree, overrides=overrides)
 
 
 # ------------------------------------------------------------------------------------ teacher
@@ -499,21 +511,19 @@ def pretrain_student(
     out: Path,
     teacher: str,
     seed: int,
-    overrides: tuple[str, ...] | list[str] = (),
+    overrides: Sequence[str] = (),
     student_init: str = STUDENT_INIT,
 ) -> tuple[dict, Path]:
     """Pre-train the student of row ``name`` into ``out/name`` from init ``student_init``, with
     the dotted config ``overrides`` (e.g. ``schedule.epochs=10``) applied after it: (run
     summary, encoder weights)."""
     if name == "videomae":
-        overrides = [f"model.init={student_init}", *overrides]
-        cfg = videomae_student_config(sizes, out / name, seed)
-        cfg = load_config(PretrainConfig, base=to_dict(cfg), overrides=overrides)
+        cfg = videomae_student_config(sizes, out / name, seed, student_init, overrides)
         return run_pretrain(cfg), out / name / "teacher.safetensors"
-    overrides = [f"student.init={student_init}", *overrides]
     objective, sections = DISTILL_ROWS[name]
-    cfg = distill_config(sizes, out / name, teacher, objective, seed, sections)
-    cfg = load_config(DistillConfig, base=to_dict(cfg), overrides=overrides)
+    cfg = distill_config(
+        sizes, out / name, teacher, objective, seed, sections, student_init, overrides
+    )
     return run_distill(cfg, resume=None), out / name / "student.safetensors"
 
 
@@ -533,7 +543,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     rows = select_rows(rows)
-    trained = [name for name in rows if STUDENT_ROWS[name][1] is not None]
+    trained = [name for name in rows if name in TRAINED_ROWS]
     stages = _Stages(len(trained) + len(rows) + 4 + int(retrain))
     if retrain:
         stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
