@@ -205,6 +205,7 @@ def test_far_resolution_is_one_warning_per_run(story, caplog):
     lines = [r.getMessage() for r in caplog.records if "short side" in r.getMessage()]
     assert len(lines) == 1
     assert "1280x720" in lines[0] and "36 px" in lines[0] and "32-px model" in lines[0]
+    assert "maskagain prepare --folder" in lines[0]
     caplog.clear()
     _RESOLUTION_WARNED.clear()
     fits = DataConfig(kind="folder", root=str(story["data"]), input_size=224, short_side=256)

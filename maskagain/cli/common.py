@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import shutil
 import sys
 import typing
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from maskagain.config import apply_overrides, deep_merge, load_config, load_yaml, to_dict
+from maskagain.config import ConfigError, apply_overrides, deep_merge, load_config, load_yaml, to_dict
 
 # what a run directory holds once a recipe has started in it (besides its top-level files)
 RUN_FOLDERS = ("checkpoints", "tensorboard")
@@ -44,7 +45,12 @@ def add_config_arguments(
     ``example``: a ``key=value`` override that exists for ``cls``; ``out_rule``: where the run
     goes when ``out_dir`` is set nowhere (said in ``--out``'s help)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config (may name 'defaults')")
+    parser.add_argument(
+        "--config",
+        metavar="FILE.yaml|NAME",
+        help="YAML config (may name 'defaults'), or a shipped config by name, e.g. "
+        "folder/finetune (`maskagain ls configs` lists them, `maskagain cp NAME FILE` copies one)",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -107,6 +113,31 @@ def config_from_args(args: argparse.Namespace, cls: type, base: dict | None = No
     """Load ``--config`` (over ``base``), apply the overrides and ``--out``, validate; raises
     ConfigError."""
     return load_config(cls, args.config, cli_overrides(args), base)
+
+
+def shipped_configs() -> Path:
+    """The folder of the configs shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config(name: str | None) -> str | None:
+    """The file ``--config NAME`` means: an existing file as given, else a shipped config
+    (``distill/k400_vit_b`` or ``distill/k400_vit_b.yaml`` under ``maskagain/configs/``).
+    Raises ConfigError naming the closest shipped configs."""
+    if not name or Path(name).is_file():
+        return name
+    folder = shipped_configs()
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    shipped = folder / f"{stem}.yaml"
+    if shipped.is_file():
+        return str(shipped)
+    names = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
+    close = difflib.get_close_matches(stem.removeprefix("configs/"), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"--config {name}: no such file and no shipped config of that name{hint} "
+        "(`maskagain ls configs` lists them)"
+    )
 
 
 def raw_tree(args: argparse.Namespace, base: Mapping | None = None) -> dict:

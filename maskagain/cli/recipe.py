@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from maskagain.cli.common import (
@@ -23,6 +24,7 @@ from maskagain.cli.common import (
     add_config_arguments,
     config_from_args,
     print_config,
+    resolve_config,
     run_contents,
     sets_out_dir,
 )
@@ -79,11 +81,23 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         guard.finish(failed=False)
     if main_process:
         print(json.dumps(_printed(summary, recipe.prints) | {"out_dir": cfg.out_dir}))
+        _warn_at_chance(recipe.name, summary)
     return 0
+
+
+def _warn_at_chance(command: str, summary: dict) -> None:
+    """One line when the run's test score is within noise of chance."""
+    from maskagain.recipes.common import chance_warning
+
+    result = summary.get("test_result")
+    line = chance_warning(result) if isinstance(result, dict) else None
+    if line:
+        print(f"maskagain {command}: warning: {line}", file=sys.stderr)
 
 
 def load(args: argparse.Namespace, recipe: Recipe):
     """The validated config of the command line, with its run directory decided."""
+    args.config = resolve_config(args.config)
     value = getattr(args, "set_source", None)
     if value:
         args.overrides = [*(args.overrides or []), f"{recipe.source}={value}"]

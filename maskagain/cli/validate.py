@@ -17,7 +17,9 @@ MAX_ERRORS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG.yaml", help="the config file to check")
+    parser.add_argument(
+        "config", metavar="CONFIG.yaml|NAME", help="the config file (or shipped config) to check"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, as the recipe takes"
     )
@@ -34,9 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from maskagain.config import ConfigError
     from maskagain.recipes import RECIPES
 
-    path = Path(args.config)
-    if not path.is_file():
-        return _fail([f"config file {path} does not exist"])
+    from maskagain.cli.common import resolve_config
+
+    try:
+        path = Path(resolve_config(args.config))
+    except ConfigError as err:
+        return _fail([str(err)])
     name = args.recipe or command_of(path)
     if name not in RECIPES:
         given = f"--recipe {name!r} is not a recipe" if name else f"cannot tell what {path} is for"

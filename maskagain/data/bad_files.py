@@ -33,6 +33,11 @@ class BadFileTracker:
         self._paths: set[str] = set()
 
     @property
+    def paths(self) -> set[str]:
+        """The distinct files that failed to load."""
+        return set(self._paths)
+
+    @property
     def fraction(self) -> float:
         total = self.samples + self.bad
         return self.bad / total if total else 0.0

@@ -69,7 +69,9 @@ class DataConfig:
     max_bad_fraction: float = 0.1
     min_samples_for_bad_check: int = 50
     max_replacements: int = 20
-    num_workers: int = 2
+    # DataLoader worker processes; "auto": the CPU cores this process may use (shared by the
+    # processes of a node under torchrun), resolved when the config is validated
+    num_workers: int | Literal["auto"] = "auto"
     # where clips are normalised in masked pre-training and distillation: "worker" (float clips
     # leave the DataLoader workers), "device" (uint8 clips are batched, pinned and copied, and
     # normalised on the training device), "auto" (device on CUDA, worker elsewhere)
@@ -113,6 +115,8 @@ class DataConfig:
         ):
             if int(getattr(self, key)) < 1:
                 fail(key, "must be >= 1")
+        if self.num_workers == "auto":
+            self.num_workers = available_workers()
         for key in ("num_workers", "decode_threads", "min_samples_for_bad_check"):
             if int(getattr(self, key)) < 0:
                 fail(key, "must be >= 0")
@@ -209,3 +213,13 @@ def parse_rand_augment(spec: str) -> dict[str, float]:
     if not 0 <= out["m"] <= 10 or out["n"] < 1 or out["mstd"] < 0:
         raise ValueError(f"RandAugment needs 0 <= m <= 10, n >= 1, mstd >= 0; got {spec!r}")
     return out
+
+
+def available_workers() -> int:
+    """``data.num_workers: auto``: the CPU cores this process may use, divided among the
+    processes of its node (``LOCAL_WORLD_SIZE`` under torchrun)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))

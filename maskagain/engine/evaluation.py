@@ -187,7 +187,8 @@ def save_report(
         w = csv.writer(f)
         w.writerow(["class", "name", "support", "correct", "accuracy"])
         for c in range(k):
-            w.writerow([c, names[c], int(conf[c].sum()), int(conf[c, c]), acc[c]])
+            accuracy = acc[c] if conf[c].sum() else "no videos"
+            w.writerow([c, names[c], int(conf[c].sum()), int(conf[c, c]), accuracy])
     write_predictions(result, out / "predictions.csv", names, video_paths)
     np.save(out / "scores.npy", result.scores.numpy())
     paths = [

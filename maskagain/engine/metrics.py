@@ -103,22 +103,43 @@ def _record(line: str) -> dict | None:
 
 
 class Progress:
-    """A tqdm bar over optimizer steps with loss terms, lr and clips/s (ETA from tqdm)."""
+    """Training progress over optimizer steps: on a terminal a tqdm bar with the loss terms,
+    lr and clips/s (ETA from tqdm); elsewhere (a log file, a pipe, CI) one plain log line per
+    :meth:`show` (every ``engine.log_every`` steps) with the step, the same values and the ETA."""
 
-    def __init__(self, total: int, initial: int, active: bool, desc: str) -> None:
+    def __init__(
+        self, total: int, initial: int, active: bool, desc: str, terminal: bool | None = None
+    ) -> None:
+        import sys
+
         self._bar = None
-        if active:
+        self.total, self.step, self.desc, self.active = total, initial, desc, active
+        self._t0, self._step0 = time.perf_counter(), initial
+        terminal = sys.stderr.isatty() if terminal is None else terminal
+        if active and terminal:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
+        self.step += n
         if self._bar is not None:
             self._bar.update(n)
 
     def show(self, values: dict) -> None:
         if self._bar is not None:
             self._bar.set_postfix({k: _short(v) for k, v in values.items()}, refresh=False)
+        elif self.active:
+            shown = " ".join(f"{k} {_short(v)}" for k, v in values.items())
+            log.info("%s step %d/%d: %s, ETA %s", self.desc, self.step, self.total, shown, self.eta())
+
+    def eta(self) -> str:
+        """Time left at the mean pace since this bar started, as ``m:ss``."""
+        done = self.step - self._step0
+        if done <= 0:
+            return "?"
+        left = (time.perf_counter() - self._t0) / done * max(self.total - self.step, 0)
+        return f"{int(left // 60)}:{int(left % 60):02d}"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -470,17 +470,20 @@ class Trainer:
             yield batch
 
     def _data_wait_share(self, elapsed: float) -> float:
-        """Share of the last log interval spent waiting for data; warns (once an epoch) when it
-        dominates, naming the levers."""
+        """Share of the last log interval spent waiting for data; warns once a run when it
+        dominates, naming the levers not pulled yet."""
         share, self._data_wait = min(1.0, self._data_wait / max(elapsed, 1e-9)), 0.0
-        if share > 0.5 and self._warned_data_bound != self.state.epoch:
+        if share > 0.5 and self._warned_data_bound < 0 and self.state.epoch > 0:
+            from maskagain.data.config import available_workers
+
             self._warned_data_bound = self.state.epoch
+            workers, cores = getattr(self.loader, "num_workers", 0), available_workers()
+            more = f"raise data.num_workers (now {workers}, {cores} cores), " if workers < cores else ""
             log.warning(
-                "data-bound: %.0f%% of the time went to waiting for batches; raise "
-                "data.num_workers, use repeated sampling (data.num_sample) or re-encode the "
-                "videos with `maskagain prepare`",
-                100 * share,
-            )
+                "data-bound: %.0f%% of the time went to waiting for batches; %suse repeated "
+                "sampling (data.num_sample) or re-encode the videos with `maskagain prepare`",
+                100 * share, more,
+            )  # fmt: skip
         return share
 
     def _after_step(self) -> bool:

@@ -523,6 +523,15 @@ def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
 _EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,11}$")
 
 
+# weights shipped inside the package, by the name a config's source key takes
+SHIPPED_WEIGHTS: dict[str, Path] = {
+    # the demo's VideoMAE teacher: a 128-wide, 4-block ViT on 8 frames of 32 px (synthetic motion)
+    "maskagain:demo-teacher": Path(__file__).resolve().parents[1]
+    / "assets"
+    / "demo_teacher.safetensors",
+}
+
+
 def is_hub_id(source: str | Path) -> bool:
     """Whether ``source`` reads as a Hugging Face hub id (``owner/name``) rather than a path:
     two plain parts, no leading ``.``, ``/`` or ``~``, no file extension, and no local folder
@@ -541,6 +550,8 @@ def locate_source(source: str | Path, key: str = "") -> Path | None:
     ``runs/distill``?); hub ids are never tried for it. ``key``: the config key that named
     ``source``, put first in the message.
     """
+    if str(source) in SHIPPED_WEIGHTS:
+        return SHIPPED_WEIGHTS[str(source)]
     path = Path(source).expanduser()
     if path.exists():
         return path

@@ -55,7 +55,7 @@ class Recipe:
         return self.load().run(cfg, resume)
 
 
-_TRAINED = ("completed", "step", "epoch")
+_TRAINED = ("completed", "step", "epoch", "final.loss")
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -86,7 +86,7 @@ RECIPES: dict[str, Recipe] = {
             "FinetuneConfig",
             "fine-tune a video ViT classifier (from a distilled student, a VideoMAE checkpoint "
             "or scratch)",
-            (*_TRAINED, "test.top1"),
+            (*_TRAINED, "result"),
             trains=True,
             example="optim.base_lr=5e-4",
             source="init.source",
@@ -97,7 +97,7 @@ RECIPES: dict[str, Recipe] = {
             "EvaluateConfig",
             "multi-view test of a fine-tuned classifier: top-1/top-5, per-class accuracy, "
             "confusion matrix",
-            ("top1", "top5", "mean_class_acc", "num_videos", "views"),
+            ("result", "top1", "top5", "mean_class_acc", "num_videos", "views"),
             trains=False,
             example="batch_size=8",
             source="checkpoint",

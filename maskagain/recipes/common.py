@@ -4,6 +4,7 @@ of pre-training and distillation."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 from pathlib import Path
@@ -164,13 +165,16 @@ def _relative(path: str, root: str) -> str:
 
 # ----------------------------------------------------------------------------- input size
 RESOLUTION_RATIO = 4.0  # decoded short side vs data.short_side, either way, that is "far"
+PREPARED_SHORT_SIDE = 320  # `maskagain prepare`'s default short side
 _RESOLUTION_WARNED: set[tuple] = set()
 
 
 def warn_resolution(dataset: Dataset, data: DataConfig, probes: int = 16) -> None:
-    """One warning per data source when its videos' short side is far (> 4x either way) from
-    the short side clips are resized to (``data.short_side``, for a model of
-    ``data.input_size`` pixels). Reads the headers of up to ``probes`` videos."""
+    """One warning per data source when its videos call for an action: short sides above
+    :data:`PREPARED_SHORT_SIDE` and far (> 4x) above the clips' (``data.short_side``):
+    ``maskagain prepare`` makes decoding cheaper; or far below it: a smaller model sees what
+    the videos show. Videos already prepared are not warned about. Reads the headers of up to
+    ``probes`` videos."""
     key = (data.kind, data.root, data.train_list, data.short_side, data.input_size)
     if data.kind not in ("list", "folder") or key in _RESOLUTION_WARNED:
         return
@@ -180,18 +184,23 @@ def warn_resolution(dataset: Dataset, data: DataConfig, probes: int = 16) -> Non
         return
     short = sorted(min(w, h) for w, h in sizes)
     lo, hi = short[0], short[-1]
-    if hi <= data.short_side * RESOLUTION_RATIO and lo * RESOLUTION_RATIO >= data.short_side:
-        return
     frames = sorted({f"{w}x{h}" for w, h in sizes}, key=lambda s: -int(s.split("x")[1]))
-    log.warning(
-        "videos are %s (short side %d-%d px, %d probed) but clips are resized to a short side "
-        "of %d px for a %d-px model (%.0fx %s): a model with a closer img_size (and "
-        "data.input_size / data.short_side) sees what the videos show; 'maskagain prepare' "
-        "resizes them once so decoding is cheaper",
-        ", ".join(frames[:4]), lo, hi, len(sizes), data.short_side, data.input_size,
-        max(hi / data.short_side, data.short_side / lo),
-        "smaller" if hi > data.short_side * RESOLUTION_RATIO else "larger",
-    )  # fmt: skip
+    seen = f"videos are {', '.join(frames[:4])} (short side {lo}-{hi} px, {len(sizes)} probed)"
+    if hi > max(data.short_side * RESOLUTION_RATIO, PREPARED_SHORT_SIDE):
+        log.warning(
+            "%s, decoded and resized to a short side of %d px for a %d-px model: re-encode them "
+            "once with `maskagain prepare --folder %s --out %s_%d` (short side %d) and train on "
+            "the copy, so decoding is cheaper",
+            seen, data.short_side, data.input_size, data.root or "ROOT",
+            (data.root or "ROOT").rstrip("/"), PREPARED_SHORT_SIDE, PREPARED_SHORT_SIDE,
+        )  # fmt: skip
+    elif lo * RESOLUTION_RATIO < data.short_side:
+        log.warning(
+            "%s but clips are resized up to a short side of %d px for a %d-px model (%.0fx "
+            "larger): a model with a smaller img_size (and data.input_size / data.short_side) "
+            "sees what the videos show",
+            seen, data.short_side, data.input_size, data.short_side / lo,
+        )  # fmt: skip
 
 
 def video_sizes(dataset: Dataset, probes: int) -> list[tuple[int, int]]:
@@ -302,3 +311,39 @@ class NormalizeOnDevice:
             batch["frames"], batch["boxes"], batch["source"], self.crop_size, self.mean, self.std
         )
         return {**rest, "video": video}
+
+
+# ----------------------------------------------------------------------------- test results
+def test_result(metrics: dict, split: str, num_classes: int) -> dict:
+    """What a test says, for ``summary.json``, the console and ``inspect``: the split, its
+    number of videos, top-1, chance (100 / classes) and whether top-1 is within noise of
+    chance (below chance + 2 standard errors of a chance-level classifier on that many
+    videos)."""
+    n = int(metrics.get("num_videos") or 0)
+    chance = 100.0 / max(num_classes, 1)
+    noise = 2 * 100 * math.sqrt(chance / 100 * (1 - chance / 100) / max(n, 1))
+    top1 = metrics.get("top1")
+    return {
+        "split": split,
+        "num_videos": n,
+        "top1": None if top1 is None else round(float(top1), 2),
+        "chance": round(chance, 2),
+        "at_chance": top1 is not None and float(top1) < chance + noise,
+        "headline": headline(split, n, top1, chance),
+    }
+
+
+def headline(split: str, num_videos: int, top1: float | None, chance: float) -> str:
+    """``"test top-1 75.0% on the test split (12 videos; chance 33.3%)"``."""
+    score = "n/a" if top1 is None else f"{float(top1):.1f}%"
+    return f"top-1 {score} on the {split} split ({num_videos} videos; chance {chance:.1f}%)"
+
+
+def chance_warning(result: dict) -> str | None:
+    """One line when a test score is within noise of chance, else None."""
+    if not result.get("at_chance"):
+        return None
+    return (
+        f"{result['headline']} is within noise of chance: the model does not tell the classes "
+        "apart; on a small folder fine-tune with --config folder/finetune, or add videos"
+    )

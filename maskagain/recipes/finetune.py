@@ -44,7 +44,13 @@ from maskagain.engine.run import (
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, clips_per_step, steps_per_epoch
 from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
-from maskagain.recipes.common import describe_splits, open_dataset, video_paths, write_splits
+from maskagain.recipes.common import (
+    describe_splits,
+    open_dataset,
+    test_result,
+    video_paths,
+    write_splits,
+)
 from maskagain.recipes.configs import FinetuneConfig, MixupSpec, model_overrides
 
 log = logging.getLogger(__name__)
@@ -294,8 +300,17 @@ class _Validator:
         return out
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+def _fmt(metrics: dict) -> str:
+    """``top1 75.00, num_videos 12, classes_without_videos none``: counts as integers."""
+
+    def value(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        if isinstance(v, list):
+            return ", ".join(map(str, v)) or "none"
+        return str(v)
+
+    return ", ".join(f"{k} {value(v)}" for k, v in metrics.items())
 
 
 def run_test(
@@ -325,9 +340,19 @@ def run_test(
         save_report(result, out_dir, class_names, video_paths(dataset))
     metrics = result.metrics()
     metrics["views_per_video"] = dataset.views
-    metrics["bad_files"] = bad_files.bad  # views whose video was replaced (this process)
-    shown = {k: float(v) for k, v in metrics.items() if v is not None}
+    metrics["bad_files"] = len(bad_files.paths)  # unreadable files (this process)
+    metrics["bad_views"] = bad_files.bad  # their views, replaced by other videos' clips
+    metrics["videos_in_split"] = dataset.num_videos
+    names = class_names or [str(c) for c in range(model.num_classes)]
+    support = result.confusion.sum(1).tolist()
+    metrics["classes_without_videos"] = [n for n, s in zip(names, support) if s == 0]
+    shown = {k: v for k, v in metrics.items() if v is not None}
     log.info("test (%s): %s", out_dir.name, _fmt(shown))
+    if result.num_videos < dataset.num_videos:
+        log.warning(
+            "tested %d of the %d videos of the split: %d could not be read (listed above)",
+            result.num_videos, dataset.num_videos, dataset.num_videos - result.num_videos,
+        )  # fmt: skip
     return metrics
 
 
@@ -531,6 +556,10 @@ def _finish(
                 cfg.engine.progress,
                 facts.get("class_names"),
             )
+        test = facts.get("splits", {}).get("test", {})
+        split = test.get("same_as", "test") if isinstance(test, dict) else "test"
+        out["test_result"] = test_result(out["test"], split, unwrap(trainer.model).num_classes)
+        out["result"] = out["test_result"]["headline"]
     return out
 
 
