@@ -25,7 +25,14 @@ from pathlib import Path
 
 import yaml
 
-from maskagain.config import ConfigError, apply_overrides, deep_merge, load_config, load_yaml, to_dict
+from maskagain.config import (
+    ConfigError,
+    apply_overrides,
+    deep_merge,
+    load_config,
+    load_yaml,
+    to_dict,
+)
 
 # what a run directory holds once a recipe has started in it (besides its top-level files)
 RUN_FOLDERS = ("checkpoints", "tensorboard")

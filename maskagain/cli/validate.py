@@ -32,11 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskagain.cli.common import resolve_config
     from maskagain.cli.ls import command_of
     from maskagain.config import ConfigError
     from maskagain.recipes import RECIPES
-
-    from maskagain.cli.common import resolve_config
 
     try:
         path = Path(resolve_config(args.config))

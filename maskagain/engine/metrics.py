@@ -131,7 +131,9 @@ class Progress:
             self._bar.set_postfix({k: _short(v) for k, v in values.items()}, refresh=False)
         elif self.active:
             shown = " ".join(f"{k} {_short(v)}" for k, v in values.items())
-            log.info("%s step %d/%d: %s, ETA %s", self.desc, self.step, self.total, shown, self.eta())
+            log.info(
+                "%s step %d/%d: %s, ETA %s", self.desc, self.step, self.total, shown, self.eta()
+            )
 
     def eta(self) -> str:
         """Time left at the mean pace since this bar started, as ``m:ss``."""

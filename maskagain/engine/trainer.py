@@ -478,7 +478,11 @@ class Trainer:
 
             self._warned_data_bound = self.state.epoch
             workers, cores = getattr(self.loader, "num_workers", 0), available_workers()
-            more = f"raise data.num_workers (now {workers}, {cores} cores), " if workers < cores else ""
+            more = (
+                f"raise data.num_workers (now {workers}, {cores} cores), "
+                if workers < cores
+                else ""
+            )
             log.warning(
                 "data-bound: %.0f%% of the time went to waiting for batches; %suse repeated "
                 "sampling (data.num_sample) or re-encode the videos with `maskagain prepare`",

@@ -4,8 +4,8 @@ of pre-training and distillation."""
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
