@@ -33,36 +33,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def models_text() -> str:
-    """The registry's architectures and the published families ``load_encoder`` recognises."""
-    from maskagain.models.families import FAMILIES, MASKAGAIN
-    from maskagain.models.image_vit import MAE_HEADS
-    from maskagain.models.registry import ARCHITECTURES
+    """The registry's architectures, the published families ``load_encoder`` recognises and
+    the weights shipped with the package (from :mod:`maskagain.cli.catalog`: no torch)."""
+    from maskagain.cli.catalog import ARCHITECTURES, FAMILIES, MAE_HEADS, SHIPPED_WEIGHTS
 
     lines = ["models (model.name / student.name = NAME; width x depth, heads):"]
     width = max(len(n) for n in ARCHITECTURES)
-    for name, a in ARCHITECTURES.items():
-        lines.append(f"  {name:<{width}}  {a['embed_dim']} x {a['depth']}, {a['num_heads']} heads")
+    for name, (dim, depth, heads) in ARCHITECTURES.items():
+        lines.append(f"  {name:<{width}}  {dim} x {depth}, {heads} heads")
     lines += ["", "teacher families (checkpoints load_encoder recognises; teacher.source = PATH):"]
-    known = [f for f in FAMILIES if f.family != MASKAGAIN]
-    width = max(len(f.name) for f in known)
-    fam = max(len(f.family) for f in known)
-    for f in known:
+    width = max(len(f[0]) for f in FAMILIES)
+    fam = max(len(f[1]) for f in FAMILIES)
+    for name, family, dim, depth, heads, patch, tubelet in FAMILIES:
         lines.append(
-            f"  {f.name:<{width}}  {f.family:<{fam}}  {f.embed_dim} x {f.depth}, "
-            f"{f.num_heads} heads, patch {f.patch_size}, tubelet {f.tubelet_size}"
+            f"  {name:<{width}}  {family:<{fam}}  {dim} x {depth}, {heads} heads, "
+            f"patch {patch}, tubelet {tubelet}"
         )
     lines += ["", "image teachers (MVD co-teaching; image_teacher.source = PATH, MAE encoders):"]
     for (dim, depth, patch), heads in MAE_HEADS.items():
         lines.append(f"  MAE  {dim} x {depth}, {heads} heads, patch {patch}")
+    lines += ["", "shipped weights (teacher.source = NAME):"]
+    for name, (_, what) in SHIPPED_WEIGHTS.items():
+        lines.append(f"  {name}  {what}")
     return "\n".join(lines)
 
 
 def config_folders() -> list[Path]:
-    """Where shipped configs are: the repository's ``configs/`` (a source checkout) and the
-    package's own ``maskagain/configs/`` (an installed wheel), those that exist."""
-    package = Path(__file__).resolve().parents[1]
-    folders = [package.parent / "configs", package / "configs"]
-    return [f for f in folders if f.is_dir()]
+    """Where shipped configs are: the package's own ``maskagain/configs/``."""
+    from maskagain.cli.common import shipped_configs
+
+    return [f for f in (shipped_configs(),) if f.is_dir()]
 
 
 def command_of(path: Path) -> str | None:
@@ -84,8 +84,10 @@ def configs_text() -> str:
     lines = []
     for folder in config_folders():
         files = sorted(p for p in folder.rglob("*.yaml") if not p.name.startswith("base"))
-        lines.append(f"configs in {folder} (maskagain RECIPE --config FILE):")
-        names = [p.relative_to(folder).as_posix() for p in files]
+        lines.append(
+            f"configs in {folder} (maskagain RECIPE --config NAME; maskagain cp NAME FILE):"
+        )
+        names = [p.relative_to(folder).with_suffix("").as_posix() for p in files]
         width = max((len(n) for n in names), default=0)
         for name, path in zip(names, files):
             lines.append(f"  {name:<{width}}  {command_of(path) or '?'}")

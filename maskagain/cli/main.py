@@ -20,6 +20,7 @@ from maskagain.recipes import RECIPES
 # so `--help` stays fast (tests/test_cli_first_hour.py checks it)
 SUBCOMMANDS: dict[str, str] = {
     "ls": "ls",
+    "cp": "cp",
     "validate": "validate",
     "make-synthetic": "make_synthetic",
     "export": "export",

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
     cfg = load(args, recipe)
     if args.dry_run:
         return print_config(cfg)
+    check_paths(cfg, recipe)
     resume = getattr(args, "resume", None)
     replace = check_run_dir(cfg.out_dir, recipe, resume, args.overwrite)
     main_process = os.environ.get("RANK", "0") == "0"
@@ -95,17 +96,109 @@ def _warn_at_chance(command: str, summary: dict) -> None:
         print(f"maskagain {command}: warning: {line}", file=sys.stderr)
 
 
+def config_value(cfg, key: str):
+    """The value of dotted ``key`` in a config tree (None when a section is missing)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
+
+
+def check_paths(cfg, recipe: Recipe) -> None:
+    """Every path the run reads, before any of it is read: the checkpoints its config names
+    (teacher, init, encoder) and the data root and list files. Raises ConfigError (one line,
+    with the closest existing names) on the first that is missing."""
+    from maskagain.models.loading import CheckpointError, locate_source
+
+    for key in filter(None, (recipe.source, *recipe.more_sources)):
+        value = config_value(cfg, key)
+        if value:
+            try:
+                locate_source(str(value), key)
+            except CheckpointError as err:
+                raise ConfigError(str(err)) from None
+    error = data_path_error(config_value(cfg, "data"))
+    if error:
+        raise ConfigError(error)
+
+
+def data_path_error(data) -> str | None:
+    """The first missing data path (``data.root``, then the list files), as one line, or None."""
+    from maskagain.models.loading import did_you_mean
+
+    if data is None or getattr(data, "kind", "synthetic") == "synthetic":
+        return None
+    root = Path(str(data.root or ".")).expanduser()
+    if data.root and not root.is_dir():
+        return f"config key 'data.root': {data.root} is not a folder{did_you_mean(root)}"
+    for key in ("train_list", "val_list", "test_list"):
+        value = getattr(data, key, "")
+        if value and data.kind != "folder" and not (root / value).is_file():
+            path = root / value
+            return f"config key 'data.{key}': {path} does not exist{did_you_mean(path)}"
+    return None
+
+
 def load(args: argparse.Namespace, recipe: Recipe):
     """The validated config of the command line, with its run directory decided."""
     args.config = resolve_config(args.config)
     value = getattr(args, "set_source", None)
     if value:
         args.overrides = [*(args.overrides or []), f"{recipe.source}={value}"]
+    kind = _kind_override(args)
+    if kind:
+        args.config = kind_config(args.config, kind)
     base = _base_tree(recipe, args)
-    cfg = config_from_args(args, recipe.config, base)
+    try:
+        cfg = config_from_args(args, recipe.config, base)
+    except ConfigError as err:
+        if not kind:
+            raise
+        raise ConfigError(f"{err} (objective.kind={kind}: {_kind_hint(kind)})") from None
     if not sets_out_dir(args, base):
         cfg.out_dir = default_out_dir(recipe.name, cfg, args.config) or cfg.out_dir
     return cfg
+
+
+def _kind_override(args: argparse.Namespace) -> str | None:
+    """The ``objective.kind`` the command line sets, if any (the last one)."""
+    kinds = [
+        o.partition("=")[2].strip() for o in args.overrides or [] if o.startswith("objective.kind=")
+    ]
+    return kinds[-1] if kinds else None
+
+
+def kind_config(config: str | None, kind: str) -> str | None:
+    """The shipped sibling of ``config`` that sets ``objective.kind=kind``'s defaults
+    (``tiny/distill.yaml`` -> ``tiny/distill_amd.yaml``), when ``config`` sets another kind
+    and there is one; else ``config``."""
+    from maskagain.config import load_yaml
+
+    if not config:
+        return config
+    path = Path(config)
+    sibling = path.with_name(f"{path.stem}_{kind}.yaml")
+    own = (load_yaml(path).get("objective") or {}).get("kind", "maskagain")
+    if own == kind or not sibling.is_file():
+        return config
+    print(
+        f"objective.kind={kind}: using {sibling}, {path.name} with that kind's shipped defaults",
+        file=sys.stderr,
+    )
+    return str(sibling)
+
+
+def _kind_hint(kind: str) -> str:
+    """Where the shipped defaults of an objective kind are."""
+    from maskagain.cli.common import shipped_configs
+
+    names = sorted(
+        p.relative_to(shipped_configs()).with_suffix("").as_posix()
+        for p in shipped_configs().rglob(f"*_{kind}.yaml")
+    )
+    if not names:
+        return "no shipped config sets this kind"
+    return f"its shipped defaults are in --config {' or --config '.join(names)}"
 
 
 def default_out_dir(recipe: str, cfg, config_path: str | None) -> str | None:

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:  # the file itself: YAML syntax, a missing 'defaults' include
         return _fail([str(err)])
     if cfg is not None:
+        from maskagain.cli.recipe import data_path_error
+
+        missing = data_path_error(getattr(cfg, "data", None))
+        errors += [missing] if missing else []
         _default_out_dir(name, cfg, path, args.overrides or [])
         if errors:
             print("# resolved without the values in error (file values or defaults instead)")

@@ -195,6 +195,13 @@ def build_teacher(cfg: DistillConfig, device: torch.device) -> nn.Module:
         teacher = load_encoder(cfg.teacher.source, **cfg.teacher.overrides)
     except CheckpointError as err:
         raise CheckpointError(f"config key 'teacher.source': {err}") from None
+    num_classes = getattr(teacher, "num_classes", 0)
+    if num_classes:
+        log.warning(
+            "teacher.source %s is a fine-tuned classifier (%d classes): its head goes unused and "
+            "its encoder teaches; a pre-trained (not fine-tuned) checkpoint is the usual teacher",
+            cfg.teacher.source, num_classes,
+        )  # fmt: skip
     student = cfg.student.model_config("student")
     check_teacher(student, teacher.cfg)
     t = teacher.cfg
