@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskagain.models.loading import follow_umask
+
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
@@ -38,6 +40,7 @@ def atomic_torch_save(obj: dict, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

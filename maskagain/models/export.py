@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import save_file
 
 from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
-from maskagain.models.loading import CheckpointError, build_from_checkpoint
+from maskagain.models.loading import CheckpointError, build_from_checkpoint, follow_umask
 from maskagain.models.vit import ModelConfig, VideoViT
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ def export_hf(
     config["dtype"] = str(model.patch_embed.proj.weight.dtype).removeprefix("torch.")
     out = _hf_out_dir(out_dir)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    follow_umask(out / "model.safetensors")
     _write_json(out / "config.json", config)
     for name, content in processor_configs(cfg, mean, std).items():
         _write_json(out / name, content)
@@ -297,6 +298,7 @@ def export_videomae(model: VideoViT, out_path: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": sd}, tmp)
+    follow_umask(tmp)
     tmp.replace(out)
     kind = "classifier (fine-tuning layout)" if cfg.num_classes else "encoder (pre-training layout)"
     log.info("wrote official VideoMAE %s, %s, to %s", kind, _dims(cfg), out)

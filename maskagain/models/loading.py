@@ -43,6 +43,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import pickle
 import re
 from dataclasses import fields
@@ -712,5 +713,16 @@ def save_encoder(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    follow_umask(tmp)
     tmp.replace(path)
     return path
+
+
+def follow_umask(path: str | Path) -> Path:
+    """Give ``path`` the mode a newly created file gets (0666 less the umask): writers that
+    create private files (``mkstemp``, safetensors) would leave weights unreadable to others
+    who share the machine."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)

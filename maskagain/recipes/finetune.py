@@ -239,8 +239,11 @@ def build_eval_loader(
 
 
 def progress_batches(loader: DataLoader, active: bool, desc: str) -> Iterable[dict]:
-    """Batches of ``loader`` behind a tqdm bar (rank 0 only)."""
-    if not active:
+    """Batches of ``loader`` behind a tqdm bar (rank 0 only, on a terminal: a log file gets
+    the result line, not the bar's redraws)."""
+    import sys
+
+    if not active or not sys.stderr.isatty():
         return loader
     from tqdm.auto import tqdm
 
