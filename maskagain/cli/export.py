@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = (
     "export a checkpoint to Hugging Face transformers (--format hf) or the official VideoMAE layout"
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", required=True, help="output directory (hf) or .pth file (videomae)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace what --out holds (refused without it)"
     )
     parser.add_argument(
         "--class-names",
@@ -51,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from maskagain.models.loading import CheckpointError
     from maskagain.recipes.export import export_checkpoint, read_class_names
 
+    if Path(args.out).exists() and not args.overwrite:
+        print(
+            f"error: {args.out} exists; add --overwrite to replace it, or give another --out",
+            file=sys.stderr,
+        )
+        return 2
     if (args.mean is None) != (args.std is None):
         print("error: give both --mean and --std, or neither", file=sys.stderr)
         return 2

@@ -21,7 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="video file; default: a clip of the synthetic set (see --synthetic-class)",
     )
-    parser.add_argument("--out", default="selections.png", metavar="FIG.png", help="output PNG")
+    parser.add_argument(
+        "--out",
+        metavar="FIG.png",
+        help="output PNG; default: selections.png in the encoder's run directory (beside its "
+        "weights), or in the working directory for the shipped teacher or a downloaded encoder",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument(
         "--sampling-rate", type=int, default=1, help="take every N-th frame of the video"
     )
@@ -50,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"maskagain visualize: error: --video {args.video} does not exist (file not found)"
             f"{did_you_mean(Path(args.video))}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out) if args.out else default_out(args.encoder)
+    if out.exists() and not args.overwrite:
+        print(
+            f"maskagain visualize: error: {out} exists; add --overwrite to replace it, or give "
+            "--out",
             file=sys.stderr,
         )
         return 2
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     path = visualize(
         encoder,
         frames,
-        args.out,
+        out,
         title=f"{name}: cyan = query token, red = selected\nencoder: {shown} "
         f"({encoder_title(encoder, fmt)})",
         frame_labels=labels,
@@ -98,6 +112,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print(path)
     return 0
+
+
+def default_out(encoder: str | None) -> Path:
+    """``selections.png`` beside the encoder: in its run directory, or the folder of its weights
+    file; in the working directory for the shipped teacher or a hub id."""
+    path = Path(encoder).expanduser() if encoder else None
+    if path is None or not path.exists():
+        return Path("selections.png")
+    return (path if path.is_dir() else path.parent) / "selections.png"
 
 
 def encoder_title(encoder, fmt: str) -> str:

@@ -155,6 +155,9 @@ class DataConfig:
                 fail(key, "must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
             fail("val_fraction", f"+ data.test_fraction={self.test_fraction} must be < 1")
+        if self.kind == "folder" and not self.root:
+            fail("root", "is empty: give the folder that holds a folder per class, e.g. "
+                 "data.root=my_videos")  # fmt: skip
         self.resolve_paths()
         if self.rand_augment:
             try:

@@ -34,7 +34,7 @@ class ModelSpec:
 
     name: str = "vit_small"
     img_size: int = 224
-    num_frames: int = 16
+    num_frames: int | None = None  # null: data.num_frames (the clip the data gives)
     patch_size: int = 16
     tubelet_size: int = 2
     drop_path_rate: float = 0.0
@@ -42,6 +42,11 @@ class ModelSpec:
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
+
+    def follow_data(self, data: DataConfig) -> None:
+        """A ``num_frames`` left at null takes the data's clip length."""
+        if self.num_frames is None:
+            self.num_frames = data.num_frames
 
     def validate(self, path: str = "model") -> None:
         """Known name, sizes >= 1, frames divisible by the tubelet, image size by the patch,
@@ -215,6 +220,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         self.data.validate()
+        self.model.follow_data(self.data)
         mcfg = self.model.model_config("model")
         check_data_matches_model(self.data, mcfg, "model")
         self.decoder.validate(mcfg.embed_dim)
@@ -315,6 +321,7 @@ class DistillConfig:
     def validate(self) -> None:
         """Static checks; the teacher's geometry is checked by :func:`check_teacher` once loaded."""
         self.data.validate()
+        self.student.follow_data(self.data)
         scfg = self.student.model_config("student")
         check_data_matches_model(self.data, scfg, "student")
         self.teacher.validate()
@@ -498,6 +505,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         self.data.validate()
+        self.model.follow_data(self.data)
         mcfg = self.model.model_config("model")
         check_data_matches_model(self.data, mcfg, "model")
         check(

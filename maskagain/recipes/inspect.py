@@ -160,12 +160,32 @@ def _provenance(source, fmt: str, info: dict) -> dict:
     if metrics is None and (run_dir / RUN_LOG).is_file():
         metrics = _last_logged(run_dir / RUN_LOG)
     out["metrics"] = metrics
+    tests = test_results(run_dir, summary)
+    if tests:
+        out["test"] = tests
     skip = {"format", "model_config", "train_config", "metrics", "class_names", "id2label"}
     skip |= {"mean", "std"}
     extra = {k: v for k, v in info.items() if k not in skip}
     if extra:
         out["metadata"] = extra
     return out
+
+
+def test_results(run_dir: Path, summary: dict | None) -> list[str]:
+    """Every test of the run: its own final test and each ``evaluate*/`` run beside it, as
+    headlines naming the split, its number of videos and chance."""
+    found = []
+    if summary and isinstance(summary.get("test_result"), dict):
+        found.append(_at_chance(summary["test_result"]) + " (after training)")
+    for folder in sorted(run_dir.glob("evaluate*/")):
+        result = (_read_json(folder / RUN_SUMMARY) or {}).get("test_result")
+        if isinstance(result, dict):
+            found.append(_at_chance(result) + f" (maskagain evaluate, {folder.name}/)")
+    return found
+
+
+def _at_chance(result: dict) -> str:
+    return result["headline"] + (": within noise of chance" if result.get("at_chance") else "")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -223,6 +243,8 @@ def format_report(report: dict) -> str:
         f"export:        hf: {report['export']['hf']}",
         f"               videomae: {report['export']['videomae']}",
     ]
+    for line in report.get("test", []):
+        lines.append(f"{'test:':<15}{line}")
     for key in ("train_config", "metrics", "metadata"):
         if key in report:
             lines.append(f"{key + ':':<15}{_compact(report[key])}")
