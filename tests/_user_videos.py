@@ -75,7 +75,7 @@ def write_scene_clip(path: Path, size: tuple[int, int], scene: str, frames: int,
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.options = {"preset": "ultrafast", "crf": "28"}
         for t in range(frames):
-            img = texture[: h, t * pan % w : t * pan % w + w].copy()
+            img = texture[:h, t * pan % w : t * pan % w + w].copy()
             x = (x0 + t * max(1, w // 32)) % (w - side)
             img[y0 : y0 + side, x : x + side] = 128
             c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))

@@ -113,7 +113,8 @@ def test_ls_lists_models_families_configs_and_recipes(capsys):
     for name in ("vit_base", "vit_nano", "videomae2_giant", "vjepa2_large", "V-JEPA 2"):
         assert name in out
     assert "image teachers (MVD co-teaching" in out and "MAE  768 x 12, 12 heads, patch 16" in out
-    assert "tiny/distill.yaml" in out and "distill/k400_vit_b.yaml" in out
+    assert "tiny/distill " in out and "distill/k400_vit_b " in out and "folder/finetune " in out
+    assert "maskagain:demo-teacher" in out
     assert "base.yaml" not in out  # partial configs, not runnable
     for name in (*RECIPES, "validate", "visualize"):
         assert f"  {name} " in out
@@ -129,11 +130,14 @@ def test_validate_prints_resolved_config(capsys):
     assert cfg["engine"]["batch_size"] == 2 and cfg["student"]["name"] == "vit_nano"
 
 
-def test_validate_warns_of_every_missing_teacher(capsys):
+def test_validate_warns_of_every_missing_teacher(tmp_path, capsys):
     """The MVD configs name a video and an image teacher: both are looked for, and a missing
-    one is a warning (an earlier step may still write it), not an error."""
+    one is a warning (an earlier step may still write it), not an error; a missing data root
+    is an error (exit 2)."""
     config = ROOT / "configs" / "distill" / "k400_vit_s_mvd.yaml"
-    assert main(["validate", str(config)]) == 0
+    assert main(["validate", str(config), "data.root=nowhere"]) == 2
+    assert "config key 'data.root'" in err_lines(capsys)[-1]
+    assert main(["validate", str(config), f"data.root={tmp_path}", "data.train_list="]) == 0
     warnings = [line for line in err_lines(capsys) if ": warning: " in line]
     assert any("'teacher.source'" in w and "does not exist" in w for w in warnings), warnings
     assert any("'image_teacher.source'" in w and "does not exist" in w for w in warnings)
@@ -183,7 +187,7 @@ def test_typo_of_a_run_dir_is_not_found_with_suggestion(in_tmp, capsys, command)
 
 def test_evaluate_names_a_missing_checkpoint_and_writes_nothing(in_tmp, capsys):
     (in_tmp / "runs" / "finetune").mkdir(parents=True)
-    assert main(["evaluate", "--checkpoint", "runs/fine"]) == 1
+    assert main(["evaluate", "--checkpoint", "runs/fine"]) == 2
     (line,) = err_lines(capsys)
     assert "config key 'checkpoint': runs/fine does not exist" in line
     assert "did you mean 'runs/finetune'?" in line and "data." not in line
@@ -192,7 +196,7 @@ def test_evaluate_names_a_missing_checkpoint_and_writes_nothing(in_tmp, capsys):
 
 def test_probe_checks_the_encoder_before_the_data(in_tmp, capsys):
     args = ["probe", "--encoder", "nowhere/enc.safetensors", "data.kind=list"]
-    assert main(args) == 1
+    assert main(args) == 2
     (line,) = err_lines(capsys)
     assert "config key 'encoder': nowhere/enc.safetensors does not exist" in line
     assert not (in_tmp / "runs").exists()
