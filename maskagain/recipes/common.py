@@ -314,7 +314,7 @@ class NormalizeOnDevice:
 
 
 # ----------------------------------------------------------------------------- test results
-def test_result(metrics: dict, split: str, num_classes: int) -> dict:
+def describe_test_result(metrics: dict, split: str, num_classes: int) -> dict:
     """What a test says, for ``summary.json``, the console and ``inspect``: the split, its
     number of videos, top-1, chance (100 / classes) and whether top-1 is within noise of
     chance (below chance + 2 standard errors of a chance-level classifier on that many

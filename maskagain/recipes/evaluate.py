@@ -16,7 +16,7 @@ from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import CheckpointError, locate_source
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import open_dataset, report_eval_split, test_result
+from maskagain.recipes.common import describe_test_result, open_dataset, report_eval_split
 from maskagain.recipes.configs import EvaluateConfig
 from maskagain.recipes.finetune import load_classifier, run_test
 
@@ -77,7 +77,7 @@ def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
             **metrics,
             "wall_s": round(time.time() - t0, 2),
         }
-        summary["test_result"] = test_result(metrics, cfg.split, model.num_classes)
+        summary["test_result"] = describe_test_result(metrics, cfg.split, model.num_classes)
         summary["result"] = summary["test_result"]["headline"]
         if dist.is_main:
             writer = MetricWriter(run_dir, True, tensorboard=True)

@@ -46,8 +46,8 @@ from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
 from maskagain.recipes.common import (
     describe_splits,
+    describe_test_result,
     open_dataset,
-    test_result,
     video_paths,
     write_splits,
 )
@@ -561,7 +561,9 @@ def _finish(
             )
         test = facts.get("splits", {}).get("test", {})
         split = test.get("same_as", "test") if isinstance(test, dict) else "test"
-        out["test_result"] = test_result(out["test"], split, unwrap(trainer.model).num_classes)
+        out["test_result"] = describe_test_result(
+            out["test"], split, unwrap(trainer.model).num_classes
+        )
         out["result"] = out["test_result"]["headline"]
     return out
 
