@@ -174,23 +174,30 @@ def test_repeated_sampling_counts_clips_and_resumes_exactly(tmp_path, teacher_pa
     assert losses(cut) == losses(full)
 
 
-def test_a_data_bound_interval_is_logged_once_an_epoch_with_the_levers(caplog):
+def test_a_data_bound_interval_is_logged_once_a_run_with_the_levers_left(caplog):
     from maskagain.engine.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)  # only the bookkeeping of the data-wait share
     trainer._data_wait, trainer._warned_data_bound = 0.0, -1
     trainer.state = type("S", (), {"epoch": 0})()
     with caplog.at_level(logging.WARNING, logger="maskagain.engine.trainer"):
+        trainer._data_wait = 0.95
+        trainer._data_wait_share(1.0)  # the first interval holds the workers' start: quiet
         trainer._data_wait = 0.2
         assert trainer._data_wait_share(1.0) == pytest.approx(0.2)
         assert not caplog.records  # compute-bound: quiet
         trainer._data_wait = 0.9
         assert trainer._data_wait_share(1.0) == pytest.approx(0.9)
-        trainer._data_wait = 0.8
-        trainer._data_wait_share(1.0)  # same epoch: not repeated
         trainer.state.epoch = 1
         trainer._data_wait = 0.7
-        trainer._data_wait_share(1.0)
+        trainer._data_wait_share(1.0)  # once a run
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and "90% of the time went to waiting for batches" in lines[0]
-    assert all("data.num_workers" in m and "maskagain prepare" in m for m in lines)
+    assert len(lines) == 1 and "90% of the time went to waiting for batches" in lines[0]
+    assert "raise data.num_workers (now 0," in lines[0] and "maskagain prepare" in lines[0]
+    trainer._warned_data_bound = -1
+    trainer.loader = type("L", (), {"num_workers": 64})()  # every core already reads
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="maskagain.engine.trainer"):
+        trainer._data_wait = 0.9
+        trainer._data_wait_share(1.0)
+    assert "data.num_workers" not in caplog.text and "data.num_sample" in caplog.text

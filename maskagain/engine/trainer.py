@@ -471,13 +471,16 @@ class Trainer:
 
     def _data_wait_share(self, elapsed: float) -> float:
         """Share of the last log interval spent waiting for data; warns once a run when it
-        dominates, naming the levers not pulled yet."""
+        dominates after the first interval (which holds the workers' start), naming the levers
+        not pulled yet."""
         share, self._data_wait = min(1.0, self._data_wait / max(elapsed, 1e-9)), 0.0
-        if share > 0.5 and self._warned_data_bound < 0 and self.state.epoch > 0:
+        started, self._started = getattr(self, "_started", False), True
+        if share > 0.5 and started and self._warned_data_bound < 0:
             from maskagain.data.config import available_workers
 
             self._warned_data_bound = self.state.epoch
-            workers, cores = getattr(self.loader, "num_workers", 0), available_workers()
+            loader = getattr(self, "loader", None)
+            workers, cores = getattr(loader, "num_workers", 0), available_workers()
             more = (
                 f"raise data.num_workers (now {workers}, {cores} cores), "
                 if workers < cores
