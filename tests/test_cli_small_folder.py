@@ -202,3 +202,15 @@ def test_a_classifier_given_as_teacher_is_named(tmp_path, caplog):
         build_teacher(cfg, torch.device("cpu"))
     (line,) = [r.getMessage() for r in caplog.records if "classifier" in r.getMessage()]
     assert "3 classes" in line and "head goes unused" in line
+
+
+def test_evaluate_counts_files_apart_from_views_and_prints_integers():
+    from maskagain.data import BadFileTracker
+    from maskagain.recipes.finetune import _fmt
+
+    tracker = BadFileTracker(max_fraction=1.0)
+    for _ in range(3):  # one broken file, met by 3 views x 2 batches
+        tracker.update({"label": [0, 1], "skipped": [("bad.mp4", "moov atom not found")] * 2})
+    assert len(tracker.paths) == 1 and tracker.bad == 6
+    line = _fmt({"top1": 100.0, "num_videos": 2, "bad_files": 1, "classes_without_videos": ["sea"]})
+    assert line == "top1 100.00, num_videos 2, bad_files 1, classes_without_videos sea"
