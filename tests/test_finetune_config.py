@@ -63,7 +63,7 @@ def test_shipped_configs_follow_table8(name: str) -> None:
         ("layer_decay=1.5", "layer_decay"),
         ("mixup.label_smoothing=1.0", "mixup.label_smoothing"),
         ("head.dropuot=0.1", "head.dropuot"),
-        ("data.num_frames=8", "data.num_frames"),
+        ("model.num_frames=8", "data.num_frames"),  # data.num_frames alone drives the model
         ("head.num_classes=0", "head.num_classes"),
     ],
 )
