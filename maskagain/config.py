@@ -13,15 +13,21 @@ Every command's configuration is a tree of dataclasses (the recipes' ``Config`` 
 4. The root's ``validate()`` checks values and cross-field constraints (each section has a
    ``validate(path)`` raising :class:`ConfigError` with the dotted key).
 
+Each field is documented by the string literal that follows it in its class (an attribute
+docstring, as Sphinx reads them); :func:`field_docs` reads those, for ``--help``.
+
 The resolved tree is saved with the run (:func:`save_config`). This module knows no schema and
 imports nothing from the rest of the package; nothing here reads data.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
+import functools
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -152,6 +158,38 @@ def check_seeds(cfg: Any, path: str = "") -> None:
 def to_dict(cfg: Any) -> dict:
     """Plain dict of a config tree (tuples become lists, so it round-trips through YAML)."""
     return _plain(dataclasses.asdict(cfg))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field of dataclass ``cls`` -> its attribute docstring (the string literal after the
+    field in the class body, its own or a base class's), on one line; fields without one are
+    left out."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_class_docs(klass.__module__, klass.__qualname__))
+    return {f.name: docs[f.name] for f in dataclasses.fields(cls) if f.name in docs}
+
+
+@functools.lru_cache(maxsize=None)
+def _class_docs(module: str, qualname: str) -> dict[str, str]:
+    source = getattr(sys.modules.get(module), "__file__", None)
+    if not source or not Path(source).is_file():
+        return {}
+    tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == qualname), None)
+    docs = {}
+    body = node.body if node is not None else []
+    for item, after in zip(body, body[1:]):
+        if (
+            isinstance(item, ast.AnnAssign)
+            and isinstance(item.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[item.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -5,10 +5,12 @@ reused; ``--resume auto`` over a torn log line; ``visualize`` errors, padding an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
 import sys
+import typing
 from importlib.metadata import version
 from pathlib import Path
 
@@ -83,6 +85,41 @@ def test_help_of_every_command_imports_neither_torch_nor_pyav():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def _described_keys(help_text: str) -> dict[str, str]:
+    """Key -> description of the 'config keys' lines of a command's ``--help``."""
+    lines = help_text.split("config keys (", 1)[1].splitlines()[1:]
+    out, key = {}, None
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("   "):
+            key, _, rest = line.strip().partition(" ")
+            out[key] = rest.strip()
+        elif key is not None and line.strip():
+            out[key] = f"{out[key]} {line.strip()}".strip()
+    return out
+
+
+def test_help_describes_every_config_key(capsys):
+    for name, recipe in RECIPES.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        described = _described_keys(capsys.readouterr().out)
+        keys = {".".join(path) for path in _leaf_paths(recipe.config)}
+        assert set(described) == keys, (name, keys ^ set(described))
+        bare = sorted(k for k, text in described.items() if len(text) < 8 or text == "-")
+        assert not bare, (name, bare)
+
+
+def _leaf_paths(cls: type, prefix: tuple = ()) -> list[tuple]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _leaf_paths(hints[f.name], (*prefix, f.name))
+        else:
+            out.append((*prefix, f.name))
+    return out
 
 
 def test_version_comes_from_package_metadata(capsys):

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import shutil
 import sys
+import textwrap
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from maskagain.config import (
     ConfigError,
     apply_overrides,
     deep_merge,
+    field_docs,
     load_config,
     load_yaml,
     to_dict,
@@ -93,19 +95,31 @@ def add_config_arguments(
 
 
 def config_epilog(cls: type) -> str:
-    """'config keys:' followed by one line per section with its field names."""
+    """'config keys:' followed by one line per key (``section.key``) with what it does."""
+    keys = config_keys(cls)
+    width = min(max(len(k) for k, _ in keys) + 2, 30)
     lines = ["config keys (set in --config or as key=value; --dry-run prints every value):"]
-    hints = typing.get_type_hints(cls)
-    scalars = []
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            names = ", ".join(g.name for g in dataclasses.fields(tp))
-            lines.append(f"  {f.name}.{{{names}}}")
-        else:
-            scalars.append(f.name)
-    lines.insert(1, f"  {', '.join(scalars)}")
+    for key, doc in keys:
+        text = textwrap.wrap(doc or "-", 100 - width - 2) or ["-"]
+        first = f"  {key:<{width}}" if len(key) < width else f"  {key}\n  {'':<{width}}"
+        lines.append(first + text[0])
+        lines.extend(f"  {'':<{width}}{t}" for t in text[1:])
     return "\n".join(lines)
+
+
+def config_keys(cls: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, one-line description) of every leaf key of config dataclass ``cls``: its own
+    fields first, then each section's; the description is the field's attribute docstring
+    (:func:`maskagain.config.field_docs`), "" when it has none."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    leaves, sections = [], []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections.extend(config_keys(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            leaves.append((f"{prefix}{f.name}", docs.get(f.name, "")))
+    return leaves + sections
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
