@@ -171,12 +171,8 @@ def field_docs(cls: type) -> dict[str, str]:
     return {f.name: docs[f.name] for f in dataclasses.fields(cls) if f.name in docs}
 
 
-@functools.lru_cache(maxsize=None)
 def _class_docs(module: str, qualname: str) -> dict[str, str]:
-    source = getattr(sys.modules.get(module), "__file__", None)
-    if not source or not Path(source).is_file():
-        return {}
-    tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+    tree = _module_tree(module)
     node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == qualname), None)
     docs = {}
     body = node.body if node is not None else []
@@ -190,6 +186,15 @@ def _class_docs(module: str, qualname: str) -> dict[str, str]:
         ):
             docs[item.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+@functools.cache
+def _module_tree(module: str) -> ast.Module:
+    """The parsed source of an imported module (empty when its source is not at hand)."""
+    source = getattr(sys.modules.get(module), "__file__", None)
+    if not source or not Path(source).is_file() or not source.endswith(".py"):
+        return ast.Module(body=[], type_ignores=[])
+    return ast.parse(Path(source).read_text(encoding="utf-8"))
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

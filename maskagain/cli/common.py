@@ -19,7 +19,6 @@ import difflib
 import shutil
 import sys
 import textwrap
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +90,23 @@ def add_config_arguments(
         action="store_true",
         help="validate the config, print it resolved and exit without reading any data",
     )
-    parser.epilog = config_epilog(cls)
+    if isinstance(parser, ConfigHelpParser):
+        parser.config_cls = cls  # the key list is made only when help is shown
+    else:
+        parser.epilog = config_epilog(cls)
+
+
+class ConfigHelpParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``--help`` ends with the keys of ``config_cls`` and what each
+    does (:func:`config_epilog`), read only when help is shown, so that building every
+    subcommand's parser stays cheap."""
+
+    config_cls: type | None = None
+
+    def format_help(self) -> str:
+        if self.config_cls is not None and self.epilog is None:
+            self.epilog = config_epilog(self.config_cls)
+        return super().format_help()
 
 
 def config_epilog(cls: type) -> str:
@@ -111,15 +126,25 @@ def config_keys(cls: type, prefix: str = "") -> list[tuple[str, str]]:
     """(dotted key, one-line description) of every leaf key of config dataclass ``cls``: its own
     fields first, then each section's; the description is the field's attribute docstring
     (:func:`maskagain.config.field_docs`), "" when it has none."""
-    hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     leaves, sections = [], []
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            sections.extend(config_keys(hints[f.name], f"{prefix}{f.name}."))
+        section = _section_type(cls, f)
+        if section is not None:
+            sections.extend(config_keys(section, f"{prefix}{f.name}."))
         else:
             leaves.append((f"{prefix}{f.name}", docs.get(f.name, "")))
     return leaves + sections
+
+
+def _section_type(cls: type, f: dataclasses.Field) -> type | None:
+    """The dataclass a field of ``cls`` holds (a config section), or None for a value. Reads
+    the annotation's name in ``cls``'s module, as ``typing.get_type_hints`` would, without
+    evaluating every annotation."""
+    tp = f.type
+    if isinstance(tp, str):
+        tp = vars(sys.modules[cls.__module__]).get(tp)
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:

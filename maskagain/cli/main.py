@@ -14,6 +14,7 @@ import logging
 import sys
 
 from maskagain.cli import recipe as recipe_cli
+from maskagain.cli.common import ConfigHelpParser
 from maskagain.recipes import RECIPES
 
 # subcommand -> module under maskagain.cli; each imports torch and PyAV only inside its run(),
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ConfigHelpParser)
     for name, recipe in RECIPES.items():
         p = sub.add_parser(name, help=recipe.help, description=recipe.help)
         recipe_cli.add_arguments(p, recipe)

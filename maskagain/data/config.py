@@ -29,69 +29,112 @@ class DataConfig:
     machine sees the same disjoint parts. ``validate`` makes ``root``, the list files and
     ``class_index`` absolute (an empty ``root`` of list data becomes the working directory,
     which relative list entries were read against), so a saved config works from anywhere.
+
+    ``num_workers: auto`` is resolved when the config is validated: the CPU cores this process
+    may use, shared by the processes of a node under torchrun. In masked pre-training and
+    distillation, ``normalize: device`` batches uint8 clips, pins and copies them, and
+    normalises them on the training device (``worker``: float clips leave the DataLoader
+    workers); ``crop: device`` has the workers only decode (each window's uint8 frames travel
+    once, with one crop box per clip) and the device crop, resize and normalise them. ``auto``:
+    device on CUDA, worker elsewhere.
     """
 
     kind: Literal["list", "folder", "frames", "synthetic"] = "list"
+    """list (path label files), folder (root/<class>/<video>), frames (frame folders) or
+    synthetic"""
     root: str = ""
+    """folder the videos (and relative list files) are under"""
     train_list: str = ""
+    """train list file (kind list/frames), relative to root"""
     val_list: str = ""
+    """val list file (kind list/frames), relative to root"""
     test_list: str = ""
+    """test list file (kind list/frames), relative to root; empty: test on val"""
     separator: Literal["auto", "space", "comma"] = "auto"
-    class_index: str = ""  # class names file; for ``folder`` unset: root/classes.txt or the folders
-    # ``folder`` without root/val (root/test) folders: stratified, seeded held-out parts
-    val_fraction: float = 0.1  # share of each class held out for val (0: refuse a val split)
-    test_fraction: float = 0.1  # share held out for test (0: test on the val split)
+    """list file separator: auto, space or comma"""
+    class_index: str = ""
+    """class names file; for folder data unset: root/classes.txt or the folder names"""
+    val_fraction: float = 0.1
+    """folder data without a val folder: share of each class held out for val (0: none)"""
+    test_fraction: float = 0.1
+    """folder data without a test folder: share of each class held out for test (0: test on val)"""
     split_seed: int = 0
+    """seed of the held-out split of folder data"""
     frame_template: str = "img_{:05d}.jpg"
-    frame_start: int = 1  # number of the first frame image (rawframes start at 1)
+    """file name of a frame image (kind frames)"""
+    frame_start: int = 1
+    """number of the first frame image (kind frames)"""
 
     num_frames: int = 16
+    """frames per clip (the models take it unless set)"""
     sampling_rate: int = 4
+    """take every N-th frame (dense sampling)"""
     sampling: Literal["dense", "segment"] = "dense"
-    num_sample: int = 1  # repeated sampling: clips per decoded video (train split only)
-    repeat: Literal["same_window", "new_window"] = (
-        "same_window"  # num_sample clips: one window, own crops | own windows each
-    )
+    """dense (consecutive frames at sampling_rate) or segment (one frame per segment, SSv2)"""
+    num_sample: int = 1
+    """clips per decoded video in training (repeated sampling)"""
+    repeat: Literal["same_window", "new_window"] = "same_window"
+    """repeated clips: one window with own crops (same_window) or own windows (new_window)"""
     test_clips: int = 5
+    """clips along time per video in the multi-view test"""
     test_crops: int = 3
+    """crops across space per clip in the multi-view test"""
 
     input_size: int = 224
+    """side of the square crop the model sees"""
     short_side: int = 256
+    """short side frames are resized to before cropping (test and val)"""
     pretrain_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    """multi-scale crop scales of pre-training and distillation"""
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    """random resized crop area range of fine-tuning"""
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    """random resized crop aspect ratio range of fine-tuning"""
     flip: bool | None = None
-    rand_augment: str = "rand-m9-n2-mstd0.5"  # timm-style; "" disables
+    """random horizontal flip; null: on except for segment sampling and synthetic data"""
+    rand_augment: str = "rand-m9-n2-mstd0.5"
+    """timm RandAugment spec of fine-tuning, e.g. rand-m9-n2-mstd0.5; empty: off"""
     random_erase: float = 0.25
+    """random erasing probability of fine-tuning (0: off)"""
     mean: tuple[float, float, float] = IMAGENET_MEAN
+    """normalisation mean per channel"""
     std: tuple[float, float, float] = IMAGENET_STD
+    """normalisation std per channel"""
 
     max_bad_fraction: float = 0.1
+    """stop when more than this share of the videos read cannot be decoded"""
     min_samples_for_bad_check: int = 50
+    """videos read before max_bad_fraction is checked"""
     max_replacements: int = 20
-    # DataLoader worker processes; "auto": the CPU cores this process may use (shared by the
-    # processes of a node under torchrun), resolved when the config is validated
+    """other videos tried in place of an unreadable one"""
     num_workers: int | Literal["auto"] = "auto"
-    # where clips are normalised in masked pre-training and distillation: "worker" (float clips
-    # leave the DataLoader workers), "device" (uint8 clips are batched, pinned and copied, and
-    # normalised on the training device), "auto" (device on CUDA, worker elsewhere)
+    """DataLoader worker processes; auto: the CPU cores this process may use"""
     normalize: Literal["auto", "worker", "device"] = "auto"
-    # where masked pre-training's and distillation's multi-scale crop and resize run: "worker",
-    # or "device" (workers only decode: each window's uint8 frames travel once with one crop box
-    # per clip, and the training device crops, resizes and normalises them), "auto" (device on
-    # CUDA, worker elsewhere); "device" needs the normalisation there too
+    """where clips are normalised in pre-training/distillation: auto, worker or device"""
     crop: Literal["auto", "worker", "device"] = "auto"
-    decode_threads: int = 0  # FFmpeg threads per decoder; 0 = cores / DataLoader workers, else auto
+    """where the multi-scale crop runs in pre-training/distillation: auto, worker or device
+    (needs normalize there)"""
+    decode_threads: int = 0
+    """FFmpeg threads per decoder; 0: cores / workers"""
     seed: int = 0
+    """seed of clip sampling and augmentation"""
 
     synthetic_classes: int = 8
+    """classes of the synthetic set (2-10)"""
     synthetic_train_clips: int = 2000
+    """train videos of the synthetic set"""
     synthetic_val_clips: int = 400
+    """val videos of the synthetic set"""
     synthetic_size: int = 64
-    synthetic_frames: int = 0  # frames per generated video; 0 = num_frames * sampling_rate
+    """frame size of synthetic videos"""
+    synthetic_frames: int = 0
+    """frames per synthetic video; 0: num_frames * sampling_rate"""
     synthetic_distractor: float = 0.2
+    """strength of the distracting motion in synthetic videos"""
     synthetic_seed: int = 0
+    """seed of the synthetic set"""
     fresh_every_epoch: bool = True
+    """draw new synthetic train videos every epoch"""
 
     def validate(self, path: str = "data") -> None:
         """Ranges and cross-field constraints; raises :class:`ConfigError` naming ``path.key``."""

@@ -20,13 +20,21 @@ class OptimConfig:
     """
 
     base_lr: float = 1.5e-4
+    """learning rate per 256 clips; the peak lr is base_lr * total batch / 256"""
     lr: float | None = None
+    """peak learning rate as is (overrides base_lr); null: from base_lr"""
     weight_decay: float = 0.05
+    """AdamW weight decay (not on norms and biases)"""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas"""
     eps: float = 1e-8
+    """AdamW epsilon"""
     clip_grad: float | None = None
-    fused: bool | None = None  # null: fused on CUDA, foreach elsewhere
+    """clip the gradient norm to this value; null: no clipping"""
+    fused: bool | None = None
+    """fused AdamW kernel; null: fused on CUDA, foreach elsewhere"""
     scale_min_lr: bool = False
+    """also scale schedule.min_lr and warmup_lr by total batch / 256 (official scripts)"""
 
     def schedule_scale(self, total_batch: int) -> float:
         """Factor applied to the schedule's ``min_lr`` and ``warmup_lr``: ``total_batch / 256``
@@ -60,9 +68,13 @@ class ScheduleConfig:
     """Per-step cosine schedule with linear warm-up from ``warmup_lr`` to the peak lr."""
 
     epochs: int = 400
+    """training epochs (passes over the train split)"""
     warmup_epochs: float = 40
+    """epochs of linear warm-up from warmup_lr to the peak lr"""
     warmup_lr: float = 0.0
+    """learning rate at the first step"""
     min_lr: float = 1e-5
+    """learning rate at the end of the cosine decay"""
 
     def validate(self, path: str = "schedule") -> None:
         check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
@@ -78,22 +90,39 @@ class ScheduleConfig:
 class EngineConfig:
     """How the shared training engine runs (device, precision, batching, logs, checkpoints)."""
 
-    batch_size: int = 64  # clips per process and micro-step
-    accum_steps: int = 1  # micro-batches per optimizer step
+    batch_size: int = 64
+    """clips per process and micro-step"""
+    accum_steps: int = 1
+    """micro-batches per optimizer step (gradient accumulation)"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "bf16"
+    """autocast dtype of training: bf16, fp16 (with loss scaling) or fp32"""
     grad_checkpointing: bool = False
+    """recompute activations in the backward pass: less memory, more time"""
     compile: bool = False
+    """torch.compile the model"""
     find_unused_parameters: bool = False
-    ema_decay: float = 0.0  # 0 disables the model EMA
-    log_every: int = 20  # optimizer steps between log lines (and host syncs)
+    """DDP's find_unused_parameters (for parameters without gradient)"""
+    ema_decay: float = 0.0
+    """decay of an exponential moving average of the weights (0: none)"""
+    log_every: int = 20
+    """optimizer steps between log lines (log.jsonl, console and TensorBoard)"""
     ckpt_every_epochs: int = 1
-    ckpt_every_steps: int = 0  # 0: only at epoch ends
+    """save a checkpoint every N epochs (0: only the last)"""
+    ckpt_every_steps: int = 0
+    """also save one every N optimizer steps (0: only at epoch ends)"""
     keep_checkpoints: int = 2
-    stop_after_steps: int | None = None  # leave the run early (schedule unchanged); resumable
-    max_steps_per_epoch: int | None = None  # cap the epoch length (smoke runs)
+    """newest checkpoints kept in checkpoints/"""
+    stop_after_steps: int | None = None
+    """stop after N steps, schedule unchanged, resumable with --resume auto"""
+    max_steps_per_epoch: int | None = None
+    """cap the steps of an epoch (smoke runs); null: the whole split"""
     tensorboard: bool = True
+    """write TensorBoard events to tensorboard/"""
     progress: bool = True
+    """show the losses while training: a progress bar on a terminal, else a line every log_every
+    steps"""
 
     def validate(self, path: str = "engine") -> None:
         for key in ("batch_size", "accum_steps", "log_every", "keep_checkpoints"):

@@ -44,26 +44,48 @@ class ObjectiveConfig:
     """
 
     alpha: float = 3.0
+    """weight of MAGlobal (top-k attention over the clip)"""
     beta: float = 1.0
+    """weight of MALocal (top-k attention per frame)"""
     gamma: float = 0.2
+    """weight of MAHint (top-k activations)"""
     lam: float = 0.1
+    """weight of MARel (relations of the top-k activations; lambda in the paper)"""
     k: int = 10
+    """top-k of every selection"""
     k_global: int | None = None
+    """top-k of MAGlobal; null: k"""
     k_local: int | None = None
+    """top-k of MALocal; null: k"""
     k_hint: int | None = None
+    """top-k of MAHint and MARel; null: k"""
     tau_att: float = 1.0
+    """attention temperature of the hidden-level terms"""
     tau_s: float = 0.1
+    """MARel temperature of the student"""
     tau_t: float = 0.05
+    """MARel temperature of the teacher"""
     renormalize: bool = True
+    """softmax over the kept top-k logits (official) rather than the whole row (eq. 3)"""
     relation_softmax: Literal["row", "matrix"] = "row"
+    """MARel softmax per row (official) or over the matrix (eq. 15)"""
     selection: Literal["separate", "teacher"] = "separate"
+    """top-k chosen by each model (separate) or by the teacher for both"""
     layer: int = -1
+    """block whose attention is distilled (negative: from the end)"""
     projection: Literal["student", "both"] = "student"
+    """trainable projection on the student side only, or on both sides"""
     hint_projection: Literal["auto", "mlp", "linear", "identity"] = "auto"
+    """MAHint projection: auto (MLP when widths differ), mlp, linear or identity"""
     baselines: dict[str, float] = field(default_factory=dict)
+    """weights of baseline terms: hint_all, attention_transfer, value_transfer,
+    weighted_value_transfer"""
     at_mode: Literal["kl", "mse"] = "kl"
+    """attention_transfer loss: kl or mse"""
     kind: ObjectiveKind = "maskagain"
+    """objective: maskagain, mvd (the mvd section) or amd (the amd section)"""
     pixel_weight: float = 0.0
+    """weight of an extra VideoMAE pixel reconstruction term (0: none)"""
 
     def validate(self, path: str = "objective") -> None:
         """Types, ranges and choices; raises :class:`ConfigError` naming ``path.key``."""
@@ -216,14 +238,23 @@ class MVDConfig:
     """
 
     decoder_depth: int = 2
+    """blocks of each feature decoder"""
     decoder_dim: int | None = None
+    """decoder width; null: the student's"""
     decoder_heads: int | None = None
+    """decoder heads; null: the student's"""
     mlp_ratio: float = 4.0
+    """decoder MLP width / decoder width"""
     decoder_drop_path: float = 0.1
+    """stochastic depth of the decoders"""
     loss: FeatureLoss = "smooth_l1"
+    """feature loss: smooth_l1, mse or l1"""
     norm_target: bool = False
+    """LayerNorm the teacher's features before regressing them"""
     video_weight: float = 1.0
+    """weight of the video teacher's term"""
     image_weight: float = 0.0
+    """weight of the image teacher's term (0: no image teacher)"""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -259,15 +290,25 @@ class AMDConfig:
     """
 
     student_layers: tuple[int, ...] | None = None
+    """student blocks aligned to the teacher's, 0-based; null: the middle and last"""
     teacher_layers: tuple[int, ...] | None = None
+    """teacher blocks paired with student_layers; null: the middle and last"""
     generator_depth: int = 2
+    """blocks per feature generator"""
     generator_head_dim: int = 64
+    """width of one generator head"""
     mlp_ratio: float = 4.0
+    """generator MLP width / generator width"""
     generator_drop_path: float = 0.0
+    """stochastic depth of the generators"""
     loss: FeatureLoss = "mse"
+    """feature loss: mse, l1 or smooth_l1"""
     direct_weight: float = 1.0
+    """weight of the direct alignment term (dirfac)"""
     generation_weight: float = 1.0
+    """weight of the generation term (genfac)"""
     teacher_ratio: float = 0.75
+    """tube-mask ratio of the teacher's input, below mask.ratio"""
 
     def __post_init__(self) -> None:
         self.validate()

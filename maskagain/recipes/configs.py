@@ -33,15 +33,26 @@ class ModelSpec:
     """
 
     name: str = "vit_small"
+    """architecture: vit_micro, vit_nano, vit_tiny, vit_small, vit_base, vit_large, ...
+    (`maskagain ls models`)"""
     img_size: int = 224
-    num_frames: int | None = None  # null: data.num_frames (the clip the data gives)
+    """input frame size in pixels (a multiple of patch_size); must equal data.input_size"""
+    num_frames: int | None = None
+    """frames per clip; null: data.num_frames (set it there once)"""
     patch_size: int = 16
+    """spatial patch size in pixels"""
     tubelet_size: int = 2
+    """frames per token (the temporal patch size)"""
     drop_path_rate: float = 0.0
+    """stochastic depth rate of the last block (0: off)"""
     init_values: float = 0.0
+    """layer-scale initial value (0: no layer scale)"""
     embed_dim: int | None = None
+    """token width; null: the architecture's"""
     depth: int | None = None
+    """number of transformer blocks; null: the architecture's"""
     num_heads: int | None = None
+    """attention heads per block; null: the architecture's"""
 
     def follow_data(self, data: DataConfig) -> None:
         """A ``num_frames`` left at null takes the data's clip length."""
@@ -121,6 +132,7 @@ class ScratchModelSpec(ModelSpec):
     """
 
     init: Literal["official", "trunc_normal"] = "trunc_normal"
+    """weight initialisation: trunc_normal (VideoViT's own) or official (as VideoMAE/MVD/AMD)"""
 
     def build(self, path: str = "model") -> VideoViT:
         """A freshly initialised ``VideoViT`` (``init`` applied)."""
@@ -138,7 +150,9 @@ class MaskSpec:
     """Masking applied by the collator (True = hidden): kind and ratio."""
 
     kind: Literal["tube", "random", "frame"] = "tube"
+    """mask pattern: tube (same patches in every frame), random (per token) or frame"""
     ratio: float = 0.9
+    """share of tokens hidden from the model, in [0, 1)"""
 
     def validate(self, path: str = "mask") -> None:
         check(
@@ -182,9 +196,13 @@ class DecoderSpec:
     """VideoMAE pre-training decoder; null width/heads follow VideoMAE (encoder width / 2, /64)."""
 
     depth: int = 4
+    """decoder blocks"""
     embed_dim: int | None = None
+    """decoder width; null: half the encoder's"""
     num_heads: int | None = None
+    """decoder heads; null: width / 64"""
     norm_pix_loss: bool = True
+    """regress per-patch normalised pixels (VideoMAE's default)"""
 
     def resolved(self, encoder_dim: int) -> tuple[int, int]:
         """(decoder width, decoder heads) for an encoder of width ``encoder_dim``."""
@@ -209,7 +227,9 @@ class PretrainConfig:
     """``maskagain pretrain``: VideoMAE pre-training of a teacher."""
 
     out_dir: str = "runs/pretrain"
+    """run directory: config.yaml, checkpoints/, log.jsonl, summary.json, weights"""
     seed: int = 0
+    """seed of weights, data order, augmentation and masks"""
     model: ScratchModelSpec = field(default_factory=lambda: ScratchModelSpec(name="vit_base"))
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
     data: DataConfig = field(default_factory=DataConfig)
@@ -240,8 +260,12 @@ class TeacherSpec:
     """
 
     source: str = ""
+    """the frozen teacher's checkpoint: a run directory, weights file, official .pth, Hugging Face
+    folder or hub id; teacher.source also takes a shipped teacher's name (`maskagain ls`)"""
     overrides: dict = field(default_factory=dict)
+    """model fields passed to the loader, e.g. {img_size: 112} to interpolate positions"""
     precision: Precision = "bf16"
+    """autocast dtype of the teacher's forward pass: bf16, fp16 or fp32"""
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
@@ -302,7 +326,9 @@ class DistillConfig:
     """
 
     out_dir: str = "runs/distill"
+    """run directory: config.yaml, checkpoints/, log.jsonl, summary.json, student.safetensors"""
     seed: int = 0
+    """seed of weights, data order, augmentation and masks"""
     student: ScratchModelSpec = field(
         default_factory=lambda: ScratchModelSpec(name="vit_base", drop_path_rate=0.1)
     )
@@ -402,7 +428,10 @@ class InitSpec:
     """
 
     source: str = ""
+    """weights to start from: a distill run or its student.safetensors, an official .pth, a
+    Hugging Face folder; empty: from scratch"""
     overrides: dict = field(default_factory=dict)
+    """model fields the checkpoint cannot tell, passed to the loader (e.g. num_heads)"""
 
     def validate(self, path: str = "init") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
@@ -413,8 +442,11 @@ class HeadSpec:
     """The classifier: ``num_classes`` null means "take it from the dataset"."""
 
     num_classes: int | None = None
-    dropout: float = 0.0  # head dropout (Table 8 "dropout")
-    fc_norm: bool = True  # mean pooling + LayerNorm (VideoMAE fine-tuning); drops the final norm
+    """classes of the classifier; null: the dataset's"""
+    dropout: float = 0.0
+    """dropout before the classifier"""
+    fc_norm: bool = True
+    """mean-pool the tokens and LayerNorm them (VideoMAE fine-tuning) instead of the final norm"""
 
     def validate(self, path: str = "head") -> None:
         check(
@@ -432,10 +464,15 @@ class MixupSpec:
     """Mixup / CutMix with label smoothing (``maskagain.engine.mixup.VideoMixup``)."""
 
     mixup_alpha: float = 0.8
+    """Mixup Beta(alpha, alpha) parameter (0: no Mixup)"""
     cutmix_alpha: float = 1.0
+    """CutMix Beta(alpha, alpha) parameter (0: no CutMix)"""
     prob: float = 1.0
+    """chance that a batch is mixed at all"""
     switch_prob: float = 0.5
+    """chance of CutMix rather than Mixup when both are on"""
     label_smoothing: float = 0.1
+    """label smoothing of the targets (also without mixing)"""
 
     def validate(self, path: str = "mixup") -> None:
         check(
@@ -464,8 +501,11 @@ class ValSpec:
     """
 
     every_epochs: int = 1
+    """single-view top-1 on the val split every N epochs (0: never)"""
     final_test: bool = True
-    batch_size: int | None = None  # null: engine.batch_size
+    """multi-view test on the test split after the last epoch"""
+    batch_size: int | None = None
+    """clips per evaluation batch; null: engine.batch_size"""
 
     def validate(self, path: str = "val") -> None:
         check(self.every_epochs >= 0, f"config key '{path}.every_epochs' must be >= 0")
@@ -484,11 +524,14 @@ class FinetuneConfig:
     """
 
     out_dir: str = "runs/finetune"
+    """run directory: config.yaml, checkpoints/, log.jsonl, summary.json, model.safetensors"""
     seed: int = 0
+    """seed of the head, data order, augmentation and mixing"""
     model: ModelSpec = field(default_factory=lambda: ModelSpec(name="vit_base", drop_path_rate=0.1))
     init: InitSpec = field(default_factory=InitSpec)
     head: HeadSpec = field(default_factory=HeadSpec)
     layer_decay: float = 0.75
+    """lr of block i scaled by layer_decay ** (depth + 1 - i) (1: same lr everywhere)"""
     mixup: MixupSpec = field(default_factory=MixupSpec)
     data: DataConfig = field(default_factory=DataConfig)
     # Table 8: base lr 1e-3, betas 0.9/0.999, 5 warm-up epochs from 1e-6 to the peak, min 1e-5
@@ -534,16 +577,26 @@ class EvaluateConfig:
     """
 
     out_dir: str = "runs/evaluate"
+    """where summary.json, predictions.csv and the confusion matrix go"""
     checkpoint: str = ""
+    """classifier to test: a finetune run directory, a weights file or a ckpt_step*.pt"""
     overrides: dict = field(default_factory=dict)
+    """model fields a weights file cannot tell (e.g. num_heads of an official .pth)"""
     use_ema: bool = False
+    """test the EMA weights (model_ema.safetensors) of the run"""
     split: Literal["test", "val"] = "test"
+    """which split of data to test on: test or val"""
     data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
     batch_size: int = 16
+    """clips per forward pass"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "bf16"
-    class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
+    """autocast dtype: bf16, fp16 or fp32"""
+    class_names: str = ""
+    """file with one class name per line; empty: the data's class names or numbers"""
     progress: bool = True
+    """show a progress bar on a terminal"""
 
     def validate(self) -> None:
         check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
@@ -560,10 +613,16 @@ class ProbeSpec:
     F x D features that keep the order of events; the demo ranks by it)."""
 
     pooling: Literal["mean", "time"] = "mean"
+    """features: mean (mean over all tokens) or time (mean over space per time step,
+    concatenated)"""
     epochs: int = 50
+    """epochs of the linear classifier"""
     lr: float = 1e-2
+    """learning rate of the linear classifier"""
     weight_decay: float = 0.0
+    """weight decay of the linear classifier"""
     batch_size: int = 256
+    """feature vectors per step of the linear classifier"""
 
     def validate(self, path: str = "probe") -> None:
         check(self.epochs >= 1, f"config key '{path}.epochs' must be >= 1, got {self.epochs}")
@@ -581,15 +640,24 @@ class ProbeConfig:
     """
 
     out_dir: str = "runs/probe"
+    """where summary.json goes"""
     seed: int = 0
+    """seed of the classifier and data order"""
     encoder: str = ""
+    """encoder to probe: a distill/pretrain run directory, weights file, .pth or Hugging Face
+    folder"""
     overrides: dict = field(default_factory=dict)
+    """model fields passed to the loader"""
     data: DataConfig = field(default_factory=DataConfig)  # read without augmentation
     probe: ProbeSpec = field(default_factory=ProbeSpec)
-    batch_size: int = 16  # clips per forward pass of the encoder
+    batch_size: int = 16
+    """clips per forward pass of the encoder"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "bf16"
+    """autocast dtype of the encoder: bf16, fp16 or fp32"""
     progress: bool = True
+    """show a progress bar on a terminal"""
 
     def validate(self) -> None:
         check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
