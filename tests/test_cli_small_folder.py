@@ -175,6 +175,7 @@ def test_weights_follow_the_umask(tmp_path):
 def test_export_and_visualize_refuse_to_overwrite(tmp_path, capsys):
     out = tmp_path / "hf"
     out.mkdir()
+    (out / "config.json").write_text("{}")  # an earlier export (an empty folder is free to use)
     args = ["export", "--checkpoint", "maskagain:demo-teacher", "--format", "hf", "--out", str(out)]
     assert main(args) == 2 and "--overwrite" in err_lines(capsys)[-1]
     fig = tmp_path / "fig.png"

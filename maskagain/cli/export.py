@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from maskagain.models.loading import CheckpointError
     from maskagain.recipes.export import export_checkpoint, read_class_names
 
-    if Path(args.out).exists() and not args.overwrite:
+    if _holds_something(Path(args.out)) and not args.overwrite:
         print(
-            f"error: {args.out} exists; add --overwrite to replace it, or give another --out",
+            f"maskagain export: error: {args.out} exists; add --overwrite to replace it, or "
+            "give another --out",
             file=sys.stderr,
         )
         return 2
@@ -90,3 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {out}")
     return 0
+
+
+def _holds_something(out: Path) -> bool:
+    """Whether ``out`` is a file or a folder with something in it (an empty folder is free)."""
+    return out.is_file() or (out.is_dir() and any(out.iterdir()))
