@@ -215,3 +215,36 @@ def test_evaluate_counts_files_apart_from_views_and_prints_integers():
     assert len(tracker.paths) == 1 and tracker.bad == 6
     line = _fmt({"top1": 100.0, "num_videos": 2, "bad_files": 1, "classes_without_videos": ["sea"]})
     assert line == "top1 100.00, num_videos 2, bad_files 1, classes_without_videos sea"
+
+
+# ----------------------------------------------------------------------------- resolution warning
+def _probe_warnings(root: Path, out: Path, caplog) -> list[str]:
+    """The resolution warnings of one ``maskagain probe`` run of the shipped teacher on ``root``."""
+    from maskagain.recipes.common import _RESOLUTION_WARNED
+
+    _RESOLUTION_WARNED.clear()  # a new run (this process ran others before)
+    caplog.clear()
+    args = ["probe", "--config", "tiny/probe", "--encoder", "maskagain:demo-teacher"]
+    args += ["data.kind=folder", f"data.root={root}", "data.num_frames=8", "data.sampling_rate=2"]
+    args += ["data.short_side=36", "probe.epochs=1", "--out", str(out)]
+    with caplog.at_level(logging.WARNING, logger="maskagain"):
+        assert main(args) == 0
+    return [r.getMessage() for r in caplog.records if "short side" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_a_prepared_copy_gets_no_resolution_warning(tmp_path, caplog):
+    from _user_videos import CLASSES, write_clip
+
+    raw = tmp_path / "raw"
+    for c, name in enumerate(CLASSES):
+        (raw / name).mkdir(parents=True)
+        for j in range(3):
+            write_clip(raw / name / f"v{j}.mp4", (1280, 720), name, 16, seed=10 * c + j)
+    prepared = tmp_path / "prepared"
+    assert main(["prepare", "--folder", str(raw), "--out", str(prepared), "--workers", "1"]) == 0
+    assert len(list(prepared.rglob("*.mp4"))) == 9
+
+    (line,) = _probe_warnings(raw, tmp_path / "probe-raw", caplog)  # once, for all three splits
+    assert "1280x720" in line and "maskagain prepare --folder" in line
+    assert _probe_warnings(prepared, tmp_path / "probe-prepared", caplog) == []
