@@ -229,3 +229,31 @@ def test_a_test_split_that_is_the_val_split_is_said_in_the_summary(story, tmp_pa
     assert main([*args, "data.num_frames=8", "data.sampling_rate=2"]) == 0
     splits = json.loads((tmp_path / "ft" / "summary.json").read_text())["splits"]
     assert splits["test"] == {"videos": 6, "same_as": "val"} and splits["disjoint"] is True
+
+
+def test_evaluate_with_one_corrupt_test_video_counts_it_as_one_file(story, tmp_path, capsys):
+    ft = story["runs"] / "ft"
+    listing = json.loads((ft / "splits.json").read_text())
+    copy = tmp_path / "videos"
+    shutil.copytree(story["data"], copy)
+    broken = copy / Path(listing["test"][0]).relative_to(story["data"])
+    broken.write_bytes(b"not a video: the upload was cut short")
+    capsys.readouterr()
+    torch.set_num_threads(1)
+    try:
+        args = ["evaluate", "--checkpoint", str(ft), "--out", str(tmp_path / "eval")]
+        assert main([*args, f"data.root={copy}"]) == 0
+    finally:
+        torch.set_num_threads(2)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ev = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    views = ev["views_per_video"]
+    assert views == 6  # 2 clips x 3 crops
+    for counts in (printed, ev):
+        assert (counts["num_videos"], counts["videos_in_split"]) == (2, 3)
+        assert (counts["bad_files"], counts["bad_views"]) == (1, views)
+        assert all(type(counts[k]) is int for k in ("num_videos", "bad_files", "bad_views"))
+    result = ev["test_result"]
+    assert result["fewer_videos"] is True and result["num_videos"] == 2
+    assert "2 of the 3 videos, 1 unreadable" in result["headline"]
+    assert printed["result"] == result["headline"]

@@ -97,7 +97,17 @@ RECIPES: dict[str, Recipe] = {
             "EvaluateConfig",
             "multi-view test of a fine-tuned classifier: top-1/top-5, per-class accuracy, "
             "confusion matrix",
-            ("result", "top1", "top5", "mean_class_acc", "num_videos", "views"),
+            (
+                "result",
+                "top1",
+                "top5",
+                "mean_class_acc",
+                "num_videos",
+                "videos_in_split",
+                "bad_files",
+                "bad_views",
+                "views",
+            ),  # fmt: skip
             trains=False,
             example="batch_size=8",
             source="checkpoint",

@@ -318,25 +318,35 @@ def describe_test_result(metrics: dict, split: str, num_classes: int) -> dict:
     """What a test says, for ``summary.json``, the console and ``inspect``: the split, its
     number of videos, top-1, chance (100 / classes) and whether top-1 is within noise of
     chance (below chance + 2 standard errors of a chance-level classifier on that many
-    videos)."""
+    videos). ``fewer_videos``: the test scored fewer videos than the split holds
+    (``videos_in_split``), the others being unreadable."""
     n = int(metrics.get("num_videos") or 0)
+    in_split = int(metrics.get("videos_in_split") or n)
     chance = 100.0 / max(num_classes, 1)
     noise = 2 * 100 * math.sqrt(chance / 100 * (1 - chance / 100) / max(n, 1))
     top1 = metrics.get("top1")
     return {
         "split": split,
         "num_videos": n,
+        "videos_in_split": in_split,
+        "fewer_videos": n < in_split,
         "top1": None if top1 is None else round(float(top1), 2),
         "chance": round(chance, 2),
         "at_chance": top1 is not None and float(top1) < chance + noise,
-        "headline": headline(split, n, top1, chance),
+        "headline": headline(split, n, top1, chance, in_split),
     }
 
 
-def headline(split: str, num_videos: int, top1: float | None, chance: float) -> str:
-    """``"test top-1 75.0% on the test split (12 videos; chance 33.3%)"``."""
+def headline(
+    split: str, num_videos: int, top1: float | None, chance: float, in_split: int | None = None
+) -> str:
+    """``"top-1 75.0% on the test split (12 videos; chance 33.3%)"``, or ``(11 of the 12
+    videos, 1 unreadable; ...)`` when fewer than the split's ``in_split`` were tested."""
     score = "n/a" if top1 is None else f"{float(top1):.1f}%"
-    return f"top-1 {score} on the {split} split ({num_videos} videos; chance {chance:.1f}%)"
+    videos = f"{num_videos} videos"
+    if in_split is not None and num_videos < in_split:
+        videos = f"{num_videos} of the {in_split} videos, {in_split - num_videos} unreadable"
+    return f"top-1 {score} on the {split} split ({videos}; chance {chance:.1f}%)"
 
 
 def chance_warning(result: dict) -> str | None:
