@@ -44,7 +44,7 @@ class ModelSpec:
     tubelet_size: int = 2
     """frames per token (the temporal patch size)"""
     drop_path_rate: float = 0.0
-    """stochastic depth rate of the last block (0: off)"""
+    """stochastic depth, rising linearly over the blocks to this rate (0: off)"""
     init_values: float = 0.0
     """layer-scale initial value (0: no layer scale)"""
     embed_dim: int | None = None
