@@ -163,10 +163,11 @@ def test_help_documents_options_and_config_keys(capsys):
         "--resume",
         "--out",
         "--dry-run",
-        "objective.{alpha",
-        "engine.{batch_size",
+        "objective.alpha ",
+        "engine.batch_size ",
     ):
         assert text in out, text
+    assert "weight of MAGlobal" in out  # each key says what it does
 
 
 def test_partial_section_keeps_the_recipe_defaults():
