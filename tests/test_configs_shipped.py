@@ -63,7 +63,9 @@ def test_shipped_config_validates(path, tmp_path):
 
 def test_configs_ship_inside_the_package():
     package = Path(__file__).resolve().parent.parent / "maskagain" / "configs"
-    assert CONFIGS.resolve() == package.resolve() and (package / "folder" / "finetune.yaml").is_file()
+    assert (
+        CONFIGS.resolve() == package.resolve() and (package / "folder" / "finetune.yaml").is_file()
+    )
 
 
 def test_distill_configs_mirror_the_paper():
