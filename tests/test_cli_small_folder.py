@@ -166,6 +166,18 @@ def test_progress_off_a_terminal_is_a_plain_line_with_the_loss_and_eta(caplog):
     assert line.startswith("distill step 5/10: loss 0.5 clips_per_s 12") and "ETA 0:0" in line
 
 
+def test_progress_on_a_terminal_is_a_bar_with_the_loss_terms_and_eta(capsys):
+    progress = Progress(total=10, initial=0, active=True, desc="distill", terminal=True)
+    for _ in range(5):
+        progress.update()
+    progress.show({"loss": 0.5, "global": 0.25, "clips_per_s": 12.0})
+    progress.update()
+    progress.close()
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert bar.startswith("distill:") and "6/10" in bar and "<" in bar  # elapsed<left (ETA)
+    assert "loss=0.5" in bar and "global=0.25" in bar and "clips_per_s=12" in bar
+
+
 # ----------------------------------------------------------------------------- files
 def test_weights_follow_the_umask(tmp_path):
     path = save_encoder(create_model("vit_nano", **GEOMETRY), tmp_path / "w.safetensors")
