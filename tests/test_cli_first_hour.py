@@ -259,6 +259,19 @@ def test_a_failed_evaluate_leaves_the_run_in_its_directory_untouched(in_tmp, cla
     assert (out / "config.yaml").read_text() == "old run\n"
 
 
+def test_an_untrained_classifier_is_said_to_be_at_chance(in_tmp, classifier, capsys):
+    args = ["evaluate", "--config", str(TINY / "evaluate.yaml"), "--checkpoint", str(classifier)]
+    assert main([*args, "--out", "eval"]) == 0
+    out = capsys.readouterr()
+    printed = json.loads(out.out.strip().splitlines()[-1])
+    result = json.loads((in_tmp / "eval" / "summary.json").read_text())["test_result"]
+    assert printed["result"] == result["headline"]
+    assert "on the test split (8 videos; chance 25.0%)" in result["headline"]
+    assert result["at_chance"], result  # untrained: chance + 2 standard errors is 55.6 here
+    (line,) = [x for x in out.err.splitlines() if "chance" in x]
+    assert line.startswith("maskagain evaluate: warning:") and "within noise of chance" in line
+
+
 # ----------------------------------------------------------------------------- run directories
 def test_default_run_directories_follow_config_and_checkpoint(in_tmp, capsys):
     exp = without_out_dir(TINY / "distill.yaml", in_tmp / "exp1.yaml")
