@@ -148,3 +148,55 @@ def test_distill_with_auto_runs_fp32_here_and_saves_the_choice(
     capsys.readouterr()
     assert main(["validate", "--recipe", "distill", str(run_dir / "config.yaml")]) == 0
     assert "precision_reason: 'auto: the CPU" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- TF32
+class MatmulFlags(torch.overrides.TorchFunctionMode):
+    """Records ``allow_tf32`` at every matmul (``@``, ``matmul``, ``bmm``) called inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[tuple[int, ...], bool]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm):
+            self.seen.append((tuple(out.shape), torch.backends.cuda.matmul.allow_tf32))
+        return out
+
+
+@pytest.fixture
+def tf32_on():
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def test_selection_logits_and_relations_run_without_tf32(tf32_on):
+    from maskagain.losses.output import relation_loss
+    from maskagain.models.layers import Attention
+
+    attn = Attention(16, 2)
+    x = torch.randn(2, 5, 16)
+    with MatmulFlags() as flags:
+        _, tap = attn.forward_tapped(x)
+    logits = [tf32 for shape, tf32 in flags.seen if shape == tuple(tap.logits.shape)]
+    assert logits == [False]  # the selection's logits: true fp32
+    assert flags.seen[-1][1] is True  # the attention output after them may use TF32
+    with MatmulFlags() as flags:
+        relation_loss(torch.randn(6, 8), torch.randn(6, 4))
+    assert flags.seen and not any(tf32 for _, tf32 in flags.seen)
+    assert torch.backends.cuda.matmul.allow_tf32 is True  # restored outside
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", "high"), ("bf16", "highest")])
+def test_tf32_only_for_fp32_training(monkeypatch, precision, expected):
+    from maskagain.engine.run import set_matmul_precision
+
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    cfg = DistillConfig()
+    cfg.engine.precision = precision
+    set_matmul_precision(cfg)
+    assert (calls or ["highest"]) == [expected]

@@ -71,7 +71,7 @@ def start_run(
 def set_matmul_precision(cfg: Any) -> None:
     """TF32 for the fp32 matmuls of an fp32 training run (``engine.precision`` fp32) on CUDA;
     other runs keep PyTorch's default (true fp32 outside autocast). The top-k selection always
-    computes in true fp32 (:func:`maskagain.losses.selection.true_fp32`)."""
+    computes in true fp32 (:func:`maskagain.models.layers.true_fp32`)."""
     engine = getattr(cfg, "engine", None)
     if getattr(engine, "precision", None) == "fp32":
         torch.set_float32_matmul_precision("high")
