@@ -7,7 +7,7 @@ from typing import Literal
 
 from maskagain.config import check
 
-Precision = Literal["bf16", "fp16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 where native, else fp32
 
 
 @dataclass
@@ -81,7 +81,8 @@ class EngineConfig:
     batch_size: int = 64  # clips per process and micro-step
     accum_steps: int = 1  # micro-batches per optimizer step
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "bf16"
+    precision: Precision = "auto"  # resolved at start-up (maskagain.engine.precision)
+    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
     grad_checkpointing: bool = False
     compile: bool = False
     find_unused_parameters: bool = False

@@ -235,7 +235,8 @@ class TeacherSpec:
 
     source: str = ""
     overrides: dict = field(default_factory=dict)
-    precision: Precision = "bf16"
+    precision: Precision = "auto"
+    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
@@ -533,7 +534,8 @@ class EvaluateConfig:
     data: DataConfig = field(default_factory=DataConfig)  # test_clips x test_crops: 5 x 3
     batch_size: int = 16
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "bf16"
+    precision: Precision = "auto"
+    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
     class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
     progress: bool = True
 
@@ -580,7 +582,8 @@ class ProbeConfig:
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     batch_size: int = 16  # clips per forward pass of the encoder
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "bf16"
+    precision: Precision = "auto"
+    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
     progress: bool = True
 
     def validate(self) -> None:
