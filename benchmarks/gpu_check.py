@@ -535,8 +535,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.loader_files = args.loader_files or (8 if tiny else 64)
     args.log_every = 2 if tiny else 20
     # on a GPU the stages fit 8 minutes together; a tiny run may share a busy CPU
-    args.test_timeout, args.step_timeout = (600, 600) if tiny else (210, 180)
-    args.loader_timeout = 600 if tiny else 200
+    args.test_timeout, args.step_timeout = (600, 600) if tiny else (210, 240)
+    args.loader_timeout = 600 if tiny else 240
     return args
 
 

@@ -196,7 +196,7 @@ def _torchrun_distill(run_dir: Path, teacher: Path, dev: str, *extra: str) -> No
 
 
 @pytest.mark.parametrize("dev", DEVICES)
-def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teacher):
+def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teacher, full_fp32):
     """A one-process torchrun run stopped mid-epoch and resumed ends bit for bit where the
     uninterrupted run (in this process, one thread as the runs have) ends."""
     full, cut = tmp_path / "full", tmp_path / "cut"
