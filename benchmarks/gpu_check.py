@@ -70,7 +70,7 @@ STEP_ROWS = (
     "maskagain_b_b_official",
 )
 # the CUDA tests the tiny dry run keeps (the others train several runs each)
-TINY_TESTS = "taps or sdpa or grey_level"
+TINY_TESTS = "sdpa or grey_level"
 # K400-like sources: (height, width) at 30 fps, 10 s; tiny: 48x64, 2 s
 K400_SOURCES = ((256, 340), (320, 568))
 
