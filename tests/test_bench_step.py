@@ -69,7 +69,7 @@ def test_tiny_benchmark_every_row_in_process(tmp_path):
         "maskagain_b_b_over_maskagain_b_b_official_time",
         "maskagain_b_b_over_maskagain_b_b_official_memory",
         "maskagain_b_b_over_maskagain_b_b_official_allocated",
-        "maskagain_b_b_fraction_of_bf16_matmul",
+        f"maskagain_b_b_fraction_of_{result['matmul_precision']}_matmul",
     }
     rows = {r["name"]: r for r in result["rows"]}
     # the official modelling is the same step with the same FLOPs, attention materialised
