@@ -20,7 +20,11 @@ from benchmarks.step import (
     ROW_NAMES,
     SIZES,
     AllocatedPeak,
+    distill_workload,
     main,
+    make_optimizer,
+    official_maskagain_workload,
+    train_step,
     update_markdown,
     videomae_workload,
 )
@@ -62,7 +66,10 @@ def test_tiny_benchmark_every_row_in_process(tmp_path):
         "maskagain_b_b_over_videomae_b_allocated",
         "maskagain_b_b_over_videomae_b_official_allocated",
         "maskagain_b_b_over_videomae_b_official_time",
-        "maskagain_b_b_fraction_of_bf16_matmul",
+        "maskagain_b_b_over_maskagain_b_b_official_time",
+        "maskagain_b_b_over_maskagain_b_b_official_memory",
+        "maskagain_b_b_over_maskagain_b_b_official_allocated",
+        f"maskagain_b_b_fraction_of_{result['matmul_precision']}_matmul",
     }
     rows = {r["name"]: r for r in result["rows"]}
     # the official modelling is the same step with the same FLOPs, attention materialised
@@ -229,3 +236,39 @@ def test_peer_rows_are_the_recipe_step():
             assert branches == ({"video", "image"} if "coteach" in name else {"video"})
         loss = w.loss_fn(video, mask)
         assert math.isfinite(loss.item()) and loss.requires_grad
+
+
+def test_official_maskagain_row_is_the_same_objective_at_the_official_costs():
+    """``maskagain_b_b_official`` computes ``maskagain_b_b``'s loss (same weights, fp32), but
+    embeds every tubelet, keeps each block's N x N softmax, and runs its fp32 teacher under
+    ``no_grad`` rather than inference mode."""
+    size, cpu = SIZES["tiny"], torch.device("cpu")
+    torch.manual_seed(0)
+    lean = distill_workload(size.base, size, cpu, "maskagain", "maskagain_b", precision="fp32")
+    torch.manual_seed(0)
+    official = official_maskagain_workload(size, cpu, "fp32")
+    assert official.official_step and not lean.official_step
+    assert official.flops.total == lean.flops.total
+    g = torch.Generator().manual_seed(1)
+    video = torch.randn(2, 3, size.frames, size.img, size.img, generator=g)
+    mask = tube_mask(2, size.grid, size.mask_ratio, g)
+    torch.testing.assert_close(
+        official.loss_fn(video, mask), lean.loss_fn(video, mask), rtol=1e-4, atol=1e-5
+    )
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.shape) or t, lambda t: t
+    ):
+        official.loss_fn(video, mask)
+    n_vis, depth = size.clip.n_vis, official.trained.student.depth
+    kept = [s for s in saved if len(s) == 4 and tuple(s[-2:]) == (n_vis, n_vis)]
+    assert len(kept) >= depth  # every student block keeps its softmax for backward
+    embedded = []
+    embed = official.trained.student.patch_embed
+    handle = embed.register_forward_hook(lambda m, i, o: embedded.append(o.shape))
+    official.loss_fn(video, mask)
+    handle.remove()
+    assert embedded == [(2, size.clip.n_all, embed.proj.out_channels)]  # all, then dropped
+    opt = make_optimizer(official.trained, fused=False)
+    assert not opt.defaults["fused"]
+    train_step(official, opt, video, mask, cpu, "fp32")  # grad norm and .item() included

@@ -7,7 +7,7 @@ from typing import Literal
 
 from maskagain.config import check
 
-Precision = Literal["bf16", "fp16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 where native, else fp32
 
 
 @dataclass
@@ -96,8 +96,10 @@ class EngineConfig:
     """micro-batches per optimizer step (gradient accumulation)"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
-    precision: Precision = "bf16"
-    """autocast dtype of training: bf16, fp16 (with loss scaling) or fp32"""
+    precision: Precision = "auto"
+    """autocast dtype of training: bf16, fp16 (with loss scaling) or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (when it came from auto)"""
     grad_checkpointing: bool = False
     """recompute activations in the backward pass: less memory, more time"""
     compile: bool = False

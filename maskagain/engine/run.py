@@ -30,6 +30,8 @@ from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
 from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from maskagain.engine.optim import CosineSchedule, build_adamw, param_groups
+from maskagain.engine.precision import describe as describe_precision
+from maskagain.engine.precision import resolve_config_precision
 from maskagain.engine.sampler import ResumableSampler
 from maskagain.engine.trainer import Trainer
 
@@ -43,6 +45,7 @@ def start_run(
     config as ``config.yaml`` (rank 0), log to ``train.log`` and seed this process
     (``seed + rank``, so dropout and drop path differ across processes)."""
     dist = init_distributed(device)
+    chosen = resolve_config_precision(cfg, dist.device)  # before saving: the run records it
     run_dir = Path(out_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,13 +57,25 @@ def start_run(
     else:  # one console voice: other processes report warnings and errors only
         logging.getLogger("maskagain").setLevel(logging.WARNING)
     barrier()
-    if dist.device.type == "cuda":  # TF32 for any fp32 matmul left outside autocast
-        torch.set_float32_matmul_precision("high")
+    if dist.device.type == "cuda":
+        set_matmul_precision(cfg)
     else:  # no caching allocator on CPU: keep freed tensors' memory for the next step
         keep_freed_memory()
     seed_everything(seed + dist.rank)
     log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
+    if chosen:
+        log.info(describe_precision(chosen))
     return dist, run_dir
+
+
+def set_matmul_precision(cfg: Any) -> None:
+    """TF32 for the fp32 matmuls of an fp32 training run (``engine.precision`` fp32) on CUDA;
+    other runs keep PyTorch's default (true fp32 outside autocast). The top-k selection always
+    computes in true fp32 (:func:`maskagain.models.layers.true_fp32`)."""
+    engine = getattr(cfg, "engine", None)
+    if getattr(engine, "precision", None) == "fp32":
+        torch.set_float32_matmul_precision("high")
+        log.info("fp32 training on CUDA: TF32 matmuls (the top-k selection stays true fp32)")
 
 
 def finish_run() -> None:

@@ -50,6 +50,7 @@ from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unw
 from maskagain.engine.ema import ModelEma
 from maskagain.engine.metrics import MetricWriter, Progress
 from maskagain.engine.optim import CosineSchedule
+from maskagain.engine.precision import resolve_precision
 from maskagain.engine.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Trainer:
         self.clips_per_step = clips_per_step(engine, dist.world_size, clips_per_item)
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log line
         self._warned_data_bound = -1  # epoch of the last "data-bound" warning
-        self.dtype = DTYPES[engine.precision]
+        self.dtype = DTYPES[resolve_precision(engine.precision, dist.device)[0]]
         self.scaler = self._make_scaler()
         self.ema = ModelEma(model, engine.ema_decay) if engine.ema_decay > 0 else None
         self.wrapped = self._wrap(model)
@@ -167,7 +168,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
     def _make_scaler(self) -> torch.amp.GradScaler | None:
-        if self.engine.precision != "fp16":
+        if self.dtype != torch.float16:
             return None
         return torch.amp.GradScaler(self.dist.device.type)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from maskagain.losses.hidden import feature_mse
+from maskagain.models.layers import true_fp32
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def relation_loss(
     softmax="row" (official): one distribution per row, KL summed over rows and divided by K
     (mean KL per row). softmax="matrix" (eq. 15 literally): one distribution over all K (K - 1)
     pairs, and the loss is its KL (no division by K).
-    Computed in fp32 with autocast off: tau_t = 0.05 magnifies low-precision similarities.
+    Computed in true fp32 (autocast and TF32 off): tau_t = 0.05 magnifies low-precision similarities.
     Under DDP the rows are the local batch's only (no gather across ranks), as in the official
     code: relations are between tokens of the samples on one device.
     A batch of one gives K = k rows: relations between the tokens of that one sample only.
@@ -89,7 +90,7 @@ def relation_loss(
     k = student_selected.shape[0]
     if k < 2:
         return student_selected.float().sum() * 0.0
-    with torch.autocast(student_selected.device.type, enabled=False):
+    with torch.autocast(student_selected.device.type, enabled=False), true_fp32():
         log_s = _log_relation(student_selected, tau_s, softmax)
         log_t = _log_relation(teacher_selected.detach(), tau_t, softmax)
         kl = (log_t.exp() * (log_t - log_s)).sum()

@@ -6,13 +6,28 @@ attention has q and v biases but no k bias, optional layer scale and drop path.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@contextlib.contextmanager
+def true_fp32() -> Iterator[None]:
+    """fp32 matmuls inside run in true fp32 (TF32 off on CUDA, autocast off), whatever
+    ``torch.set_float32_matmul_precision`` says outside: the top-k selection logits and the
+    relation similarities must order tokens as the CPU does."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = previous
 
 
 @dataclass
@@ -160,7 +175,8 @@ class Attention(nn.Module):
         the distillation selects on. The output returns in the values' dtype."""
         q, k, v = self._qkv(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = (q.float() * self.scale) @ k.float().transpose(-2, -1)  # (B, heads, N, N)
+            with true_fp32():  # the selection orders these logits: no TF32 rounding
+                logits = (q.float() * self.scale) @ k.float().transpose(-2, -1)  # (B, heads, N, N)
             out = logits.softmax(dim=-1) @ v.float()
         return self._out(out.to(v.dtype)), AttentionTap(logits=logits, values=v)
 

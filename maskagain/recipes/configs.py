@@ -264,8 +264,10 @@ class TeacherSpec:
     folder or hub id; teacher.source also takes a shipped teacher's name (`maskagain ls`)"""
     overrides: dict = field(default_factory=dict)
     """model fields passed to the loader, e.g. {img_size: 112} to interpolate positions"""
-    precision: Precision = "bf16"
-    """autocast dtype of the teacher's forward pass: bf16, fp16 or fp32"""
+    precision: Precision = "auto"
+    """autocast dtype of the teacher's forward pass: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (when it came from auto)"""
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
@@ -591,8 +593,10 @@ class EvaluateConfig:
     """clips per forward pass"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
-    precision: Precision = "bf16"
-    """autocast dtype: bf16, fp16 or fp32"""
+    precision: Precision = "auto"
+    """autocast dtype: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (when it came from auto)"""
     class_names: str = ""
     """file with one class name per line; empty: the data's class names or numbers"""
     progress: bool = True
@@ -654,8 +658,10 @@ class ProbeConfig:
     """clips per forward pass of the encoder"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
-    precision: Precision = "bf16"
-    """autocast dtype of the encoder: bf16, fp16 or fp32"""
+    precision: Precision = "auto"
+    """autocast dtype of the encoder: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (when it came from auto)"""
     progress: bool = True
     """show a progress bar on a terminal"""
 

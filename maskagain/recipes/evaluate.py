@@ -12,6 +12,7 @@ from maskagain.config import ConfigError, apply_overrides, load_yaml
 from maskagain.data import ClipDataset
 from maskagain.data.lists import read_class_index
 from maskagain.engine.metrics import MetricWriter
+from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import CheckpointError, locate_source
@@ -60,7 +61,7 @@ def run(cfg: EvaluateConfig, resume: str | None = None) -> dict:
     try:
         model = model.to(dist.device)
         metrics = run_test(
-            model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[cfg.precision],
+            model, dataset, cfg.batch_size, cfg.data.num_workers, dist, DTYPES[resolve_precision(cfg.precision, dist.device)[0]],
             run_dir, cfg.progress, names,
         )  # fmt: skip
         videos = report_eval_split(

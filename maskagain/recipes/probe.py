@@ -14,6 +14,7 @@ from maskagain.data import ClipDataset
 from maskagain.engine.checkpoint import atomic_torch_save
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.metrics import MetricWriter
+from maskagain.engine.precision import resolve_precision
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
@@ -37,7 +38,7 @@ def _features(
 ) -> FeatureSet:
     loader = build_eval_loader(dataset, cfg.batch_size, cfg.data.num_workers, dist)
     batches = progress_batches(loader, dist.is_main and cfg.progress, f"features {split}")
-    dtype = DTYPES[cfg.precision]
+    dtype = DTYPES[resolve_precision(cfg.precision, dist.device)[0]]
     feats = extract_features(
         encoder,
         _triples(batches),
