@@ -6,7 +6,8 @@ import argparse
 import sys
 
 HELP = (
-    "export a checkpoint to Hugging Face transformers (--format hf) or the official VideoMAE layout"
+    "export a checkpoint to Hugging Face transformers (--format hf), the official VideoMAE "
+    "layout or ONNX (--format onnx)"
 )
 
 
@@ -19,8 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         required=True,
-        choices=("hf", "videomae"),
-        help="hf: a transformers save_pretrained directory; videomae: an official .pth file",
+        choices=("hf", "videomae", "onnx"),
+        help="hf: a transformers save_pretrained directory; videomae: an official .pth file; "
+        "onnx: an .onnx file (input video float32 (batch, 3, frames, H, W), normalised; "
+        "preprocessing and class names in its metadata)",
+    )
+    parser.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="onnx: the encoder alone (outputs tokens (batch, N, D) and features (batch, D))",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="onnx: also write onnxruntime's dynamic int8 quantisation as NAME.int8.onnx",
     )
     parser.add_argument(
         "--out", required=True, help="output directory (hf) or .pth file (videomae)"
@@ -69,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.format != "onnx" and (args.encoder_only or args.quantize):
+        print("error: --encoder-only and --quantize need --format onnx", file=sys.stderr)
+        return 2
+    if args.format == "onnx":
+        return _run_onnx(args, overrides)
     try:
         names = read_class_names(args.class_names) if args.class_names else None
         out = export_checkpoint(
@@ -79,4 +97,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot export {args.checkpoint}: {message}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace, overrides: dict) -> int:
+    from maskagain.models.loading import CheckpointError
+    from maskagain.recipes.export import export_onnx_checkpoint, read_class_names
+
+    try:
+        names = read_class_names(args.class_names) if args.class_names else None
+        written = export_onnx_checkpoint(
+            args.checkpoint, args.out, args.encoder_only, args.quantize, names, **overrides
+        )
+    except ImportError as e:
+        print(f"error: ONNX export needs {e.name}: pip install 'maskagain[deploy]'", file=sys.stderr)
+        return 2
+    except (CheckpointError, OSError, TypeError, ValueError) as e:
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: cannot export {args.checkpoint}: {message}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
     return 0
