@@ -110,7 +110,9 @@ def _run_onnx(args: argparse.Namespace, overrides: dict) -> int:
             args.checkpoint, args.out, args.encoder_only, args.quantize, names, **overrides
         )
     except ImportError as e:
-        print(f"error: ONNX export needs {e.name}: pip install 'maskagain[deploy]'", file=sys.stderr)
+        print(
+            f"error: ONNX export needs {e.name}: pip install 'maskagain[deploy]'", file=sys.stderr
+        )
         return 2
     except (CheckpointError, OSError, TypeError, ValueError) as e:
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "visualize": "visualize",
     "prepare": "prepare",
+    "predict": "predict",
 }
 
 

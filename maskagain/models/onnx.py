@@ -177,9 +177,7 @@ class OnnxClassifier:
         self.metadata = read_onnx_metadata(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            self.path, opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
         if outputs != ["logits"]:
             raise ValueError(

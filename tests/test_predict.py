@@ -1,0 +1,136 @@
+"""``maskagain predict`` on real H.264 files through the CLI entry point: folders, list files,
+a broken file, CSV / JSONL / table output, windows on a longer video, and equality with
+``evaluate`` on a labelled list; a nano classifier with random weights (the numbers compared
+are the model's, not its accuracy)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from maskagain.cli.main import main
+from maskagain.models import create_model
+from maskagain.models.loading import save_encoder
+from tests._user_videos import write_clip
+
+CLASSES = ["across", "still", "updown"]
+DATA = dict(
+    kind="list", num_frames=4, sampling_rate=2, input_size=32, short_side=36,
+    test_clips=2, test_crops=2, num_workers=0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """``root/<class>/v<j>.mp4``: 2 short H.264 clips per class, a labelled ``test.txt``."""
+    root = tmp_path_factory.mktemp("videos")
+    lines = []
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for j in range(2):
+            size = ((96, 64), (64, 80))[j]
+            write_clip(root / name / f"v{j}.mp4", size, name, frames=20, seed=10 * c + j)
+            lines.append(f"{name}/v{j}.mp4 {c}\n")
+    (root / "test.txt").write_text("".join(lines))
+    return root
+
+
+def make_run(run: Path, data: dict, seed: int = 0) -> Path:
+    """A fine-tuning run directory as ``finetune`` writes it: ``model.safetensors`` with its
+    class names, ``classes.txt`` and the resolved ``config.yaml``."""
+    torch.manual_seed(seed)
+    model = create_model(
+        "vit_nano", img_size=32, num_frames=4, patch_size=8, tubelet_size=2, num_classes=3
+    )
+    save_encoder(model, run / "model.safetensors", {"recipe": "finetune", "class_names": CLASSES})
+    (run / "classes.txt").write_text("".join(f"{n}\n" for n in CLASSES))
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, videos: Path) -> Path:
+    data = {**DATA, "root": str(videos), "test_list": str(videos / "test.txt")}
+    return make_run(tmp_path_factory.mktemp("ft"), data)
+
+
+def _predict(run: Path, *args: str) -> int:
+    return main(["predict", "--checkpoint", str(run), "--no-progress", *args])
+
+
+def test_folder_with_a_broken_file_lists_it_and_goes_on(tmp_path, videos, run_dir, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted(videos.rglob("*.mp4"))[:3]:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    (folder / "sub").mkdir()
+    (folder / "sub" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    out = tmp_path / "pred.csv"
+    assert _predict(run_dir, "--top-k", "2", "--workers", "2", "--out", str(out), str(folder)) == 0
+    rows = list(csv.DictReader(out.open()))
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 3 and all(r["label_1"] in CLASSES for r in good)
+    assert all(float(r["score_1"]) >= float(r["score_2"]) for r in good)
+    assert all(r["views"] == "4" and r["window"] == "" for r in good)
+    (bad,) = [r for r in rows if r["error"]]
+    assert bad["path"].endswith("broken.mp4") and "cannot open" in bad["error"]
+    err = capsys.readouterr().err
+    assert "3 of 4 videos predicted, 1 skipped" in err and "skipped " in err
+
+
+def test_list_file_to_jsonl_and_table(tmp_path, videos, run_dir, capsys):
+    out = tmp_path / "pred.jsonl"
+    assert _predict(run_dir, "--workers", "0", "--out", str(out), str(videos / "test.txt")) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["labels"]) == 3 and r["error"] is None for r in rows)
+    assert sorted(r["labels"][0] for r in rows)[0] in CLASSES
+    capsys.readouterr()
+    one = str(videos / "still" / "v0.mp4")
+    assert _predict(run_dir, "--top-k", "1", "--clips", "1", "--crops", "1", one) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["video", "window", "top-k", "(score)"]
+    assert table[1].startswith(one) and "all" in table[1]
+
+
+def test_predict_equals_evaluate_on_a_labelled_list(tmp_path, videos, run_dir):
+    ev = tmp_path / "evaluate"
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--out", str(ev),
+                 "precision=fp32", "device=cpu", "progress=false"]) == 0  # fmt: skip
+    evaluated = {r["path"]: r for r in csv.DictReader((ev / "predictions.csv").open())}
+    out = tmp_path / "pred.jsonl"
+    assert _predict(run_dir, "--top-k", "3", "--out", str(out), str(videos / "test.txt")) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(evaluated) == 6
+    for r in rows:
+        e = evaluated[r["path"]]
+        assert r["labels"][0] == e["prediction_name"] and r["views"] == int(e["views"]) == 4
+        for name, score in zip(r["labels"], r["scores"]):
+            assert score == pytest.approx(float(e[f"score_{name}"]), abs=2e-6)
+
+
+def test_windows_of_a_longer_video(tmp_path, run_dir):
+    long = write_clip(tmp_path / "long.mp4", (64, 48), "across", frames=100, seed=3)  # 4 s
+    out = tmp_path / "w.jsonl"
+    args = ["--windows", "--stride", "0.5", "--crops", "1", "--out", str(out), str(long)]
+    assert _predict(run_dir, *args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    windows, (video,) = rows[:-1], rows[-1:]
+    # span (4 - 1) * 2 + 1 = 7 frames = 0.28 s at 25 fps, every 12 frames + one at the end
+    assert len(windows) == 9 and [w["window"] for w in windows] == list(range(9))
+    assert [w["start_s"] for w in windows[:3]] == pytest.approx([0.0, 0.48, 0.96])
+    assert windows[0]["end_s"] == pytest.approx(0.28) and windows[-1]["end_s"] == 4.0
+    assert video["window"] is None and video["start_s"] == 0.0 and video["end_s"] == 4.0
+    assert video["views"] == 9
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path, run_dir, videos, capsys):
+    assert _predict(run_dir, "--stride", "2", str(videos)) == 2
+    assert "--stride" in capsys.readouterr().err
+    assert _predict(run_dir, "--out", str(tmp_path / "x.txt"), str(videos)) == 2
+    assert _predict(run_dir, str(tmp_path / "missing")) == 2
+    assert "does not exist" in capsys.readouterr().err
