@@ -102,3 +102,16 @@ def test_bad_arguments_fail_before_any_work(tmp_path, run_dir, videos, capsys):
     assert _predict(run_dir, "--out", str(tmp_path / "x.txt"), str(videos)) == 2
     assert _predict(run_dir, str(tmp_path / "missing")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_hugging_face_export_predicts_with_its_processor(tmp_path, videos, run_dir, caplog):
+    """An HF directory records normalisation, size and class names but no frame step: the
+    default is used and named in a warning."""
+    hf = tmp_path / "hf"
+    assert main(["export", "--format", "hf", "--checkpoint", str(run_dir), "--out", str(hf)]) == 0
+    out = tmp_path / "pred.jsonl"
+    assert _predict(hf, "--out", str(out), str(videos / "still")) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["labels"][0] in CLASSES for r in rows)
+    assert rows[0]["views"] == 15  # DataConfig's 5 clips x 3 crops
+    assert "records no sampling_rate" in caplog.text

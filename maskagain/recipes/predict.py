@@ -97,9 +97,11 @@ def load_predictor(source: str | Path, use_ema: bool = False, device: str = "cpu
 
 
 def _weights(source: Path, use_ema: bool) -> Path:
-    """A run directory's ``model.safetensors`` (``model_ema`` with ``use_ema``), else ``source``."""
+    """A run directory's ``model.safetensors`` (``model_ema`` with ``use_ema``), else ``source``
+    (a Hugging Face directory, with its ``config.json``, is read as a whole)."""
     name = "model_ema.safetensors" if use_ema else "model.safetensors"
-    if source.is_dir() and (source / name).is_file():
+    hf_dir = (source / "config.json").is_file()
+    if source.is_dir() and not hf_dir and (source / name).is_file():
         return source / name
     if use_ema:
         raise CheckpointError(f"--ema needs a fine-tuning run directory holding {name}")
