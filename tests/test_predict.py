@@ -115,3 +115,25 @@ def test_a_hugging_face_export_predicts_with_its_processor(tmp_path, videos, run
     assert len(rows) == 2 and all(r["labels"][0] in CLASSES for r in rows)
     assert rows[0]["views"] == 15  # DataConfig's 5 clips x 3 crops
     assert "records no sampling_rate" in caplog.text
+
+
+def test_window_starts_cover_the_video():
+    from maskagain.data.stream import window_starts
+
+    assert window_starts(100, 7, 12) == [0, 12, 24, 36, 48, 60, 72, 84, 93]
+    assert window_starts(100, 10, 10) == list(range(0, 91, 10))  # the last ends at frame 100
+    assert window_starts(5, 7, 7) == [0]  # shorter than a span: one padded window
+
+
+def test_inputs_from_lists_folders_and_files(tmp_path, videos):
+    from maskagain.config import ConfigError
+    from maskagain.data.inputs import collect_videos
+
+    lst = tmp_path / "mine.txt"
+    lst.write_text(f"# my clips\n{videos}/still/v0.mp4 1\n\n{videos}/across/v1.mp4\n")
+    found = collect_videos([str(lst), str(videos / "still"), str(videos / "across" / "v1.mp4")])
+    names = [Path(p).relative_to(videos).as_posix() for p in found]
+    assert names == ["still/v0.mp4", "across/v1.mp4", "still/v1.mp4"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no video files"):
+        collect_videos([str(tmp_path / "empty")])
