@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.inference import main
 
 
+@pytest.mark.slow  # child processes, one per path
 def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     out = tmp_path / "inference.json"
     args = ["--tiny", "--paths", "eager_fp32", "ort_fp32", "ort_int8", "--rounds", "1"]

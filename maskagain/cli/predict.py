@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise ConfigError(f"{e} (from --clips/--crops/--sampling-rate or the model)") from None
     views = f"{cfg.test_crops} crops per window" if args.windows else f"{cfg.views_per_video} views"
-    print(f"predicting {len(paths)} videos with {predictor.backend}, {views}", file=sys.stderr)
+    count = f"{len(paths)} video{'s' if len(paths) != 1 else ''}"
+    print(f"predicting {count} with {predictor.backend}, {views}", file=sys.stderr)
     pred = predict(predictor, paths, cfg, args.top_k, args.windows, args.stride,
                    args.batch_size, not args.no_progress)  # fmt: skip
     if args.out:
