@@ -106,3 +106,13 @@ def test_export_onnx_refuses_encoder_options_for_other_formats(run_dir, tmp_path
     args = ["export", "--format", "hf", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x")]
     assert main([*args, "--encoder-only"]) == 2
     assert "--format onnx" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_encoder_only_export_in_one_line(run_dir, videos, tmp_path, capsys):
+    out = tmp_path / "encoder.onnx"
+    args = ["export", "--format", "onnx", "--encoder-only", "--checkpoint", str(run_dir)]
+    assert main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out), str(videos / "still")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a classifier's logits" in err[0]

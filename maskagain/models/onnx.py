@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from maskagain.models.loading import CheckpointError
 from maskagain.models.vit import VideoViT
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,12 @@ class OnnxClassifier:
     choice (one per physical core)."""
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError(
+                f"running {path} needs onnxruntime: pip install 'maskagain[deploy]'"
+            ) from None
 
         self.path = str(path)
         self.metadata = read_onnx_metadata(path)
@@ -184,7 +190,7 @@ class OnnxClassifier:
         self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
         if outputs != ["logits"]:
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.path} outputs {outputs}, not a classifier's logits (an --encoder-only "
                 "export cannot predict classes)"
             )
