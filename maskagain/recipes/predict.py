@@ -238,11 +238,12 @@ class _Accumulator:
         sample = group * self.views + torch.tensor([key % self.views for _, key, _ in kept])
         probs = torch.stack([p for _, _, p in kept])
         result = aggregate_views(sample, group, torch.zeros_like(group), probs, len(names))
-        scored = {groups[g]: (result.scores[i], int(result.views[i]))
-                  for i, g in enumerate(result.video_index.tolist())}  # fmt: skip
+        per_video: dict[int, list[tuple[int, torch.Tensor, int]]] = {}  # v -> (w, scores, n)
+        for i, g in enumerate(result.video_index.tolist()):  # sorted: by video, then window
+            v, w = groups[g]
+            per_video.setdefault(v, []).append((w, result.scores[i], int(result.views[i])))
         out: list[Row] = []
-        for v in sorted({v for v, _ in groups}):
-            parts = sorted((w, *scored[(v, w)]) for vv, w in groups if vv == v)
+        for v, parts in per_video.items():
             if not windows:
                 out.append(_row(paths[v], None, (None, None), parts[0][1], parts[0][2], names, k))
                 continue
