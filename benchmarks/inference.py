@@ -18,6 +18,7 @@ views of its config, through every path; the change is against eager fp32, in po
 Predict row (``--predict-videos N``): ``maskagain predict``'s machinery on N real H.264 files
 this script writes, with the ViT-S through the fastest path: the clips/s of the whole run
 (decoding in worker processes) as a share of the model's own clips/s in that run.
+``--predict-path PATH`` times only that row, through PATH.
 """
 
 from __future__ import annotations
@@ -284,6 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--student", type=Path, help="fine-tuned run directory for the accuracy rows")
     p.add_argument("--predict-videos", type=int, default=0, help="H.264 files for the predict row")
     p.add_argument("--predict-workers", type=int, default=1)
+    p.add_argument("--predict-path", choices=CPU_PATHS + CUDA_PATHS,
+                   help="time only the predict row, through this path (no speed rows)")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -299,13 +302,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="maskagain-inference-") as tmp:
-        result = {"speed": speed_rows(args, Path(tmp))}
+        result = {"speed": [] if args.predict_path else speed_rows(args, Path(tmp))}
         if args.student:
             result["accuracy"] = accuracy_rows(args.student, args, Path(tmp))
         if args.predict_videos:
-            fastest = max((r for r in result["speed"] if r["batch"] == max(args.batches)),
-                          key=lambda r: r["clips_per_s"])  # fmt: skip
-            result["predict"] = predict_row(args, Path(tmp), fastest["path"])
+            path = (
+                args.predict_path
+                or max(
+                    (r for r in result["speed"] if r["batch"] == max(args.batches)),
+                    key=lambda r: r["clips_per_s"],
+                )["path"]
+            )
+            result["predict"] = predict_row(args, Path(tmp), path)
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                          "threads": torch.get_num_threads(), "load": os.getloadavg(),
                          "torch": torch.__version__}  # fmt: skip
