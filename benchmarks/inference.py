@@ -216,9 +216,7 @@ def _test_set(base: dict):
 # ----------------------------------------------------------------------------- predict
 def predict_row(args: argparse.Namespace, workdir: Path, path: str) -> dict:
     """``predict`` on real H.264 files with the ViT-S (nano with ``--tiny``) through ``path``."""
-    import numpy as np
-
-    from maskagain.data.synthetic import write_video
+    from maskagain.data.synthetic import SyntheticSpec, make_clip, write_video
     from maskagain.recipes.predict import Predictor, data_config, predict
 
     models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
@@ -227,11 +225,11 @@ def predict_row(args: argparse.Namespace, workdir: Path, path: str) -> dict:
     prep = {**preprocessing_of(model), "sampling_rate": 2 if args.tiny else 4}
     prep["short_side"] = model.cfg.img_size + (4 if args.tiny else 32)
     side, frames = prep["short_side"] + 8, model.cfg.num_frames * prep["sampling_rate"] + 8
-    rng = np.random.default_rng(0)
+    spec = SyntheticSpec(size=side, frames=frames)  # moving shapes, as compressible as footage
     files = []
     for i in range(args.predict_videos):
         f = workdir / f"v{i}.mp4"
-        write_video(f, rng.integers(0, 255, (frames, side, side * 4 // 3, 3), dtype=np.uint8))
+        write_video(f, make_clip(spec, 0, "val", i)[0])
         files.append(str(f))
     names = [str(i) for i in range(model.num_classes)]
     predictor = Predictor(build_path(model, path, args.device, workdir), model.num_classes,
