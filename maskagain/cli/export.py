@@ -1,4 +1,4 @@
-"""``maskagain export``: write a checkpoint as a Hugging Face directory or an official ``.pth``."""
+"""``maskagain export``: write a checkpoint as a Hugging Face directory, an official ``.pth`` or ONNX."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HELP = (
-    "export a checkpoint to Hugging Face transformers (--format hf) or the official VideoMAE layout"
+    "export a checkpoint to Hugging Face transformers (--format hf), the official VideoMAE "
+    "layout or ONNX (--format onnx)"
 )
 
 
@@ -20,11 +21,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         required=True,
-        choices=("hf", "videomae"),
-        help="hf: a transformers save_pretrained directory; videomae: an official .pth file",
+        choices=("hf", "videomae", "onnx"),
+        help="hf: a transformers save_pretrained directory; videomae: an official .pth file; "
+        "onnx: an .onnx file (input video float32 (batch, 3, frames, H, W), normalised; "
+        "preprocessing and class names in its metadata)",
     )
     parser.add_argument(
-        "--out", required=True, help="output directory (hf) or .pth file (videomae)"
+        "--encoder-only",
+        action="store_true",
+        help="onnx: the encoder alone (outputs tokens (batch, N, D) and features (batch, D))",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="onnx: also write onnxruntime's dynamic int8 quantisation as NAME.int8.onnx",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output directory (hf), .pth file (videomae) or .onnx file (onnx)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace what --out holds (refused without it)"
@@ -80,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.format != "onnx" and (args.encoder_only or args.quantize):
+        print("error: --encoder-only and --quantize need --format onnx", file=sys.stderr)
+        return 2
+    if args.format == "onnx":
+        return _run_onnx(args, overrides)
     try:
         names = read_class_names(args.class_names) if args.class_names else None
         out = export_checkpoint(
@@ -96,3 +116,26 @@ def run(args: argparse.Namespace) -> int:
 def _holds_something(out: Path) -> bool:
     """Whether ``out`` is a file or a folder with something in it (an empty folder is free)."""
     return out.is_file() or (out.is_dir() and any(out.iterdir()))
+
+
+def _run_onnx(args: argparse.Namespace, overrides: dict) -> int:
+    from maskagain.models.loading import CheckpointError
+    from maskagain.recipes.export import export_onnx_checkpoint, read_class_names
+
+    try:
+        names = read_class_names(args.class_names) if args.class_names else None
+        written = export_onnx_checkpoint(
+            args.checkpoint, args.out, args.encoder_only, args.quantize, names, **overrides
+        )
+    except ImportError as e:
+        print(
+            f"error: ONNX export needs {e.name}: pip install 'maskagain[deploy]'", file=sys.stderr
+        )
+        return 2
+    except (CheckpointError, OSError, TypeError, ValueError) as e:
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: cannot export {args.checkpoint}: {message}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0

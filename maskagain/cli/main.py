@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "visualize": "visualize",
     "prepare": "prepare",
+    "predict": "predict",
 }
 
 

@@ -249,6 +249,23 @@ class ClipDataset(Dataset, ABC):
         clips = [self.transform(picked[tuple(s)], crop) for s in index_sets]
         return {"video": clips[0] if len(clips) == 1 else torch.stack(clips)}
 
+    def load_views(self, video_id: int) -> torch.Tensor:
+        """All ``views`` test clips of one video from one decode: ``(V, C, T, H, W)``, clip ``v``
+        equal to the ``"video"`` of item ``video_id * views + v`` (same frames, same crop)."""
+        source = self.open(video_id)
+        try:
+            index_sets = [self._clip_indices(source.num_frames, v)[0] for v in range(self.views)]
+            union = sorted({i for s in index_sets for i in s})
+            frames = source.read(union, self.cfg.short_side)  # (U, H, W, C) uint8
+        finally:
+            source.close()
+        pos = {f: k for k, f in enumerate(union)}
+        crops = self.cfg.test_crops if self.views > 1 else 1
+        clips = [
+            self.transform(frames[[pos[i] for i in s]], v % crops) for v, s in enumerate(index_sets)
+        ]
+        return torch.stack(clips)
+
 
 def decode_threads() -> int:
     """Decoder threads of a video opened here: in a DataLoader worker the worker's share of the

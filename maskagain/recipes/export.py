@@ -225,3 +225,82 @@ def _names_from_mapping(mapping: dict, where: str) -> list[str]:
         return names_from_mapping(mapping, where)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- ONNX
+def resolve_preprocessing(source: str | Path, info: dict, cfg: ModelConfig) -> dict:
+    """How clips for ``source`` are made, as :data:`maskagain.models.onnx.PREPROCESSING_KEYS`:
+    the training config's ``data`` section (metadata or the run's ``config.yaml``), a Hugging
+    Face source's processor (normalisation, short side) and the model (frames, size); keys
+    none of them records take ``DataConfig``'s defaults, named in a warning."""
+    from maskagain.data.config import DataConfig
+    from maskagain.models.onnx import PREPROCESSING_KEYS
+
+    run_dir = weights_dir(source)
+    train_cfg = training_config(run_dir, info)
+    data = train_cfg.get("data") if isinstance(train_cfg.get("data"), dict) else {}
+    mean, std, _ = _resolve_norm(info, train_cfg, _hf_preprocessor(run_dir), None, None)
+    found = {k: data[k] for k in PREPROCESSING_KEYS if k in data}
+    found.update(mean=list(mean), std=list(std))
+    found.setdefault("num_frames", cfg.num_frames)
+    found.setdefault("input_size", cfg.img_size)
+    edge = (_hf_preprocessor(run_dir).get("size") or {}).get("shortest_edge")
+    if edge and "short_side" not in found:
+        found["short_side"] = int(edge)
+    defaults = DataConfig()
+    guessed = [k for k in PREPROCESSING_KEYS if k not in found]
+    if "short_side" in guessed:
+        found["short_side"] = round(found["input_size"] * defaults.short_side / defaults.input_size)
+    for key in guessed:
+        found.setdefault(key, getattr(defaults, key))
+    if guessed:
+        log.warning(
+            "%s records no %s; using %s (set them if the model was trained otherwise)",
+            source, ", ".join(guessed), ", ".join(f"{k}={found[k]}" for k in guessed),
+        )  # fmt: skip
+    return {k: _listed(found[k]) for k in PREPROCESSING_KEYS}
+
+
+def _listed(value):
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def export_onnx_checkpoint(
+    source: str | Path,
+    out: str | Path,
+    encoder_only: bool = False,
+    quantize: str | None = None,
+    class_names: Sequence[str] | None = None,
+    **overrides,
+) -> list[Path]:
+    """Load ``source`` strictly and write it as ONNX to ``out`` (see
+    :mod:`maskagain.models.onnx`), with its preprocessing and class names in the metadata;
+    ``quantize="int8"`` adds onnxruntime's dynamic int8 quantisation of it at
+    :func:`int8_path`. Returns the files written."""
+    from maskagain.models.onnx import export_onnx, quantize_int8
+
+    if quantize not in (None, "int8"):
+        raise ValueError(f"unknown quantisation {quantize!r}; choose 'int8'")
+    out = Path(out)
+    if out.is_dir():
+        raise CheckpointError(f"--out {out} is a directory; give the .onnx file to write")
+    model, src_fmt, info = load_checked(source, **overrides)
+    log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
+    preprocessing = resolve_preprocessing(source, info, model.cfg)
+    names = None
+    if model.cfg.num_classes and not encoder_only:
+        names = resolve_export_metadata(source, info, model.cfg, class_names).class_names
+        if names is None:
+            raise CheckpointError(
+                f"no class names found for {source}; pass --class-names FILE (one a line)"
+            )
+    written = [export_onnx(model, out, preprocessing, names, encoder_only)]
+    if quantize == "int8":
+        written.append(quantize_int8(out, int8_path(out)))
+    return written
+
+
+def int8_path(path: str | Path) -> Path:
+    """Where the int8 twin of an ONNX export goes: ``model.onnx`` -> ``model.int8.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.int8{path.suffix or '.onnx'}")

@@ -1,0 +1,327 @@
+"""What a student costs to run: clips/s, peak memory and the accuracy change of each path.
+
+    python -m benchmarks.inference [--device cpu] [--student RUN_DIR] [--json out.json]
+    python -m benchmarks.inference --tiny          # nano models, seconds (the test suite)
+
+Speed rows (random weights, 400-class head): ViT-S and ViT-B at 16 x 224 x 224 (``--tiny``: a
+nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, ``torch.compile``,
+onnxruntime fp32 and onnxruntime int8 (dynamic quantisation); on CUDA eager fp32, eager bf16
+autocast and ``torch.compile`` (onnxruntime runs on the CPU only). Timings alternate: round
+after round, every path runs one batch in turn, so load from other jobs falls on all paths
+alike; clips/s is the batch over the median seconds. Peak memory: the peak RSS of a child
+process that builds one path and runs one batch (CPU; it includes the ~0.4 GB Python and torch
+runtime), ``torch.cuda.max_memory_allocated`` on CUDA.
+
+Accuracy rows (``--student``): a fine-tuned run directory tested on its own test set with the
+views of its config, through every path; the change is against eager fp32, in points.
+
+Predict row (``--predict-videos N``): ``maskagain predict``'s machinery on N real H.264 files
+this script writes, with the ViT-S through the fastest path: the clips/s of the whole run
+(decoding in worker processes) as a share of the model's own clips/s in that run.
+``--predict-path PATH`` times only that row, through PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from maskagain.models import create_model
+from maskagain.models.onnx import OnnxClassifier, export_onnx, quantize_int8
+
+CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_int8")
+CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
+FULL = {"vit_s": dict(name="vit_small"), "vit_b": dict(name="vit_base")}
+FULL_GEOMETRY = dict(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
+TINY = {"nano": dict(name="vit_nano")}
+TINY_GEOMETRY = dict(num_frames=4, img_size=32, patch_size=8, tubelet_size=2)
+
+
+def build_model(spec: dict, geometry: dict, num_classes: int = 400) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(spec["name"], num_classes=num_classes, **geometry).eval()
+
+
+def preprocessing_of(model) -> dict:
+    """Preprocessing metadata for an export (DataConfig defaults at the model's geometry)."""
+    from maskagain.data.config import DataConfig
+
+    d = DataConfig(num_frames=model.cfg.num_frames, input_size=model.cfg.img_size)
+    keys = ("mean", "std", "num_frames", "sampling_rate", "sampling", "input_size")
+    out = {k: getattr(d, k) for k in keys}
+    return {**out, "short_side": d.input_size, "test_clips": 1, "test_crops": 1}
+
+
+def build_path(model, path: str, device: str, workdir: Path) -> Callable:
+    """A callable ``video (B, C, T, H, W) -> logits`` running ``model`` through ``path``."""
+    if path.startswith("ort_"):
+        fp32 = workdir / f"model_{id(model)}.onnx"
+        if not fp32.is_file():
+            export_onnx(model, fp32, preprocessing_of(model), None)
+        file = fp32 if path == "ort_fp32" else quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))
+        return OnnxClassifier(file, threads=torch.get_num_threads())
+    model = model.to(device)
+    net = torch.compile(model, dynamic=False) if path == "compile" else model
+    dtype = torch.bfloat16 if path == "eager_bf16" else None
+
+    @torch.inference_mode()
+    def run(video: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+            return net(video.to(device)).float()
+
+    return run
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_paths(runners: dict[str, Callable], video: torch.Tensor, rounds: int, device: str):
+    """Seconds per batch of every path, rounds alternating over the paths (one warm-up each)."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        run(video)  # warm-up (and compilation)
+    for _ in range(rounds):
+        for name, run in runners.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            run(video)
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def peak_memory_mb(model_key: str, path: str, batch: int, args: argparse.Namespace) -> float:
+    """Peak memory of one batch through ``path`` (a child process's peak RSS on CPU)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.inference",
+        "--child",
+        f"{model_key}:{path}:{batch}",
+        "--device",
+        args.device,
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    cmd += ["--tiny"] if args.tiny else []  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def child(spec: str, args: argparse.Namespace) -> None:
+    """Build one path, run one batch, print the peak memory in MB."""
+    key, path, batch = spec.split(":")
+    models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
+    model = build_model(models[key], geometry)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = build_path(model, path, args.device, Path(tmp))
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        run(_clips(model, int(batch)))
+        if args.device == "cuda":
+            print(torch.cuda.max_memory_allocated() / 2**20)
+            return
+    print(_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (``VmHWM``: unlike ``ru_maxrss`` it does not carry the parent's
+    peak over ``fork`` + ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _clips(model, batch: int) -> torch.Tensor:
+    cfg = model.cfg
+    return torch.randn(batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+
+
+def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
+    models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
+    paths = [p for p in (CUDA_PATHS if args.device == "cuda" else CPU_PATHS) if p in args.paths]
+    rows = []
+    for key, spec in models.items():
+        model = build_model(spec, geometry)
+        runners = {p: build_path(model, p, args.device, workdir) for p in paths}
+        batches = [b for b in args.batches if f"{key}:{b}" not in args.skip]
+        for batch in batches:
+            times = time_paths(runners, _clips(model, batch), args.rounds, args.device)
+            print(f"{key} batch {batch}: " + ", ".join(
+                f"{p} {statistics.median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
+            for p in paths:
+                rows.append({"model": key, "path": p, "batch": batch,
+                             "clips_per_s": batch / statistics.median(times[p]),
+                             "seconds": times[p]})  # fmt: skip
+        for p in paths:
+            mem = peak_memory_mb(key, p, max(batches), args)
+            for row in rows:
+                if row["model"] == key and row["path"] == p:
+                    row["peak_memory_mb"] = mem
+        del runners
+    return rows
+
+
+# ----------------------------------------------------------------------------- accuracy
+def accuracy_rows(run_dir: Path, args: argparse.Namespace, workdir: Path) -> list[dict]:
+    """Top-1 of the fine-tuned ``run_dir`` on its test set through every path."""
+    from maskagain.engine.evaluation import MultiViewAccumulator
+    from maskagain.recipes.evaluate import config_base
+    from maskagain.recipes.finetune import load_classifier
+
+    model = load_classifier(run_dir).eval()
+    dataset = _test_set(config_base([f"checkpoint={run_dir}"]))
+    paths = [p for p in (CUDA_PATHS if args.device == "cuda" else CPU_PATHS) if p in args.paths]
+    runners = {p: build_path(model, p, args.device, workdir) for p in paths}
+    accs = {p: MultiViewAccumulator(model.num_classes) for p in paths}
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=0)
+    for batch in loader:
+        sample = batch["index"] * dataset.views + batch.get("view", 0)
+        for p, run in runners.items():
+            accs[p].add(run(batch["video"]), batch["label"], batch["index"], sample)
+    results = {p: acc.compute() for p, acc in accs.items()}
+    base = results["eager_fp32"]
+    return [{"path": p, "top1": r.top1, "change": r.top1 - base.top1, "videos": r.num_videos,
+             "views": dataset.views,
+             "agree_with_eager": float((r.predictions == base.predictions).float().mean() * 100)}
+            for p, r in results.items()]  # fmt: skip
+
+
+def _test_set(base: dict):
+    from maskagain.data.config import DataConfig
+    from maskagain.data.datasets import build_dataset
+
+    data = DataConfig(**{**base["data"], "num_workers": 0})
+    for key in ("mean", "std", "pretrain_scales", "crop_scale", "crop_ratio"):
+        setattr(data, key, tuple(getattr(data, key)))
+    data.validate()
+    return build_dataset(data, "test", "eval")
+
+
+# ----------------------------------------------------------------------------- predict
+def predict_row(args: argparse.Namespace, workdir: Path, path: str) -> dict:
+    """``predict`` on real H.264 files with the ViT-S (nano with ``--tiny``) through ``path``."""
+    from maskagain.data.synthetic import SyntheticSpec, make_clip, write_video
+    from maskagain.recipes.predict import Predictor, data_config, predict
+
+    models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
+    key = next(iter(models))
+    model = build_model(models[key], geometry)
+    prep = {**preprocessing_of(model), "sampling_rate": 2 if args.tiny else 4}
+    prep["short_side"] = model.cfg.img_size + (4 if args.tiny else 32)
+    side, frames = prep["short_side"] + 8, model.cfg.num_frames * prep["sampling_rate"] + 8
+    spec = SyntheticSpec(size=side, frames=frames)  # moving shapes, as compressible as footage
+    files = []
+    for i in range(args.predict_videos):
+        f = workdir / f"v{i}.mp4"
+        write_video(f, make_clip(spec, 0, "val", i)[0])
+        files.append(str(f))
+    names = [str(i) for i in range(model.num_classes)]
+    predictor = Predictor(build_path(model, path, args.device, workdir), model.num_classes,
+                          names, prep, path)  # fmt: skip
+    cfg = data_config(prep, num_workers=args.predict_workers)
+    pred = predict(predictor, files, cfg, batch_size=8, progress=False)
+    return {"model": key, "path": path, "videos": len(files), "clips": pred.clips,
+            "clips_per_s": pred.clips / pred.wall_s, "model_clips_per_s": pred.clips / pred.model_s,
+            "share": pred.model_s / pred.wall_s, "workers": args.predict_workers}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- report
+def markdown(result: dict) -> str:
+    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | x eager (batch 1) | peak MB (largest batch) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    by = {(r["model"], r["path"], r["batch"]): r for r in result["speed"]}
+    for model, path in dict.fromkeys((r["model"], r["path"]) for r in result["speed"]):
+        one, eight = by.get((model, path, 1)), by.get((model, path, 8))
+        peak = (eight or one)["peak_memory_mb"]
+        eager = by.get((model, "eager_fp32", 1))
+        ratio = one["clips_per_s"] / eager["clips_per_s"] if one and eager else None
+        cells = [f"{r['clips_per_s']:.2f}" if r else "-" for r in (one, eight)]
+        lines.append(f"| {model} | {path} | {cells[0]} | {cells[1]} | "
+                     f"{f'{ratio:.2f}' if ratio else '-'} | {peak:.0f} |")  # fmt: skip
+    if result.get("accuracy"):
+        lines += ["", "| path | top-1 | change (points) | same top-1 as eager | test videos x views |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in result["accuracy"]:
+            lines.append(f"| {r['path']} | {r['top1']:.2f} | {r['change']:+.2f} | "
+                         f"{r['agree_with_eager']:.1f}% | {r['videos']} x {r['views']} |")  # fmt: skip
+    if result.get("predict"):
+        p = result["predict"]
+        lines += ["", f"predict ({p['model']}, {p['path']}, {p['videos']} H.264 files, "
+                  f"{p['workers']} decoding workers): {p['clips_per_s']:.2f} clips/s, the model alone "
+                  f"{p['model_clips_per_s']:.2f} clips/s: {p['share'] * 100:.0f}%"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.inference", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--tiny", action="store_true", help="nano models at 4x32x32 (seconds)")
+    p.add_argument("--paths", nargs="+", default=list(dict.fromkeys(CPU_PATHS + CUDA_PATHS)),
+                   help="paths to run (default: all of the device's)")  # fmt: skip
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--skip", nargs="+", default=[], metavar="MODEL:BATCH",
+                   help="leave out a model's batch size, e.g. vit_b:8 on a small CPU")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per batch (default 5)")
+    p.add_argument("--student", type=Path, help="fine-tuned run directory for the accuracy rows")
+    p.add_argument("--predict-videos", type=int, default=0, help="H.264 files for the predict row")
+    p.add_argument("--predict-workers", type=int, default=1)
+    p.add_argument("--predict-path", choices=CPU_PATHS + CUDA_PATHS,
+                   help="time only the predict row, through this path (no speed rows)")  # fmt: skip
+    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's)")
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        child(args.child, args)
+        return None
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="maskagain-inference-") as tmp:
+        result = {"speed": [] if args.predict_path else speed_rows(args, Path(tmp))}
+        if args.student:
+            result["accuracy"] = accuracy_rows(args.student, args, Path(tmp))
+        if args.predict_videos:
+            path = (
+                args.predict_path
+                or max(
+                    (r for r in result["speed"] if r["batch"] == max(args.batches)),
+                    key=lambda r: r["clips_per_s"],
+                )["path"]
+            )
+            result["predict"] = predict_row(args, Path(tmp), path)
+    result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                         "threads": torch.get_num_threads(), "load": os.getloadavg(),
+                         "torch": torch.__version__}  # fmt: skip
+    result["command"] = " ".join(["python -m benchmarks.inference", *(argv or sys.argv[1:])])
+    result["wall_s"] = time.time() - t0
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
