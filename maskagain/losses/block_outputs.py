@@ -45,14 +45,28 @@ class EncoderQuery:
         """The (B, N) bool mask of ``batch`` this encoder runs on (None: the whole clip)."""
         return None if self.mask is None else batch[self.mask]
 
+    def visible_of(self, batch: dict) -> torch.Tensor | None:
+        """The collate's (B, N_vis) visible token indices of that mask ("visible" for "mask",
+        "teacher_visible" for "teacher_mask"), None when the batch has none."""
+        return None if self.mask is None else batch.get(self.mask.replace("mask", "visible"))
+
     def run(
-        self, model: nn.Module, video: torch.Tensor, mask: torch.Tensor | None
+        self,
+        model: nn.Module,
+        video: torch.Tensor,
+        mask: torch.Tensor | None,
+        visible: torch.Tensor | None = None,
     ) -> EncoderOutput:
-        """``model`` on ``video`` (B, C, T, H, W) with ``mask`` (B, N) or None: an
-        ``EncoderOutput`` with the asked attention taps, plus ``blocks`` when any is asked."""
+        """``model`` on ``video`` (B, C, T, H, W) with ``mask`` (B, N) or None (``visible``: its
+        (B, N_vis) visible indices, optional): an ``EncoderOutput`` with the asked attention
+        taps, plus ``blocks`` when any is asked."""
         if self.blocks:
-            return forward_features_with_blocks(model, video, mask, self.blocks, self.attn_layers)
-        return model.forward_features(video, mask, self.attn_layers)
+            return forward_features_with_blocks(
+                model, video, mask, self.blocks, self.attn_layers, visible
+            )
+        if visible is None:
+            return model.forward_features(video, mask, self.attn_layers)
+        return model.forward_features(video, mask, self.attn_layers, visible=visible)
 
 
 def forward_features_with_blocks(
@@ -61,6 +75,7 @@ def forward_features_with_blocks(
     mask: torch.Tensor | None = None,
     blocks: tuple[int, ...] | list[int] = (),
     attn_layers: tuple[int, ...] | list[int] = (),
+    visible: torch.Tensor | None = None,
 ) -> EncoderOutputWithBlocks:
     """``model.forward_features(video, mask, attn_layers)`` plus the outputs of ``blocks``.
 
@@ -86,7 +101,8 @@ def forward_features_with_blocks(
 
         handles.append(model.blocks[j].register_forward_hook(hook))
     try:
-        out = model.forward_features(video, mask, attn_layers=attn_layers)
+        kwargs = {} if visible is None else {"visible": visible}
+        out = model.forward_features(video, mask, attn_layers=attn_layers, **kwargs)
     finally:
         for h in handles:
             h.remove()

@@ -109,7 +109,9 @@ class FrozenTeacher(_Frozen):
     def __call__(self, batch: dict) -> EncoderOutput:
         """batch: ``"video"`` (B, C, T, H, W) and the masks (B, N) the query names."""
         with self.running():
-            return self._forward(batch["video"], self.query.mask_of(batch))
+            return self._forward(
+                batch["video"], self.query.mask_of(batch), self.query.visible_of(batch)
+            )
 
 
 class FrozenImageTeacher(_Frozen):
@@ -174,9 +176,11 @@ class DistillModule(nn.Module):
         mask: torch.Tensor,
         teacher_out: EncoderOutput,
         image_tokens: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """video (B, C, T, H, W), mask (B, N) True = hidden -> named scalar losses."""
-        out = self.student_query.run(self.student, video, mask)
+        """video (B, C, T, H, W), mask (B, N) True = hidden (``visible``: its (B, N_vis)
+        visible indices, optional) -> named scalar losses."""
+        out = self.student_query.run(self.student, video, mask, visible)
         extra = () if image_tokens is None else (image_tokens,)
         losses = self.objective(out, teacher_out, *extra)
         if self.pixel_head is not None:
@@ -270,7 +274,8 @@ def make_distill_step(teacher: FrozenTeacher, image_teacher: FrozenImageTeacher 
 
     def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         image = image_teacher(batch) if image_teacher is not None else None
-        return module(batch["video"], batch["mask"], teacher(batch), image)
+        visible = batch.get("visible")
+        return module(batch["video"], batch["mask"], teacher(batch), image, visible=visible)
 
     return distill_step
 
