@@ -45,6 +45,7 @@ from maskagain.engine.checkpoint import (
     prune_checkpoints,
     restore_rng,
 )
+from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
 from maskagain.engine.ema import ModelEma
@@ -193,7 +194,7 @@ class Trainer:
                 gradient_as_bucket_view=True,
             )
         if self.engine.compile:
-            wrapped = torch.compile(wrapped)
+            wrapped = maybe_compile(wrapped, self.dist.device, "the training step")
         return wrapped
 
     def _wrap_after_probe(self, batch: dict) -> None:

@@ -3,7 +3,9 @@ and :class:`EncoderQuery`, what an objective needs from one encoder.
 
 ``forward_features_with_blocks(model, video, mask, blocks)`` runs ``model.forward_features``
 once and also returns the output tokens of the blocks named in ``blocks`` (0-based, negative
-counts from the end), captured with forward hooks that live only for that call.
+counts from the end): from the model's own call (``forward_features(..., blocks=...)``), or,
+for an encoder that cannot return them, captured with forward hooks that live only for that
+call (such an encoder runs uncompiled).
 """
 
 from __future__ import annotations
@@ -92,6 +94,36 @@ def forward_features_with_blocks(
             f"blocks {sorted(tapped & set(wanted))} are asked for both their attention and their "
             "output; only the last block can be (its output is the encoder's tokens)"
         )
+    if uses_hooks(model):
+        return _with_hooks(model, video, mask, wanted, attn_layers, visible)
+    kwargs = {} if visible is None else {"visible": visible}
+    inner = [j for j in wanted if j != depth - 1]
+    out = model.forward_features(video, mask, attn_layers=attn_layers, blocks=inner, **kwargs)
+    return EncoderOutputWithBlocks(
+        tokens=out.tokens,
+        frame_index=out.frame_index,
+        attn=out.attn,
+        mask=out.mask,
+        blocks={j: out.tokens if j == depth - 1 else out.blocks[j] for j in wanted},
+    )
+
+
+def uses_hooks(model: nn.Module) -> bool:
+    """True for an encoder whose ``forward_features`` cannot return block outputs itself: they
+    are then captured with forward hooks (which ``torch.compile`` cannot trace)."""
+    return not getattr(model, "block_outputs", False)
+
+
+def _with_hooks(
+    model: nn.Module,
+    video: torch.Tensor,
+    mask: torch.Tensor | None,
+    wanted: list[int],
+    attn_layers: tuple[int, ...] | list[int],
+    visible: torch.Tensor | None,
+) -> EncoderOutputWithBlocks:
+    """Block outputs captured by forward hooks that live only for this call."""
+    depth = len(model.blocks)
     captured: dict[int, torch.Tensor] = {}
     handles = []
     for j in set(wanted) - {depth - 1}:

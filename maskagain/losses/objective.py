@@ -92,6 +92,9 @@ class MaskAgainObjective(nn.Module):
         self.student_block = _block(cfg.layer, student_depth)
         self.teacher_block = _block(cfg.layer, teacher_depth)
         self.term_weights = cfg.weights()
+        # set by the recipe when every clip has a tube mask: MALocal's frame layout is then
+        # known without a host sync (checked on the device)
+        self.tube_masks = False
         self._check_heads()
         self.student_proj = nn.ModuleDict()
         self.teacher_proj = nn.ModuleDict()
@@ -221,7 +224,8 @@ class MaskAgainObjective(nn.Module):
             z_t = aggregate_global(t.logits, t.values, k, tau, renorm, index=index)
             out["global"] = feature_mse(*self._project("global", z_s, z_t))
         if "local" in terms:
-            out["local"] = self._local(s, t, frame_groups(frame_index, self.num_frames))
+            groups = frame_groups(frame_index, self.num_frames, tube=self.tube_masks)
+            out["local"] = self._local(s, t, groups)
         if "attention_transfer" in terms:
             out["attention_transfer"] = attention_transfer_loss(
                 s.logits, t.logits, tau, cfg.at_mode

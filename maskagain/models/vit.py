@@ -85,16 +85,20 @@ class EncoderOutput:
     attn: block index -> AttentionTap, only for the blocks asked for.
     frame_index: (B, N_vis) long, temporal (frame) index of every visible token.
     mask: (B, N) bool or None, the mask that was applied (True = hidden).
+    blocks: block index (0-based) -> (B, N_vis, D) output tokens, only for the blocks asked for.
     """
 
     tokens: torch.Tensor
     frame_index: torch.Tensor
     attn: dict[int, AttentionTap] = field(default_factory=dict)
     mask: torch.Tensor | None = None
+    blocks: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class VideoViT(nn.Module):
     """VideoMAE-compatible video ViT: ``forward_features`` -> ``forward_head``."""
+
+    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -219,11 +223,13 @@ class VideoViT(nn.Module):
         mask: torch.Tensor | None = None,
         attn_layers: tuple[int, ...] | list[int] = (),
         visible: torch.Tensor | None = None,
+        blocks: tuple[int, ...] | list[int] = (),
     ) -> EncoderOutput:
         """Encode the visible tokens of ``video`` (B, C, T, H, W).
 
         ``attn_layers`` names the blocks (negative indices count from the end) whose attention
-        logits and values are returned; the other blocks run fused SDPA. ``visible``: the
+        logits and values are returned; the other blocks run fused SDPA. ``blocks`` names the blocks whose output tokens
+        are returned too (``EncoderOutput.blocks``). ``visible``: the
         mask's (B, N_vis) ascending visible token indices (the collate's ``"visible"``): with
         them the forward needs no host sync to count the visible tokens.
         """
@@ -245,7 +251,9 @@ class VideoViT(nn.Module):
             frame_index = ids.div(grid[1] * grid[2], rounding_mode="floor")
         x = self.pos_drop(x)
         taps = {self._block_index(i) for i in attn_layers}
+        wanted = {self._block_index(i) for i in blocks}
         attn: dict[int, AttentionTap] = {}
+        outputs: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             if i in taps:
                 x, attn[i] = blk.forward_tapped(x)
@@ -253,7 +261,11 @@ class VideoViT(nn.Module):
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
-        return EncoderOutput(tokens=x, frame_index=frame_index, attn=attn, mask=mask)
+            if i in wanted:
+                outputs[i] = x
+        return EncoderOutput(
+            tokens=x, frame_index=frame_index, attn=attn, mask=mask, blocks=outputs
+        )
 
     def _block_index(self, i: int) -> int:
         return resolve_block(i, self.depth)
