@@ -80,6 +80,16 @@ def make_mask(
     return MASKS[kind](batch_size, grid, ratio, generator)
 
 
+def device_check(ok: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless the bool tensor ``ok`` holds True: at once for a CPU
+    tensor; on an accelerator and in compiled code as an asynchronous device assertion (no
+    host sync: a failure surfaces at the next sync, with ``message``)."""
+    if ok.device.type != "cpu" or torch.compiler.is_compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
+
+
 def split_tokens(mask: torch.Tensor, num_visible: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token indices of a mask with ``num_visible`` visible tokens per sample, each ascending:
     mask (B, N) bool True = hidden -> visible (B, num_visible), hidden (B, N - num_visible) long.

@@ -50,7 +50,7 @@ from maskagain.losses.block_outputs import EncoderOutputWithBlocks, EncoderQuery
 from maskagain.losses.config import AMDConfig
 from maskagain.losses.hidden import teacher_target
 from maskagain.losses.mvd import feature_regression_loss
-from maskagain.masking import Grid, num_hidden, split_tokens, take_tokens
+from maskagain.masking import Grid, device_check, num_hidden, split_tokens, take_tokens
 from maskagain.models.init import official_init
 from maskagain.models.layers import Block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
@@ -152,8 +152,8 @@ class TeacherSplit:
 def check_nested_masks(
     student_mask: torch.Tensor | None, teacher_mask: torch.Tensor | None
 ) -> None:
-    """Every token hidden from the teacher is hidden from the student. Checked at once on the
-    CPU; on an accelerator as an asynchronous device assertion (no host sync per step)."""
+    """Every token hidden from the teacher is hidden from the student (:func:`device_check`:
+    at once on the CPU, asynchronously on an accelerator)."""
     if student_mask is None or teacher_mask is None:
         raise ValueError(
             "AMD runs both models on masked clips: student_out.mask and "
@@ -164,15 +164,11 @@ def check_nested_masks(
             f"student mask {tuple(student_mask.shape)} and teacher mask "
             f"{tuple(teacher_mask.shape)} differ"
         )
-    message = (
+    device_check(
+        ~(teacher_mask & ~student_mask).any(),
         "the student's visible tokens must be a subset of the teacher's (every token "
-        "hidden from the teacher hidden from the student); build both with asymmetric_masks"
+        "hidden from the teacher hidden from the student); build both with asymmetric_masks",
     )
-    outside = (teacher_mask & ~student_mask).any()
-    if teacher_mask.device.type != "cpu" or torch.compiler.is_compiling():
-        torch._assert_async(~outside, message)
-    elif bool(outside):
-        raise ValueError(message)
 
 
 class AMDObjective(nn.Module):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from maskagain.masking import device_check
+
 
 def _tie_broken_key(scores: torch.Tensor) -> torch.Tensor:
     """(..., n) float -> (..., n) int64 keys in the same order, all distinct, ties to lower index.
@@ -171,11 +173,10 @@ def _tube_groups(frame_index: torch.Tensor, num_frames: int) -> FrameGroups:
     token = torch.arange(n, device=device)
     key = token.reshape(1, num_frames, width).expand(b, -1, -1)
     layout = frame_index == token.div(width, rounding_mode="floor")  # (B, N)
-    message = "frame_groups(tube=True) got tokens that are not a tube mask's, frame by frame"
-    if device.type != "cpu" or torch.compiler.is_compiling():
-        torch._assert_async(layout.all(), message)
-    elif not bool(layout.all()):
-        raise ValueError(message)
+    device_check(
+        layout.all(),
+        "frame_groups(tube=True) got tokens that are not a tube mask's, frame by frame",
+    )
     counts = torch.full((b, num_frames), width, dtype=torch.long, device=device)
     valid = torch.ones(b, num_frames, width, dtype=torch.bool, device=device)
     return FrameGroups(key=key, valid=valid, counts=counts, in_order=True)
