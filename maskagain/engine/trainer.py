@@ -49,7 +49,7 @@ from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
 from maskagain.engine.ema import ModelEma
-from maskagain.engine.metrics import MetricWriter, Progress
+from maskagain.engine.metrics import MetricWriter, Progress, peak_memory
 from maskagain.engine.optim import CosineSchedule
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.sampler import ResumableSampler
@@ -365,6 +365,7 @@ class Trainer:
         record.update(metrics)
         record["clips_per_s"] = len(rows) * self.clips_per_step / max(elapsed, 1e-9)
         record["data_wait"] = round(self._data_wait_share(elapsed), 3)
+        record.update(peak_memory(self.dist.device))  # CUDA: the process's peak, in GiB
         self.last_metrics = record
         self.writer.write(record, self.state.step)
         self.progress.show({k: v for k, v in record.items() if k not in ("step", "epoch")})
