@@ -23,7 +23,7 @@ CONFIGS = {
     "mvd": "configs/tiny/distill_mvd.yaml",
     "amd": "configs/tiny/distill_amd.yaml",
 }
-# graph breaks of one compiled training step (student + objective), stated in docs/compile.md
+# graph breaks of one compiled training step (student + objective), stated in docs/cuda.md
 GRAPH_BREAKS = {"maskagain": 0, "mvd": 0, "amd": 0, "pretrain": 0}
 
 

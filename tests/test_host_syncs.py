@@ -1,7 +1,7 @@
 """Host synchronisations per training step: every place where a step would wait for the device
 (``.item()``, ``.tolist()``, ``int()`` / ``bool()`` of a tensor, ``nonzero``, boolean-mask
 indexing) is counted on the CPU by a ``TorchFunctionMode``, and each kind stays under a stated
-bound (docs/compile.md). On CUDA the CPU-only checks (mask layouts, AMD's nested masks) become
+bound (docs/cuda.md). On CUDA the CPU-only checks (mask layouts, AMD's nested masks) become
 asynchronous device assertions, so a GPU step syncs at most this often."""
 
 from __future__ import annotations
