@@ -81,8 +81,11 @@ class EngineConfig:
     batch_size: int = 64  # clips per process and micro-step
     accum_steps: int = 1  # micro-batches per optimizer step
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Precision = "auto"  # resolved at start-up (maskagain.engine.precision)
-    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
+    precision: Precision = "auto"
+    """autocast dtype of training: auto (bf16 where native: a CUDA device with bf16, an AMX or
+    AVX512-BF16 CPU; else fp32), bf16, fp16 (with loss scaling) or fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     grad_checkpointing: bool = False
     compile: bool = False
     find_unused_parameters: bool = False

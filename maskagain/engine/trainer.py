@@ -209,7 +209,7 @@ class Trainer:
         if unused:
             shown = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
             log.info(
-                "%d trainable parameter(s) get no gradient from this objective (%s): "
+                "%d trainable parameter(s) get no gradient from the loss (%s): "
                 "find_unused_parameters on",
                 len(unused),
                 shown,

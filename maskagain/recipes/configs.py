@@ -236,7 +236,9 @@ class TeacherSpec:
     source: str = ""
     overrides: dict = field(default_factory=dict)
     precision: Precision = "auto"
-    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
@@ -535,7 +537,9 @@ class EvaluateConfig:
     batch_size: int = 16
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Precision = "auto"
-    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     class_names: str = ""  # file with one class name per line; "" = data's class index or numbers
     progress: bool = True
 
@@ -583,7 +587,9 @@ class ProbeConfig:
     batch_size: int = 16  # clips per forward pass of the encoder
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Precision = "auto"
-    precision_reason: str = ""  # written by the run: why ``precision`` holds its value
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
+    precision_reason: str = ""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     progress: bool = True
 
     def validate(self) -> None:
