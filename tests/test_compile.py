@@ -115,3 +115,22 @@ def test_refusals_are_one_line_for_student_and_teacher(monkeypatch, caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("engine.compile: the teacher runs uncompiled: its block outputs")
     assert not hasattr(frozen._forward, "_torchdynamo_orig_callable")
+
+
+@pytest.mark.parametrize("kind", ["maskagain", "mvd", "amd"])
+def test_teacher_forward_compiles_to_one_graph(kind):
+    """What the frozen teacher runs (attention taps, block outputs, its own mask or none), in
+    inference mode as it trains: no graph break either."""
+    module, step, data = distill_setup(kind, 1)
+    frozen = [
+        c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, D.FrozenTeacher)
+    ]
+    (teacher,) = frozen
+    query, batch = teacher.query, data[0]
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(teacher._forward)(
+            batch["video"], query.mask_of(batch), query.visible_of(batch)
+        )
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()

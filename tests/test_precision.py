@@ -220,3 +220,18 @@ def test_peak_memory_is_logged_on_cuda_only(monkeypatch):
     assert peak_memory(CPU) == {}
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30)
     assert peak_memory(CUDA) == {"max_mem_gb": 3.0}
+
+
+def test_teacher_is_cast_before_it_moves():
+    from maskagain.recipes.distill import to_device_in
+
+    calls = []
+
+    class Spy(torch.nn.Linear):
+        def to(self, *args, **kwargs):
+            calls.append(args)
+            return super().to(*args, **kwargs)
+
+    teacher = to_device_in(Spy(2, 2), "bf16", CPU)
+    assert calls == [(torch.bfloat16,), (CPU,)]  # the cast first: no fp32 copy on the device
+    assert teacher.weight.dtype == torch.bfloat16
