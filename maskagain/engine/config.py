@@ -10,6 +10,16 @@ from maskagain.config import check
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 where native, else fp32
 
 
+def check_precision_reason(reason: str, path: str) -> None:
+    """``precision_reason`` is written by the run when it resolves ``precision: auto``: empty,
+    or the saved ``auto: ...`` line (a saved config read back)."""
+    check(
+        reason == "" or reason.startswith("auto: "),
+        f"config key '{path}' is written by the run (why precision=auto chose its value): "
+        f"leave it empty or as saved ('auto: ...'), got {reason!r}",
+    )
+
+
 @dataclass
 class OptimConfig:
     """AdamW. The peak lr is ``lr`` if set, else ``base_lr * total_batch / 256``.
@@ -100,6 +110,7 @@ class EngineConfig:
     progress: bool = True
 
     def validate(self, path: str = "engine") -> None:
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
         for key in ("batch_size", "accum_steps", "log_every", "keep_checkpoints"):
             value = getattr(self, key)
             check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Literal
 
 from maskagain.config import ConfigError, check, coerce, unknown_key
 from maskagain.data.config import DataConfig
-from maskagain.engine.config import EngineConfig, OptimConfig, Precision, ScheduleConfig
+from maskagain.engine.config import (
+    EngineConfig,
+    OptimConfig,
+    Precision,
+    ScheduleConfig,
+    check_precision_reason,
+)
 from maskagain.losses.config import AMDConfig, MVDConfig, ObjectiveConfig
 
 if TYPE_CHECKING:
@@ -242,6 +248,7 @@ class TeacherSpec:
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
 
 
 @dataclass
@@ -257,6 +264,7 @@ class ImageTeacherSpec(TeacherSpec):
     def validate(self, path: str = "image_teacher") -> None:
         allowed = ("num_heads", "norm_eps")
         self.overrides = model_overrides(self.overrides, f"{path}.overrides", allowed)
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
 
 
 def check_image_teacher(kind: str, mvd: MVDConfig, image_teacher: ImageTeacherSpec) -> None:
@@ -545,6 +553,7 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
+        check_precision_reason(self.precision_reason, "precision_reason")
         self.data.validate()
         check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
         self.overrides = model_overrides(self.overrides, "overrides")
@@ -594,6 +603,7 @@ class ProbeConfig:
 
     def validate(self) -> None:
         check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
+        check_precision_reason(self.precision_reason, "precision_reason")
         self.data.validate()
         self.overrides = model_overrides(self.overrides, "overrides")
         check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
