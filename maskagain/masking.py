@@ -80,6 +80,47 @@ def make_mask(
     return MASKS[kind](batch_size, grid, ratio, generator)
 
 
+def device_check(ok: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless the bool tensor ``ok`` holds True: at once for a CPU
+    tensor; on an accelerator and in compiled code as an asynchronous device assertion (no
+    host sync: a failure surfaces at the next sync, with ``message``)."""
+    if ok.device.type != "cpu" or torch.compiler.is_compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
+
+
+def split_tokens(mask: torch.Tensor, num_visible: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token indices of a mask with ``num_visible`` visible tokens per sample, each ascending:
+    mask (B, N) bool True = hidden -> visible (B, num_visible), hidden (B, N - num_visible) long.
+
+    No host synchronisation and static shapes (a stable sort puts False first): callers take
+    ``num_visible`` from a shape (the visible tokens' ``(B, N_vis, D)``) or from the collate."""
+    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices  # (B, N)
+    return order[:, :num_visible], order[:, num_visible:]
+
+
+def visible_indices(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool mask -> (B, N_vis) ascending visible token indices, computed where the mask
+    is (the collate: on the CPU, so the training step needs no host sync to count them).
+    Raises ValueError when samples keep different numbers of visible tokens."""
+    counts = (~mask).sum(1)
+    if counts.numel() and bool((counts != counts[0]).any()):
+        raise ValueError(
+            f"every sample must keep the same number of visible tokens, got {counts.tolist()}"
+        )
+    return split_tokens(mask, int(counts[0]) if counts.numel() else 0)[0]
+
+
+def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``tokens`` per sample: (B, N, D) or a shared (N, D) table, index (B, K) long ->
+    (B, K, D). The static-shape replacement for ``tokens[mask].reshape(B, -1, D)``."""
+    if tokens.ndim == 2:
+        return tokens[index]
+    b, k = index.shape
+    return tokens.gather(1, index[:, :, None].expand(b, k, tokens.shape[-1]))
+
+
 def visible_count(kind: str, grid: Grid, ratio: float) -> int:
     """Visible tokens per sample that ``make_mask(kind, ...)`` keeps."""
     f, h, w = grid

@@ -60,14 +60,16 @@ def start(cmd: list[str]) -> subprocess.Popen:
     )
 
 
-def reference_run(tmp_path_factory) -> Path:
-    """The uninterrupted distillation run every interrupted run is compared with (once)."""
-    if "reference" not in _CACHE:
+def reference_run(tmp_path_factory, *extra: str) -> Path:
+    """The uninterrupted distillation run every interrupted run (with the same ``extra``
+    overrides) is compared with: run once per set of overrides."""
+    key = "reference" + "".join(f" {e}" for e in extra)
+    if key not in _CACHE:
         run_dir = tmp_path_factory.mktemp("reference") / "run"
-        proc = run(distill_cmd(run_dir, teacher_path(tmp_path_factory)))
+        proc = run(distill_cmd(run_dir, teacher_path(tmp_path_factory), *extra))
         assert proc.returncode == 0, proc.stderr[-3000:]
-        _CACHE["reference"] = run_dir
-    return _CACHE["reference"]
+        _CACHE[key] = run_dir
+    return _CACHE[key]
 
 
 def logged_steps(run_dir: Path) -> list[int]:

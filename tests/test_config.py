@@ -78,7 +78,10 @@ def test_misspelled_section_in_yaml(tmp_path):
     "override, expected",
     [
         ("engine.batch_size=abc", "'engine.batch_size' expects int, got 'abc'"),
-        ("engine.precision=bf61", "'engine.precision' must be one of 'auto', 'bf16', 'fp16', 'fp32'"),
+        (
+            "engine.precision=bf61",
+            "'engine.precision' must be one of 'auto', 'bf16', 'fp16', 'fp32'",
+        ),
         ("optim.betas=0.9", "'optim.betas' expects 2 values"),
         ("mask.ratio=1.2", "'mask.ratio' must be in [0, 1)"),
         ("student.name=vit_bsae", "did you mean 'vit_base'"),

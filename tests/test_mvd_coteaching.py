@@ -78,10 +78,10 @@ def test_image_teacher_sees_the_first_frame_of_every_tubelet(tmp_path, teachers,
     videos, images = [], []
     real_video, real_image = VideoViT.forward_features, ImageViT.forward
 
-    def video_spy(self, video, mask=None, attn_layers=()):
+    def video_spy(self, video, mask=None, attn_layers=(), **kwargs):
         if mask is None:
             videos.append(video.clone())
-        return real_video(self, video, mask, attn_layers)
+        return real_video(self, video, mask, attn_layers, **kwargs)
 
     def image_spy(self, frames):
         images.append((frames.clone(), torch.is_inference_mode_enabled()))

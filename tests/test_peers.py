@@ -109,7 +109,7 @@ def encoder_calls(monkeypatch):
     calls = []
     real = VideoViT.forward_features
 
-    def spy(self, video, mask=None, attn_layers=()):
+    def spy(self, video, mask=None, attn_layers=(), **kwargs):
         calls.append(
             dict(
                 width=self.cfg.embed_dim,
@@ -117,7 +117,7 @@ def encoder_calls(monkeypatch):
                 attn_layers=tuple(attn_layers),
                 inference=torch.is_inference_mode_enabled(),
                 grad=torch.is_grad_enabled(),
-                tokens=real(self, video, mask, attn_layers),
+                tokens=real(self, video, mask, attn_layers, **kwargs),
             )
         )
         return calls[-1]["tokens"]

@@ -200,3 +200,38 @@ def test_tf32_only_for_fp32_training(monkeypatch, precision, expected):
     cfg.engine.precision = precision
     set_matmul_precision(cfg)
     assert (calls or ["highest"]) == [expected]
+
+
+# ----------------------------------------------------------------------------- trainer
+def test_trainer_resolves_auto_and_fp16_scaler_is_checkpointed(tmp_path, cpu_bf16):
+    from test_engine import make_trainer
+
+    cpu_bf16(False)
+    assert make_trainer(tmp_path / "auto", precision="auto").dtype == torch.float32
+    trainer = make_trainer(tmp_path / "fp16", precision="fp16", epochs=1, max_steps_per_epoch=2)
+    assert isinstance(trainer.scaler, torch.amp.GradScaler)
+    trainer.fit()
+    assert trainer.checkpoint_state()["scaler"]["scale"] == trainer.scaler.get_scale()
+
+
+def test_peak_memory_is_logged_on_cuda_only(monkeypatch):
+    from maskagain.engine.metrics import peak_memory
+
+    assert peak_memory(CPU) == {}
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30)
+    assert peak_memory(CUDA) == {"max_mem_gb": 3.0}
+
+
+def test_teacher_is_cast_before_it_moves():
+    from maskagain.recipes.distill import to_device_in
+
+    calls = []
+
+    class Spy(torch.nn.Linear):
+        def to(self, *args, **kwargs):
+            calls.append(args)
+            return super().to(*args, **kwargs)
+
+    teacher = to_device_in(Spy(2, 2), "bf16", CPU)
+    assert calls == [(torch.bfloat16,), (CPU,)]  # the cast first: no fp32 copy on the device
+    assert teacher.weight.dtype == torch.bfloat16

@@ -93,6 +93,23 @@ def test_distill_ddp_matches_single_process_big_batch(tmp_path, tmp_path_factory
     assert all(torch.allclose(sa[k], sb[k], rtol=0, atol=WEIGHT_ATOL) for k in sa)
 
 
+def test_distill_hidden_terms_only_crop_on_device_ddp_matches_single_process(
+    tmp_path, tmp_path_factory
+):
+    """gamma = lam = 0: what comes after the tapped attention of the student's last block gets
+    no gradient. DDP is told at start-up (one log line) instead of failing on step 2. The clips
+    are cut on the device (``data.crop=device``, the CUDA default): equality holds there too."""
+    teacher = teacher_path(tmp_path_factory)
+    args = [*DISTILL, f"teacher.source={teacher}", "objective.gamma=0", "objective.lam=0"]
+    args.append("data.crop=device")
+    single, ddp = pair(tmp_path, args, per_rank=2)
+    assert_close_runs(single, ddp, ("loss", "global", "local"), steps=4)
+    lines = [x for x in (ddp / "train.log").read_text().splitlines() if "no gradient" in x]
+    assert len(lines) == 1 and "find_unused_parameters on" in lines[0], lines
+    assert "student.blocks.1.mlp.fc1.weight" in lines[0]  # after the tapped attention
+    assert "no gradient" not in (single / "train.log").read_text()  # one process: no DDP
+
+
 def test_distill_marel_is_per_rank_the_other_terms_match(tmp_path, tmp_path_factory):
     teacher = teacher_path(tmp_path_factory)
     args = [*DISTILL, f"teacher.source={teacher}", "engine.max_steps_per_epoch=1"]

@@ -44,17 +44,23 @@ def teacher(tmp_path_factory):
     return teacher_path(tmp_path_factory)
 
 
-def resume_and_compare(run_dir, teacher, reference) -> None:
-    proc = run(distill_cmd(run_dir, teacher, "--resume", "auto"))
+def resume_and_compare(run_dir, teacher, reference, *extra: str) -> None:
+    proc = run(distill_cmd(run_dir, teacher, *extra, "--resume", "auto"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_training_state(final_checkpoint(run_dir), final_checkpoint(reference))
     a, b = load_file(run_dir / "student.safetensors"), load_file(reference / "student.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(tmp_path, teacher, reference):
+@pytest.mark.parametrize("extra", [(), ("data.crop=device",)], ids=["crop_worker", "crop_device"])
+def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(
+    tmp_path, tmp_path_factory, teacher, extra
+):
+    """Also with clips cut on the training device (``data.crop=device``, the CUDA default):
+    windows and crop boxes come from the seeded items, the crop runs in the step."""
+    reference = reference_run(tmp_path_factory, *extra)
     run_dir = tmp_path / "killed"
-    proc = start(distill_cmd(run_dir, teacher))
+    proc = start(distill_cmd(run_dir, teacher, *extra))
     # kill once the run is past its step-4 checkpoint, inside the first epoch
     wait_until(proc, lambda: max(logged_steps(run_dir), default=0) >= 5)
     proc.send_signal(signal.SIGKILL)
@@ -67,7 +73,7 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(tmp_path, teacher, 
     assert latest["state"]["epoch"] == 0 and latest["state"]["batch_in_epoch"] == steps[-1]
     # work after the last checkpoint is lost and redone: the resumed run ends exactly where the
     # uninterrupted one does (same weights, optimizer moments, schedule and export)
-    resume_and_compare(run_dir, teacher, reference)
+    resume_and_compare(run_dir, teacher, reference, *extra)
     assert logged_steps(run_dir)[-1] == TOTAL_STEPS
 
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from maskagain.masking import Grid, make_mask
+from maskagain.masking import Grid, make_mask, visible_indices
 
 
 class MaskCollator:
     """Collate dataset items into a batch and, with ``mask_kind``, draw one mask per clip.
 
     Returns ``{"video": (B, C, T, H, W), "label": (B,), "index": (B,), "skipped": [...],
-    "mask": (B, N) bool}`` (``"mask"`` only with ``mask_kind``; ``"view"`` (B,) when items have
+    "mask": (B, N) bool, "visible": (B, N_vis) long}`` (``"mask"`` and its ascending visible
+    token indices ``"visible"``, counted here so the step needs no host sync, only with
+    ``mask_kind``; ``"view"`` (B,) when items have
     one). With ``teacher_ratio`` (``mask_kind`` "tube" only) the batch also holds
-    ``"teacher_mask"`` (B, N), drawn by ``maskagain.losses.amd.asymmetric_masks`` with the same
+    ``"teacher_mask"`` (B, N) and ``"teacher_visible"``, drawn by ``maskagain.losses.amd.asymmetric_masks`` with the same
     per-clip generator: the student's hidden tokens include every teacher-hidden one. Items with a stacked ``(S, C, T, H, W)`` video contribute S rows with the same label
     and index. The trainer calls :meth:`set_epoch` before each epoch.
     """
@@ -65,8 +67,10 @@ class MaskCollator:
                 repeat = seen[index] = seen.get(index, -1) + 1
                 masks.append(self.draw(self.generator(index, repeat)))
             batch["mask"] = torch.cat([m[0] for m in masks])
+            batch["visible"] = visible_indices(batch["mask"])
             if self.teacher_ratio is not None:
                 batch["teacher_mask"] = torch.cat([m[1] for m in masks])
+                batch["teacher_visible"] = visible_indices(batch["teacher_mask"])
         return batch
 
     def draw(self, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

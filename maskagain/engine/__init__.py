@@ -11,6 +11,8 @@ Engine (generic, any recipe):
 - ``sampler``: epoch-seeded sampler that starts mid-epoch; ``masks``: index-seeded masks.
 - ``distributed``: torchrun process group, device selection, reductions.
 - ``metrics``: ``log.jsonl``, TensorBoard, progress bar; ``ema``: model EMA.
+- ``precision``: ``precision: auto`` resolved for the device (bf16 where native, else fp32).
+- ``compiling``: where ``torch.compile`` applies, and the one-line refusal where it does not.
 
 Recipes: ``pretrain`` (VideoMAE teacher), ``distill`` (MaskAgain), ``finetune``,
 ``evaluation``, ``probe``. Import the submodule you need; nothing is imported here.

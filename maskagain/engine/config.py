@@ -10,6 +10,16 @@ from maskagain.config import check
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 where native, else fp32
 
 
+def check_precision_reason(reason: str, path: str) -> None:
+    """``precision_reason`` is written by the run when it resolves ``precision: auto``: empty,
+    or the saved ``auto: ...`` line (a saved config read back)."""
+    check(
+        reason == "" or reason.startswith("auto: "),
+        f"config key '{path}' is written by the run (why precision=auto chose its value): "
+        f"leave it empty or as saved ('auto: ...'), got {reason!r}",
+    )
+
+
 @dataclass
 class OptimConfig:
     """AdamW. The peak lr is ``lr`` if set, else ``base_lr * total_batch / 256``.
@@ -97,9 +107,10 @@ class EngineConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "auto"
-    """autocast dtype of training: bf16, fp16 (with loss scaling) or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    """autocast dtype of training: auto (bf16 where native: a CUDA device with bf16, an AMX or
+    AVX512-BF16 CPU; else fp32), bf16, fp16 (with loss scaling) or fp32"""
     precision_reason: str = ""
-    """written by the run: why precision holds its value (when it came from auto)"""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     grad_checkpointing: bool = False
     """recompute activations in the backward pass: less memory, more time"""
     compile: bool = False
@@ -127,6 +138,7 @@ class EngineConfig:
     steps"""
 
     def validate(self, path: str = "engine") -> None:
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
         for key in ("batch_size", "accum_steps", "log_every", "keep_checkpoints"):
             value = getattr(self, key)
             check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")

@@ -6,6 +6,10 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +156,13 @@ def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
     return str(value)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """``{"max_mem_gb": ...}``: the most memory this process has held on a CUDA ``device``
+    since it started (``torch.cuda.max_memory_allocated``), for the log lines; ``{}`` elsewhere."""
+    if device.type != "cuda":
+        return {}
+    import torch
+
+    return {"max_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}

@@ -45,10 +45,11 @@ from maskagain.engine.checkpoint import (
     prune_checkpoints,
     restore_rng,
 )
+from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
 from maskagain.engine.ema import ModelEma
-from maskagain.engine.metrics import MetricWriter, Progress
+from maskagain.engine.metrics import MetricWriter, Progress, peak_memory
 from maskagain.engine.optim import CosineSchedule
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.sampler import ResumableSampler
@@ -153,7 +154,9 @@ class Trainer:
         self.dtype = DTYPES[resolve_precision(engine.precision, dist.device)[0]]
         self.scaler = self._make_scaler()
         self.ema = ModelEma(model, engine.ema_decay) if engine.ema_decay > 0 else None
-        self.wrapped = self._wrap(model)
+        # DDP must know whether some parameters get no gradient: found on the first batch
+        self._probe_unused = self.dist.distributed and not engine.find_unused_parameters
+        self.wrapped = model if self._probe_unused else self._wrap(model)
         self.last_metrics: dict[str, float] = {}
         self.epoch_metrics: dict[str, float] = {}
         self._window: list[torch.Tensor] = []
@@ -172,7 +175,10 @@ class Trainer:
             return None
         return torch.amp.GradScaler(self.dist.device.type)
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
+    def _wrap(self, model: nn.Module, find_unused: bool | None = None) -> nn.Module:
+        """``model`` in DDP (when distributed) and ``torch.compile`` (when asked)."""
+        if find_unused is None:
+            find_unused = self.engine.find_unused_parameters
         if self.engine.grad_checkpointing:
             n = enable_grad_checkpointing(model)
             log.info("activation checkpointing on in %d module(s)", n)
@@ -183,13 +189,33 @@ class Trainer:
             wrapped = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=ids,
-                find_unused_parameters=self.engine.find_unused_parameters,
+                find_unused_parameters=find_unused,
                 broadcast_buffers=False,
                 gradient_as_bucket_view=True,
             )
         if self.engine.compile:
-            wrapped = torch.compile(wrapped)
+            wrapped = maybe_compile(wrapped, self.dist.device, "the training step")
         return wrapped
+
+    def _wrap_after_probe(self, batch: dict) -> None:
+        """Wrap the model in DDP once the first batch showed whether every trainable parameter
+        gets a gradient (``find_unused_parameters`` on, with one log line, when some do not:
+        e.g. an objective that reads no output-level term leaves the student's last norm
+        unused). Agreed by every process."""
+        unused = unused_parameters(self.model, self.step_fn, batch, self.autocast())
+        flag = torch.tensor([float(len(unused))], device=self.dist.device)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        find_unused = bool(flag.item())
+        if unused:
+            shown = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
+            log.info(
+                "%d trainable parameter(s) get no gradient from the loss (%s): "
+                "find_unused_parameters on",
+                len(unused),
+                shown,
+            )
+        self.wrapped = self._wrap(self.model, find_unused)
+        self._probe_unused = False
 
     def autocast(self):
         """Autocast context for the configured precision (a no-op for fp32)."""
@@ -275,6 +301,8 @@ class Trainer:
     def micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         """Forward + backward of one micro-batch; gradients are all-reduced only when ``sync``."""
         batch = to_device(batch, self.dist.device)
+        if self._probe_unused:
+            self._wrap_after_probe(batch)
         no_sync = self.dist.distributed and not sync
         with self.wrapped.no_sync() if no_sync else nullcontext():
             with self.autocast():
@@ -337,6 +365,7 @@ class Trainer:
         record.update(metrics)
         record["clips_per_s"] = len(rows) * self.clips_per_step / max(elapsed, 1e-9)
         record["data_wait"] = round(self._data_wait_share(elapsed), 3)
+        record.update(peak_memory(self.dist.device))  # CUDA: the process's peak, in GiB
         self.last_metrics = record
         self.writer.write(record, self.state.step)
         self.progress.show({k: v for k, v in record.items() if k not in ("step", "epoch")})
@@ -526,6 +555,37 @@ class Trainer:
         last = self.state.epoch >= self.epochs
         if last or (every and self.state.epoch % every == 0):
             self.save_checkpoint()
+
+
+def unused_parameters(model: nn.Module, step_fn: StepFn, batch: dict, autocast: Any) -> list[str]:
+    """Names of the trainable parameters of ``model`` that the loss of one forward on ``batch``
+    does not reach (its autograd graph is walked, no backward). The RNG states are restored,
+    so the training step that follows draws what it would have drawn."""
+    rng = capture_rng()
+    try:
+        with autocast:
+            loss = step_fn(model, batch)["loss"]
+        reached = _graph_leaves(loss)
+    finally:
+        restore_rng(rng)
+    return [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in reached]
+
+
+def _graph_leaves(loss: torch.Tensor) -> set[int]:
+    """``id`` of every leaf tensor (parameter) that ``loss``'s autograd graph accumulates into."""
+    leaves: set[int] = set()
+    seen: set[Any] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf itself
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(fn for fn, _ in node.next_functions)
+    return leaves
 
 
 def clips_per_step(engine: EngineConfig, world_size: int, clips_per_item: int = 1) -> int:

@@ -41,13 +41,16 @@ Every choice follows the public code (files of that repository):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from maskagain.losses.block_outputs import EncoderOutputWithBlocks, EncoderQuery
 from maskagain.losses.config import AMDConfig
+from maskagain.losses.hidden import teacher_target
 from maskagain.losses.mvd import feature_regression_loss
-from maskagain.masking import Grid, num_hidden
+from maskagain.masking import Grid, device_check, num_hidden, split_tokens, take_tokens
 from maskagain.models.init import official_init
 from maskagain.models.layers import Block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
@@ -112,8 +115,60 @@ class AMDGenerator(nn.Module):
         return x[:, x.shape[1] - return_last :]
 
 
-def _target(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().to(torch.float32, copy=x.is_inference())
+@dataclass
+class TeacherSplit:
+    """How the student's and the teacher's visible tokens relate, as static-shape indices
+    (no host sync: the counts come from the tokens' shapes).
+
+    student_visible: (B, N_s_vis) token indices the student sees, ascending.
+    vis_in_teacher: (B, N_s_vis) positions, among the teacher's N_t_vis visible tokens, of the
+        ones the student sees too; diff_in_teacher: (B, N_diff) positions of the others.
+    diff: (B, N_diff) token indices the teacher sees and the student does not, ascending.
+    """
+
+    student_visible: torch.Tensor
+    vis_in_teacher: torch.Tensor
+    diff_in_teacher: torch.Tensor
+    diff: torch.Tensor
+
+    @property
+    def num_diff(self) -> int:
+        return self.diff.shape[1]
+
+    @classmethod
+    def of(
+        cls, student_mask: torch.Tensor, teacher_mask: torch.Tensor, n_s_vis: int, n_t_vis: int
+    ) -> TeacherSplit:
+        """From the (B, N) masks (True = hidden) and the visible counts of each side."""
+        check_nested_masks(student_mask, teacher_mask)
+        student_visible = split_tokens(student_mask, n_s_vis)[0]
+        teacher_visible = split_tokens(teacher_mask, n_t_vis)[0]  # (B, N_t_vis)
+        hidden_from_student = student_mask.gather(1, teacher_visible)  # (B, N_t_vis)
+        vis_in_teacher, diff_in_teacher = split_tokens(hidden_from_student, n_s_vis)
+        diff = teacher_visible.gather(1, diff_in_teacher)
+        return cls(student_visible, vis_in_teacher, diff_in_teacher, diff)
+
+
+def check_nested_masks(
+    student_mask: torch.Tensor | None, teacher_mask: torch.Tensor | None
+) -> None:
+    """Every token hidden from the teacher is hidden from the student (:func:`device_check`:
+    at once on the CPU, asynchronously on an accelerator)."""
+    if student_mask is None or teacher_mask is None:
+        raise ValueError(
+            "AMD runs both models on masked clips: student_out.mask and "
+            "teacher_out.mask must be set (see asymmetric_masks)"
+        )
+    if student_mask.shape != teacher_mask.shape:
+        raise ValueError(
+            f"student mask {tuple(student_mask.shape)} and teacher mask "
+            f"{tuple(teacher_mask.shape)} differ"
+        )
+    device_check(
+        ~(teacher_mask & ~student_mask).any(),
+        "the student's visible tokens must be a subset of the teacher's (every token "
+        "hidden from the teacher hidden from the student); build both with asymmetric_masks",
+    )
 
 
 class AMDObjective(nn.Module):
@@ -213,22 +268,22 @@ class AMDObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Named unweighted terms and their weighted total under "loss" (a scalar each)."""
         student_mask, teacher_mask = student_out.mask, teacher_out.mask
-        vis_in_teacher, diff_in_teacher = self._split_teacher_tokens(student_mask, teacher_mask)
-        b, n_diff = student_mask.shape[0], int(diff_in_teacher[0].sum())
-        if "generation" in self.term_weights and n_diff == 0:
+        split = TeacherSplit.of(
+            student_mask, teacher_mask, student_out.tokens.shape[1], teacher_out.tokens.shape[1]
+        )
+        if "generation" in self.term_weights and split.num_diff == 0:
             raise ValueError("the teacher sees no token the student does not: nothing to generate")
         direct, generation = [], []
         for i, (ls, lt) in enumerate(self.pairs):
             z_s = self._block(student_out, ls, self.student_depth, "student")
-            z_t = _target(self._block(teacher_out, lt, self.teacher_depth, "teacher"))
-            d = z_t.shape[-1]
+            z_t = teacher_target(self._block(teacher_out, lt, self.teacher_depth, "teacher"))
             p = self.projections[i](z_s)  # (B, N_s_vis, D_t)
             if "direct" in self.term_weights:
-                t_vis = z_t[vis_in_teacher].reshape(b, -1, d)  # (B, N_s_vis, D_t)
+                t_vis = take_tokens(z_t, split.vis_in_teacher)  # (B, N_s_vis, D_t)
                 direct.append(feature_regression_loss(p, t_vis, self.cfg.loss))
             if "generation" in self.term_weights:
-                pred = self.generate(i, p, student_mask, teacher_mask)  # (B, N_diff, D_t)
-                t_diff = z_t[diff_in_teacher].reshape(b, n_diff, d)
+                pred = self.generate(i, p, student_mask, teacher_mask, split)  # (B, N_diff, D_t)
+                t_diff = take_tokens(z_t, split.diff_in_teacher)
                 generation.append(feature_regression_loss(pred, t_diff, self.cfg.loss))
         out: dict[str, torch.Tensor] = {}
         if direct:
@@ -244,46 +299,23 @@ class AMDObjective(nn.Module):
         projected: torch.Tensor,
         student_mask: torch.Tensor,
         teacher_mask: torch.Tensor,
+        split: TeacherSplit | None = None,
     ) -> torch.Tensor:
         """Generator ``index`` on [projected visible tokens + pos, mask token + pos at every
         teacher-visible, student-hidden token] -> (B, N_diff, D_t), in token order.
 
-        projected: (B, N_s_vis, D_t); masks: (B, N) True = hidden.
+        projected: (B, N_s_vis, D_t); masks: (B, N) True = hidden; ``split``: their
+        :class:`TeacherSplit` (made here when not given, one host sync to count the teacher's
+        visible tokens).
         """
-        b, n = student_mask.shape
-        d = projected.shape[-1]
-        diff = student_mask & ~teacher_mask  # (B, N)
-        pos = self.pos_embed.to(projected.dtype).expand(b, n, d)
-        vis = projected + pos[~student_mask].reshape(b, -1, d)
-        gen = self.mask_tokens[index].to(projected.dtype) + pos[diff].reshape(b, -1, d)
+        if split is None:
+            n_t_vis = int((~teacher_mask[0]).sum())
+            split = TeacherSplit.of(student_mask, teacher_mask, projected.shape[1], n_t_vis)
+        pos = self.pos_embed.to(projected.dtype)  # (N, D_t)
+        vis = projected + take_tokens(pos, split.student_visible)
+        gen = self.mask_tokens[index].to(projected.dtype) + take_tokens(pos, split.diff)
         x = torch.cat((vis, gen), dim=1)  # (B, N_s_vis + N_diff, D_t)
         return self.generators[index](x, return_last=gen.shape[1])
-
-    @staticmethod
-    def _split_teacher_tokens(student_mask, teacher_mask):
-        """Which of the teacher's visible tokens the student sees, and which it does not:
-        two (B, N_t_vis) bool tensors."""
-        if student_mask is None or teacher_mask is None:
-            raise ValueError(
-                "AMD runs both models on masked clips: student_out.mask and "
-                "teacher_out.mask must be set (see asymmetric_masks)"
-            )
-        if student_mask.shape != teacher_mask.shape:
-            raise ValueError(
-                f"student mask {tuple(student_mask.shape)} and teacher mask "
-                f"{tuple(teacher_mask.shape)} differ"
-            )
-        if bool((teacher_mask & ~student_mask).any()):
-            raise ValueError(
-                "the student's visible tokens must be a subset of the teacher's (every token "
-                "hidden from the teacher hidden from the student); build both with "
-                "asymmetric_masks"
-            )
-        b = student_mask.shape[0]
-        t_vis = ~teacher_mask
-        vis_in_teacher = (~student_mask)[t_vis].reshape(b, -1)
-        diff_in_teacher = student_mask[t_vis].reshape(b, -1)
-        return vis_in_teacher, diff_in_teacher
 
     @staticmethod
     def _block(out: EncoderOutput, index: int, depth: int, side: str) -> torch.Tensor:

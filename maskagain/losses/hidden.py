@@ -23,6 +23,13 @@ from maskagain.losses.selection import (
 )
 
 
+def teacher_target(x: torch.Tensor) -> torch.Tensor:
+    """A teacher tensor as an fp32, autograd-safe target: always a fresh copy (a teacher's
+    inference tensors cannot be saved for backward; branching on ``is_inference()`` would break
+    a compiled graph, and the teacher's outputs are inference tensors anyway)."""
+    return x.detach().to(torch.float32, copy=True)
+
+
 def _check_tap(logits: torch.Tensor, values: torch.Tensor, tau: float) -> None:
     if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
         raise ValueError(f"logits must be (B, heads, N, N), got {tuple(logits.shape)}")

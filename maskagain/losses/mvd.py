@@ -44,6 +44,8 @@ from torch import nn
 
 from maskagain.losses.block_outputs import EncoderQuery
 from maskagain.losses.config import FeatureLoss, MVDConfig
+from maskagain.losses.hidden import teacher_target
+from maskagain.masking import split_tokens, take_tokens
 from maskagain.models.init import official_init
 from maskagain.models.pretrain import VideoMAEDecoder
 from maskagain.models.vit import EncoderOutput
@@ -114,11 +116,6 @@ def frame_tokens_to_clip(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
     return tokens.reshape(batch_size, bf // batch_size * n, d)
 
 
-def _target(x: torch.Tensor) -> torch.Tensor:
-    """A teacher tensor as an fp32 autograd-safe target (inference tensors are copied)."""
-    return x.detach().to(torch.float32, copy=x.is_inference())
-
-
 class MVDDecoderBranch(nn.Module):
     """One teacher's feature decoder: projection, mask token, 3-D positions, decoder blocks.
 
@@ -160,10 +157,10 @@ class MVDDecoderBranch(nn.Module):
                 f"the decoder was built for {self.pos_embed.shape[0]} tokens, got a mask over {n}"
             )
         x = self.embed(tokens)  # (B, N_vis, D_dec)
-        d = x.shape[-1]
-        pos = self.pos_embed.to(x.dtype).expand(b, n, d)
-        vis = x + pos[~mask].reshape(b, -1, d)
-        hid = self.mask_token.to(x.dtype) + pos[mask].reshape(b, -1, d)
+        visible, hidden = split_tokens(mask, x.shape[1])  # no host sync: counts from shapes
+        pos = self.pos_embed.to(x.dtype)  # (N, D_dec)
+        vis = x + take_tokens(pos, visible)
+        hid = self.mask_token.to(x.dtype) + take_tokens(pos, hidden)
         x = torch.cat((vis, hid), dim=1)  # (B, N, D_dec): visible first, then hidden
         return self.decoder(x, return_last=hid.shape[1])
 
@@ -255,10 +252,15 @@ class MVDObjective(nn.Module):
         """
         return self.branches[teacher](self.encoder_norm(tokens), mask)
 
-    def targets(self, teacher_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, D_t) teacher features of all tokens -> (B, N_hid, D_t) targets, fp32."""
-        b, n, d = teacher_tokens.shape
-        t = _target(teacher_tokens)[mask].reshape(b, -1, d)
+    def targets(
+        self, teacher_tokens: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
+    ) -> torch.Tensor:
+        """(B, N, D_t) teacher features of all tokens -> (B, N_hid, D_t) targets, fp32.
+        ``num_visible``: N_vis when known (the student's tokens), else counted (a host sync)."""
+        d = teacher_tokens.shape[-1]
+        if num_visible is None:
+            num_visible = int((~mask[0]).sum())
+        t = take_tokens(teacher_target(teacher_tokens), split_tokens(mask, num_visible)[1])
         return F.layer_norm(t, (d,), eps=1e-6) if self.cfg.norm_target else t
 
     def forward(
@@ -284,6 +286,7 @@ class MVDObjective(nn.Module):
                     f"{None if tokens is None else tuple(tokens.shape)})"
                 )
             pred = self.branches[name](normed, mask)
-            out[name] = feature_regression_loss(pred, self.targets(tokens, mask), self.cfg.loss)
+            target = self.targets(tokens, mask, normed.shape[1])
+            out[name] = feature_regression_loss(pred, target, self.cfg.loss)
         out["loss"] = sum(self.term_weights[name] * out[name] for name in self.term_weights)
         return out

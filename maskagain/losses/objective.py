@@ -21,6 +21,7 @@ from maskagain.losses.hidden import (
     aggregate_local,
     feature_mse,
     merge_heads,
+    teacher_target,
 )
 from maskagain.losses.output import gather_tokens, relation_loss
 from maskagain.losses.projection import hint_projection, linear_or_identity
@@ -53,11 +54,6 @@ def _block(layer: int, depth: int | None) -> int:
     """The objective's ``layer`` as a block index of a ``depth``-block encoder (as given when
     the depth is unknown)."""
     return layer if depth is None else resolve_block(layer, depth)
-
-
-def _target(x: torch.Tensor) -> torch.Tensor:
-    """A teacher tensor as an fp32 autograd-safe target (inference tensors are copied)."""
-    return x.detach().to(torch.float32, copy=x.is_inference())
 
 
 class MaskAgainObjective(nn.Module):
@@ -96,6 +92,9 @@ class MaskAgainObjective(nn.Module):
         self.student_block = _block(cfg.layer, student_depth)
         self.teacher_block = _block(cfg.layer, teacher_depth)
         self.term_weights = cfg.weights()
+        # set by the recipe when every clip has a tube mask: MALocal's frame layout is then
+        # known without a host sync (checked on the device)
+        self.tube_masks = False
         self._check_heads()
         self.student_proj = nn.ModuleDict()
         self.teacher_proj = nn.ModuleDict()
@@ -181,10 +180,12 @@ class MaskAgainObjective(nn.Module):
         if self.hidden_level:
             s_tap = self._tap(student_out, self.student_block, "student")
             t_tap = self._tap(teacher_out, self.teacher_block, "teacher")
-            t_tap = AttentionTap(logits=_target(t_tap.logits), values=_target(t_tap.values))
-            out.update(self._hidden_terms(s_tap, t_tap, student_out.frame_index))
+            t_tap = AttentionTap(
+                logits=teacher_target(t_tap.logits), values=teacher_target(t_tap.values)
+            )
+            self._hidden_terms(s_tap, t_tap, student_out.frame_index, out)
         if {"hint", "relation", "hint_all"} & set(self.term_weights):
-            out.update(self._output_terms(student_out.tokens, _target(teacher_out.tokens)))
+            self._output_terms(student_out.tokens, teacher_target(teacher_out.tokens), out)
         out["loss"] = sum(self.term_weights[name] * out[name] for name in self.term_weights)
         return out
 
@@ -207,8 +208,12 @@ class MaskAgainObjective(nn.Module):
             teacher = self.teacher_proj[term](teacher)
         return student, teacher
 
-    def _hidden_terms(self, s: AttentionTap, t: AttentionTap, frame_index: torch.Tensor):
-        cfg, terms, out = self.cfg, self.term_weights, {}
+    def _hidden_terms(
+        self, s: AttentionTap, t: AttentionTap, frame_index: torch.Tensor, out: dict
+    ) -> None:
+        """The hidden-level terms, written into ``out`` (filled in place, not merged from a
+        temporary dict: a compiled step keeps one graph)."""
+        cfg, terms = self.cfg, self.term_weights
         tau, renorm = cfg.tau_att, cfg.renormalize
         if "global" in terms:
             k = cfg.k_for("global")
@@ -219,7 +224,8 @@ class MaskAgainObjective(nn.Module):
             z_t = aggregate_global(t.logits, t.values, k, tau, renorm, index=index)
             out["global"] = feature_mse(*self._project("global", z_s, z_t))
         if "local" in terms:
-            out["local"] = self._local(s, t, frame_groups(frame_index, self.num_frames))
+            groups = frame_groups(frame_index, self.num_frames, tube=self.tube_masks)
+            out["local"] = self._local(s, t, groups)
         if "attention_transfer" in terms:
             out["attention_transfer"] = attention_transfer_loss(
                 s.logits, t.logits, tau, cfg.at_mode
@@ -236,7 +242,6 @@ class MaskAgainObjective(nn.Module):
             out["weighted_value_transfer"] = feature_mse(
                 *self._project("weighted_value_transfer", z_s, z_t)
             )
-        return out
 
     def _local(self, s: AttentionTap, t: AttentionTap, groups: FrameGroups) -> torch.Tensor:
         """MALocal MSE over the (sample, query, frame) groups of frames with a visible token."""
@@ -251,12 +256,13 @@ class MaskAgainObjective(nn.Module):
         z_s, z_t = self._project("local", z_s, z_t)  # (B, N, F, D_t)
         return feature_mse(z_s, z_t, None if groups.in_order else groups.nonempty[:, None, :])
 
-    def _output_terms(self, s_tokens: torch.Tensor, t_tokens: torch.Tensor):
-        cfg, terms, out = self.cfg, self.term_weights, {}
+    def _output_terms(self, s_tokens: torch.Tensor, t_tokens: torch.Tensor, out: dict) -> None:
+        """The output-level terms, written into ``out``."""
+        cfg, terms = self.cfg, self.term_weights
         if "hint_all" in terms:
             out["hint_all"] = feature_mse(self.student_proj["hint_all"](s_tokens), t_tokens)
         if not {"hint", "relation"} & set(terms):
-            return out
+            return
         index = activation_topk(t_tokens, cfg.k_for("hint"))  # (B, k) F_act on the teacher
         s_sel, t_sel = gather_tokens(s_tokens, index), gather_tokens(t_tokens, index)
         if "hint" in terms:
@@ -265,4 +271,3 @@ class MaskAgainObjective(nn.Module):
             out["relation"] = relation_loss(
                 s_sel.flatten(0, 1), t_sel.flatten(0, 1), cfg.tau_s, cfg.tau_t, cfg.relation_softmax
             )
-        return out

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from maskagain.masking import device_check
+
 
 def _tie_broken_key(scores: torch.Tensor) -> torch.Tensor:
     """(..., n) float -> (..., n) int64 keys in the same order, all distinct, ties to lower index.
@@ -39,15 +41,16 @@ def stable_topk_indices(
     exact; inside it, equal scores may come in any order.
     Fast path: one float ``topk`` of k + 1 entries; only where an entry equal to the k-th is
     left out (a tie across the boundary, one host sync to find out) does the exact
-    integer-key ``topk`` run. ignore_padding_ties: ties at -inf do not count (padding slots
+    integer-key ``topk`` run. Under ``torch.compile`` the exact path runs on every row (the
+    same indices, no sync, no graph break). ignore_padding_ties: ties at -inf do not count (padding slots
     that the caller drops).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     scores = scores.detach()
     n = scores.shape[-1]
-    if k >= n:
-        return _tie_broken_key(scores).topk(n, dim=-1).indices
+    if k >= n or torch.compiler.is_compiling():  # compiled: the exact path, no sync, one graph
+        return _tie_broken_key(scores).topk(min(k, n), dim=-1).indices
     values, index = scores.topk(k + 1, dim=-1)
     boundary = values[..., k - 1]
     straddle = boundary == values[..., k]
@@ -106,31 +109,40 @@ class FrameGroups:
         return self.counts > 0
 
 
-def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> FrameGroups:
+def frame_groups(
+    frame_index: torch.Tensor, num_frames: int | None = None, tube: bool = False
+) -> FrameGroups:
     """Group the visible tokens of every sample by their true frame index.
 
     frame_index: (B, N) long, the frame of every visible token (``EncoderOutput.frame_index``).
     num_frames: token frames F; None infers ``max(frame_index) + 1``. Frames past the last visible
         one are then missing, which changes no loss value (empty frames are left out of them).
     Works for any mask (tube, random, frame): frames may hold different numbers of tokens, or none.
-    Costs two host synchronisations (the padded width C is a shape).
+    Costs one host synchronisation with ``num_frames`` given, two without (the padded width C
+    is a shape, so a compiled step breaks its graph here). ``tube``: the tokens come from a
+    tube mask (``num_frames`` given): frame by frame, N / F each; the layout is then known
+    without a sync and checked on the device (asynchronously off the CPU).
     """
     if frame_index.ndim != 2:
         raise ValueError(f"frame_index must be (B, N), got shape {tuple(frame_index.shape)}")
     b, n = frame_index.shape
     frame_index = frame_index.long()
-    low, top = torch.stack(torch.aminmax(frame_index)).tolist() if frame_index.numel() else (0, -1)
-    if num_frames is None:
-        num_frames = top + 1
+    if tube and num_frames:
+        return _tube_groups(frame_index, num_frames)
+    if num_frames is None:  # the frame count is a shape: one more sync
+        num_frames = int(frame_index.max()) + 1 if frame_index.numel() else 1
+    counts = torch.zeros(b, num_frames, dtype=torch.long, device=frame_index.device)
+    counts.scatter_add_(1, frame_index.clamp(0, num_frames - 1), torch.ones_like(frame_index))
+    unsorted = (frame_index[:, 1:] < frame_index[:, :-1]).any()
+    span = torch.aminmax(frame_index) if frame_index.numel() else (counts.new_tensor(0),) * 2
+    # one transfer: the layout (a shape) and the range check together
+    stats = torch.stack([*torch.aminmax(counts), unsorted, *span]).tolist()
+    low_count, width, unsorted, low, top = stats
     if low < 0 or top >= num_frames:
         raise ValueError(
             f"frame_index holds frames {low}..{top} but num_frames={num_frames}; pass the token "
             "frame count (num_frames // tubelet_size) of the clip"
         )
-    counts = torch.zeros(b, num_frames, dtype=torch.long, device=frame_index.device)
-    counts.scatter_add_(1, frame_index, torch.ones_like(frame_index))
-    unsorted = (frame_index[:, 1:] < frame_index[:, :-1]).any()
-    low_count, width, unsorted = torch.stack([*torch.aminmax(counts), unsorted]).tolist()
     width = max(width, 1)
     slot = torch.arange(width, device=frame_index.device)
     if low_count == width and not unsorted:
@@ -147,6 +159,27 @@ def frame_groups(frame_index: torch.Tensor, num_frames: int | None = None) -> Fr
     pos = (starts[:, :, None] + slot).clamp_(max=max(n - 1, 0))
     key = order.gather(1, pos.reshape(b, -1)).reshape(b, num_frames, width)
     return FrameGroups(key=key, valid=valid, counts=counts)
+
+
+def _tube_groups(frame_index: torch.Tensor, num_frames: int) -> FrameGroups:
+    """Frame groups of a tube mask's tokens: frame f holds tokens f * C .. (f + 1) * C - 1."""
+    b, n = frame_index.shape
+    if n % num_frames:
+        raise ValueError(
+            f"{n} visible tokens cannot be a tube mask's over {num_frames} frames (not a "
+            "multiple); drop the tube layout (frame_groups(..., tube=False))"
+        )
+    width, device = n // num_frames, frame_index.device
+    token = torch.arange(n, device=device)
+    key = token.reshape(1, num_frames, width).expand(b, -1, -1)
+    layout = frame_index == token.div(width, rounding_mode="floor")  # (B, N)
+    device_check(
+        layout.all(),
+        "frame_groups(tube=True) got tokens that are not a tube mask's, frame by frame",
+    )
+    counts = torch.full((b, num_frames), width, dtype=torch.long, device=device)
+    valid = torch.ones(b, num_frames, width, dtype=torch.bool, device=device)
+    return FrameGroups(key=key, valid=valid, counts=counts, in_order=True)
 
 
 def gather_frame_logits(logits: torch.Tensor, groups: FrameGroups) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from maskagain.masking import split_tokens, take_tokens
 from maskagain.models.layers import Block, sinusoid_table, trunc_normal_init
 from maskagain.models.vit import VideoViT
 
@@ -81,8 +82,8 @@ def pixel_targets(
     patch_size: int,
     tubelet_size: int,
     normalize: bool = True,
-    mean: Sequence[float] | None = IMAGENET_MEAN,
-    std: Sequence[float] | None = IMAGENET_STD,
+    mean: Sequence[float] | torch.Tensor | None = IMAGENET_MEAN,
+    std: Sequence[float] | torch.Tensor | None = IMAGENET_STD,
 ) -> torch.Tensor:
     """Per-token regression targets (B, N, tubelet * patch * patch * C), in VideoMAE's order.
 
@@ -97,8 +98,10 @@ def pixel_targets(
     x = patchify(video.float(), patch_size, tubelet_size)  # (B, N, P, C)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std (or neither)")
-    if mean is not None:
-        x = x * x.new_tensor(std) + x.new_tensor(mean)  # back to [0, 1] pixels
+    if mean is not None:  # back to [0, 1] pixels (tensors on the clip's device: no copy)
+        x = x * torch.as_tensor(std, dtype=x.dtype, device=x.device) + torch.as_tensor(
+            mean, dtype=x.dtype, device=x.device
+        )
     if normalize:
         x = x - x[:, :, :1]  # exact zeros for a flat patch
         mu = x.mean(dim=-2, keepdim=True)
@@ -152,6 +155,10 @@ class PixelReconstruction(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         n = self.grid[0] * self.grid[1] * self.grid[2]
         self.register_buffer("pos_embed", sinusoid_table(n, decoder_dim), persistent=False)
+        # the clip statistics as buffers: they move with the module, no copy per step
+        for name, value in (("mean", self.pixel_mean), ("std", self.pixel_std)):
+            table = None if value is None else torch.tensor(value, dtype=torch.float32)
+            self.register_buffer(f"pixel_{name}_table", table, persistent=False)
         self.decoder = VideoMAEDecoder(
             decoder_dim,
             decoder_depth,
@@ -209,33 +216,37 @@ class PixelReconstruction(nn.Module):
                 f"({self.pos_embed.shape[0]} tokens), got a mask over {mask.shape[1]} tokens"
             )
         x = self.encoder_to_decoder(tokens)  # (B, N_vis, D_dec)
-        b, n_vis, d = x.shape
-        pos = self.pos_embed.to(x.dtype).expand(b, -1, -1)  # (B, N, D_dec)
-        pos_vis = pos[~mask].reshape(b, n_vis, d)
-        pos_hid = pos[mask].reshape(b, -1, d)
-        n_hid = pos_hid.shape[1]
+        visible, hidden = split_tokens(mask, x.shape[1])  # no host sync: counts from shapes
+        pos = self.pos_embed.to(x.dtype)  # (N, D_dec)
+        pos_vis, pos_hid = take_tokens(pos, visible), take_tokens(pos, hidden)
         x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_hid], dim=1)
-        return self.decoder(x, return_last=n_hid)
+        return self.decoder(x, return_last=hidden.shape[1])
 
-    def targets(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) clip, (B, N) mask -> (B, N_hid, out_dim) fp32 targets, no grad."""
+    def targets(
+        self, video: torch.Tensor, mask: torch.Tensor, num_hidden: int | None = None
+    ) -> torch.Tensor:
+        """(B, C, T, H, W) clip, (B, N) mask -> (B, N_hid, out_dim) fp32 targets, no grad.
+        ``num_hidden``: N_hid when known (a prediction's shape), else counted (a host sync)."""
         with torch.no_grad():
             t = pixel_targets(
                 video,
                 self.patch_size,
                 self.tubelet_size,
                 self.norm_pix_loss,
-                self.pixel_mean,
-                self.pixel_std,
+                self.pixel_mean_table,
+                self.pixel_std_table,
             )
-            return t[mask].reshape(mask.shape[0], -1, t.shape[-1])
+            if num_hidden is None:
+                num_hidden = int(mask[0].sum())
+            n = mask.shape[1]
+            return take_tokens(t, split_tokens(mask, n - num_hidden)[1])
 
     def pixel_loss(
         self, tokens: torch.Tensor, mask: torch.Tensor, video: torch.Tensor
     ) -> torch.Tensor:
         """MSE between predicted and target pixels of the hidden tokens (a scalar, fp32)."""
         pred = self.predict_pixels(tokens, mask)
-        return F.mse_loss(pred.float(), self.targets(video, mask))
+        return F.mse_loss(pred.float(), self.targets(video, mask, pred.shape[1]))
 
     def forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, video: torch.Tensor
@@ -285,17 +296,22 @@ class VideoMAEPretrain(PixelReconstruction):
         )
         self.encoder = encoder
 
-    def predict(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, video: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pixel predictions of the hidden tokens: (B, N_hidden, out_dim), in token order."""
         grid = self.encoder.token_grid(video.shape)
         if grid != self.encoder.cfg.grid:
             raise ValueError(
                 f"pre-training runs at the configured token grid {self.encoder.cfg.grid}, got {grid}"
             )
-        enc = self.encoder.forward_features(video, mask)
+        enc = self.encoder.forward_features(video, mask, visible=visible)
         return self.predict_pixels(self.encoder.norm(enc.tokens), mask)
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """video (B, C, T, H, W), mask (B, N) bool True = hidden -> {"loss": scalar}."""
-        pred = self.predict(video, mask)  # (B, N_hid, P*C)
-        return {"loss": F.mse_loss(pred.float(), self.targets(video, mask))}
+    def forward(
+        self, video: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """video (B, C, T, H, W), mask (B, N) bool True = hidden (``visible``: the collate's
+        (B, N_vis) visible indices, optional) -> {"loss": scalar}."""
+        pred = self.predict(video, mask, visible)  # (B, N_hid, P*C)
+        return {"loss": F.mse_loss(pred.float(), self.targets(video, mask, pred.shape[1]))}

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from maskagain.masking import split_tokens
 from maskagain.models.layers import (
     AttentionTap,
     Block,
@@ -84,16 +85,20 @@ class EncoderOutput:
     attn: block index -> AttentionTap, only for the blocks asked for.
     frame_index: (B, N_vis) long, temporal (frame) index of every visible token.
     mask: (B, N) bool or None, the mask that was applied (True = hidden).
+    blocks: block index (0-based) -> (B, N_vis, D) output tokens, only for the blocks asked for.
     """
 
     tokens: torch.Tensor
     frame_index: torch.Tensor
     attn: dict[int, AttentionTap] = field(default_factory=dict)
     mask: torch.Tensor | None = None
+    blocks: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class VideoViT(nn.Module):
     """VideoMAE-compatible video ViT: ``forward_features`` -> ``forward_head``."""
+
+    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -195,17 +200,38 @@ class VideoViT(nn.Module):
             raise ValueError("the mask hides every token; lower the mask ratio")
         return n_vis
 
+    def _visible_ids(
+        self, mask: torch.Tensor, batch: int, n: int, visible: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, N_vis) ascending indices of the visible tokens of ``mask``: ``visible`` when
+        given (checked by shape only), else counted from the mask (one host sync)."""
+        if visible is None:
+            return split_tokens(mask, self._check_mask(mask, batch, n))[0]
+        if mask.dtype != torch.bool or mask.shape != (batch, n):
+            self._check_mask(mask, batch, n)  # raises the one-line error
+        if visible.ndim != 2 or visible.shape[0] != batch or not 0 < visible.shape[1] <= n:
+            raise ValueError(
+                f"visible must be (B={batch}, N_vis) token indices of the mask, got shape "
+                f"{tuple(visible.shape)}; build it with maskagain.masking.visible_indices"
+            )
+        return visible
+
     # ------------------------------------------------------------------ forward
     def forward_features(
         self,
         video: torch.Tensor,
         mask: torch.Tensor | None = None,
         attn_layers: tuple[int, ...] | list[int] = (),
+        visible: torch.Tensor | None = None,
+        blocks: tuple[int, ...] | list[int] = (),
     ) -> EncoderOutput:
         """Encode the visible tokens of ``video`` (B, C, T, H, W).
 
         ``attn_layers`` names the blocks (negative indices count from the end) whose attention
-        logits and values are returned; the other blocks run fused SDPA.
+        logits and values are returned; the other blocks run fused SDPA. ``blocks`` names the blocks whose output tokens
+        are returned too (``EncoderOutput.blocks``). ``visible``: the
+        mask's (B, N_vis) ascending visible token indices (the collate's ``"visible"``): with
+        them the forward needs no host sync to count the visible tokens.
         """
         grid = self.token_grid(video.shape)
         b, n = video.shape[0], _prod(grid)
@@ -219,15 +245,15 @@ class VideoViT(nn.Module):
             x = x + pos.to(dtype=x.dtype)
         else:
             # only the visible tubelets are embedded: hidden ones would be dropped anyway
-            n_vis = self._check_mask(mask, b, n)
-            # visible token indices in ascending order: a stable sort puts False (visible) first
-            ids = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :n_vis]
+            ids = self._visible_ids(mask, b, n, visible)  # (B, N_vis) ascending
             x = self.patch_embed.forward_visible(video, ids)  # (B, N_vis, D)
             x = x + pos[ids].to(dtype=x.dtype)
             frame_index = ids.div(grid[1] * grid[2], rounding_mode="floor")
         x = self.pos_drop(x)
         taps = {self._block_index(i) for i in attn_layers}
+        wanted = {self._block_index(i) for i in blocks}
         attn: dict[int, AttentionTap] = {}
+        outputs: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             if i in taps:
                 x, attn[i] = blk.forward_tapped(x)
@@ -235,7 +261,11 @@ class VideoViT(nn.Module):
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
-        return EncoderOutput(tokens=x, frame_index=frame_index, attn=attn, mask=mask)
+            if i in wanted:
+                outputs[i] = x
+        return EncoderOutput(
+            tokens=x, frame_index=frame_index, attn=attn, mask=mask, blocks=outputs
+        )
 
     def _block_index(self, i: int) -> int:
         return resolve_block(i, self.depth)

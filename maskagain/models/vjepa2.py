@@ -225,6 +225,8 @@ class VJEPA2Encoder(nn.Module):
     # the input and mask checks are VideoViT's, so both encoders accept and refuse the same clips
     token_grid = VideoViT.token_grid
     _check_mask = VideoViT._check_mask
+    _visible_ids = VideoViT._visible_ids
+    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
     _block_index = VideoViT._block_index
 
     @property
@@ -236,12 +238,16 @@ class VJEPA2Encoder(nn.Module):
         video: torch.Tensor,
         mask: torch.Tensor | None = None,
         attn_layers: tuple[int, ...] | list[int] = (),
+        visible: torch.Tensor | None = None,
+        blocks: tuple[int, ...] | list[int] = (),
     ) -> EncoderOutput:
         """Encode the visible tokens of ``video`` (B, C, T, H, W); ``tokens`` are (B, N_vis, D)
         before the final norm.
 
         ``attn_layers`` names the blocks (negative indices count from the end) whose attention
-        logits (fp32) and values are returned; the other blocks run fused SDPA.
+        logits (fp32) and values are returned; the other blocks run fused SDPA. ``blocks`` names the blocks whose output tokens
+        are returned too (``EncoderOutput.blocks``). ``visible``:
+        the mask's (B, N_vis) visible token indices (the collate's), saving a host sync.
         """
         grid = self.token_grid(video.shape)
         b, n = video.shape[0], math.prod(grid)
@@ -249,13 +255,13 @@ class VJEPA2Encoder(nn.Module):
             ids = torch.arange(n, device=video.device).expand(b, n)
             x = self.patch_embed(video)  # (B, N, D)
         else:
-            n_vis = self._check_mask(mask, b, n)
-            # visible token indices in ascending order: a stable sort puts False (visible) first
-            ids = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :n_vis]
+            ids = self._visible_ids(mask, b, n, visible)  # (B, N_vis) ascending
             x = self.patch_embed.forward_visible(video, ids)  # (B, N_vis, D)
         rope = rope_tables(token_positions(ids, grid), self.cfg.embed_dim // self.cfg.num_heads)
         taps = {self._block_index(i) for i in attn_layers}
+        wanted = {self._block_index(i) for i in blocks}
         attn: dict[int, AttentionTap] = {}
+        outputs: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             if i in taps:
                 x, attn[i] = blk.forward_tapped(x, rope)
@@ -263,8 +269,12 @@ class VJEPA2Encoder(nn.Module):
                 x = checkpoint(blk, x, rope, use_reentrant=False)
             else:
                 x = blk(x, rope)
+            if i in wanted:
+                outputs[i] = x
         frame_index = ids.div(grid[1] * grid[2], rounding_mode="floor")
-        return EncoderOutput(tokens=x, frame_index=frame_index, attn=attn, mask=mask)
+        return EncoderOutput(
+            tokens=x, frame_index=frame_index, attn=attn, mask=mask, blocks=outputs
+        )
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) block output -> (B, D): final norm, then the mean over tokens."""

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Literal
 
 from maskagain.config import ConfigError, check, coerce, unknown_key
 from maskagain.data.config import DataConfig
-from maskagain.engine.config import EngineConfig, OptimConfig, Precision, ScheduleConfig
+from maskagain.engine.config import (
+    EngineConfig,
+    OptimConfig,
+    Precision,
+    ScheduleConfig,
+    check_precision_reason,
+)
 from maskagain.losses.config import AMDConfig, MVDConfig, ObjectiveConfig
 
 if TYPE_CHECKING:
@@ -265,12 +271,13 @@ class TeacherSpec:
     overrides: dict = field(default_factory=dict)
     """model fields passed to the loader, e.g. {img_size: 112} to interpolate positions"""
     precision: Precision = "auto"
-    """autocast dtype of the teacher's forward pass: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
     precision_reason: str = ""
-    """written by the run: why precision holds its value (when it came from auto)"""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
 
     def validate(self, path: str = "teacher") -> None:
         self.overrides = model_overrides(self.overrides, f"{path}.overrides")
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
 
 
 @dataclass
@@ -286,6 +293,7 @@ class ImageTeacherSpec(TeacherSpec):
     def validate(self, path: str = "image_teacher") -> None:
         allowed = ("num_heads", "norm_eps")
         self.overrides = model_overrides(self.overrides, f"{path}.overrides", allowed)
+        check_precision_reason(self.precision_reason, f"{path}.precision_reason")
 
 
 def check_image_teacher(kind: str, mvd: MVDConfig, image_teacher: ImageTeacherSpec) -> None:
@@ -594,9 +602,9 @@ class EvaluateConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "auto"
-    """autocast dtype: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
     precision_reason: str = ""
-    """written by the run: why precision holds its value (when it came from auto)"""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     class_names: str = ""
     """file with one class name per line; empty: the data's class names or numbers"""
     progress: bool = True
@@ -604,6 +612,7 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         check(bool(self.checkpoint), "config key 'checkpoint' is required (a run dir or a file)")
+        check_precision_reason(self.precision_reason, "precision_reason")
         self.data.validate()
         check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")
         self.overrides = model_overrides(self.overrides, "overrides")
@@ -659,14 +668,15 @@ class ProbeConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto (CUDA when there is one), cuda or cpu"""
     precision: Precision = "auto"
-    """autocast dtype of the encoder: bf16, fp16 or fp32; auto: bf16 where the device computes it natively, else fp32"""
+    """autocast dtype: auto (bf16 where native, else fp32), bf16, fp16 or fp32"""
     precision_reason: str = ""
-    """written by the run: why precision holds its value (when it came from auto)"""
+    """written by the run: why precision holds its value (what auto chose, and why)"""
     progress: bool = True
     """show a progress bar on a terminal"""
 
     def validate(self) -> None:
         check(bool(self.encoder), "config key 'encoder' is required (a run dir or weights file)")
+        check_precision_reason(self.precision_reason, "precision_reason")
         self.data.validate()
         self.overrides = model_overrides(self.overrides, "overrides")
         check(self.batch_size >= 1, f"config key 'batch_size' must be >= 1, got {self.batch_size}")

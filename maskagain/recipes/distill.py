@@ -29,11 +29,12 @@ import torch
 from torch import nn
 
 from maskagain.config import ConfigError
+from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
 from maskagain.losses.amd import AMDObjective
-from maskagain.losses.block_outputs import EncoderQuery
+from maskagain.losses.block_outputs import EncoderQuery, uses_hooks
 from maskagain.losses.mvd import MVDObjective, frame_tokens_to_clip, image_teacher_frames
 from maskagain.losses.objective import MaskAgainObjective
 from maskagain.losses.pixel import with_weighted_term
@@ -102,14 +103,19 @@ class FrozenTeacher(_Frozen):
         super().__init__(encoder, precision)
         self.query = query
         forward = functools.partial(query.run, self.encoder)
-        if compile and query.blocks:  # block outputs are captured by hooks: run eagerly
-            log.info("teacher: block outputs %s are read, so it runs uncompiled", query.blocks)
-        self._forward = torch.compile(forward) if compile and not query.blocks else forward
+        if compile:
+            hooks = query.blocks and uses_hooks(self.encoder)
+            reason = f"its block outputs {query.blocks} are read through hooks" if hooks else None
+            device = next(self.encoder.parameters()).device
+            forward = maybe_compile(forward, device, "the teacher", reason)
+        self._forward = forward
 
     def __call__(self, batch: dict) -> EncoderOutput:
         """batch: ``"video"`` (B, C, T, H, W) and the masks (B, N) the query names."""
         with self.running():
-            return self._forward(batch["video"], self.query.mask_of(batch))
+            return self._forward(
+                batch["video"], self.query.mask_of(batch), self.query.visible_of(batch)
+            )
 
 
 class FrozenImageTeacher(_Frozen):
@@ -174,9 +180,11 @@ class DistillModule(nn.Module):
         mask: torch.Tensor,
         teacher_out: EncoderOutput,
         image_tokens: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """video (B, C, T, H, W), mask (B, N) True = hidden -> named scalar losses."""
-        out = self.student_query.run(self.student, video, mask)
+        """video (B, C, T, H, W), mask (B, N) True = hidden (``visible``: its (B, N_vis)
+        visible indices, optional) -> named scalar losses."""
+        out = self.student_query.run(self.student, video, mask, visible)
         extra = () if image_tokens is None else (image_tokens,)
         losses = self.objective(out, teacher_out, *extra)
         if self.pixel_head is not None:
@@ -257,6 +265,8 @@ def build_distill_module(
     student = cfg.student.build("student")
     image_dim = image_teacher.cfg.embed_dim if image_teacher is not None else None
     objective = OBJECTIVES[cfg.objective.kind](cfg, student, teacher, image_dim)
+    if hasattr(objective, "tube_masks"):  # frame layout known from the mask kind
+        objective.tube_masks = cfg.mask.kind == "tube"
     head, weight = None, cfg.objective.pixel_weight
     if weight > 0:
         dim, heads = cfg.pixel_decoder.resolved(student.cfg.embed_dim)
@@ -277,7 +287,8 @@ def make_distill_step(teacher: FrozenTeacher, image_teacher: FrozenImageTeacher 
 
     def distill_step(module: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         image = image_teacher(batch) if image_teacher is not None else None
-        return module(batch["video"], batch["mask"], teacher(batch), image)
+        visible = batch.get("visible")
+        return module(batch["video"], batch["mask"], teacher(batch), image, visible=visible)
 
     return distill_step
 

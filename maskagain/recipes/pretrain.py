@@ -43,7 +43,7 @@ def build_pretrain_model(cfg: PretrainConfig) -> VideoMAEPretrain:
 
 def pretrain_step(module: nn.Module, batch: dict) -> dict:
     """One micro-batch: ``{"loss": pixel MSE on the hidden tokens}``."""
-    return module(batch["video"], batch["mask"])
+    return module(batch["video"], batch["mask"], visible=batch.get("visible"))
 
 
 def run(cfg: PretrainConfig, resume: str | None = None) -> dict:
