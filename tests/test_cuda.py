@@ -197,8 +197,9 @@ def _torchrun_distill(run_dir: Path, teacher: Path, dev: str, *extra: str) -> No
 
 @pytest.mark.parametrize("dev", DEVICES)
 def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teacher, full_fp32):
-    """A one-process torchrun run stopped mid-epoch and resumed ends bit for bit where the
-    uninterrupted run (in this process, one thread as the runs have) ends."""
+    """A one-process torchrun run (it joins a process group: NCCL on CUDA, gloo on the CPU, and
+    trains under DDP) stopped mid-epoch and resumed ends bit for bit where the uninterrupted
+    run (in this process, one thread as the runs have) ends."""
     full, cut = tmp_path / "full", tmp_path / "cut"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -211,6 +212,8 @@ def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teach
     assert [s for s, _ in list_checkpoints(cut)][-1] == 3
     _torchrun_distill(cut, teacher, dev, "--resume", "auto")
     assert _ran_on(cut, dev)
+    backend = "nccl" if dev == "cuda" else "gloo"
+    assert f"1 process(es), process group {backend}" in (cut / "train.log").read_text()
     a = load_checkpoint(list_checkpoints(full)[-1][1])
     b = load_checkpoint(list_checkpoints(cut)[-1][1])
     assert a["state"] == b["state"] and a["state"]["step"] == 4

@@ -26,6 +26,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    joined: bool = False  # a process group was joined (every torchrun launch, one process too)
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +34,7 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.joined or self.world_size > 1
 
 
 def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
@@ -47,17 +48,23 @@ def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device
 
 
 def init_distributed(preference: str = "auto") -> DistInfo:
-    """Join the torchrun process group if launched by torchrun; otherwise run single-process."""
+    """Join the torchrun process group if launched by torchrun; otherwise run single-process.
+
+    A torchrun launch joins even with one process (NCCL on CUDA, gloo on the CPU), so a
+    one-GPU ``torchrun`` run takes the same DDP path as a multi-GPU one.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, **kwargs)
         log.info("joined process group: rank %d/%d (%s, %s)", rank, world_size, backend, device)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    joined = dist.is_available() and dist.is_initialized()
+    return DistInfo(rank, world_size, local_rank, device, joined=joined)
 
 
 def cleanup() -> None:

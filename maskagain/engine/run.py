@@ -62,7 +62,13 @@ def start_run(
     else:  # no caching allocator on CPU: keep freed tensors' memory for the next step
         keep_freed_memory()
     seed_everything(seed + dist.rank)
-    log.info("run directory %s, %d process(es), device %s", run_dir, dist.world_size, dist.device)
+    group = (
+        f"process group {torch.distributed.get_backend()}" if dist.joined else "no process group"
+    )
+    log.info(
+        "run directory %s, %d process(es), %s, device %s",
+        run_dir, dist.world_size, group, dist.device,
+    )  # fmt: skip
     if chosen:
         log.info(describe_precision(chosen))
     return dist, run_dir
