@@ -96,7 +96,8 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_one(tmp_path, teache
     cmd = distill_cmd(run_dir, teacher)
     child = [sys.executable, "-c", PAUSING_CHILD, "ckpt_step00000006.pt", str(marker), *cmd[3:]]
     proc = start(child)
-    wait_until(proc, marker.exists)
+    # the marker is created before its text is written: wait for the text
+    wait_until(proc, lambda: marker.exists() and bool(marker.read_text()))
     tmp_file = marker.read_text()
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
