@@ -132,6 +132,30 @@ def test_every_recipe_runs_three_steps_on_the_device(dev, tmp_path, info_logs):
     assert probe["num_train"] == 64 and 0.0 <= probe["val_top1"] <= 100.0
 
 
+@pytest.mark.parametrize("dev", DEVICES)
+def test_predict_runs_on_the_device_as_on_the_cpu(dev, tmp_path):
+    """``predict`` on real H.264 files gives the same top classes on the device as on the CPU."""
+    from maskagain.data.inputs import collect_videos
+    from maskagain.recipes.predict import data_config, load_predictor, predict
+    from tests._classifier_run import DATA, make_run, write_videos
+
+    (tmp_path / "videos").mkdir()
+    videos = write_videos(tmp_path / "videos")
+    run = make_run(tmp_path / "run", DATA)
+    paths = collect_videos([str(videos)])
+    results = {}
+    for where in ("cpu", dev):
+        predictor = load_predictor(run, device=where)
+        cfg = data_config(predictor.preprocessing, 0)
+        results[where] = predict(predictor, paths, cfg, 2, False, None, 4, False)
+        assert predictor.backend == f"pytorch ({where})"
+    cpu, other = results["cpu"].rows, results[dev].rows
+    assert len(cpu) == len(paths) == 6 and not results[dev].failed
+    for a, b in zip(cpu, other):
+        assert a.labels == b.labels, (a.path, a.labels, b.labels)
+        assert torch.allclose(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-3)
+
+
 # ---------------------------------------------------------------------- attention
 @pytest.mark.parametrize("dev", DEVICES)
 def test_attention_taps_give_the_fused_paths_block_outputs(dev, full_fp32):

@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="decoding processes (default 2; 0: in-process)"
     )
-    parser.add_argument("--device", default="cpu", help="torch device for PyTorch models")
+    parser.add_argument(
+        "--device", default="auto", help="torch device for PyTorch models (auto: CUDA if any)"
+    )
     parser.add_argument("--ema", action="store_true", help="a run directory's EMA weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

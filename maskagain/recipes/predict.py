@@ -68,11 +68,14 @@ class Prediction:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_predictor(source: str | Path, use_ema: bool = False, device: str = "cpu") -> Predictor:
-    """A run directory, a weights file or a Hugging Face directory (PyTorch on ``device``), or
-    an ``.onnx`` export (onnxruntime on the CPU), with its preprocessing and class names."""
+def load_predictor(source: str | Path, use_ema: bool = False, device: str = "auto") -> Predictor:
+    """A run directory, a weights file or a Hugging Face directory (PyTorch on ``device``;
+    ``auto``: CUDA when there is one), or an ``.onnx`` export (onnxruntime on the CPU), with its
+    preprocessing and class names."""
     if str(source).endswith(".onnx"):
         return _onnx_predictor(source)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from maskagain.models.export import load_checked
     from maskagain.recipes.export import resolve_export_metadata, resolve_preprocessing
 
