@@ -51,17 +51,28 @@ if TYPE_CHECKING:
     from maskagain.recipes.demo import DemoSizes
 
 
-def probe_top1(encoder, clips, seed: int) -> float:
-    """Val top-1 of the demo's probe per time step on ``clips`` (``ProbeClips``)."""
-    from maskagain.engine.probe import extract_pooled_features, train_linear_probe
-    from maskagain.recipes.demo import NUM_CLASSES, PROBE
+def time_features(encoder, clips) -> tuple:
+    """(train, val) features of ``encoder`` pooled per time step on ``clips`` (``ProbeClips``)."""
+    from maskagain.engine.probe import extract_pooled_features
 
     encoder = encoder.float()
-    train, val = (
+    return tuple(
         extract_pooled_features(encoder, clips.batches(split), "cpu", poolings=("time",))["time"]
         for split in ("train", "val")
     )
-    return train_linear_probe(train, val, NUM_CLASSES, **PROBE, seed=seed).val_top1
+
+
+def fit_top1(features: tuple, seed: int) -> float:
+    """Val top-1 of the demo's probe (seed ``seed``) on (train, val) ``features``."""
+    from maskagain.engine.probe import train_linear_probe
+    from maskagain.recipes.demo import NUM_CLASSES, PROBE
+
+    return train_linear_probe(*features, NUM_CLASSES, **PROBE, seed=seed).val_top1
+
+
+def probe_top1(encoder, clips, seed: int) -> float:
+    """Val top-1 of the demo's probe per time step on ``clips`` (``ProbeClips``)."""
+    return fit_top1(time_features(encoder, clips), seed)
 
 
 def _stats(values: list[float]) -> dict:
@@ -94,7 +105,8 @@ def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_nor
         demo = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=train, probe_val_clips=val)
         clips = ProbeClips(demo)
         untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
-        probe_seeds = [probe_top1(teacher, clips, s) for s in range(inits)]
+        features = time_features(teacher, clips)  # one encoder: only the probe's seed changes
+        probe_seeds = [fit_top1(features, s) for s in range(inits)]
         key = f"{train}:{val}"
         out[key] = {
             "untrained_student_over_inits": _stats(untrained),
