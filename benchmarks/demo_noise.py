@@ -222,6 +222,7 @@ def row_variants(
         raise SystemExit(f"--row must be one of {list(demo.TRAINED_ROWS)}, got {row!r}")
     sizes = sizes or demo.DEFAULT_SIZES
     clips = demo.ProbeClips(sizes)
+    demo.prerender_pretraining(sizes, finetune=False)  # rendered once for every run below
     out = {}
     for name, overrides in variants.items():
         top1 = {}
