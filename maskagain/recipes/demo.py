@@ -632,10 +632,12 @@ def run_demo(
     rows: list[str] | tuple[str, ...] | None = None,
     student_init: str = STUDENT_INIT,
     finetune: bool = False,
+    keep_clips: bool = False,
 ) -> dict:
     """Run the comparison (the student ``rows``, default :data:`DEFAULT_ROWS`, every student
     drawn with ``student_init``; fine-tunes only with ``finetune``); returns (and writes)
-    ``summary.json``'s content."""
+    ``summary.json``'s content. ``keep_clips``: keep the rendered clips for the next call (the
+    synthetic set is the same for every training seed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
@@ -663,7 +665,8 @@ def run_demo(
     probes = probe_encoders(encoders, sizes, clips, seed)
     del clips
     finetunes = _finetune_all(out, sizes, rows, teacher, students, seed, stages) if finetune else {}
-    clear_prerendered()
+    if not keep_clips:
+        clear_prerendered()
     stages.start("figures and report")
     table = result_rows(card, sizes, rows, runs, probes, finetunes)
     figures = draw_figures(out, table, teacher, finetune)
@@ -944,7 +947,9 @@ def run_seeds(
             rows=rows,
             student_init=student_init,
             finetune=finetune,
+            keep_clips=True,  # every seed trains and probes on the same synthetic clips
         )
+    clear_prerendered()
     result = demo_report.seeds_summary(summaries)
     result.update(
         runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},

@@ -105,7 +105,10 @@ def draw_curves(out: Path, path: Path) -> Path:
             ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label[11:])
     ax.set_title("fine-tuning loss (cross-entropy, label smoothing 0.1)", fontsize=9)
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:  # no fine-tune ran (``maskagain demo --finetune`` adds them)
+        ax.axis("off")
     ax = axes[4]
     for run, label in pretrain:
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
