@@ -1,6 +1,7 @@
 """How much of the demo's ranking column is evaluation noise, and why a row can still move.
 
-    python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10]
+    python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10] \
+        [--probe-seeds 10] [--init official]
     python -m benchmarks.demo_noise --mvd-runs runs/demo/seed0/mvd runs/demo/seed1/mvd ...
     python -m benchmarks.demo_noise --target-share
     python -m benchmarks.demo_noise --variants demo= official_init=student.init=official \
@@ -84,10 +85,16 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_normal") -> dict:
-    """The probe's spread for the untrained student over ``inits`` random inits (scheme
-    ``init``, as the students' ``init`` config key) and for the shipped teacher over as many probe
-    seeds, at every (train, val) clip count of ``sizes``."""
+def probe_noise(
+    sizes: list[tuple[int, int]],
+    inits: int,
+    init: str = "trunc_normal",
+    probe_seeds: int | None = None,
+) -> dict:
+    """The probe's own spread on one encoder (the shipped teacher, features extracted once, over
+    ``probe_seeds`` probe seeds, default ``inits``) and the untrained student's over ``inits``
+    random inits (scheme ``init``, as the students' ``init`` config key), at every (train, val)
+    clip count of ``sizes``."""
     from maskagain.models.loading import load_encoder
     from maskagain.recipes.demo import (
         DEFAULT_SIZES,
@@ -102,15 +109,16 @@ def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_nor
     arch = {**STUDENT, "init": init}
     for train, val in sizes:
         t0 = time.time()
+        key = f"{train}:{val}"
         demo = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=train, probe_val_clips=val)
         clips = ProbeClips(demo)
-        untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
         features = time_features(teacher, clips)  # one encoder: only the probe's seed changes
-        probe_seeds = [fit_top1(features, s) for s in range(inits)]
-        key = f"{train}:{val}"
+        seeds = [fit_top1(features, s) for s in range(probe_seeds or inits)]
+        print(key, "teacher over probe seeds", json.dumps(_stats(seeds)), flush=True)
+        untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
         out[key] = {
+            "teacher_over_probe_seeds": _stats(seeds),
             "untrained_student_over_inits": _stats(untrained),
-            "teacher_over_probe_seeds": _stats(probe_seeds),
             "seconds": round(time.time() - t0, 1),
         }
         print(key, json.dumps(out[key]), flush=True)
@@ -248,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["1600:800", "8000:4000"])
     parser.add_argument("--inits", type=int, default=10)
     parser.add_argument("--init", choices=INIT_SCHEMES, default="trunc_normal")
+    parser.add_argument("--probe-seeds", type=int, default=None)
     parser.add_argument("--mvd-runs", nargs="+", type=Path, default=None)
     parser.add_argument("--target-share", action="store_true")
     parser.add_argument("--variants", nargs="+", default=None)
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"variants": row_variants(variants, args.seeds, args.row, args.out)}
     else:
         sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
-        result = {"probe_noise": probe_noise(sizes, args.inits, args.init)}
+        result = {"probe_noise": probe_noise(sizes, args.inits, args.init, args.probe_seeds)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
