@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo_variants"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(1)  # as `maskagain demo` (its --threads default)
     if args.mvd_runs:
         result = {"mvd_content": mvd_content(args.mvd_runs)}
     elif args.target_share:

@@ -78,7 +78,9 @@ def _summary(values: dict[str, float]) -> dict:
          "pretrain_seconds": 30.0, "time_probe_top1": v}
         for run, v in values.items()
     ]  # fmt: skip
-    return {"results": results, "probe_noise_std": 0.2}
+    profile = [{"stage": "maskagain", "wall_s": 44.0, "cpu_s": 25.0},
+               {"stage": "hint", "wall_s": 56.0, "cpu_s": 26.0}]  # fmt: skip
+    return {"results": results, "probe_noise_std": 0.2, "profile": profile}
 
 
 def test_report_headline_from_a_summary() -> None:
@@ -86,6 +88,10 @@ def test_report_headline_from_a_summary() -> None:
                         "scratch": 37.0})  # fmt: skip
     lines = demo_report.headline(summary)
     assert "Maskagain 60.0 ~ Hint 59.9 > Scratch 37.0" in lines[0]  # references left out
+    assert "not told apart from plain Hint at this scale (one training seed" in "\n".join(lines)
+    cost = next(line for line in lines if "pre-training cost" in line)
+    assert "CPU seconds" in cost and "Maskagain 25 s (1.0x), Hint 26 s (1.0x)" in cost
+    assert "wall seconds 30, 30" in cost
     assert "against the teacher (52.6" in lines[-1] and "2 of 3 student rows above it" in lines[-1]
 
 

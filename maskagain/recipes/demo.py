@@ -500,18 +500,20 @@ class _Row:
 
 
 # Expected seconds of each stage on a quiet 2-core CPU (one thread): the ETA's weights, scaled
-# by how fast the stages so far ran against them
+# by how fast the stages so far ran against them. The CPU seconds of a default demo's stages
+# (its summary.json profile); MVD's as AMD's (both took ~56 s before the clips were shared); a
+# fine-tune with its test took ~48 s
 STAGE_SECONDS = {
-    "clips": 10.0,
-    "maskagain": 22.0,
-    "videomae": 20.0,
-    "hint": 18.0,
-    "mvd": 45.0,
-    "amd": 45.0,
-    "probe_clips": 6.0,
-    "probe": 9.0,  # per encoder
-    "finetune": 45.0,  # per model
-    "report": 8.0,
+    "clips": 13.0,
+    "maskagain": 25.0,
+    "videomae": 37.0,
+    "hint": 26.0,
+    "mvd": 71.0,
+    "amd": 71.0,
+    "probe_clips": 16.0,
+    "probe": 13.0,  # per encoder
+    "finetune": 48.0,  # per model
+    "report": 7.0,
 }
 
 

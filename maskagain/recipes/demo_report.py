@@ -27,6 +27,8 @@ FINETUNE_CURVES = {
     "finetune/amd": "fine-tune: AMD student",
     "finetune/scratch": "fine-tune: scratch student",
 }
+# rows pre-trained by the demo (their pre-training is a stage of the profile)
+TRAINED = tuple(PRETRAIN_CURVES)
 # rows that are references, not methods: left out of the comparisons and the ranking
 REFERENCES = ("teacher", "teacher_single_frame", "random_init")
 COLUMNS = (
@@ -342,6 +344,8 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
         row["pretrain_seconds"] = spread(
             {str(s): float(by_run[s][key]["pretrain_seconds"]) for s in seeds}
         )
+        cpu = {str(s): _stage_cpu(summaries[s], key) for s in seeds}
+        row["pretrain_cpu_seconds"] = spread(cpu) if key in TRAINED else None
         row["same_every_seed"] = all(
             by_run[s][key].get(m) == first.get(m) for s in seeds for m in METRICS
         )
@@ -370,6 +374,11 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
         "ranking": ranking,
         "maskagain_minus": versus,
     }
+
+
+def _stage_cpu(summary: dict, stage: str) -> float | None:
+    """CPU seconds of one stage of a demo's profile (None: not profiled)."""
+    return next((p["cpu_s"] for p in summary.get("profile", []) if p["stage"] == stage), None)
 
 
 def _margins(by_run: dict, seeds: list, other: str) -> dict:
@@ -642,23 +651,28 @@ def _groups_lines(ranked: list[dict], noise: float | None) -> list[str]:
         verdict = "is ahead of" if apart else "is behind" if behind else "is not told apart from"
         if apart is None:
             verdict = "cannot be told from (the probe's noise is unknown)"
-        lines.append(f"- selection (MaskAgain) {verdict} plain Hint at this scale.")
+        one_seed = min(len(r["values"]) for r in ranked) == 1
+        caveat = " (one training seed: against the probe's own noise only)" if one_seed else ""
+        lines.append(f"- selection (MaskAgain) {verdict} plain Hint at this scale{caveat}.")
     return lines
 
 
 def _cost_lines(ranked: list[dict], seeds: int) -> list[str]:
+    """Each trained row's pre-training cost: CPU seconds where the profile has them (steadier
+    than wall time on a shared machine), else wall seconds."""
     trained = [r for r in ranked if r.get("seconds")]
     if not trained:
         return []
-    cheapest = min(trained, key=lambda r: r["seconds"])
-    parts = [
-        f"{r['objective']} {r['seconds']:.0f} s ({r['seconds'] / cheapest['seconds']:.1f}x)"
-        for r in trained
-    ]
+    cpu = all(r.get("cpu_seconds") for r in trained)
+    key, unit = ("cpu_seconds", "CPU seconds") if cpu else ("seconds", "wall seconds")
+    cheapest = min(trained, key=lambda r: r[key])
+    parts = [f"{r['objective']} {r[key]:.0f} s ({r[key] / cheapest[key]:.1f}x)" for r in trained]
     over = f", mean over {seeds} seeds" if seeds > 1 else ""
+    walls = ", ".join(f"{r['seconds']:.0f}" for r in trained)
+    wall = f"; wall seconds {walls}" if cpu else ""
     return [
-        f"- pre-training cost (wall seconds{over}; x: against the cheapest, "
-        f"{cheapest['objective']}): {', '.join(parts)}."
+        f"- pre-training cost ({unit}{over}; x: against the cheapest, "
+        f"{cheapest['objective']}): {', '.join(parts)}{wall}."
     ]
 
 
@@ -676,12 +690,14 @@ def _teacher_lines(ranked: list[dict], mean: dict, teacher: float | None, name: 
 def headline(summary: dict) -> list[str]:
     """:func:`headline_lines` of one demo's ``summary.json`` content (one training seed)."""
     by_run = {r["run"]: r for r in summary["results"]}
+    cpu = {p["stage"]: p["cpu_s"] for p in summary.get("profile", [])}
     rows = [
         {
             "run": run,
             "objective": r["objective"],
             "values": [r[RANK_METRIC]],
             "seconds": r["pretrain_seconds"] if r["pretrain_epochs"] else None,
+            "cpu_seconds": cpu.get(run) if r["pretrain_epochs"] else None,
         }
         for run, r in by_run.items()
         if run not in REFERENCES and r.get(RANK_METRIC) is not None
@@ -698,6 +714,7 @@ def seeds_headline(result: dict) -> list[str]:
             "objective": r["objective"],
             "values": list(r[RANK_METRIC]["per_seed"].values()),
             "seconds": (r.get("pretrain_seconds") or {}).get("mean") or None,
+            "cpu_seconds": (r.get("pretrain_cpu_seconds") or {}).get("mean") or None,
         }
         for r in result["rows"]
         if r["run"] not in REFERENCES and r[RANK_METRIC]
