@@ -302,8 +302,10 @@ def write_report(out: Path, summary: dict) -> Path:
 def _finetune_words(summary: dict) -> str:
     sizes = summary["sizes"]
     if "finetune_top1" not in _metrics_of(summary):
-        return "No fine-tune (`maskagain demo --finetune` adds one: its column swings by tens "
-        "of points with the training seed, so it cannot rank). "
+        return (
+            "No fine-tune (`maskagain demo --finetune` adds one: its column swings by tens of "
+            "points with the training seed, so it cannot rank). "
+        )
     return (
         f"Fine-tune: {sizes['finetune_epochs']} epochs x {sizes['finetune_clips']} fresh clips, "
         f"then a {sizes['test_crops']}-crop test on {sizes['test_videos']} test videos. "
