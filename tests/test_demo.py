@@ -215,9 +215,11 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     assert alone["maskagain_minus"] == {} and demo_report.margins_table(alone) == ""
     report = (out / "seeds.md").read_text()
     assert "| model |" in report and "## Ranking" in report and "## Headline" in report
-    assert (
-        "fine-tune" not in report.split("## Headline")[0]
-    )  # no fine-tune column and "![seeds](seeds.png)" in report
+    assert "![seeds](seeds.png)" in report
+    assert "fine-tune" not in report.split("## Headline")[0]  # no fine-tune column
+    seed_report = (out / "seed0" / "report.md").read_text()
+    assert "No fine-tune (`maskagain demo --finetune` adds one" in seed_report
+    assert "so it cannot rank). ± is one" in seed_report
     assert "| MaskAgain minus (probe per time step) | seed 0 | seed 1 | mean |" in report
     for r in seeds["rows"]:
         assert f"| {r['model']} | {r['objective']} |" in report
