@@ -157,7 +157,8 @@ def draw_accuracy(
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    ax.set_title("synthetic motion classes: linear probes (val) and fine-tune multi-view (test)")
+    tuned = " and fine-tune multi-view (test)" if "finetune_top1" in shown else ""
+    ax.set_title(f"synthetic motion classes: linear probes (val){tuned}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
