@@ -1,6 +1,7 @@
 """How much of the demo's ranking column is evaluation noise, and why a row can still move.
 
-    python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10]
+    python -m benchmarks.demo_noise --json out.json [--sizes 1600:800 8000:4000] [--inits 10] \
+        [--probe-seeds 10] [--init official]
     python -m benchmarks.demo_noise --mvd-runs runs/demo/seed0/mvd runs/demo/seed1/mvd ...
     python -m benchmarks.demo_noise --target-share
     python -m benchmarks.demo_noise --variants demo= official_init=student.init=official \
@@ -51,17 +52,28 @@ if TYPE_CHECKING:
     from maskagain.recipes.demo import DemoSizes
 
 
-def probe_top1(encoder, clips, seed: int) -> float:
-    """Val top-1 of the demo's probe per time step on ``clips`` (``ProbeClips``)."""
-    from maskagain.engine.probe import extract_pooled_features, train_linear_probe
-    from maskagain.recipes.demo import NUM_CLASSES, PROBE
+def time_features(encoder, clips) -> tuple:
+    """(train, val) features of ``encoder`` pooled per time step on ``clips`` (``ProbeClips``)."""
+    from maskagain.engine.probe import extract_pooled_features
 
     encoder = encoder.float()
-    train, val = (
+    return tuple(
         extract_pooled_features(encoder, clips.batches(split), "cpu", poolings=("time",))["time"]
         for split in ("train", "val")
     )
-    return train_linear_probe(train, val, NUM_CLASSES, **PROBE, seed=seed).val_top1
+
+
+def fit_top1(features: tuple, seed: int) -> float:
+    """Val top-1 of the demo's probe (seed ``seed``) on (train, val) ``features``."""
+    from maskagain.engine.probe import train_linear_probe
+    from maskagain.recipes.demo import NUM_CLASSES, PROBE
+
+    return train_linear_probe(*features, NUM_CLASSES, **PROBE, seed=seed).val_top1
+
+
+def probe_top1(encoder, clips, seed: int) -> float:
+    """Val top-1 of the demo's probe per time step on ``clips`` (``ProbeClips``)."""
+    return fit_top1(time_features(encoder, clips), seed)
 
 
 def _stats(values: list[float]) -> dict:
@@ -73,10 +85,16 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_normal") -> dict:
-    """The probe's spread for the untrained student over ``inits`` random inits (scheme
-    ``init``, as the students' ``init`` config key) and for the shipped teacher over as many probe
-    seeds, at every (train, val) clip count of ``sizes``."""
+def probe_noise(
+    sizes: list[tuple[int, int]],
+    inits: int,
+    init: str = "trunc_normal",
+    probe_seeds: int | None = None,
+) -> dict:
+    """The probe's own spread on one encoder (the shipped teacher, features extracted once, over
+    ``probe_seeds`` probe seeds, default ``inits``) and the untrained student's over ``inits``
+    random inits (scheme ``init``, as the students' ``init`` config key), at every (train, val)
+    clip count of ``sizes``."""
     from maskagain.models.loading import load_encoder
     from maskagain.recipes.demo import (
         DEFAULT_SIZES,
@@ -91,14 +109,16 @@ def probe_noise(sizes: list[tuple[int, int]], inits: int, init: str = "trunc_nor
     arch = {**STUDENT, "init": init}
     for train, val in sizes:
         t0 = time.time()
+        key = f"{train}:{val}"
         demo = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=train, probe_val_clips=val)
         clips = ProbeClips(demo)
+        features = time_features(teacher, clips)  # one encoder: only the probe's seed changes
+        seeds = [fit_top1(features, s) for s in range(probe_seeds or inits)]
+        print(key, "teacher over probe seeds", json.dumps(_stats(seeds)), flush=True)
         untrained = [probe_top1(random_encoder(arch, s), clips, s) for s in range(inits)]
-        probe_seeds = [probe_top1(teacher, clips, s) for s in range(inits)]
-        key = f"{train}:{val}"
         out[key] = {
+            "teacher_over_probe_seeds": _stats(seeds),
             "untrained_student_over_inits": _stats(untrained),
-            "teacher_over_probe_seeds": _stats(probe_seeds),
             "seconds": round(time.time() - t0, 1),
         }
         print(key, json.dumps(out[key]), flush=True)
@@ -210,6 +230,7 @@ def row_variants(
         raise SystemExit(f"--row must be one of {list(demo.TRAINED_ROWS)}, got {row!r}")
     sizes = sizes or demo.DEFAULT_SIZES
     clips = demo.ProbeClips(sizes)
+    demo.prerender_pretraining(sizes, finetune=False)  # rendered once for every run below
     out = {}
     for name, overrides in variants.items():
         top1 = {}
@@ -235,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["1600:800", "8000:4000"])
     parser.add_argument("--inits", type=int, default=10)
     parser.add_argument("--init", choices=INIT_SCHEMES, default="trunc_normal")
+    parser.add_argument("--probe-seeds", type=int, default=None)
     parser.add_argument("--mvd-runs", nargs="+", type=Path, default=None)
     parser.add_argument("--target-share", action="store_true")
     parser.add_argument("--variants", nargs="+", default=None)
@@ -243,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo_variants"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(1)  # as `maskagain demo` (its --threads default)
     if args.mvd_runs:
         result = {"mvd_content": mvd_content(args.mvd_runs)}
     elif args.target_share:
@@ -253,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"variants": row_variants(variants, args.seeds, args.row, args.out)}
     else:
         sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
-        result = {"probe_noise": probe_noise(sizes, args.inits, args.init)}
+        result = {"probe_noise": probe_noise(sizes, args.inits, args.init, args.probe_seeds)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -49,14 +49,23 @@ def test_shipped_teacher_and_card() -> None:
 
 @pytest.mark.timeout(300)
 def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
+    """``--rows all --finetune``: every row, every fine-tune, the profile and the headline."""
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--rows", "all", "--finetune", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "[demo 1/" in printed and "| model |" in printed  # progress and the table
+    assert "elapsed, ETA" in printed and "- told apart on the probe per time step" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["quick"] is True and summary["elapsed_seconds"] > 0
     assert summary["torch_threads"] == 1  # --threads default
     assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
+    assert summary["finetune"] is True and "finetune_top1" in summary["metrics"]
+    # the profile: every stage of the plan once, in run order, with wall and CPU seconds
+    stages = [p["stage"] for p in summary["profile"]]
+    plan = demo.stage_plan(demo.ROW_NAMES, finetune=True, retrain=False, encoders=9)
+    assert stages == [name for name, _ in plan]
+    assert all(p["wall_s"] >= 0 and p["cpu_s"] >= 0 for p in summary["profile"])
+    assert sum(p["wall_s"] for p in summary["profile"]) <= summary["elapsed_seconds"] + 1
     rows = summary["results"]
     objectives = [r["objective"] for r in rows]
     assert len(rows) == 9 and summary["rows"] == list(demo.ROW_NAMES)
@@ -91,7 +100,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert {"real", "shuffled", "batch_mean", "content_share"} == set(losses)
     assert all(math.isfinite(v) and v > 0 for k, v in losses.items() if k != "content_share")
     report = (out / "report.md").read_text()
-    assert "| model |" in report
+    assert "| model |" in report and "## Headline" in report and "fine-tune top-1" in report
     for name in ("curves", "accuracy", "selections"):
         png = out / f"{name}.png"
         assert png.stat().st_size > 1000, name
@@ -101,16 +110,19 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_rows_are_selected_by_name(capsys) -> None:
-    assert demo.select_rows(None) == demo.ROW_NAMES
+    assert demo.select_rows(None) == demo.DEFAULT_ROWS and "mvd" not in demo.DEFAULT_ROWS
+    assert demo.select_rows(["all"]) == demo.ROW_NAMES
     assert demo.select_rows(["mvd", "maskagain"]) == ("maskagain", "mvd")  # the table's order
     with pytest.raises(ValueError, match="demo rows"):
         demo.select_rows(["dmae"])
     with pytest.raises(SystemExit) as info:
         main(["demo", "--rows", "dmae"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
-    from maskagain.cli.demo import ROWS
+    with pytest.raises(SystemExit, match="'all' alone or row names"):
+        main(["demo", "--quick", "--rows", "all", "hint"])
+    from maskagain.cli.demo import DEFAULT_ROWS, ROWS
 
-    assert ROWS == demo.ROW_NAMES
+    assert ROWS == demo.ROW_NAMES and DEFAULT_ROWS == demo.DEFAULT_ROWS
 
 
 def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) -> None:
@@ -145,12 +157,18 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "[demo 1/" in printed and "MaskAgain minus" in printed and "reused" not in printed
     assert "ranking by the probe per time step" in printed and "told apart: " in printed
+    assert "over 2 training seeds (means)" in printed  # the headline over seeds
     summaries = {}
     for seed in (0, 1):
         summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
         assert summary["seed"] == seed and summary["quick"] is True
         assert (out / f"seed{seed}" / "report.md").is_file()
         assert (out / f"seed{seed}" / "accuracy.png").stat().st_size > 1000
+        # the default demo: the default rows, the official init, no fine-tune
+        assert summary["rows"] == list(demo.DEFAULT_ROWS) and not summary["finetune"]
+        assert summary["student_init"] == "official"
+        assert not (out / f"seed{seed}" / "finetune").exists() and "mvd" not in summary["rows"]
+        assert all(r["finetune_top1"] is None for r in summary["results"])
         summaries[str(seed)] = {r["run"]: r for r in summary["results"]}
     assert not (out / "summary.json").exists()  # the per-seed demos stay in their seed dirs
     seeds = json.loads((out / "seeds.json").read_text())
@@ -176,16 +194,17 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     assert means == sorted(means, reverse=True)
     assert ranking["max_range"] == max(r["time_probe_top1"]["range"] for r in students)
     versus = seeds["maskagain_minus"]
-    assert set(versus) == {"videomae", "hint", "mvd", "amd", "scratch"}
+    assert set(versus) == {"videomae", "hint", "amd", "scratch"}
     for other, m in versus.items():
         for s in ("0", "1"):
             ma, o = summaries[s]["maskagain"], summaries[s][other]
             for metric in ("time_probe_top1", "probe_top1", "finetune_top1"):
                 if o[metric] is None:
+                    assert m["per_seed"][s][metric] is None
                     continue
                 diff = ma[metric] - o[metric]
                 assert m["per_seed"][s][metric] == pytest.approx(diff, abs=0.01)
-        assert m["finetune_top1_ahead_every_seed"] == (m["finetune_top1"]["min"] > 0)
+        assert m["finetune_top1"] is None and m["finetune_top1_ahead_every_seed"] is None
     # without the MaskAgain row (``--rows mvd``) there is nothing to subtract from
     others = {}
     for seed in (0, 1):
@@ -195,7 +214,12 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     alone = demo_report.seeds_summary(others)
     assert alone["maskagain_minus"] == {} and demo_report.margins_table(alone) == ""
     report = (out / "seeds.md").read_text()
-    assert "| model |" in report and "## Ranking" in report and "![seeds](seeds.png)" in report
+    assert "| model |" in report and "## Ranking" in report and "## Headline" in report
+    assert "![seeds](seeds.png)" in report
+    assert "fine-tune" not in report.split("## Headline")[0]  # no fine-tune column
+    seed_report = (out / "seed0" / "report.md").read_text()
+    assert "No fine-tune (`maskagain demo --finetune` adds one" in seed_report
+    assert "so it cannot rank). ± is one" in seed_report
     assert "| MaskAgain minus (probe per time step) | seed 0 | seed 1 | mean |" in report
     for r in seeds["rows"]:
         assert f"| {r['model']} | {r['objective']} |" in report
@@ -270,24 +294,23 @@ def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
     from benchmarks.demo_noise import parse_variants, row_variants
     from maskagain.recipes.demo import QUICK_SIZES
 
-    variants = parse_variants(["demo=", "official_init=student.init=official,mvd.loss=mse"])
-    assert variants == {"demo": [], "official_init": ["student.init=official", "mvd.loss=mse"]}
+    variants = parse_variants(["demo=", "trunc=student.init=trunc_normal,mvd.loss=mse"])
+    assert variants == {"demo": [], "trunc": ["student.init=trunc_normal", "mvd.loss=mse"]}
     with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
         parse_variants(["no_equals_sign"])
     result = row_variants(variants, [0], "mvd", tmp_path, QUICK_SIZES)
     for name in variants:
         assert 0 <= result[name]["time_probe_top1"][0] <= 100
         config = load_yaml(tmp_path / name / "seed0" / "mvd" / "config.yaml")
-        changed = name == "official_init"
-        assert config["student"]["init"] == ("official" if changed else "trunc_normal")
+        changed = name == "trunc"
+        assert config["student"]["init"] == ("trunc_normal" if changed else "official")
         assert config["mvd"]["loss"] == ("mse" if changed else "smooth_l1")
     # the VideoMAE row pre-trains with its own recipe; the untrained row has nothing to train
-    mae = row_variants(
-        {"official_init": ["model.init=official"]}, [0], "videomae", tmp_path, QUICK_SIZES
-    )
-    assert 0 <= mae["official_init"]["time_probe_top1"][0] <= 100
-    config = load_yaml(tmp_path / "official_init" / "seed0" / "videomae" / "config.yaml")
-    assert config["model"]["init"] == "official"
+    mae = row_variants({"trunc": ["model.init=trunc_normal"]}, [0], "videomae", tmp_path,
+                       QUICK_SIZES)  # fmt: skip
+    assert 0 <= mae["trunc"]["time_probe_top1"][0] <= 100
+    config = load_yaml(tmp_path / "trunc" / "seed0" / "videomae" / "config.yaml")
+    assert config["model"]["init"] == "trunc_normal"
     with pytest.raises(SystemExit, match="--row must be one of"):
         row_variants(variants, [0], "scratch", tmp_path, QUICK_SIZES)
 
@@ -309,7 +332,7 @@ def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, c
 
     out = tmp_path / "demo"
     argv = ["demo", "--quick", "--seeds", "0", "--rows", "maskagain", "scratch", "--out", str(out)]
-    assert main([*argv, "--student-init", "official"]) == 0
+    assert main(argv) == 0  # the official init is the default
     summary = json.loads((out / "seed0" / "summary.json").read_text())
     assert summary["student_init"] == "official"
     assert summary["models"]["student"]["init"] == "official"
@@ -321,11 +344,15 @@ def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, c
     assert "drawn with the `official` init" in (out / "seed0" / "report.md").read_text()
     # the other init is another comparison: the seed is run again, not reused
     capsys.readouterr()
-    assert main(argv) == 0
+    assert main([*argv, "--student-init", "trunc_normal"]) == 0
     assert "seed 0: reused" not in capsys.readouterr().out
-    assert (
-        json.loads((out / "seed0" / "summary.json").read_text())["student_init"] == "trunc_normal"
+    again = json.loads((out / "seed0" / "summary.json").read_text())
+    assert again["student_init"] == "trunc_normal"
+    assert load_yaml(out / "seed0" / "maskagain" / "config.yaml")["student"]["init"] == (
+        "trunc_normal"
     )
+    scratch = load_encoder(out / "seed0" / "scratch" / "student_init.safetensors")
+    assert scratch.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.15)
     # summaries written before the option drew every student with trunc_normal
     old = {k: v for k, v in summary.items() if k != "student_init"}
     assert demo._settings_of(old)["student_init"] == "trunc_normal"

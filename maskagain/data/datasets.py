@@ -38,7 +38,7 @@ from maskagain.data.lists import (
     read_list,
 )
 from maskagain.data.sampling import sample_indices
-from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
+from maskagain.data.synthetic import SyntheticSpec, clip_rng, prerendered, render_clip
 from maskagain.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,15 @@ class SyntheticSource:
         self.num_frames = spec.frames
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor:
-        rng = clip_rng(*self.rng_args)
-        frames = render_clip(self.spec, self.label, rng, np.asarray(indices))
+        seed, split, index, epoch = self.rng_args
+        whole = np.array_equal(indices, np.arange(self.num_frames))
+        stored = prerendered(self.spec, seed, split, epoch, index) if whole else None
+        if stored is not None:
+            frames = stored.copy()
+        else:
+            frames = render_clip(
+                self.spec, self.label, clip_rng(*self.rng_args), np.asarray(indices)
+            )
         return resize_short_side(torch.from_numpy(frames), short_side)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ import torch
 
 from maskagain.config import load_config, load_yaml, to_dict
 from maskagain.data import DataConfig, SyntheticSpec, build_dataset, make_clip
+from maskagain.data.synthetic import clear_prerendered, prerender
 from maskagain.engine.metrics import read_log
 from maskagain.engine.probe import extract_pooled_features, train_linear_probe
 from maskagain.models.loading import load_encoder, save_encoder
@@ -65,10 +67,10 @@ GEOMETRY = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2)
 # 64x4 and 96x4 students stayed at chance (12-15%) under the same fine-tuning budget.
 STUDENT = dict(name="vit_micro", embed_dim=128, depth=2, num_heads=4)
 TEACHER_ARCH = dict(name="vit_micro")  # width 128, depth 4, 4 heads
-# The students' init: VideoMAE's fine-tuning init (truncated normal 0.02), the one the settings
-# were chosen with; "official" (xavier-uniform, ``maskagain demo --student-init official``) is
-# what the official pre-training code of VideoMAE, MaskAgain, MVD and AMD draws
-STUDENT_INIT = "trunc_normal"
+# The students' init: what the official pre-training code of VideoMAE, MaskAgain, MVD and AMD
+# draws (xavier-uniform Linear weights), as the paper configs; "trunc_normal" (VideoMAE's
+# fine-tuning init, truncated normal 0.02) is ``maskagain demo --student-init trunc_normal``
+STUDENT_INIT = "official"
 MASK = dict(kind="tube", ratio=0.75)  # 4 of 16 positions visible per frame, 16 of 64 tokens
 # MaskAgain-B weights (paper section 4.1); top-k scaled to 16 visible tokens (4 per frame)
 MASKAGAIN_OBJECTIVE = dict(alpha=3.0, beta=1.0, gamma=0.2, lam=0.1, k=4, k_local=2)
@@ -96,6 +98,11 @@ STUDENT_ROWS = {
     "scratch": ("none (from scratch)", None),
 }
 ROW_NAMES = tuple(STUDENT_ROWS)
+# the rows ``maskagain demo`` runs unless told (``--rows all``: every row). MVD is left out: with
+# AMD the dearest row to pre-train, and its score moves 5-8 points with the training seed (its
+# target is 86% token position: ``python -m benchmarks.demo_noise --target-share``), so one
+# seed of it says little
+DEFAULT_ROWS = ("maskagain", "videomae", "hint", "amd", "scratch")
 TRAINED_ROWS = tuple(name for name, (_, stage) in STUDENT_ROWS.items() if stage is not None)
 # distillation rows: objective section and extra config sections
 DISTILL_ROWS = {
@@ -121,18 +128,25 @@ class DemoSizes:
     batch_size: int = 32
 
 
+# processes rendering the synthetic clips ahead of the training and probe stages
+RENDER_WORKERS = 2
+# std (top-1 points) of the ranking column on one encoder (the shipped teacher) over 10 probe
+# seeds at the default probe set: 48.6 to 49.1, std 0.18 (`python -m benchmarks.demo_noise
+# --sizes 4000:2000 --probe-seeds 10 --init official`)
+PROBE_NOISE_STD = 0.18
 # the linear probes' training (features standardised, AdamW, cosine schedule)
 PROBE = dict(epochs=50, lr=1e-2)
-# The probes fit 8000 clips and test on 4000: at 1600:800 an untrained student's score spread
-# 4.0 points over 10 random inits (std 1.16), at 8000:4000 1.3 (std 0.46), and one encoder over
-# 10 probe seeds 0.45 (`python -m benchmarks.demo_noise`)
+# The probes fit 4000 clips and test on 2000: one encoder (the shipped teacher) over 10 probe
+# seeds spreads PROBE_NOISE_STD std on the ranking column (`python -m benchmarks.demo_noise
+# --sizes 4000:2000`); feature extraction is most of the probes' cost, so the set's size is
+# most of their time (8000:4000: 0.13 std, twice the time)
 DEFAULT_SIZES = DemoSizes(
     pretrain_epochs=5,
     pretrain_clips=1280,
     finetune_epochs=10,
     finetune_clips=640,
-    probe_train_clips=8000,
-    probe_val_clips=4000,
+    probe_train_clips=4000,
+    probe_val_clips=2000,
     test_videos=800,
     test_crops=3,
 )
@@ -372,15 +386,17 @@ def random_encoder(arch: dict, seed: int = 0) -> VideoViT:
 
 
 class ProbeClips:
-    """The probe's clips, generated once and shared by every encoder (seed 0 train / val)."""
+    """The probe's clips, generated once (in ``workers`` processes) and shared by every encoder
+    (seed 0 train / val)."""
 
-    def __init__(self, sizes: DemoSizes) -> None:
+    def __init__(self, sizes: DemoSizes, workers: int = RENDER_WORKERS) -> None:
         val = {"synthetic_val_clips": sizes.probe_val_clips}
         cfg = DataConfig(**data_section(sizes, sizes.probe_train_clips, **val))
         cfg.validate()
         self.splits = {}
         for split in ("train", "val"):
             ds = build_dataset(cfg, split, "eval")
+            prerender(ds.spec, ds.seed, split, [(0, i) for i in range(len(ds))], workers)
             items = [ds[i] for i in range(len(ds))]
             video = torch.stack([it["video"] for it in items]).half()
             label = torch.tensor([it["label"] for it in items])
@@ -441,11 +457,13 @@ def standard_error(top1: float, n: int) -> float:
     return 100 * math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
-def draw_figures(out: Path, rows: list, teacher: str) -> dict[str, Path]:
+def draw_figures(out: Path, rows: list, teacher: str, finetune: bool) -> dict[str, Path]:
     """curves.png, accuracy.png and selections.png (the teacher's selections on a test clip)."""
+    accuracy = out / "accuracy.png"
+    shown = demo_report.metrics(finetune)
     figures = {
         "curves": demo_report.draw_curves(out, out / "curves.png"),
-        "accuracy": demo_report.draw_accuracy(rows, out / "accuracy.png", 100 / NUM_CLASSES),
+        "accuracy": demo_report.draw_accuracy(rows, accuracy, 100 / NUM_CLASSES, shown),
     }
     spec = SyntheticSpec(GEOMETRY["img_size"], GEOMETRY["num_frames"], NUM_CLASSES)
     frames, label = make_clip(spec, seed=0, split="test", index=0)
@@ -481,23 +499,104 @@ class _Row:
     run: str = ""
 
 
-class _Stages:
-    """Numbered stage banners with elapsed time (progress stays visible on the console)."""
+# Expected seconds of each stage on a quiet 2-core CPU (one thread): the ETA's weights, scaled
+# by how fast the stages so far ran against them. The CPU seconds of a default demo's stages
+# (its summary.json profile); MVD's as AMD's (both took ~56 s before the clips were shared); a
+# fine-tune with its test took ~48 s
+STAGE_SECONDS = {
+    "clips": 13.0,
+    "maskagain": 25.0,
+    "videomae": 37.0,
+    "hint": 26.0,
+    "mvd": 71.0,
+    "amd": 71.0,
+    "probe_clips": 16.0,
+    "probe": 13.0,  # per encoder
+    "finetune": 48.0,  # per model
+    "report": 7.0,
+}
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.t0 = total, 0, time.time()
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class _Stages:
+    """Numbered stage banners with elapsed time and an ETA for the whole run (printed: progress
+    stays visible on the console), and the per-stage profile (wall and CPU seconds)."""
+
+    def __init__(self, plan: list[tuple[str, float]]) -> None:
+        self.plan, self.done, self.t0 = plan, 0, time.time()
+        self.profile: list[dict] = []
+        self._open: tuple[str, float, float] | None = None
 
     def start(self, what: str) -> None:
-        self.done += 1
+        """Close the running stage and announce the next one of the plan as ``what``."""
+        self._close()
         elapsed = time.time() - self.t0
-        line = f"[demo {self.done}/{self.total} | {elapsed:5.0f}s] {what}"
+        expected_done = sum(sec for _, sec in self.plan[: self.done])
+        pace = elapsed / expected_done if expected_done > 0 else 1.0
+        left = pace * sum(sec for _, sec in self.plan[self.done :])
+        self.done += 1
+        line = (
+            f"[demo {self.done}/{len(self.plan)} | {elapsed:4.0f}s elapsed, ETA "
+            f"{elapsed + left:4.0f}s total] {what}"
+        )
         print(line, flush=True)
         log.debug(line)
+        self._open = (self.plan[self.done - 1][0], time.time(), _cpu_seconds())
+
+    def finish(self) -> list[dict]:
+        """Close the last stage; the profile: [{stage, wall_s, cpu_s}] in run order."""
+        self._close()
+        return self.profile
+
+    def _close(self) -> None:
+        if self._open is not None:
+            name, t, cpu = self._open
+            self.profile.append({
+                "stage": name,
+                "wall_s": round(time.time() - t, 1),
+                "cpu_s": round(_cpu_seconds() - cpu, 1),
+            })  # fmt: skip
+            self._open = None
+
+
+def stage_plan(
+    rows: tuple[str, ...], finetune: bool, retrain: bool, encoders: int
+) -> list[tuple[str, float]]:
+    """The demo's stages in run order, each with its expected seconds (:data:`STAGE_SECONDS`)."""
+    plan = [("teacher", 2400.0)] if retrain else []
+    plan.append(("clips", STAGE_SECONDS["clips"]))
+    plan += [(name, STAGE_SECONDS[name]) for name in rows if name in TRAINED_ROWS]
+    plan.append(("probe_clips", STAGE_SECONDS["probe_clips"]))
+    plan.append(("probes", STAGE_SECONDS["probe"] * encoders))
+    if finetune:
+        plan += [(f"finetune_{n}", STAGE_SECONDS["finetune"]) for n in ("teacher", *rows)]
+    plan.append(("report", STAGE_SECONDS["report"]))
+    return plan
+
+
+def prerender_pretraining(sizes: DemoSizes, finetune: bool, workers: int = RENDER_WORKERS) -> int:
+    """Render every training clip the rows (and fine-tunes) will read, once for all of them:
+    ``pretrain_epochs`` x ``pretrain_clips`` (and ``finetune_epochs`` x ``finetune_clips``)
+    clips of the train split. Returns how many were rendered."""
+    cfg = DataConfig(**data_section(sizes, sizes.pretrain_clips))
+    ds = build_dataset(cfg, "train", "pretrain")
+    clips = {(e, i) for e in range(sizes.pretrain_epochs) for i in range(sizes.pretrain_clips)}
+    if finetune:
+        clips |= {(e, i) for e in range(sizes.finetune_epochs) for i in range(sizes.finetune_clips)}
+    return prerender(ds.spec, ds.seed, "train", sorted(clips), workers)
 
 
 def select_rows(rows: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The student rows to run, in the table's order (None: every row of ``STUDENT_ROWS``)."""
+    """The student rows to run, in the table's order (None: :data:`DEFAULT_ROWS`; ``["all"]``:
+    every row of ``STUDENT_ROWS``)."""
     if rows is None:
+        return DEFAULT_ROWS
+    if list(rows) == ["all"]:
         return ROW_NAMES
     unknown = sorted(set(rows) - set(ROW_NAMES))
     if unknown or not rows:
@@ -535,16 +634,61 @@ def run_demo(
     seed: int = 0,
     rows: list[str] | tuple[str, ...] | None = None,
     student_init: str = STUDENT_INIT,
+    finetune: bool = False,
+    keep_clips: bool = False,
 ) -> dict:
-    """Run the whole comparison (the student ``rows``, default all of ``STUDENT_ROWS``, every
-    student drawn with ``student_init``); returns (and writes) ``summary.json``'s content."""
-    t0 = time.time()
+    """Run the comparison (the student ``rows``, default :data:`DEFAULT_ROWS`, every student
+    drawn with ``student_init``; fine-tunes only with ``finetune``); returns (and writes)
+    ``summary.json``'s content. ``keep_clips``: keep the rendered clips for the next call (the
+    synthetic set is the same for every training seed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     rows = select_rows(rows)
     trained = [name for name in rows if name in TRAINED_ROWS]
-    stages = _Stages(len(trained) + len(rows) + 4 + int(retrain))
+    stages = _Stages(stage_plan(rows, finetune, retrain, encoders=len(rows) + 3))
+    teacher, card = _demo_teacher(out, teacher, retrain, sizes, stages)
+    stages.start(f"rendering the training clips once for every row ({RENDER_WORKERS} processes)")
+    prerender_pretraining(sizes, finetune)
+    runs: dict[str, dict] = {}
+    students: dict[str, Path] = {}
+    for name in trained:
+        stages.start(f"student + {STUDENT_ROWS[name][1]}")
+        runs[name], students[name] = pretrain_student(
+            name, sizes, out, teacher, seed, student_init=student_init
+        )
+    students.update(_untrained_encoders(out, rows, seed, student_init))
+    stages.start(f"rendering the probe's clips ({sizes.probe_train_clips} train, "
+                 f"{sizes.probe_val_clips} val)")  # fmt: skip
+    clips = ProbeClips(sizes)
+    stages.start(f"linear probes of {len(students) + 2} encoders (features, then two probes each)")
+    encoders = {"teacher": load_encoder(teacher)}
+    encoders.update({k: load_encoder(v) for k, v in students.items()})
+    encoders["teacher_single_frame"] = encoders["teacher"]
+    probes = probe_encoders(encoders, sizes, clips, seed)
+    del clips
+    finetunes = _finetune_all(out, sizes, rows, teacher, students, seed, stages) if finetune else {}
+    if not keep_clips:
+        clear_prerendered()
+    stages.start("figures and report")
+    table = result_rows(card, sizes, rows, runs, probes, finetunes)
+    figures = draw_figures(out, table, teacher, finetune)
+    summary = _summary(quick, seed, rows, student_init, finetune, sizes, teacher, card, table)
+    summary.update(probes=probes, figures={k: str(v) for k, v in figures.items()})
+    summary["profile"] = stages.finish()
+    summary["elapsed_seconds"] = round(time.time() - stages.t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    demo_report.write_report(out, summary)
+    print(demo_report.table(summary), flush=True)
+    print("\n".join(demo_report.headline(summary)), flush=True)
+    print(f"wrote {out / 'summary.json'}, {out / 'report.md'} and figures in {out}", flush=True)
+    return summary
+
+
+def _demo_teacher(
+    out: Path, teacher: str | Path | None, retrain: bool, sizes: DemoSizes, stages: _Stages
+) -> tuple[str, dict]:
+    """The teacher's weights (re-trained into ``out/teacher`` with ``retrain``) and card."""
     if retrain:
         stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
         card = retrain_teacher(out / "teacher", probe_sizes=sizes)
@@ -556,54 +700,64 @@ def run_demo(
         raise FileNotFoundError(
             f"no teacher at {teacher}; run `maskagain demo --retrain-teacher` to train one"
         )
-    teacher_src = str(teacher)
-    runs: dict[str, dict] = {}
-    students: dict[str, Path] = {}
-    for name in trained:
-        stages.start(f"student + {STUDENT_ROWS[name][1]}")
-        runs[name], students[name] = pretrain_student(
-            name, sizes, out, teacher_src, seed, student_init=student_init
-        )
+    return str(teacher), card
+
+
+def _untrained_encoders(out: Path, rows: tuple[str, ...], seed: int, init: str) -> dict:
+    """The untrained student (row ``scratch``, drawn with ``init``) and the teacher-size
+    random-init reference, saved under ``out``: {run name: weights path}."""
+    encoders = {}
     if "scratch" in rows:
-        students["scratch"] = out / "scratch" / "student_init.safetensors"
-        scratch = random_encoder({**STUDENT, "init": student_init}, seed)
-        save_encoder(scratch, students["scratch"], {"recipe": f"random init ({student_init})"})
-    random_teacher = out / "random_init" / "encoder.safetensors"
-    save_encoder(random_encoder(TEACHER_ARCH, seed), random_teacher, {"recipe": "random init"})
+        encoders["scratch"] = out / "scratch" / "student_init.safetensors"
+        scratch = random_encoder({**STUDENT, "init": init}, seed)
+        save_encoder(scratch, encoders["scratch"], {"recipe": f"random init ({init})"})
+    encoders["random_init"] = out / "random_init" / "encoder.safetensors"
+    save_encoder(random_encoder(TEACHER_ARCH, seed), encoders["random_init"],
+                 {"recipe": "random init"})  # fmt: skip
+    return encoders
 
-    stages.start(f"generating the probe's clips ({sizes.probe_train_clips} train, "
-                 f"{sizes.probe_val_clips} val)")  # fmt: skip
-    clips = ProbeClips(sizes)
-    stages.start("linear probes of every encoder")
-    sources = {
-        "teacher": teacher_src,
-        "random_init": str(random_teacher),
-        **{k: str(v) for k, v in students.items()},
-    }
-    encoders = {k: load_encoder(v) for k, v in sources.items()}
-    encoders["teacher_single_frame"] = encoders["teacher"]
-    probes = probe_encoders(encoders, sizes, clips, seed)
-    del clips
 
-    finetunes: dict[str, dict] = {}
-    plan = [("teacher", TEACHER_ARCH, teacher_src)]
+def _finetune_all(
+    out: Path,
+    sizes: DemoSizes,
+    rows: tuple[str, ...],
+    teacher: str,
+    students: dict[str, Path],
+    seed: int,
+    stages: _Stages,
+) -> dict[str, dict]:
+    """Fine-tune the teacher and every student row, each followed by its multi-view test."""
+    plan = [("teacher", TEACHER_ARCH, teacher)]
     plan += [(n, STUDENT, "" if n == "scratch" else str(students[n])) for n in rows]
+    finetunes = {}
     for name, arch, init in plan:
         stages.start(f"fine-tune + {sizes.test_crops}-view test: {name}")
         ft = finetune_config(sizes, out / "finetune" / name, arch, init, seed)
         finetunes[name] = run_finetune(ft)
+    return finetunes
 
-    stages.start("figures and report")
-    table = result_rows(card, sizes, rows, runs, probes, finetunes)
-    figures = draw_figures(out, table, teacher_src)
-    summary = {
+
+def _summary(
+    quick: bool,
+    seed: int,
+    rows: tuple[str, ...],
+    student_init: str,
+    finetune: bool,
+    sizes: DemoSizes,
+    teacher: str,
+    card: dict,
+    table: list[_Row],
+) -> dict:
+    """``summary.json``'s settings and results (the probes, figures and profile added after)."""
+    return {
         "results": [asdict(r) for r in table],
-        "elapsed_seconds": round(time.time() - t0, 1),
         "quick": quick,
         "seed": seed,
         "rows": list(rows),
         "student_init": student_init,
-        "metrics": list(demo_report.METRICS),
+        "finetune": finetune,
+        "metrics": list(demo_report.metrics(finetune)),
+        "probe_noise_std": PROBE_NOISE_STD,
         "sizes": asdict(sizes),
         "dataset": {
             "kind": "synthetic",
@@ -624,17 +778,10 @@ def run_demo(
             "mvd_objective": {**MVD_OBJECTIVE, "mvd": MVD},
             "amd_objective": {**AMD_OBJECTIVE, "amd": AMD, "pixel_decoder": PIXEL_DECODER},
         },
-        "teacher": {"source": teacher_src, "card": _card_summary(card)},
-        "probes": probes,
-        "figures": {k: str(v) for k, v in figures.items()},
+        "teacher": {"source": teacher, "card": _card_summary(card)},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    demo_report.write_report(out, summary)
-    print(demo_report.table(summary), flush=True)
-    print(f"wrote {out / 'summary.json'}, {out / 'report.md'} and figures in {out}", flush=True)
-    return summary
 
 
 def result_rows(
@@ -702,9 +849,10 @@ def seed_settings(
     teacher: Path,
     rows: list[str] | tuple[str, ...] | None = None,
     student_init: str = STUDENT_INIT,
+    finetune: bool = False,
 ) -> dict:
     """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows,
-    evaluations and teacher (its path and training steps; not the whole card, whose wall time a resumed
+    init, evaluations and teacher (its path and training steps; not the whole card, whose wall time a resumed
     ``--retrain-teacher`` rewrites)."""
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     return {
@@ -712,7 +860,7 @@ def seed_settings(
         "seed": seed,
         "rows": list(select_rows(rows)),
         "student_init": student_init,
-        "metrics": list(demo_report.METRICS),
+        "metrics": list(demo_report.metrics(finetune)),
         "sizes": asdict(sizes),
         "teacher": str(teacher),
         "teacher_steps": _read_card(teacher).get("steps"),
@@ -759,6 +907,7 @@ def run_seeds(
     retrain: bool = False,
     rows: list[str] | tuple[str, ...] | None = None,
     student_init: str = STUDENT_INIT,
+    finetune: bool = False,
 ) -> dict:
     """The demo once per seed into ``out/seed<N>/``, then ``seeds.json``, ``seeds.md`` and
     ``seeds.png`` (per-seed top-1 of every row and evaluation, mean, min, max; the ranking;
@@ -784,7 +933,7 @@ def run_seeds(
     reused: list[int] = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
-        settings = seed_settings(quick, seed, teacher, rows, student_init)
+        settings = seed_settings(quick, seed, teacher, rows, student_init, finetune)
         done = reusable_summary(seed_dir / "summary.json", settings)
         if done is not None:
             log.info("seed %d: reusing %s (same settings; delete it to recompute)",
@@ -794,8 +943,16 @@ def run_seeds(
             continue
         log.info("seed %d: running the demo into %s", seed, seed_dir)
         summaries[seed] = run_demo(
-            seed_dir, quick, teacher, seed=seed, rows=rows, student_init=student_init
+            seed_dir,
+            quick,
+            teacher,
+            seed=seed,
+            rows=rows,
+            student_init=student_init,
+            finetune=finetune,
+            keep_clips=True,  # every seed trains and probes on the same synthetic clips
         )
+    clear_prerendered()
     result = demo_report.seeds_summary(summaries)
     result.update(
         runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -26,6 +27,8 @@ FINETUNE_CURVES = {
     "finetune/amd": "fine-tune: AMD student",
     "finetune/scratch": "fine-tune: scratch student",
 }
+# rows pre-trained by the demo (their pre-training is a stage of the profile)
+TRAINED = tuple(PRETRAIN_CURVES)
 # rows that are references, not methods: left out of the comparisons and the ranking
 REFERENCES = ("teacher", "teacher_single_frame", "random_init")
 COLUMNS = (
@@ -44,12 +47,20 @@ METRICS = {
     "finetune_top1": "fine-tune",
 }
 # the column the reports rank methods by: the linear probe on features pooled per time step,
-# for its stability. Its own noise is small (8000:4000 probe clips: one encoder over ten probe
-# seeds 0.13 std, ten untrained students 1.3 points apart; `python -m benchmarks.demo_noise`);
-# over seeds 0, 1 and 2 (`maskagain demo --seeds 0 1 2`) every row moved 0.1-2.7 points on it
-# except MVD (4.8: its student leaves its random init in some seeds only), against up to 19
-# after fine-tuning (a few hundred steps from five-epoch students)
+# for its stability: its own noise on one encoder is small (``summary["probe_noise_std"]``,
+# `python -m benchmarks.demo_noise`), while the fine-tune column swings by tens of points with
+# the training seed (a few hundred steps from five-epoch students; ``maskagain demo --finetune``)
 RANK_METRIC = "time_probe_top1"
+
+
+def metrics(finetune: bool) -> dict[str, str]:
+    """The evaluations a demo ran (:data:`METRICS`, the fine-tune only with ``finetune``)."""
+    return {k: v for k, v in METRICS.items() if finetune or k != "finetune_top1"}
+
+
+def _metrics_of(summary: dict) -> dict[str, str]:
+    """The evaluations recorded in a ``summary.json`` (or a seeds result)."""
+    return {k: METRICS[k] for k in summary.get("metrics", METRICS)}
 
 
 def _plt():
@@ -96,7 +107,10 @@ def draw_curves(out: Path, path: Path) -> Path:
             ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label[11:])
     ax.set_title("fine-tuning loss (cross-entropy, label smoothing 0.1)", fontsize=9)
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:  # no fine-tune ran (``maskagain demo --finetune`` adds them)
+        ax.axis("off")
     ax = axes[4]
     for run, label in pretrain:
         records = [r for r in read_log(out / run / "log.jsonl") if "loss" in r]
@@ -117,15 +131,19 @@ def row_label(model: str, objective: str) -> str:
     return textwrap.fill(f"{model}: {objective}", 20)
 
 
-def draw_accuracy(rows: list, path: Path, chance: float) -> Path:
-    """Top-1 of every evaluation (:data:`METRICS`) per model, with one-standard-error bars."""
+def draw_accuracy(
+    rows: list, path: Path, chance: float, shown: dict[str, str] | None = None
+) -> Path:
+    """Top-1 of every evaluation (``shown``, default :data:`METRICS`) per model, with
+    one-standard-error bars."""
     plt = _plt()
+    shown = shown or METRICS
     labels = [row_label(r.model, r.objective) for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(12, 4.5))
-    width = 0.8 / len(METRICS)
-    for k, (metric, name) in enumerate(METRICS.items()):
-        offset = (k - (len(METRICS) - 1) / 2) * width
+    width = 0.8 / len(shown)
+    for k, (metric, name) in enumerate(shown.items()):
+        offset = (k - (len(shown) - 1) / 2) * width
         vals = [getattr(r, metric) for r in rows]
         errs = [getattr(r, metric.replace("top1", "se")) or 0.0 for r in rows]
         heights = [v if v is not None else 0.0 for v in vals]
@@ -139,7 +157,8 @@ def draw_accuracy(rows: list, path: Path, chance: float) -> Path:
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    ax.set_title("synthetic motion classes: linear probes (val) and fine-tune multi-view (test)")
+    tuned = " and fine-tune multi-view (test)" if "finetune_top1" in shown else ""
+    ax.set_title(f"synthetic motion classes: linear probes (val){tuned}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -177,12 +196,12 @@ def _fmt(value, digits: int = 1) -> str:
 def table(summary: dict) -> str:
     """The results as a Markdown table (also printed on the console)."""
     head = ["model", "objective", "pre-train epochs", "pre-train wall (s)"]
-    head += [f"{name} top-1 (%)" for name in METRICS.values()]
+    head += [f"{name} top-1 (%)" for name in _metrics_of(summary).values()]
     body = []
     for r in summary["results"]:
         cells = [r["model"], r["objective"], str(r["pretrain_epochs"]),
                  _fmt(float(r["pretrain_seconds"]), 0)]  # fmt: skip
-        for metric in METRICS:
+        for metric in _metrics_of(summary):
             value, se = r.get(metric), r.get(metric.replace("top1", "se"))
             cells.append("-" if value is None else f"{_fmt(value)} ± {_fmt(se)}")
         body.append(cells)
@@ -217,12 +236,11 @@ def write_report(out: Path, summary: dict) -> Path:
         "frozen features, pooled per time step (the mean over space at each tubelet step, "
         "steps concatenated: the order of events survives; the column the demo ranks by) or "
         f"mean-pooled over all tokens; {sizes['probe_train_clips']}"
-        f" training clips, top-1 on {sizes['probe_val_clips']} val clips. Fine-tune: "
-        f"{sizes['finetune_epochs']} epochs x {sizes['finetune_clips']} fresh clips, then a "
-        f"{sizes['test_crops']}-crop test on {sizes['test_videos']} test videos. ± is one "
-        "binomial standard error: evaluation noise only. Every training run uses one seed "
-        f"({summary.get('seed', 0)}); `maskagain demo --seed N` repeats the comparison with "
-        "another to see the training-seed spread.",
+        f" training clips, top-1 on {sizes['probe_val_clips']} val clips. "
+        + _finetune_words(summary)
+        + "± is one binomial standard error: evaluation noise only. Every training run uses one "
+        f"seed ({summary.get('seed', 0)}); `maskagain demo --seeds 0 1 2` repeats the comparison "
+        "over three to see the training-seed spread.",
         "",
         f"Student budget: {sizes['pretrain_epochs']} epochs x {sizes['pretrain_clips']} fresh clips "
         f"per objective, same student ({summary['models']['student']['embed_dim']} wide, "
@@ -261,26 +279,7 @@ def write_report(out: Path, summary: dict) -> Path:
             f"- motion needed: on single-frame clips (middle frame repeated) the teacher's probe "
             f"gets {sf['probe_top1']:.1f}% (chance {data['chance_top1']}%)."
         )
-    ma, others = (
-        rows.get("maskagain"),
-        [r for k, r in rows.items() if k not in (*REFERENCES, "maskagain")],
-    )
-    if ma is not None:
-        for metric in METRICS:
-            for o in others:
-                a, b = ma.get(metric), o.get(metric)
-                if a is None or b is None:
-                    continue
-                se = math_hypot(
-                    ma.get(metric.replace("top1", "se")), o.get(metric.replace("top1", "se"))
-                )
-                verdict = (
-                    "beats" if a - b > 2 * se else ("loses to" if b - a > 2 * se else "ties with")
-                )
-                lines.append(
-                    f"- {METRICS[metric]}: MaskAgain {a:.1f} vs {o['objective']} "
-                    f"{b:.1f}: {verdict} it (difference {a - b:+.1f}, 2 SE = {2 * se:.1f})."
-                )
+    lines += ["", "## Headline", "", *headline(summary)]
     lines += [
         "",
         "## Figures",
@@ -301,8 +300,17 @@ def write_report(out: Path, summary: dict) -> Path:
     return path
 
 
-def math_hypot(a, b) -> float:
-    return float(np.hypot(a or 0.0, b or 0.0))
+def _finetune_words(summary: dict) -> str:
+    sizes = summary["sizes"]
+    if "finetune_top1" not in _metrics_of(summary):
+        return (
+            "No fine-tune (`maskagain demo --finetune` adds one: its column swings by tens of "
+            "points with the training seed, so it cannot rank). "
+        )
+    return (
+        f"Fine-tune: {sizes['finetune_epochs']} epochs x {sizes['finetune_clips']} fresh clips, "
+        f"then a {sizes['test_crops']}-crop test on {sizes['test_videos']} test videos. "
+    )
 
 
 # ------------------------------------------------------------------------------ over seeds
@@ -336,6 +344,11 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
         row = {"run": key, "model": first["model"], "objective": first["objective"]}
         for metric in METRICS:
             row[metric] = spread({str(s): by_run[s][key].get(metric) for s in seeds})
+        row["pretrain_seconds"] = spread(
+            {str(s): float(by_run[s][key]["pretrain_seconds"]) for s in seeds}
+        )
+        cpu = {str(s): _stage_cpu(summaries[s], key) for s in seeds}
+        row["pretrain_cpu_seconds"] = spread(cpu) if key in TRAINED else None
         row["same_every_seed"] = all(
             by_run[s][key].get(m) == first.get(m) for s in seeds for m in METRICS
         )
@@ -355,12 +368,20 @@ def seeds_summary(summaries: dict[int, dict]) -> dict:
     }  # empty when the MaskAgain row did not run (``--rows``)
     return {
         "seeds": seeds,
+        "metrics": list(_metrics_of(summaries[seeds[0]])),
+        "probe_noise_std": summaries[seeds[0]].get("probe_noise_std"),
+        "student_init": summaries[seeds[0]].get("student_init", "trunc_normal"),
         "quick": all(summaries[s]["quick"] for s in seeds),
         "chance_top1": summaries[seeds[0]]["dataset"]["chance_top1"],
         "rows": rows,
         "ranking": ranking,
         "maskagain_minus": versus,
     }
+
+
+def _stage_cpu(summary: dict, stage: str) -> float | None:
+    """CPU seconds of one stage of a demo's profile (None: not profiled)."""
+    return next((p["cpu_s"] for p in summary.get("profile", []) if p["stage"] == stage), None)
 
 
 def _margins(by_run: dict, seeds: list, other: str) -> dict:
@@ -405,12 +426,12 @@ def seeds_table(result: dict) -> str:
     evaluation (the ranking one first), as a Markdown table."""
     seeds = "/".join(str(s) for s in result["seeds"])
     head = ["model", "objective"]
-    for name in METRICS.values():
+    for name in _metrics_of(result).values():
         head += [f"{name}, seeds {seeds}", "mean [min, max]"]
     body = []
     for r in result["rows"]:
         cells = [r["model"], r["objective"]]
-        for metric in METRICS:
+        for metric in _metrics_of(result):
             cells += [_per_seed(r[metric], r["same_every_seed"]), _mean_range(r[metric])]
         body.append(cells)
     return markdown_table(head, body)
@@ -439,8 +460,10 @@ def draw_seeds(result: dict, path: Path) -> Path:
     rows, seeds = result["rows"], [str(s) for s in result["seeds"]]
     x = np.arange(len(rows))
     offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else np.zeros(1)
-    fig, axes = plt.subplots(len(METRICS), 1, figsize=(11, 3.4 * len(METRICS)), sharex=True)
-    for ax, (metric, name) in zip(axes, METRICS.items()):
+    shown = _metrics_of(result)
+    fig, axes = plt.subplots(len(shown), 1, figsize=(11, 3.4 * len(shown)), sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, (metric, name) in zip(axes, shown.items()):
         for seed, offset in zip(seeds, offsets):
             points = [(i, r[metric]["per_seed"][seed]) for i, r in enumerate(rows) if r[metric]]
             if points:
@@ -531,6 +554,10 @@ def write_seeds_report(out: Path, result: dict) -> Path:
         "",
         seeds_table(result),
         "",
+        "## Headline",
+        "",
+        *seeds_headline(result),
+        "",
         "## Ranking",
         "",
         *ranking_lines(result),
@@ -545,3 +572,156 @@ def write_seeds_report(out: Path, result: dict) -> Path:
     path = out / "seeds.md"
     path.write_text("\n".join(lines))
     return path
+
+
+# ------------------------------------------------------------------------------ the headline
+# With one seed, a row is told apart from the next on the ranking column when their gap exceeds
+# this many standard deviations of the difference of two probes' own noise (sqrt(2) times the
+# one-encoder std over probe seeds); with several seeds, when the worst seed of the upper row
+# beats the best seed of the lower one
+NOISE_SIGMAS = 2.0
+
+
+def told_apart(upper: list[float], lower: list[float], noise_std: float | None) -> bool | None:
+    """Whether ``upper`` (top-1 per seed) is told apart from ``lower`` on the ranking column:
+    with several seeds each, min(upper) > max(lower); with one, the gap of the means against
+    the probe's noise (None when that noise is unknown)."""
+    if len(upper) > 1 and len(lower) > 1:
+        return min(upper) > max(lower)
+    if noise_std is None:
+        return None
+    return float(np.mean(upper) - np.mean(lower)) > NOISE_SIGMAS * math.sqrt(2) * noise_std
+
+
+def headline_lines(
+    rows: list[dict], teacher: float | None, noise_std: float | None, name: str
+) -> list[str]:
+    """The headline from the numbers of student ``rows`` ({"run", "objective", "values": top-1
+    per seed on the ranking column ``name``, "seconds": pre-training wall seconds or None}):
+    which rows are told apart, what each cost, where they stand against the ``teacher``."""
+    if not rows:
+        return []
+    ranked = sorted(rows, key=lambda r: -float(np.mean(r["values"])))
+    seeds = min(len(r["values"]) for r in ranked)
+    mean = {r["run"]: float(np.mean(r["values"])) for r in ranked}
+    return [
+        _separation_line(ranked, mean, noise_std, name, seeds),
+        *_groups_lines(ranked, noise_std),
+        *_cost_lines(ranked, seeds),
+        *_teacher_lines(ranked, mean, teacher, name),
+    ]
+
+
+def _separation_line(ranked: list[dict], mean: dict, noise: float | None, name: str, seeds: int):
+    chain = f"{ranked[0]['objective']} {mean[ranked[0]['run']]:.1f}"
+    for upper, lower in zip(ranked, ranked[1:]):
+        apart = told_apart(upper["values"], lower["values"], noise)
+        sign = {True: ">", False: "~", None: "?"}[apart]
+        chain += f" {sign} {lower['objective']} {mean[lower['run']]:.1f}"
+    if seeds > 1:
+        rule = (
+            f"over {seeds} training seeds (means); `>`: the worst seed of the row above beats "
+            "the best seed of the row below, `~`: their seeds overlap"
+        )
+    elif noise is None:
+        rule = "one training seed; the probe's noise is not known, so `?`: not established"
+    else:
+        rule = (
+            f"one training seed; `>`: a gap above {NOISE_SIGMAS:.0f} x sqrt(2) x the probe's own "
+            f"noise ({noise:.2f} std) = {NOISE_SIGMAS * math.sqrt(2) * noise:.2f} points, `~`: "
+            "within it. The training seed moves a row more than the probe does: "
+            "`maskagain demo --seeds 0 1 2` tells rows apart by their seed ranges"
+        )
+    return f"- told apart on the {name}: {chain} ({rule})."
+
+
+def _groups_lines(ranked: list[dict], noise: float | None) -> list[str]:
+    """The rows not told apart from their neighbours, group by group, and MaskAgain's selection
+    against plain Hint when both ran."""
+    lines, group = [], [ranked[0]]
+    for upper, lower in zip(ranked, [*ranked[1:], None]):
+        if lower is not None and told_apart(upper["values"], lower["values"], noise) is False:
+            group.append(lower)
+            continue
+        if len(group) > 1:
+            names = [r["objective"] for r in group]
+            lines.append(f"- not told apart: {', '.join(names[:-1])} and {names[-1]}.")
+        group = [lower]
+    by_run = {r["run"]: r for r in ranked}
+    if "maskagain" in by_run and "hint" in by_run:
+        apart = told_apart(by_run["maskagain"]["values"], by_run["hint"]["values"], noise)
+        behind = told_apart(by_run["hint"]["values"], by_run["maskagain"]["values"], noise)
+        verdict = "is ahead of" if apart else "is behind" if behind else "is not told apart from"
+        if apart is None:
+            verdict = "cannot be told from (the probe's noise is unknown)"
+        one_seed = min(len(r["values"]) for r in ranked) == 1
+        caveat = " (one training seed: against the probe's own noise only)" if one_seed else ""
+        lines.append(f"- selection (MaskAgain) {verdict} plain Hint at this scale{caveat}.")
+    return lines
+
+
+def _cost_lines(ranked: list[dict], seeds: int) -> list[str]:
+    """Each trained row's pre-training cost: CPU seconds where the profile has them (steadier
+    than wall time on a shared machine), else wall seconds."""
+    trained = [r for r in ranked if r.get("seconds")]
+    if not trained:
+        return []
+    cpu = all(r.get("cpu_seconds") for r in trained)
+    key, unit = ("cpu_seconds", "CPU seconds") if cpu else ("seconds", "wall seconds")
+    cheapest = min(trained, key=lambda r: r[key])
+    parts = [f"{r['objective']} {r[key]:.0f} s ({r[key] / cheapest[key]:.1f}x)" for r in trained]
+    over = f", mean over {seeds} seeds" if seeds > 1 else ""
+    walls = ", ".join(f"{r['seconds']:.0f}" for r in trained)
+    wall = f"; wall seconds {walls}" if cpu else ""
+    return [
+        f"- pre-training cost ({unit}{over}; x: against the cheapest, "
+        f"{cheapest['objective']}): {', '.join(parts)}{wall}."
+    ]
+
+
+def _teacher_lines(ranked: list[dict], mean: dict, teacher: float | None, name: str) -> list[str]:
+    if teacher is None:
+        return []
+    parts = ", ".join(f"{r['objective']} {mean[r['run']] - teacher:+.1f}" for r in ranked)
+    above = sum(mean[r["run"]] > teacher for r in ranked)
+    return [
+        f"- against the teacher ({teacher:.1f} on the {name}): {parts}; {above} of "
+        f"{len(ranked)} student rows above it."
+    ]
+
+
+def headline(summary: dict) -> list[str]:
+    """:func:`headline_lines` of one demo's ``summary.json`` content (one training seed)."""
+    by_run = {r["run"]: r for r in summary["results"]}
+    cpu = {p["stage"]: p["cpu_s"] for p in summary.get("profile", [])}
+    rows = [
+        {
+            "run": run,
+            "objective": r["objective"],
+            "values": [r[RANK_METRIC]],
+            "seconds": r["pretrain_seconds"] if r["pretrain_epochs"] else None,
+            "cpu_seconds": cpu.get(run) if r["pretrain_epochs"] else None,
+        }
+        for run, r in by_run.items()
+        if run not in REFERENCES and r.get(RANK_METRIC) is not None
+    ]
+    teacher = (by_run.get("teacher") or {}).get(RANK_METRIC)
+    return headline_lines(rows, teacher, summary.get("probe_noise_std"), METRICS[RANK_METRIC])
+
+
+def seeds_headline(result: dict) -> list[str]:
+    """:func:`headline_lines` of ``maskagain demo --seeds`` (every seed's numbers)."""
+    rows = [
+        {
+            "run": r["run"],
+            "objective": r["objective"],
+            "values": list(r[RANK_METRIC]["per_seed"].values()),
+            "seconds": (r.get("pretrain_seconds") or {}).get("mean") or None,
+            "cpu_seconds": (r.get("pretrain_cpu_seconds") or {}).get("mean") or None,
+        }
+        for r in result["rows"]
+        if r["run"] not in REFERENCES and r[RANK_METRIC]
+    ]
+    teacher = next((r[RANK_METRIC] for r in result["rows"] if r["run"] == "teacher"), None)
+    mean = teacher["mean"] if teacher else None
+    return headline_lines(rows, mean, result.get("probe_noise_std"), METRICS[RANK_METRIC])

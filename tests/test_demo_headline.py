@@ -1,0 +1,143 @@
+"""The demo's headline follows from its numbers; its stage lines, profile and shared clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maskagain.data import DataConfig, build_dataset
+from maskagain.data.synthetic import clear_prerendered, prerender, prerendered
+from maskagain.recipes import demo, demo_report
+
+
+def _row(run: str, objective: str, values: list[float], seconds: float | None = 30.0) -> dict:
+    return {"run": run, "objective": objective, "values": values, "seconds": seconds}
+
+
+def test_overlapping_seeds_are_not_told_apart() -> None:
+    rows = [
+        _row("maskagain", "MaskAgain", [60.5, 57.1, 59.4], 33.0),
+        _row("hint", "Hint", [59.8, 62.2, 59.2], 29.0),
+        _row("videomae", "VideoMAE", [34.4, 32.7, 33.3], 36.0),
+    ]
+    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    text = "\n".join(lines)
+    # Hint's mean is higher but its seeds overlap MaskAgain's; both are above every VideoMAE seed
+    assert "Hint 60.4 ~ MaskAgain 59.0 > VideoMAE 33.5" in text
+    assert "over 3 training seeds" in text
+    assert "- not told apart: Hint and MaskAgain." in lines
+    assert "- selection (MaskAgain) is not told apart from plain Hint at this scale." in lines
+    assert "Hint 29 s (1.0x)" in text and "VideoMAE 36 s (1.2x)" in text
+    assert "cheapest, Hint" in text
+    assert "Hint +7.8, MaskAgain +6.4, VideoMAE -19.1; 2 of 3 student rows above it" in text
+
+
+def test_separated_seeds_are_told_apart() -> None:
+    rows = [
+        _row("hint", "Hint", [45.5, 44.6, 44.2]),
+        _row("maskagain", "MaskAgain", [51.5, 49.5, 52.0]),
+        _row("scratch", "untrained", [35.8, 36.0, 37.1], None),
+    ]
+    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    assert "MaskAgain 51.0 > Hint 44.8 > untrained 36.3" in lines[0]
+    assert not any(line.startswith("- not told apart") for line in lines)
+    assert "- selection (MaskAgain) is ahead of plain Hint at this scale." in lines
+    cost = next(line for line in lines if "pre-training cost" in line)
+    assert "untrained" not in cost  # nothing to pre-train
+    assert "0 of 3 student rows above it" in lines[-1]
+    # and behind when the numbers say so
+    swapped = [_row("maskagain", "MaskAgain", [40.0, 41.0]), _row("hint", "Hint", [45.0, 46.0])]
+    assert "- selection (MaskAgain) is behind plain Hint at this scale." in (
+        demo_report.headline_lines(swapped, None, None, "probe")
+    )
+
+
+def test_one_seed_is_judged_against_the_probe_noise() -> None:
+    # noise 0.2 std: a gap must exceed 2 x sqrt(2) x 0.2 = 0.57 points
+    rows = [
+        _row("maskagain", "MaskAgain", [60.5]),
+        _row("hint", "Hint", [60.1]),
+        _row("amd", "AMD", [59.0]),
+    ]
+    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    assert "MaskAgain 60.5 ~ Hint 60.1 > AMD 59.0" in lines[0]
+    assert "0.57 points" in lines[0] and "--seeds 0 1 2" in lines[0]
+    assert "- not told apart: MaskAgain and Hint." in lines
+    # a noisier probe joins all three; an unknown noise establishes nothing
+    noisy = demo_report.headline_lines(rows, None, 1.0, "probe per time step")
+    assert "- not told apart: MaskAgain, Hint and AMD." in noisy
+    unknown = demo_report.headline_lines(rows, None, None, "probe per time step")
+    assert "MaskAgain 60.5 ? Hint 60.1 ? AMD 59.0" in unknown[0]
+    assert demo_report.told_apart([60.5], [59.0], None) is None
+
+
+def _summary(values: dict[str, float]) -> dict:
+    results = [
+        {"run": run, "objective": run.title(), "pretrain_epochs": 5 if run != "scratch" else 0,
+         "pretrain_seconds": 30.0, "time_probe_top1": v}
+        for run, v in values.items()
+    ]  # fmt: skip
+    profile = [{"stage": "maskagain", "wall_s": 44.0, "cpu_s": 25.0},
+               {"stage": "hint", "wall_s": 56.0, "cpu_s": 26.0}]  # fmt: skip
+    return {"results": results, "probe_noise_std": 0.2, "profile": profile}
+
+
+def test_report_headline_from_a_summary() -> None:
+    summary = _summary({"teacher": 52.6, "random_init": 36.0, "maskagain": 60.0, "hint": 59.9,
+                        "scratch": 37.0})  # fmt: skip
+    lines = demo_report.headline(summary)
+    assert "Maskagain 60.0 ~ Hint 59.9 > Scratch 37.0" in lines[0]  # references left out
+    assert "not told apart from plain Hint at this scale (one training seed" in "\n".join(lines)
+    cost = next(line for line in lines if "pre-training cost" in line)
+    assert "CPU seconds" in cost and "Maskagain 25 s (1.0x), Hint 26 s (1.0x)" in cost
+    assert "wall seconds 30, 30" in cost
+    assert "against the teacher (52.6" in lines[-1] and "2 of 3 student rows above it" in lines[-1]
+
+
+def test_stage_lines_carry_elapsed_time_and_an_eta(capsys, monkeypatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(demo.time, "time", lambda: now[0])
+    stages = demo._Stages([("a", 10.0), ("b", 10.0), ("c", 20.0)])  # t0 = 0
+    stages.start("first")  # elapsed 0: the plan's 40 s
+    now[0] = 10.0
+    stages.start("second")  # a took 10 s as planned: 10 + 30
+    now[0] = 30.0
+    stages.start("third")  # a and b took 30 s against 20 planned: 30 + 1.5 x 20
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[demo 1/3 |    0s elapsed, ETA   40s total] first"
+    assert lines[1] == "[demo 2/3 |   10s elapsed, ETA   40s total] second"
+    assert lines[2] == "[demo 3/3 |   30s elapsed, ETA   60s total] third"
+    now[0] = 35.0
+    profile = stages.finish()
+    assert [(p["stage"], p["wall_s"]) for p in profile] == [("a", 10.0), ("b", 20.0), ("c", 5.0)]
+
+
+def test_prerendered_clips_are_the_clips_rendering_gives() -> None:
+    sizes = demo.QUICK_SIZES
+    cfg = DataConfig(**demo.data_section(sizes, 8))
+    ds = build_dataset(cfg, "train", "eval")
+    torch.manual_seed(0)
+    fresh = [ds[i]["video"] for i in range(8)]
+    try:
+        assert prerender(ds.spec, ds.seed, "train", [(0, i) for i in range(8)], workers=2) == 8
+        assert prerender(ds.spec, ds.seed, "train", [(0, i) for i in range(8)]) == 0  # stored
+        assert prerendered(ds.spec, ds.seed, "train", 0, 3) is not None
+        assert prerendered(ds.spec, ds.seed, "train", 1, 3) is None  # another epoch
+        stored = [ds[i]["video"] for i in range(8)]
+        for a, b in zip(fresh, stored):
+            assert torch.equal(a, b)
+        clip = prerendered(ds.spec, ds.seed, "train", 0, 3)
+        clip_before = clip.copy()
+        ds[3]["video"].mul_(0)  # a reader cannot change the stored clip
+        assert np.array_equal(prerendered(ds.spec, ds.seed, "train", 0, 3), clip_before)
+    finally:
+        clear_prerendered()
+    assert prerendered(ds.spec, ds.seed, "train", 0, 3) is None
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_stage_plan_follows_rows_and_finetune(finetune: bool) -> None:
+    plan = [name for name, _ in demo.stage_plan(("maskagain", "scratch"), finetune, False, 5)]
+    tail = ["finetune_teacher", "finetune_maskagain", "finetune_scratch"] if finetune else []
+    assert plan == ["clips", "maskagain", "probe_clips", "probes", *tail, "report"]
