@@ -180,6 +180,8 @@ def test_a_data_bound_interval_is_logged_once_a_run_with_the_levers_left(caplog)
     trainer = Trainer.__new__(Trainer)  # only the bookkeeping of the data-wait share
     trainer._data_wait, trainer._warned_data_bound = 0.0, -1
     trainer.state = type("S", (), {"epoch": 0})()
+    files = type("D", (), {"records": []})()  # clips decoded from video files
+    trainer.loader = type("L", (), {"num_workers": 0, "dataset": files})()
     with caplog.at_level(logging.WARNING, logger="maskagain.engine.trainer"):
         trainer._data_wait = 0.95
         trainer._data_wait_share(1.0)  # the first interval holds the workers' start: quiet
@@ -195,9 +197,11 @@ def test_a_data_bound_interval_is_logged_once_a_run_with_the_levers_left(caplog)
     assert len(lines) == 1 and "90% of the time went to waiting for batches" in lines[0]
     assert "raise data.num_workers (now 0," in lines[0] and "maskagain prepare" in lines[0]
     trainer._warned_data_bound = -1
-    trainer.loader = type("L", (), {"num_workers": 64})()  # every core already reads
+    generated = type("D", (), {})()  # generated clips (the synthetic set): no files to re-encode
+    trainer.loader = type("L", (), {"num_workers": 64, "dataset": generated})()  # every core reads
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="maskagain.engine.trainer"):
         trainer._data_wait = 0.9
         trainer._data_wait_share(1.0)
     assert "data.num_workers" not in caplog.text and "data.num_sample" in caplog.text
+    assert "maskagain prepare" not in caplog.text

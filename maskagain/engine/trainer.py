@@ -516,10 +516,13 @@ class Trainer:
                 if workers < cores
                 else ""
             )
+            # re-encoding helps only clips decoded from files, not generated ones
+            files = hasattr(getattr(loader, "dataset", None), "records")
+            prepare = " or re-encode the videos with `maskagain prepare`" if files else ""
             log.warning(
                 "data-bound: %.0f%% of the time went to waiting for batches; %suse repeated "
-                "sampling (data.num_sample) or re-encode the videos with `maskagain prepare`",
-                100 * share, more,
+                "sampling (data.num_sample)%s",
+                100 * share, more, prepare,
             )  # fmt: skip
         return share
 
