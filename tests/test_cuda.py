@@ -156,6 +156,25 @@ def test_predict_runs_on_the_device_as_on_the_cpu(dev, tmp_path):
         assert torch.allclose(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "dev",
+    [
+        pytest.param("cpu", marks=pytest.mark.skip(reason="the CPU demo runs in test_demo.py")),
+        pytest.param("cuda", marks=NO_CUDA),
+    ],
+)
+def test_demo_quick_runs_on_the_device(dev, tmp_path):
+    """``maskagain demo --quick --finetune`` trains, probes and fine-tunes every default row on
+    the device it finds (``auto``)."""
+    from maskagain.cli.main import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--finetune", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["device"] == dev and summary["finetune"] is True
+    assert all(r["time_probe_top1"] is not None for r in summary["results"])
+
+
 # ---------------------------------------------------------------------- attention
 @pytest.mark.parametrize("dev", DEVICES)
 def test_attention_taps_give_the_fused_paths_block_outputs(dev, full_fp32):
