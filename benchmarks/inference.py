@@ -157,9 +157,11 @@ def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
     paths = [p for p in (CUDA_PATHS if args.device == "cuda" else CPU_PATHS) if p in args.paths]
     rows = []
     for key, spec in models.items():
+        batches = [b for b in args.batches if f"{key}:{b}" not in args.skip]
+        if not batches:  # every batch of this model skipped
+            continue
         model = build_model(spec, geometry)
         runners = {p: build_path(model, p, args.device, workdir) for p in paths}
-        batches = [b for b in args.batches if f"{key}:{b}" not in args.skip]
         for batch in batches:
             times = time_paths(runners, _clips(model, batch), args.rounds, args.device)
             print(f"{key} batch {batch}: " + ", ".join(
