@@ -44,3 +44,9 @@ def make_run(run: Path, data: dict, seed: int = 0) -> Path:
     (run / "classes.txt").write_text("".join(f"{n}\n" for n in CLASSES))
     (run / "config.yaml").write_text(yaml.safe_dump({"data": data}))
     return run
+
+
+def labelled_run(tmp_path_factory, videos: Path, seed: int = 0) -> Path:
+    """A nano classifier's run directory (:func:`make_run`) whose config reads ``videos``."""
+    data = {**DATA, "root": str(videos), "test_list": str(videos / "test.txt")}
+    return make_run(tmp_path_factory.mktemp("ft"), data, seed=seed)

@@ -178,7 +178,7 @@ def test_a_data_bound_interval_is_logged_once_a_run_with_the_levers_left(caplog)
     from maskagain.engine.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)  # only the bookkeeping of the data-wait share
-    trainer._data_wait, trainer._warned_data_bound = 0.0, -1
+    trainer._data_wait, trainer._warned_data_bound, trainer._started = 0.0, -1, False
     trainer.state = type("S", (), {"epoch": 0})()
     files = type("D", (), {"records": []})()  # clips decoded from video files
     trainer.loader = type("L", (), {"num_workers": 0, "dataset": files})()

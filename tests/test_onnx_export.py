@@ -14,7 +14,7 @@ import torch
 from maskagain.cli.main import main
 from maskagain.models.loading import load_encoder
 from maskagain.models.onnx import read_onnx_metadata
-from tests._classifier_run import CLASSES, DATA, make_run, write_videos
+from tests._classifier_run import CLASSES, labelled_run, write_videos
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,7 @@ def videos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, videos: Path) -> Path:
-    data = {**DATA, "root": str(videos), "test_list": str(videos / "test.txt")}
-    return make_run(tmp_path_factory.mktemp("ft"), data, seed=1)
+    return labelled_run(tmp_path_factory, videos, seed=1)
 
 
 @pytest.fixture(scope="module")

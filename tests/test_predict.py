@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maskagain.cli.main import main
-from tests._classifier_run import CLASSES, DATA, make_run, write_videos
+from tests._classifier_run import CLASSES, labelled_run, write_videos
 from tests._user_videos import write_clip
 
 
@@ -23,8 +23,7 @@ def videos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, videos: Path) -> Path:
-    data = {**DATA, "root": str(videos), "test_list": str(videos / "test.txt")}
-    return make_run(tmp_path_factory.mktemp("ft"), data)
+    return labelled_run(tmp_path_factory, videos)
 
 
 def _predict(run: Path, *args: str) -> int:

@@ -151,6 +151,7 @@ class Trainer:
         self.clips_per_step = clips_per_step(engine, dist.world_size, clips_per_item)
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log line
         self._warned_data_bound = -1  # epoch of the last "data-bound" warning
+        self._started = False  # past the first log interval (which holds the workers' start)
         self.dtype = DTYPES[resolve_precision(engine.precision, dist.device)[0]]
         self.scaler = self._make_scaler()
         self.ema = ModelEma(model, engine.ema_decay) if engine.ema_decay > 0 else None
@@ -504,7 +505,7 @@ class Trainer:
         dominates after the first interval (which holds the workers' start), naming the levers
         not pulled yet."""
         share, self._data_wait = min(1.0, self._data_wait / max(elapsed, 1e-9)), 0.0
-        started, self._started = getattr(self, "_started", False), True
+        started, self._started = self._started, True
         if share > 0.5 and started and self._warned_data_bound < 0:
             from maskagain.data.config import available_workers
 

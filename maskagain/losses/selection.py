@@ -42,8 +42,8 @@ def stable_topk_indices(
     Fast path: one float ``topk`` of k + 1 entries; only where an entry equal to the k-th is
     left out (a tie across the boundary, one host sync to find out) does the exact
     integer-key ``topk`` run. Under ``torch.compile`` the exact path runs on every row (the
-    same indices, no sync, no graph break). ignore_padding_ties: ties at -inf do not count (padding slots
-    that the caller drops).
+    same indices, no sync, no graph break). ignore_padding_ties: ties at -inf do not count
+    (padding slots that the caller drops).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -228,8 +228,8 @@ class VideoViT(nn.Module):
         """Encode the visible tokens of ``video`` (B, C, T, H, W).
 
         ``attn_layers`` names the blocks (negative indices count from the end) whose attention
-        logits and values are returned; the other blocks run fused SDPA. ``blocks`` names the blocks whose output tokens
-        are returned too (``EncoderOutput.blocks``). ``visible``: the
+        logits and values are returned; the other blocks run fused SDPA. ``blocks`` names the
+        blocks whose output tokens are returned too (``EncoderOutput.blocks``). ``visible``: the
         mask's (B, N_vis) ascending visible token indices (the collate's ``"visible"``): with
         them the forward needs no host sync to count the visible tokens.
         """
