@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -230,17 +230,25 @@ class ClipDataset(Dataset, ABC):
             sample_indices(n, cfg.sampling, cfg.num_frames, cfg.sampling_rate, False, clip, clips)
         ]
 
-    def _load(self, video_id: int, view: int) -> dict[str, Any]:
-        """``{"video": (C, T, H, W) | (S, C, T, H, W)}``, or with :meth:`defer_crop`
-        ``{"frames": (W, T, H, W, C) uint8, "boxes": S boxes, "window": S window numbers}``."""
+    def _read(
+        self, video_id: int, index_sets_of: Callable[[int], list[list[int]]]
+    ) -> tuple[list[list[int]], torch.Tensor, dict[int, int]]:
+        """One decode of every frame the clips of ``video_id`` need: ``index_sets_of(num_frames)``
+        names the clips' frames; returns them, the frames (U, H, W, C) uint8 in ascending order
+        and each frame number's row in that tensor."""
         source = self.open(video_id)
         try:
-            index_sets = self._clip_indices(source.num_frames, view)
+            index_sets = index_sets_of(source.num_frames)
             union = sorted({i for s in index_sets for i in s})
             frames = source.read(union, self.cfg.short_side)  # (U, H, W, C) uint8
         finally:
             source.close()
-        pos = {f: k for k, f in enumerate(union)}
+        return index_sets, frames, {f: k for k, f in enumerate(union)}
+
+    def _load(self, video_id: int, view: int) -> dict[str, Any]:
+        """``{"video": (C, T, H, W) | (S, C, T, H, W)}``, or with :meth:`defer_crop`
+        ``{"frames": (W, T, H, W, C) uint8, "boxes": S boxes, "window": S window numbers}``."""
+        index_sets, frames, pos = self._read(video_id, lambda n: self._clip_indices(n, view))
         crop = view % self.cfg.test_crops if self.views > 1 else 0
         picked: dict[tuple[int, ...], torch.Tensor] = {}  # same window: gathered once
         for s in index_sets:
@@ -259,14 +267,9 @@ class ClipDataset(Dataset, ABC):
     def load_views(self, video_id: int) -> torch.Tensor:
         """All ``views`` test clips of one video from one decode: ``(V, C, T, H, W)``, clip ``v``
         equal to the ``"video"`` of item ``video_id * views + v`` (same frames, same crop)."""
-        source = self.open(video_id)
-        try:
-            index_sets = [self._clip_indices(source.num_frames, v)[0] for v in range(self.views)]
-            union = sorted({i for s in index_sets for i in s})
-            frames = source.read(union, self.cfg.short_side)  # (U, H, W, C) uint8
-        finally:
-            source.close()
-        pos = {f: k for k, f in enumerate(union)}
+        index_sets, frames, pos = self._read(
+            video_id, lambda n: [self._clip_indices(n, v)[0] for v in range(self.views)]
+        )
         crops = self.cfg.test_crops if self.views > 1 else 1
         clips = [
             self.transform(frames[[pos[i] for i in s]], v % crops) for v, s in enumerate(index_sets)
