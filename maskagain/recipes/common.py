@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from maskagain.config import ConfigError, to_dict
 from maskagain.data import BadFileTracker, DataConfig, MaskCollator
+from maskagain.data.prepare import EncodeOptions
 from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
@@ -165,7 +166,7 @@ def _relative(path: str, root: str) -> str:
 
 # ----------------------------------------------------------------------------- input size
 RESOLUTION_RATIO = 4.0  # decoded short side vs data.short_side, either way, that is "far"
-PREPARED_SHORT_SIDE = 320  # `maskagain prepare`'s default short side
+PREPARED_SHORT_SIDE = EncodeOptions.short_side  # `maskagain prepare`'s default short side
 _RESOLUTION_WARNED: set[tuple] = set()
 
 
