@@ -17,11 +17,6 @@ __getattr__, __dir__ = lazy_exports(
     {
         "amd": ["AMDConfig", "AMDObjective", "asymmetric_masks"],
         "baselines": ["attention_transfer_loss"],
-        "block_outputs": [
-            "EncoderOutputWithBlocks",
-            "EncoderQuery",
-            "forward_features_with_blocks",
-        ],
         "hidden": [
             "aggregate_full",
             "aggregate_global",
@@ -40,6 +35,7 @@ __getattr__, __dir__ = lazy_exports(
         "objective": ["MaskAgainObjective"],
         "output": ["gather_tokens", "hint_loss", "relation_loss"],
         "pixel": ["with_weighted_term"],
+        "query": ["EncoderQuery"],
         "projection": ["hint_projection", "linear_or_identity"],
         "selection": [
             "FrameGroups",
@@ -58,7 +54,6 @@ __all__ = [
     "AMDConfig",
     "AMDObjective",
     "BASELINES",
-    "EncoderOutputWithBlocks",
     "EncoderQuery",
     "PRESETS",
     "FrameGroups",
@@ -74,7 +69,6 @@ __all__ = [
     "attention_transfer_loss",
     "feature_mse",
     "feature_regression_loss",
-    "forward_features_with_blocks",
     "frame_groups",
     "frame_tokens_to_clip",
     "gather_frame_logits",

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskagain.losses.block_outputs import EncoderOutputWithBlocks, EncoderQuery
+from maskagain.losses.query import EncoderQuery
 from maskagain.losses.config import AMDConfig
 from maskagain.losses.hidden import teacher_target
 from maskagain.losses.mvd import feature_regression_loss
@@ -176,10 +176,10 @@ class AMDObjective(nn.Module):
     ``forward(student_out, teacher_out) -> {"direct", "generation", "loss"}`` (active terms
     unweighted, their weighted sum under "loss").
 
-    student_out / teacher_out: from ``forward_features_with_blocks`` with the masks of
+    student_out / teacher_out: ``forward_features(video, mask, blocks=...)`` with the masks of
     ``asymmetric_masks`` (teacher hidden tokens a subset of the student's) and the blocks
-    ``student_blocks`` / ``teacher_blocks``; a plain ``EncoderOutput`` works when every aligned
-    block is the last one. num_tokens: N of the clip (all tokens).
+    ``student_blocks`` / ``teacher_blocks`` (no ``blocks`` needed when every aligned block is the
+    last one). num_tokens: N of the clip (all tokens).
     """
 
     attn_layers_student: tuple[int, ...] = ()
@@ -240,12 +240,12 @@ class AMDObjective(nn.Module):
 
     @property
     def student_blocks(self) -> tuple[int, ...]:
-        """Blocks to ask ``forward_features_with_blocks`` for on the student."""
+        """Blocks to ask the student's ``forward_features(..., blocks=)`` for."""
         return tuple(sorted({s for s, _ in self.pairs}))
 
     @property
     def teacher_blocks(self) -> tuple[int, ...]:
-        """Blocks to ask ``forward_features_with_blocks`` for on the teacher."""
+        """Blocks to ask the teacher's ``forward_features(..., blocks=)`` for."""
         return tuple(sorted({t for _, t in self.pairs}))
 
     @property
@@ -319,12 +319,11 @@ class AMDObjective(nn.Module):
 
     @staticmethod
     def _block(out: EncoderOutput, index: int, depth: int, side: str) -> torch.Tensor:
-        blocks = out.blocks if isinstance(out, EncoderOutputWithBlocks) else {}
-        if index in blocks:
-            return blocks[index]
+        if index in out.blocks:
+            return out.blocks[index]
         if index == depth - 1:
             return out.tokens
         raise KeyError(
-            f"the {side} output has blocks {sorted(blocks)} but AMD aligns block {index}: run "
-            f"forward_features_with_blocks(model, video, mask, objective.{side}_blocks)"
+            f"the {side} output has blocks {sorted(out.blocks)} but AMD aligns block {index}: run "
+            f"model.forward_features(video, mask, blocks=objective.{side}_blocks)"
         )

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskagain.losses.block_outputs import EncoderQuery
+from maskagain.losses.query import EncoderQuery
 from maskagain.losses.config import FeatureLoss, MVDConfig
 from maskagain.losses.hidden import teacher_target
 from maskagain.masking import split_tokens, take_tokens

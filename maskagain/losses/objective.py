@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from maskagain.losses.baselines import attention_transfer_loss
-from maskagain.losses.block_outputs import EncoderQuery
+from maskagain.losses.query import EncoderQuery
 from maskagain.losses.config import ObjectiveConfig
 from maskagain.losses.hidden import (
     aggregate_full,

@@ -23,13 +23,13 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from maskagain.models.layers import Block
+from maskagain.models.layers import Block, resolve_block
 from maskagain.models.loading import (
     CheckpointError,
     _depth,
@@ -89,11 +89,24 @@ def mae_position_table(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
     return torch.cat(halves, dim=1).float()
 
 
+@dataclass
+class ImageOutput:
+    """What ``ImageViT.forward_features`` returns.
+
+    tokens: (B, N, D) the last block's patch tokens (class token dropped, no final norm).
+    blocks: block index (0-based) -> (B, N, D) patch tokens of that block, only those asked for.
+    """
+
+    tokens: torch.Tensor
+    blocks: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
 class ImageViT(nn.Module):
     """An MAE-style image encoder as MVD's image teacher runs it.
 
     ``forward(images (B, C, H, W)) -> (B, H/p * W/p, D)``: the last block's patch tokens (class
-    token dropped, no final norm), patches in row-major order.
+    token dropped, no final norm), patches in row-major order; ``forward_features(images,
+    blocks=...)`` also returns the patch tokens of the blocks asked for.
     """
 
     def __init__(self, cfg: ImageViTConfig) -> None:
@@ -117,16 +130,28 @@ class ImageViT(nn.Module):
             self._positions[key] = table.to(like.device, like.dtype)
         return self._positions[key]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(
+        self, images: torch.Tensor, blocks: tuple[int, ...] | list[int] = ()
+    ) -> ImageOutput:
+        """Encode ``images`` (B, C, H, W); ``blocks`` names the blocks (negative indices count
+        from the end) whose patch tokens are returned too (``ImageOutput.blocks``)."""
         x = self.patch_embed(images)  # (B, D, H', W')
         gh, gw = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         x = x + self.positions(gh, gw, x)
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)  # its position is 0
         x = torch.cat((cls, x), dim=1)
-        for block in self.blocks:
+        wanted = {resolve_block(i, len(self.blocks)) for i in blocks}
+        outputs: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return x[:, 1:]
+            if i in wanted:
+                outputs[i] = x[:, 1:]
+        return ImageOutput(tokens=x[:, 1:], blocks=outputs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D) the last block's patch tokens."""
+        return self.forward_features(images).tokens
 
 
 # ------------------------------------------------------------------------------------- loading

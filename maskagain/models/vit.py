@@ -98,7 +98,6 @@ class EncoderOutput:
 class VideoViT(nn.Module):
     """VideoMAE-compatible video ViT: ``forward_features`` -> ``forward_head``."""
 
-    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -226,7 +226,6 @@ class VJEPA2Encoder(nn.Module):
     token_grid = VideoViT.token_grid
     _check_mask = VideoViT._check_mask
     _visible_ids = VideoViT._visible_ids
-    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
     _block_index = VideoViT._block_index
 
     @property
