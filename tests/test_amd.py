@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from maskagain.losses.amd import AMDConfig, AMDObjective, asymmetric_masks
-from maskagain.masking import num_hidden
+from maskagain.losses.amd import AMDConfig, AMDObjective
+from maskagain.masking import asymmetric_masks, num_hidden
 from maskagain.models import create_model
 from maskagain.models.vit import EncoderOutput
 

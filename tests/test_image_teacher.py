@@ -7,8 +7,8 @@ import pytest
 import torch
 from _weights import mae_image_teacher
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.models.image_vit import load_image_encoder, mae_position_table
-from maskagain.models.loading import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ from maskagain._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "amd": ["AMDConfig", "AMDObjective", "asymmetric_masks"],
+        "amd": ["AMDConfig", "AMDObjective"],
         "baselines": ["attention_transfer_loss"],
         "hidden": [
             "aggregate_full",
@@ -62,7 +62,6 @@ __all__ = [
     "MaskAgainObjective",
     "ObjectiveConfig",
     "activation_topk",
-    "asymmetric_masks",
     "aggregate_full",
     "aggregate_global",
     "aggregate_local",

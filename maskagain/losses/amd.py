@@ -2,7 +2,7 @@
 
 The teacher sees MORE of the clip than the student: it is masked at a lower ratio (75%) than
 the student (90%), and the student's visible tokens are a subset of the teacher's
-(``asymmetric_masks``). For every aligned layer pair (student block l_s, teacher block l_t):
+(``maskagain.masking.asymmetric_masks``). For every aligned layer pair (student block l_s, teacher block l_t):
 
 - direct alignment: ``P(z_s)`` (a Linear without bias, student width -> teacher width) of the
   student's block output on its visible tokens against the teacher's block output on the same
@@ -46,54 +46,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskagain.losses.query import EncoderQuery
 from maskagain.losses.config import AMDConfig
 from maskagain.losses.hidden import teacher_target
 from maskagain.losses.mvd import feature_regression_loss
-from maskagain.masking import Grid, device_check, num_hidden, split_tokens, take_tokens
+from maskagain.losses.query import EncoderQuery
+from maskagain.masking import device_check, split_tokens, take_tokens
 from maskagain.models.init import official_init
 from maskagain.models.layers import Block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
-
-
-def asymmetric_masks(
-    batch_size: int,
-    grid: Grid,
-    student_ratio: float = 0.9,
-    teacher_ratio: float = 0.75,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tube masks for AMD: ``(teacher_mask, student_mask)``, each (B, N) bool, True = hidden.
-
-    One random spatial pattern per sample, the same in every frame: ``num_hidden(HW,
-    teacher_ratio)`` positions are hidden from both models, ``num_hidden(HW, student_ratio)``
-    from the student, so the teacher's hidden tokens are a subset of the student's (the
-    student's visible tokens a subset of the teacher's).
-    """
-    if len(grid) != 3 or min(grid) < 1:
-        raise ValueError(f"grid must be (frames, height, width) token counts >= 1, got {grid}")
-    for name, ratio in (("student_ratio", student_ratio), ("teacher_ratio", teacher_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {ratio}")
-    if student_ratio < teacher_ratio:
-        raise ValueError(
-            f"the student must be masked at least as much as the teacher, got student_ratio="
-            f"{student_ratio} < teacher_ratio={teacher_ratio}"
-        )
-    f, h, w = grid
-    hw = h * w
-    n_student, n_teacher = num_hidden(hw, student_ratio), num_hidden(hw, teacher_ratio)
-    # a random rank per position: the n_teacher lowest are hidden from both, the next ones from
-    # the student only
-    order = torch.rand(batch_size, hw, generator=generator).argsort(dim=1)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(hw).expand(batch_size, hw))
-    teacher = rank < n_teacher  # (B, HW)
-    student = rank < n_student
-
-    def tube(spatial: torch.Tensor) -> torch.Tensor:
-        return spatial[:, None, :].expand(batch_size, f, hw).reshape(batch_size, f * hw)
-
-    return tube(teacher), tube(student)
 
 
 class AMDGenerator(nn.Module):

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from maskagain.losses.baselines import attention_transfer_loss
-from maskagain.losses.query import EncoderQuery
 from maskagain.losses.config import ObjectiveConfig
 from maskagain.losses.hidden import (
     aggregate_full,
@@ -25,6 +24,7 @@ from maskagain.losses.hidden import (
 )
 from maskagain.losses.output import gather_tokens, relation_loss
 from maskagain.losses.projection import hint_projection, linear_or_identity
+from maskagain.losses.query import EncoderQuery
 from maskagain.losses.selection import (
     FrameGroups,
     activation_topk,

@@ -42,8 +42,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from maskagain.checkpoints import CheckpointError, follow_umask
 from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
-from maskagain.models.loading import CheckpointError, build_from_checkpoint, follow_umask
+from maskagain.models.loading import build_from_checkpoint
 from maskagain.models.vit import ModelConfig, VideoViT
 
 log = logging.getLogger(__name__)

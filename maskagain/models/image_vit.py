@@ -29,18 +29,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from maskagain.models.layers import Block, resolve_block
-from maskagain.models.loading import (
+from maskagain.checkpoints import (
     CheckpointError,
-    _depth,
-    _hf_to_official,
-    _hf_weights,
-    _load_strict,
-    _resolve,
-    _safetensors_load,
-    _torch_load,
-    _unwrap,
+    hf_weights,
+    safetensors_load,
+    torch_load,
+    unwrap_state_dict,
 )
+from maskagain.models.formats.geometry import block_depth
+from maskagain.models.formats.videomae import hf_to_official
+from maskagain.models.layers import Block, resolve_block
+from maskagain.models.loading import load_strict, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ class ImageViT(nn.Module):
 def _hf_vit_to_mae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face ViT / ViTMAE encoder keys -> MAE's. Their blocks are named as VideoMAE's in
     transformers, so its renaming serves (q and v biases kept apart, the k bias dropped)."""
-    sd = _hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
+    sd = hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
     renames = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed"}
     return {renames.get(k, k): v for k, v in sd.items()}
 
@@ -202,7 +201,7 @@ def _check_positions(pos: torch.Tensor, source) -> None:
 
 def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
     """(MAE-layout state dict, Hugging Face config or {}, format name) of ``source``."""
-    path = _resolve(source)
+    path = resolve_source(source)
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -218,11 +217,11 @@ def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
                 "image ViT ('vit_mae', e.g. facebook/vit-mae-base). A video encoder goes in "
                 "teacher.source"
             )
-        return _hf_vit_to_mae(_hf_weights(path)), config, f"Hugging Face {model_type}"
+        return _hf_vit_to_mae(hf_weights(path)), config, f"Hugging Face {model_type}"
     if path.suffix == ".safetensors":
-        sd = _safetensors_load(path)[0]
+        sd = safetensors_load(path)[0]
     else:
-        sd = _unwrap(_torch_load(path), path)
+        sd = unwrap_state_dict(torch_load(path), path)
     if any(k.startswith(("vit.embeddings.", "embeddings.")) for k in sd):
         return _hf_vit_to_mae(sd), {}, "Hugging Face ViT weights"
     return sd, {}, "MAE"
@@ -240,7 +239,7 @@ def _config(sd: dict[str, torch.Tensor], hf: dict, source, overrides: dict) -> I
             f"{source} does not look like an MAE image encoder (it needs cls_token, "
             f"patch_embed.proj.weight and blocks.N.attn.qkv.*; found {sorted(sd)[:8]})"
         )
-    dim, depth, patch = proj.shape[0], _depth(sd), proj.shape[-1]
+    dim, depth, patch = proj.shape[0], block_depth(sd), proj.shape[-1]
     heads = overrides.get("num_heads") or hf.get("num_attention_heads")
     heads = heads or MAE_HEADS.get((dim, depth, patch))
     if not heads:
@@ -283,7 +282,7 @@ def load_image_encoder(source: str | Path, **overrides) -> ImageViT:
         _check_positions(pos, source)
     sd = _to_blocks({k: v for k, v in sd.items() if not _UNUSED.match(k)}, cfg.embed_dim)
     model = ImageViT(cfg)
-    _load_strict(model, sd, source, fmt, kind="image ViT")
+    load_strict(model, sd, source, fmt, kind="image ViT")
     log.info(
         "loaded %s image encoder %s: width %d, %d blocks, %d heads, patch %d",
         fmt, source, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size,

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError
 from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.precision import resolve_precision
@@ -39,7 +40,7 @@ from maskagain.losses.objective import MaskAgainObjective
 from maskagain.losses.pixel import with_weighted_term
 from maskagain.losses.query import EncoderQuery
 from maskagain.models.image_vit import ImageViT, load_image_encoder
-from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
+from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.data.lists import names_from_mapping, read_class_index
 from maskagain.models.export import (
@@ -33,7 +34,6 @@ from maskagain.models.export import (
     export_videomae,
     load_checked,
 )
-from maskagain.models.loading import CheckpointError
 from maskagain.models.vit import ModelConfig
 
 log = logging.getLogger(__name__)
