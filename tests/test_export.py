@@ -13,7 +13,7 @@ import yaml
 
 from maskagain.cli import export as export_cmd
 from maskagain.cli.main import SUBCOMMANDS
-from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.masking import tube_mask
 from maskagain.models import CheckpointError, create_model, load_encoder, save_encoder
 from maskagain.models.export import export_hf, export_videomae, hf_layout, official_to_hf

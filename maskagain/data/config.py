@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from maskagain.config import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.masking import split_tokens, take_tokens
 from maskagain.models.layers import Block, sinusoid_table, trunc_normal_init
 from maskagain.models.vit import VideoViT
@@ -71,10 +72,6 @@ def patchify(video: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.T
     x = video.reshape(b, c, t // q, q, h // p, p, w // p, p)
     x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, T', H', W', q, p, p, C)
     return x.reshape(b, (t // q) * (h // p) * (w // p), q * p * p, c)
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def pixel_targets(
