@@ -52,7 +52,7 @@ from maskagain.losses.mvd import feature_regression_loss
 from maskagain.losses.query import EncoderQuery
 from maskagain.masking import device_check, split_tokens, take_tokens
 from maskagain.models.init import official_init
-from maskagain.models.layers import Block, sinusoid_table
+from maskagain.models.layers import Block, resolve_block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
 
 
@@ -164,7 +164,10 @@ class AMDObjective(nn.Module):
         self.cfg = cfg
         self.term_weights = cfg.weights()
         self.student_depth, self.teacher_depth = student_depth, teacher_depth
-        self.pairs = cfg.layer_pairs(student_depth, teacher_depth)
+        self.pairs = [  # 0-based
+            (resolve_block(s, student_depth), resolve_block(t, teacher_depth))
+            for s, t in cfg.layer_pairs(student_depth, teacher_depth)
+        ]
         n_pairs = len(self.pairs)
         self.projections = nn.ModuleList(
             nn.Linear(student_dim, teacher_dim, bias=False) for _ in range(n_pairs)

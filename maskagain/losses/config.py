@@ -216,17 +216,6 @@ def objective_preset(name: str, **overrides) -> ObjectiveConfig:
 FeatureLoss = Literal["smooth_l1", "mse", "l1"]
 
 
-def resolve_blocks(blocks: tuple[int, ...] | list[int], depth: int) -> tuple[int, ...]:
-    """Block indices (negative from the end) -> 0-based indices, checked against ``depth``."""
-    out = []
-    for i in blocks:
-        j = i + depth if i < 0 else i
-        if not 0 <= j < depth:
-            raise IndexError(f"block {i} out of range for a {depth}-block encoder")
-        out.append(j)
-    return tuple(out)
-
-
 @dataclass
 class MVDConfig:
     """Decoder shape, loss and teacher weights of MVD (``maskagain.losses.mvd``). ``None``
@@ -334,12 +323,13 @@ class AMDConfig:
         return {k: v for k, v in w.items() if v > 0}
 
     def layer_pairs(self, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
-        """Aligned (student block, teacher block) pairs, 0-based."""
+        """Aligned (student block, teacher block) pairs as configured (negative indices count
+        from the end; ``AMDObjective`` resolves them against the encoders)."""
         s, t = self.student_layers, self.teacher_layers
         if s is None:
             s = (student_depth // 2 - 1, student_depth - 1)
             t = (teacher_depth // 2 - 1, teacher_depth - 1)
-        return list(zip(resolve_blocks(s, student_depth), resolve_blocks(t, teacher_depth)))
+        return list(zip(s, t))
 
 
 def _check_choice(key: str, value: object, choices: object) -> None:

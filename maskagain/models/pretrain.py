@@ -107,6 +107,21 @@ def pixel_targets(
     return x.flatten(2)
 
 
+def _sized_for(cfg) -> dict:
+    """The arguments of :class:`PixelReconstruction` an encoder's config sets."""
+    return dict(
+        encoder_dim=cfg.embed_dim,
+        grid=cfg.grid,
+        patch_size=cfg.patch_size,
+        tubelet_size=cfg.tubelet_size,
+        in_chans=cfg.in_chans,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias,
+        init_values=cfg.init_values,
+        norm_eps=cfg.norm_eps,
+    )
+
+
 class PixelReconstruction(nn.Module):
     """VideoMAE's pixel head: visible encoder tokens -> pixels of the hidden tokens -> MSE.
 
@@ -182,23 +197,14 @@ class PixelReconstruction(nn.Module):
         std: Sequence[float] | None = IMAGENET_STD,
     ) -> PixelReconstruction:
         """A head sized for ``encoder`` (its width, grid, patch and block settings)."""
-        c = encoder.cfg
         return cls(
-            c.embed_dim,
-            c.grid,
-            c.patch_size,
-            c.tubelet_size,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            c.in_chans,
-            c.mlp_ratio,
-            c.qkv_bias,
-            c.init_values,
-            c.norm_eps,
-            norm_pix_loss,
-            mean,
-            std,
+            **_sized_for(encoder.cfg),
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_heads=decoder_heads,
+            norm_pix_loss=norm_pix_loss,
+            mean=mean,
+            std=std,
         )
 
     def no_weight_decay(self) -> set[str]:
@@ -275,21 +281,13 @@ class VideoMAEPretrain(PixelReconstruction):
         if cfg.num_classes:
             raise ValueError("the pre-training encoder must have no head (num_classes=0)")
         super().__init__(
-            cfg.embed_dim,
-            cfg.grid,
-            cfg.patch_size,
-            cfg.tubelet_size,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            cfg.in_chans,
-            cfg.mlp_ratio,
-            cfg.qkv_bias,
-            cfg.init_values,
-            cfg.norm_eps,
-            norm_pix_loss,
-            mean,
-            std,
+            **_sized_for(cfg),
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_heads=decoder_heads,
+            norm_pix_loss=norm_pix_loss,
+            mean=mean,
+            std=std,
         )
         self.encoder = encoder
 

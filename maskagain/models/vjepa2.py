@@ -23,7 +23,6 @@ presents.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,13 +32,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from maskagain.models.layers import AttentionTap, DropPath, Mlp, PatchEmbed3d, trunc_normal_init
-from maskagain.models.vit import EncoderOutput, VideoViT
+from maskagain.models.vit import EncoderGeometry, EncoderOutput, VideoViT
 
 ROPE_THETA = 10000.0
 
 
 @dataclass
-class VJEPA2Config:
+class VJEPA2Config(EncoderGeometry):
     """Architecture of a V-JEPA 2 encoder.
 
     ``img_size`` / ``num_frames`` are the published input (``crop_size`` / ``frames_per_clip``);
@@ -48,16 +47,12 @@ class VJEPA2Config:
     (no head, a final norm, mean pooling, no layer scale).
     """
 
+    # the published ViT-L at 64 x 256 x 256 (the other geometry fields keep their defaults)
     embed_dim: int = 1024
     depth: int = 24
     num_heads: int = 16
-    mlp_ratio: float = 4.0
-    patch_size: int = 16
-    tubelet_size: int = 2
     img_size: int = 256
     num_frames: int = 64
-    in_chans: int = 3
-    qkv_bias: bool = True
     norm_eps: float = 1e-6
     drop_path_rate: float = 0.0
     hidden_act: str = "gelu"
@@ -68,10 +63,7 @@ class VJEPA2Config:
     init_values: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}"
-            )
+        super().__post_init__()
         if rope_part(self.embed_dim // self.num_heads) == 0:
             raise ValueError(
                 f"head dimension {self.embed_dim // self.num_heads} is too small for 3D rotary "
@@ -83,15 +75,6 @@ class VJEPA2Config:
         for name, value in fixed.items():
             if getattr(self, name) != value:
                 raise ValueError(f"a V-JEPA 2 encoder has {name}={value!r}")
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """Token grid (frames F, height, width) at the published input size."""
-        g = self.img_size // self.patch_size
-        return (self.num_frames // self.tubelet_size, g, g)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def rope_part(head_dim: int) -> int:
