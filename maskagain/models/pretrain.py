@@ -107,9 +107,24 @@ def pixel_targets(
     return x.flatten(2)
 
 
-def _sized_for(cfg) -> dict:
-    """The arguments of :class:`PixelReconstruction` an encoder's config sets."""
+def _sized_for(
+    cfg,
+    decoder_dim: int,
+    decoder_depth: int,
+    decoder_heads: int,
+    norm_pix_loss: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> dict:
+    """The arguments of :class:`PixelReconstruction` for an encoder of config ``cfg`` (its
+    geometry and block settings) with this decoder, loss and clip normalisation."""
     return dict(
+        decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads,
+        norm_pix_loss=norm_pix_loss,
+        mean=mean,
+        std=std,
         encoder_dim=cfg.embed_dim,
         grid=cfg.grid,
         patch_size=cfg.patch_size,
@@ -197,15 +212,8 @@ class PixelReconstruction(nn.Module):
         std: Sequence[float] | None = IMAGENET_STD,
     ) -> PixelReconstruction:
         """A head sized for ``encoder`` (its width, grid, patch and block settings)."""
-        return cls(
-            **_sized_for(encoder.cfg),
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_heads=decoder_heads,
-            norm_pix_loss=norm_pix_loss,
-            mean=mean,
-            std=std,
-        )
+        args = (decoder_dim, decoder_depth, decoder_heads, norm_pix_loss, mean, std)
+        return cls(**_sized_for(encoder.cfg, *args))
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
@@ -280,15 +288,8 @@ class VideoMAEPretrain(PixelReconstruction):
         cfg = encoder.cfg
         if cfg.num_classes:
             raise ValueError("the pre-training encoder must have no head (num_classes=0)")
-        super().__init__(
-            **_sized_for(cfg),
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_heads=decoder_heads,
-            norm_pix_loss=norm_pix_loss,
-            mean=mean,
-            std=std,
-        )
+        args = (decoder_dim, decoder_depth, decoder_heads, norm_pix_loss, mean, std)
+        super().__init__(**_sized_for(cfg, *args))
         self.encoder = encoder
 
     def predict(
