@@ -4,6 +4,7 @@ line. Run with ``backend="aot_eager"`` (forward and backward traced, no kernel c
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 
@@ -159,6 +160,13 @@ def test_teacher_block_outputs_compile_without_graph_breaks(family):
         )
     assert explained.graph_break_count == 0, explained.break_reasons
     assert set(eager.blocks) == {0, 1} and eager.blocks[1] is eager.tokens
+    # block 0's output is what the same encoder cut to its first block ends with
+    first = copy.deepcopy(teacher)
+    encoder = getattr(first, "encoder", first)
+    encoder.blocks = encoder.blocks[:1]
+    with torch.inference_mode():
+        cut = first.forward_features(video, mask, visible=visible).tokens
+    torch.testing.assert_close(eager.blocks[0], cut)
     torch._dynamo.reset()
 
 
