@@ -26,8 +26,11 @@ Supported sources, detected automatically:
 - ``maskagain``: this project's own safetensors files (architecture in the file's metadata), or a
   run directory holding one.
 
-Loading is strict: a missing or unexpected key raises :class:`CheckpointError` naming the keys
-and the detected format. Pickles are opened with ``torch.load(..., weights_only=True)``.
+This module resolves the source (a path, a shipped name or a hub id), tells its format and loads
+strictly; the per-family converters are :mod:`maskagain.models.formats`, the safe file readers
+:mod:`maskagain.checkpoints`. Loading is strict: a missing or unexpected key raises
+:class:`CheckpointError` naming the keys and the detected format. Pickles are opened with
+``torch.load(..., weights_only=True)``.
 
 Head counts are not in the weights. They come from ``num_heads=``, else the checkpoint's recorded
 training arguments (``args.num_heads``, or a model name such as
