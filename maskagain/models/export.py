@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from maskagain.checkpoints import CheckpointError, follow_umask
 from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.models.formats.keys import swap_prefix
 from maskagain.models.loading import build_from_checkpoint
 from maskagain.models.vit import ModelConfig, VideoViT
 
@@ -96,12 +97,11 @@ def official_to_hf(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, t
                 out[base + "key.weight"] = key
                 out[base + "value.weight"] = val
                 continue
-            for src, dst in _HF_LAYER.items():
-                if rest.startswith(src):
-                    out[f"{prefix}encoder.layer.{i}.{dst}{rest[len(src) :]}"] = v
-                    break
-            else:
+            renamed = swap_prefix(rest, _HF_LAYER)
+            if renamed is None:
                 unknown.append(k)
+            else:
+                out[f"{prefix}encoder.layer.{i}.{renamed}"] = v
         elif k.startswith("patch_embed.proj."):
             out[f"{prefix}embeddings.patch_embeddings.projection.{k.split('.')[-1]}"] = v
         elif k.startswith("norm."):

@@ -12,6 +12,7 @@ import torch
 from maskagain.checkpoints import CheckpointError
 from maskagain.models.families import LAYOUT_VIDEOMAE, is_videomae_v2_args
 from maskagain.models.formats.geometry import block_depth, make_config, resolve_heads
+from maskagain.models.formats.keys import swap_prefix
 from maskagain.models.vit import ModelConfig
 
 # keys of a VideoMAE pre-training checkpoint that are not part of the encoder
@@ -52,19 +53,11 @@ def hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if b:
                 out[f"blocks.{i}.attn.{b.group(1)}"] = v
                 continue
-            for src, dst in layer_map.items():
-                if rest.startswith(src):
-                    out[f"blocks.{i}.{dst}{rest[len(src) :]}"] = v
-                    break
-            else:
-                out[k] = v  # unknown: reported by the strict load
+            renamed = swap_prefix(rest, layer_map)
+            # unknown: kept as it is, reported by the strict load
+            out[k if renamed is None else f"blocks.{i}.{renamed}"] = v
             continue
-        for src, dst in simple.items():
-            if k.startswith(src):
-                out[dst + k[len(src) :]] = v
-                break
-        else:
-            out[k] = v
+        out[swap_prefix(k, simple) or k] = v
     for i, parts in qkv.items():
         try:
             out[f"blocks.{i}.attn.qkv.weight"] = torch.cat(

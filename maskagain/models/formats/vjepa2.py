@@ -13,6 +13,7 @@ import torch
 from maskagain.checkpoints import CheckpointError
 from maskagain.models.families import LAYOUT_VJEPA2
 from maskagain.models.formats.geometry import block_depth, make_config, resolve_heads
+from maskagain.models.formats.keys import swap_prefix
 from maskagain.models.vjepa2 import VJEPA2Config
 
 # Our keys are the original V-JEPA 2 code's (blocks.N.attn.qkv, blocks.N.mlp.fc1, norm, ...).
@@ -66,12 +67,8 @@ def hf_to_vjepa2(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if a:
                 qkv.setdefault(i, {})[f"{a.group(1)}.{a.group(2)}"] = value
                 continue
-            for src, dst in _HF_LAYER.items():
-                if rest.startswith(src):
-                    out[f"blocks.{i}.{dst}{rest[len(src) :]}"] = value
-                    break
-            else:
-                out[key] = value
+            renamed = swap_prefix(rest, _HF_LAYER)
+            out[key if renamed is None else f"blocks.{i}.{renamed}"] = value
         elif key.startswith("encoder.embeddings.patch_embeddings.proj."):
             out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
         elif key.startswith("encoder.layernorm."):
