@@ -340,30 +340,33 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in _BOOL_WORDS:
             return _BOOL_WORDS[value.lower()]
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+    elif tp in (int, float):
+        number = _number(tp, value)
+        if number is not None:
+            return number
     elif tp is str:
         if isinstance(value, str):
             return str(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"config key '{path}' expects {_type_name(tp)}, got {value!r}")
+
+
+def _number(tp: type, value: Any) -> int | float | None:
+    """``value`` as an int or a float (``tp``), None when it is not one: a bool never is, a
+    whole float is an int, a string is parsed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            return tp(value)
+        except ValueError:
+            return None
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) or (tp is float and isinstance(value, float)):
+        return tp(value)
+    return None
 
 
 def _type_name(tp: Any) -> str:
@@ -375,5 +378,7 @@ def _type_name(tp: Any) -> str:
 
 
 def check(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` (one line naming the key) unless ``ok``: the
+    one way configs validate."""
     if not ok:
         raise ConfigError(message)

@@ -14,11 +14,11 @@ import torch
 Grid = tuple[int, int, int]
 
 
-def _check(grid: Grid, ratio: float) -> None:
+def _check(grid: Grid, ratio: float, name: str = "mask ratio") -> None:
     if len(grid) != 3 or min(grid) < 1:
         raise ValueError(f"grid must be (frames, height, width) token counts >= 1, got {grid}")
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+        raise ValueError(f"{name} must be in [0, 1), got {ratio}")
 
 
 def num_hidden(count: int, ratio: float) -> int:
@@ -41,8 +41,13 @@ def tube_mask(
     """VideoMAE tube masking: the same spatial positions are hidden in every frame. (B, N) bool."""
     _check(grid, ratio)
     f, h, w = grid
-    spatial = _random_rows(batch_size, h * w, num_hidden(h * w, ratio), generator)
-    return spatial[:, None, :].expand(batch_size, f, h * w).reshape(batch_size, f * h * w)
+    return _tube(_random_rows(batch_size, h * w, num_hidden(h * w, ratio), generator), f)
+
+
+def _tube(spatial: torch.Tensor, frames: int) -> torch.Tensor:
+    """A (B, H'W') spatial pattern repeated in each of ``frames`` frames: (B, F * H'W')."""
+    b, hw = spatial.shape
+    return spatial[:, None, :].expand(b, frames, hw).reshape(b, frames * hw)
 
 
 def random_mask(
@@ -62,6 +67,37 @@ def frame_mask(
     f, h, w = grid
     frames = _random_rows(batch_size, f, num_hidden(f, ratio), generator)
     return frames[:, :, None].expand(batch_size, f, h * w).reshape(batch_size, f * h * w)
+
+
+def asymmetric_masks(
+    batch_size: int,
+    grid: Grid,
+    student_ratio: float = 0.9,
+    teacher_ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tube masks for AMD: ``(teacher_mask, student_mask)``, each (B, N) bool, True = hidden.
+
+    One random spatial pattern per sample, the same in every frame: ``num_hidden(HW,
+    teacher_ratio)`` positions are hidden from both models, ``num_hidden(HW, student_ratio)``
+    from the student, so the teacher's hidden tokens are a subset of the student's (the
+    student's visible tokens a subset of the teacher's).
+    """
+    _check(grid, student_ratio, "student_ratio")
+    _check(grid, teacher_ratio, "teacher_ratio")
+    if student_ratio < teacher_ratio:
+        raise ValueError(
+            f"the student must be masked at least as much as the teacher, got student_ratio="
+            f"{student_ratio} < teacher_ratio={teacher_ratio}"
+        )
+    f, h, w = grid
+    hw = h * w
+    n_student, n_teacher = num_hidden(hw, student_ratio), num_hidden(hw, teacher_ratio)
+    # a random rank per position: the n_teacher lowest are hidden from both, the next ones from
+    # the student only
+    order = torch.rand(batch_size, hw, generator=generator).argsort(dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(hw).expand(batch_size, hw))
+    return _tube(rank < n_teacher, f), _tube(rank < n_student, f)
 
 
 MASKS = {"tube": tube_mask, "random": random_mask, "frame": frame_mask}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.losses import activation_topk, frame_groups, select_global, select_local
 from maskagain.losses.selection import gather_frame_logits
 from maskagain.masking import tube_mask

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from maskagain.losses.amd import AMDConfig, AMDObjective, asymmetric_masks
-from maskagain.losses.block_outputs import EncoderOutputWithBlocks, forward_features_with_blocks
-from maskagain.masking import num_hidden
+from maskagain.losses.amd import AMDConfig, AMDObjective
+from maskagain.masking import asymmetric_masks, num_hidden
 from maskagain.models import create_model
+from maskagain.models.vit import EncoderOutput
 
 GRID = (2, 4, 4)
 N = 32
@@ -52,16 +52,18 @@ def test_block_outputs_match_a_manual_run(tiny_kwargs):
     model = create_model("vit_micro", **tiny_kwargs).eval()
     video = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
-        out = forward_features_with_blocks(model, video, None, blocks=(0, -1))
+        out = model.forward_features(video, None, blocks=(0, -1))
         x = model.patch_embed(video) + model.pos_embed
         x = model.blocks[0](x)
+        y, tap = model.blocks[1].forward_tapped(x)
+        both = model.forward_features(video, None, attn_layers=(1,), blocks=(1,))
     torch.testing.assert_close(out.blocks[0], x)
     assert out.blocks[3] is out.tokens and set(out.blocks) == {0, 3}
-    assert all(not blk._forward_hooks for blk in model.blocks)
-    with pytest.raises(ValueError, match="attention"):
-        forward_features_with_blocks(model, video, None, blocks=(1,), attn_layers=(1,))
+    # a block can give its attention and its output in one call
+    torch.testing.assert_close(both.blocks[1], y)
+    torch.testing.assert_close(both.attn[1].logits, tap.logits)
     with pytest.raises(IndexError):
-        forward_features_with_blocks(model, video, None, blocks=(4,))
+        model.forward_features(video, None, blocks=(4,))
 
 
 # ---------------------------------------------------------------------------- objective
@@ -117,8 +119,8 @@ def _run(setup, objective=None):
     student, teacher, default, video, t_mask, s_mask = setup
     objective = objective or default
     with torch.inference_mode():
-        t_out = forward_features_with_blocks(teacher, video, t_mask, objective.teacher_blocks)
-    s_out = forward_features_with_blocks(student, video, s_mask, objective.student_blocks)
+        t_out = teacher.forward_features(video, t_mask, blocks=objective.teacher_blocks)
+    s_out = student.forward_features(video, s_mask, blocks=objective.student_blocks)
     return objective, s_out, t_out
 
 
@@ -172,7 +174,7 @@ def test_weights_loss_kind_and_explicit_layers(setup):
 
 
 def _with_blocks(out, blocks):
-    return EncoderOutputWithBlocks(
+    return EncoderOutput(
         tokens=blocks[max(blocks)], frame_index=out.frame_index, mask=out.mask, blocks=blocks
     )
 
@@ -206,7 +208,7 @@ def test_student_hidden_pixels_do_not_matter(setup):
     hidden = s_mask.reshape(2, 2, 4, 4).repeat_interleave(2, 1).repeat_interleave(8, 2)
     repainted[hidden.repeat_interleave(8, 3)[:, None].expand_as(video)] = -50.0
     with torch.no_grad():
-        s_new = forward_features_with_blocks(student, repainted, s_mask, objective.student_blocks)
+        s_new = student.forward_features(repainted, s_mask, blocks=objective.student_blocks)
         a, b = objective(s_out, t_out)["loss"], objective(s_new, t_out)["loss"]
     assert torch.equal(a, b)
 
@@ -214,15 +216,15 @@ def test_student_hidden_pixels_do_not_matter(setup):
 def test_rejects_wrong_masks_and_missing_blocks(setup):
     student, teacher, objective, video, t_mask, s_mask = setup
     with torch.no_grad():
-        s_out = forward_features_with_blocks(student, video, s_mask, objective.student_blocks)
-        swapped = forward_features_with_blocks(teacher, video, s_mask, objective.teacher_blocks)
-        s_swapped = forward_features_with_blocks(student, video, t_mask, objective.student_blocks)
+        s_out = student.forward_features(video, s_mask, blocks=objective.student_blocks)
+        swapped = teacher.forward_features(video, s_mask, blocks=objective.teacher_blocks)
+        s_swapped = student.forward_features(video, t_mask, blocks=objective.student_blocks)
         with pytest.raises(ValueError, match="subset"):
             objective(s_swapped, swapped)
         with pytest.raises(ValueError, match="nothing to generate"):
             objective(s_out, swapped)
         plain = teacher.forward_features(video, t_mask)
-        with pytest.raises(KeyError, match="forward_features_with_blocks"):
+        with pytest.raises(KeyError, match="blocks=objective.teacher_blocks"):
             objective(s_out, plain)
     with pytest.raises(ValueError, match="pair up"):
         AMDConfig(student_layers=(1, 2), teacher_layers=(3,))

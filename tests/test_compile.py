@@ -4,6 +4,8 @@ line. Run with ``backend="aot_eager"`` (forward and backward traced, no kernel c
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 
 import pytest
@@ -14,6 +16,8 @@ from maskagain.config import load_config
 from maskagain.data import MaskCollator
 from maskagain.engine import compiling
 from maskagain.models.registry import create_model
+from maskagain.models.teacher import align_teacher
+from maskagain.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 from maskagain.recipes import distill as D
 from maskagain.recipes.configs import DistillConfig, PretrainConfig
 from maskagain.recipes.pretrain import build_pretrain_model, pretrain_step
@@ -92,7 +96,7 @@ def test_compiled_step_matches_eager():
     torch._dynamo.reset()
 
 
-def test_refusals_are_one_line_for_student_and_teacher(monkeypatch, caplog):
+def test_refusals_are_one_line(monkeypatch, caplog):
     monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
     reason = compiling.compile_refusal(torch.device("cpu"))
     assert reason and "C++ compiler" in reason
@@ -105,16 +109,65 @@ def test_refusals_are_one_line_for_student_and_teacher(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))
     assert "compute capability 6.1" in compiling.compile_refusal(torch.device("cuda", 0))
 
-    # a teacher whose block outputs can only be read through hooks runs eagerly, said once
-    teacher = create_model("vit_micro", img_size=32, num_frames=4, patch_size=8, depth=2)
-    monkeypatch.setattr(type(teacher), "block_outputs", False)
+
+class _NoBlocks(torch.nn.Module):
+    """An encoder whose forward_features cannot return block outputs."""
+
+    def forward_features(self, video, mask=None, attn_layers=()):
+        raise AssertionError("never run: refused where the teacher is built")
+
+
+def test_an_encoder_without_block_outputs_is_refused_where_it_is_built():
     query = D.EncoderQuery("teacher_mask", 0.5, blocks=(0, 1))
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="maskagain"):
-        frozen = D.FrozenTeacher(teacher, query, "fp32", compile=True)
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert line.startswith("engine.compile: the teacher runs uncompiled: its block outputs")
-    assert not hasattr(frozen._forward, "_torchdynamo_orig_callable")
+    with pytest.raises(ValueError, match=r"^the teacher \(_NoBlocks\) cannot return block") as err:
+        query.check(_NoBlocks(), "the teacher")
+    assert "\n" not in str(err.value)
+    D.EncoderQuery().check(_NoBlocks(), "the teacher")  # no blocks read: nothing to refuse
+    with pytest.raises(ValueError, match="has no forward_features"):
+        query.check(torch.nn.Linear(2, 2), "the student")
+
+
+def _teachers() -> dict[str, torch.nn.Module]:
+    """One tiny teacher of every encoder family: VideoViT, V-JEPA 2, an aligned (patch 4 on a
+    patch 8 grid) VideoViT."""
+    geometry = dict(img_size=32, num_frames=4, tubelet_size=2, depth=2)
+    student = create_model("vit_micro", patch_size=8, **geometry).cfg
+    vjepa2 = VJEPA2Encoder(VJEPA2Config(embed_dim=48, num_heads=4, patch_size=8, **geometry))
+    aligned = align_teacher(create_model("vit_micro", patch_size=4, **geometry), student)
+    return {
+        "videovit": create_model("vit_micro", patch_size=8, **geometry),
+        "vjepa2": vjepa2,
+        "aligned": aligned,
+    }
+
+
+@pytest.mark.parametrize("family", ["videovit", "vjepa2", "aligned"])
+def test_teacher_block_outputs_compile_without_graph_breaks(family):
+    """Block outputs come from the model's own call: a teacher asked for them (and for an
+    attention tap) traces to one graph, whatever its family."""
+    teacher = _teachers()[family].eval()
+    query = D.EncoderQuery("teacher_mask", 0.5, blocks=(0, -1), attn_layers=(-1,))
+    query.check(teacher, "the teacher")
+    video = torch.randn(2, 3, 4, 32, 32)
+    mask = torch.zeros(2, 32, dtype=torch.bool)
+    mask[:, ::2] = True
+    visible = (~mask).nonzero()[:, 1].reshape(2, -1)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        eager = query.run(teacher, video, mask, visible)
+        explained = torch._dynamo.explain(functools.partial(query.run, teacher))(
+            video, mask, visible
+        )
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert set(eager.blocks) == {0, 1} and eager.blocks[1] is eager.tokens
+    # block 0's output is what the same encoder cut to its first block ends with
+    first = copy.deepcopy(teacher)
+    encoder = getattr(first, "encoder", first)
+    encoder.blocks = encoder.blocks[:1]
+    with torch.inference_mode():
+        cut = first.forward_features(video, mask, visible=visible).tokens
+    torch.testing.assert_close(eager.blocks[0], cut)
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("kind", ["maskagain", "mvd", "amd"])

@@ -13,11 +13,11 @@ import yaml
 
 from maskagain.cli import export as export_cmd
 from maskagain.cli.main import SUBCOMMANDS
-from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.masking import tube_mask
 from maskagain.models import CheckpointError, create_model, load_encoder, save_encoder
 from maskagain.models.export import export_hf, export_videomae, hf_layout, official_to_hf
-from maskagain.models.loading import _hf_to_official
+from maskagain.models.formats.videomae import hf_to_official
 from maskagain.recipes.export import export_checkpoint, read_class_names
 
 TOL = 1e-4
@@ -199,7 +199,7 @@ def test_hf_keys_invert_the_loader_mapping(classifier):
     hf = official_to_hf(sd, prefix="videomae.")
     assert "videomae.encoder.layer.0.attention.attention.q_bias" in hf
     assert "classifier.weight" in hf and "fc_norm.weight" in hf
-    back = _hf_to_official(hf)
+    back = hf_to_official(hf)
     assert sorted(back) == sorted(sd)
     for k, v in sd.items():
         assert torch.equal(back[k], v), k

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError, load_config
 from maskagain.models import create_model, model_config
-from maskagain.models.loading import CheckpointError, save_encoder
+from maskagain.models.loading import save_encoder
 from maskagain.recipes.configs import EvaluateConfig, FinetuneConfig, ProbeConfig
 from maskagain.recipes.finetune import ArchitectureMismatch, build_classifier
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from _weights import mae_image_teacher
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.models.image_vit import load_image_encoder, mae_position_table
-from maskagain.models.loading import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
@@ -23,13 +23,13 @@ def hf_mae(folder):
     return model, load_file(str(folder / "model.safetensors"))
 
 
-def hf_tokens(model, images: torch.Tensor) -> torch.Tensor:
-    """The last block's patch tokens before the final norm, patches in order (no shuffle)."""
+def hf_tokens(model, images: torch.Tensor, block: int = -1) -> torch.Tensor:
+    """Block ``block``'s patch tokens before the final norm, patches in order (no shuffle)."""
     n = (images.shape[-1] // model.config.patch_size) ** 2
     noise = torch.arange(n, dtype=torch.float32).expand(images.shape[0], n)
     with torch.no_grad():
         out = model(pixel_values=images, noise=noise, output_hidden_states=True)
-    return out.hidden_states[-1][:, 1:]
+    return out.hidden_states[block][:, 1:]
 
 
 def official_state_dict(
@@ -81,6 +81,9 @@ def test_hugging_face_directory_matches_transformers(tmp_path):
         got = ours(images)
     assert got.shape == (3, 16, 64)
     assert torch.allclose(got, hf_tokens(model, images), atol=1e-5)
+    with torch.no_grad():
+        first = ours.forward_features(images, blocks=(0,)).blocks  # from the model's own call
+    assert set(first) == {0} and torch.allclose(first[0], hf_tokens(model, images, 1), atol=1e-5)
 
 
 def test_official_pth_matches_transformers(tmp_path):

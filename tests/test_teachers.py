@@ -30,7 +30,7 @@ from maskagain.models import (
 )
 from maskagain.models.diagnostics import attention_tie_rates, topk_tie_rate
 from maskagain.models.families import family_from_model_name, heads_from_args, heads_from_table
-from maskagain.models.loading import infer_config
+from maskagain.models.formats.videomae import infer_config
 from maskagain.recipes.inspect import inspect_checkpoint
 
 transformers = pytest.importorskip("transformers")

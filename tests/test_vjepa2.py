@@ -183,7 +183,7 @@ def test_bare_weights_need_heads_outside_the_table(hf_dir, tmp_path, video):
 
 def test_giant_geometry_gets_22_heads_from_the_table(tmp_path):
     """V-JEPA 2 ViT-g shares VideoMAE V2 ViT-g's width but has 22 heads (shapes only, 1 block)."""
-    from maskagain.models.loading import infer_vjepa2_config
+    from maskagain.models.formats.vjepa2 import infer_vjepa2_config
 
     sd = {
         "patch_embed.proj.weight": torch.empty(1408, 3, 2, 16, 16, device="meta"),

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskagain.models.loading import CheckpointError
+    from maskagain.checkpoints import CheckpointError
     from maskagain.recipes.export import export_checkpoint, read_class_names
 
     if _holds_something(Path(args.out)) and not args.overwrite:
@@ -119,7 +119,7 @@ def _holds_something(out: Path) -> bool:
 
 
 def _run_onnx(args: argparse.Namespace, overrides: dict) -> int:
-    from maskagain.models.loading import CheckpointError
+    from maskagain.checkpoints import CheckpointError
     from maskagain.recipes.export import export_onnx_checkpoint, read_class_names
 
     try:

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskagain.models.loading import CheckpointError
+    from maskagain.checkpoints import CheckpointError
     from maskagain.recipes.inspect import format_report, inspect_checkpoint
 
     overrides = {

@@ -121,7 +121,7 @@ def known_error_code(err: Exception) -> int | None:
 
     if isinstance(err, TrainingInterrupted):
         return 128 + err.signum
-    from maskagain.models.loading import CheckpointError
+    from maskagain.checkpoints import CheckpointError
 
     known: tuple[type[Exception], ...] = (CheckpointError, NonFiniteLossError)
     try:

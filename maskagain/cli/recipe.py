@@ -108,7 +108,8 @@ def check_paths(cfg, recipe: Recipe) -> None:
     """Every path the run reads, before any of it is read: the checkpoints its config names
     (teacher, init, encoder) and the data root and list files. Raises ConfigError (one line,
     with the closest existing names) on the first that is missing."""
-    from maskagain.models.loading import CheckpointError, locate_source
+    from maskagain.checkpoints import CheckpointError
+    from maskagain.models.loading import locate_source
 
     for key in filter(None, (recipe.source, *recipe.more_sources)):
         value = config_value(cfg, key)

@@ -111,7 +111,8 @@ def _drop(tree: dict, parts: list[str]) -> bool:
 def source_warnings(recipe: str, cfg) -> list[str]:
     """The checkpoints the config names, when they are not there (yet): warnings, since an
     earlier step may still write them."""
-    from maskagain.models.loading import CheckpointError, locate_source
+    from maskagain.checkpoints import CheckpointError
+    from maskagain.models.loading import locate_source
     from maskagain.recipes import RECIPES
 
     if cfg is None:

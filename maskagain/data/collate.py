@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from maskagain.masking import Grid, make_mask, visible_indices
+from maskagain.masking import Grid, asymmetric_masks, make_mask, visible_indices
 
 
 class MaskCollator:
@@ -25,7 +25,7 @@ class MaskCollator:
     token indices ``"visible"``, counted here so the step needs no host sync, only with
     ``mask_kind``; ``"view"`` (B,) when items have
     one). With ``teacher_ratio`` (``mask_kind`` "tube" only) the batch also holds
-    ``"teacher_mask"`` (B, N) and ``"teacher_visible"``, drawn by ``maskagain.losses.amd.asymmetric_masks`` with the same
+    ``"teacher_mask"`` (B, N) and ``"teacher_visible"``, drawn by ``maskagain.masking.asymmetric_masks`` with the same
     per-clip generator: the student's hidden tokens include every teacher-hidden one. Items with a stacked ``(S, C, T, H, W)`` video contribute S rows with the same label
     and index. The trainer calls :meth:`set_epoch` before each epoch.
     """
@@ -78,7 +78,6 @@ class MaskCollator:
         (1, N) bool."""
         if self.teacher_ratio is None:
             return (make_mask(self.mask_kind, 1, self.grid, self.mask_ratio, gen),)
-        from maskagain.losses.amd import asymmetric_masks
 
         teacher, student = asymmetric_masks(
             1, self.grid, self.mask_ratio, self.teacher_ratio, generator=gen

@@ -7,10 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from maskagain.config import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from maskagain.config import ConfigError, check
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -139,11 +137,6 @@ class DataConfig:
     def validate(self, path: str = "data") -> None:
         """Ranges and cross-field constraints; raises :class:`ConfigError` naming ``path.key``."""
 
-        def fail(key: str, requirement: str) -> None:
-            raise ConfigError(
-                f"config key '{path}.{key}' {requirement}, got {getattr(self, key)!r}"
-            )
-
         for key in (
             "num_frames",
             "sampling_rate",
@@ -156,51 +149,88 @@ class DataConfig:
             "synthetic_train_clips",
             "synthetic_val_clips",
         ):
-            if int(getattr(self, key)) < 1:
-                fail(key, "must be >= 1")
+            check(
+                int(getattr(self, key)) >= 1,
+                f"config key '{path}.{key}' must be >= 1, got {getattr(self, key)!r}",
+            )
         if self.num_workers == "auto":
             self.num_workers = available_workers()
         for key in ("num_workers", "decode_threads", "min_samples_for_bad_check"):
-            if int(getattr(self, key)) < 0:
-                fail(key, "must be >= 0")
-        if self.synthetic_frames < 0:
-            fail("synthetic_frames", "must be >= 0 (0: the span of one clip)")
+            check(
+                int(getattr(self, key)) >= 0,
+                f"config key '{path}.{key}' must be >= 0, got {getattr(self, key)!r}",
+            )
+        check(
+            self.synthetic_frames >= 0,
+            f"config key '{path}.synthetic_frames' must be >= 0 (0: the span of one clip), "
+            f"got {self.synthetic_frames!r}",
+        )
         for key in ("max_bad_fraction", "random_erase", "synthetic_distractor"):
-            if not 0.0 <= float(getattr(self, key)) <= 1.0:
-                fail(key, "must be in [0, 1]")
-        if self.crop == "device" and self.normalize == "worker":
-            fail("crop", "needs data.normalize=device or auto (clips cut on the device are "
-                 "normalised there)")  # fmt: skip
-        if self.short_side < self.input_size:
-            fail("short_side", f"must be >= data.input_size={self.input_size}")
-        if not 2 <= self.synthetic_classes <= 10:
-            fail("synthetic_classes", "must be in [2, 10]")
-        if self.synthetic_size < 16:
-            fail("synthetic_size", "must be >= 16")
-        if len(self.mean) != 3:
-            fail("mean", "needs 3 values")
-        if len(self.std) != 3 or min(self.std) <= 0:
-            fail("std", "needs 3 values > 0")
-        if self.frame_start < 0:
-            fail("frame_start", "must be >= 0")
+            check(
+                0.0 <= float(getattr(self, key)) <= 1.0,
+                f"config key '{path}.{key}' must be in [0, 1], got {getattr(self, key)!r}",
+            )
+        check(
+            not (self.crop == "device" and self.normalize == "worker"),
+            f"config key '{path}.crop' needs data.normalize=device or auto (clips cut on the "
+            f"device are normalised there), got {self.crop!r}",
+        )
+        check(
+            self.short_side >= self.input_size,
+            f"config key '{path}.short_side' must be >= data.input_size={self.input_size}, "
+            f"got {self.short_side!r}",
+        )
+        check(
+            2 <= self.synthetic_classes <= 10,
+            f"config key '{path}.synthetic_classes' must be in [2, 10], got {self.synthetic_classes!r}",
+        )
+        check(
+            self.synthetic_size >= 16,
+            f"config key '{path}.synthetic_size' must be >= 16, got {self.synthetic_size!r}",
+        )
+        check(len(self.mean) == 3, f"config key '{path}.mean' needs 3 values, got {self.mean!r}")
+        check(
+            len(self.std) == 3 and min(self.std) > 0,
+            f"config key '{path}.std' needs 3 values > 0, got {self.std!r}",
+        )
+        check(
+            self.frame_start >= 0,
+            f"config key '{path}.frame_start' must be >= 0, got {self.frame_start!r}",
+        )
         lo, hi = self.crop_ratio
-        if not 0 < lo <= hi:
-            fail("crop_ratio", "must satisfy 0 < lo <= hi")
-        if not self.pretrain_scales or not all(0 < s <= 1 for s in self.pretrain_scales):
-            fail("pretrain_scales", "must be in (0, 1]")
+        check(
+            0 < lo <= hi,
+            f"config key '{path}.crop_ratio' must satisfy 0 < lo <= hi, got {self.crop_ratio!r}",
+        )
+        check(
+            bool(self.pretrain_scales) and all(0 < s <= 1 for s in self.pretrain_scales),
+            f"config key '{path}.pretrain_scales' must be in (0, 1], got {self.pretrain_scales!r}",
+        )
         lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            fail("crop_scale", "must satisfy 0 < lo <= hi <= 1")
-        if "{" not in self.frame_template:
-            fail("frame_template", "must contain a format field such as {:05d}")
+        check(
+            0 < lo <= hi <= 1,
+            f"config key '{path}.crop_scale' must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}",
+        )
+        check(
+            "{" in self.frame_template,
+            f"config key '{path}.frame_template' must contain a format field such as {{:05d}}, "
+            f"got {self.frame_template!r}",
+        )
         for key in ("val_fraction", "test_fraction"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0:
-                fail(key, "must be in [0, 1)")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            fail("val_fraction", f"+ data.test_fraction={self.test_fraction} must be < 1")
-        if self.kind == "folder" and not self.root:
-            fail("root", "is empty: give the folder that holds a folder per class, e.g. "
-                 "data.root=my_videos")  # fmt: skip
+            check(
+                0.0 <= float(getattr(self, key)) < 1.0,
+                f"config key '{path}.{key}' must be in [0, 1), got {getattr(self, key)!r}",
+            )
+        check(
+            self.val_fraction + self.test_fraction < 1.0,
+            f"config key '{path}.val_fraction' + data.test_fraction={self.test_fraction} must be "
+            f"< 1, got {self.val_fraction!r}",
+        )
+        check(
+            not (self.kind == "folder" and not self.root),
+            f"config key '{path}.root' is empty: give the folder that holds a folder per class, "
+            f"e.g. data.root=my_videos, got {self.root!r}",
+        )
         self.resolve_paths()
         if self.rand_augment:
             try:

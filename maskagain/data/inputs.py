@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from maskagain.config import ConfigError
-from maskagain.data.lists import VIDEO_EXTENSIONS, _split
+from maskagain.data.lists import VIDEO_EXTENSIONS, split_line
 
 LIST_SUFFIXES = (".txt", ".csv", ".lst", ".list")
 
@@ -50,7 +50,7 @@ def read_video_list(path: Path) -> list[str]:
         if not line or line.startswith("#"):
             continue
         entry = line
-        parts = _split(line, "auto", 2)
+        parts = split_line(line, "auto", 2)
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             entry = parts[0]  # "path label": the label is not needed to predict
         out.append(entry if os.path.isabs(entry) else str(path.parent / entry))

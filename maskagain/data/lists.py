@@ -50,7 +50,7 @@ class ListFormatError(ValueError):
     """A malformed line in a list file; the message names ``file:line``."""
 
 
-def _split(line: str, separator: str, fields: int) -> list[str]:
+def split_line(line: str, separator: str, fields: int) -> list[str]:
     """Split from the right so paths may contain the separator (spaces in file names)."""
     if separator == "comma" or (separator == "auto" and "," in line):
         parts = line.rsplit(",", fields - 1)
@@ -79,7 +79,7 @@ def read_list(
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = _split(line, separator, fields)
+            parts = split_line(line, separator, fields)
             where = f"{list_file}:{lineno}"
             if len(parts) != fields or not parts[0]:
                 raise ListFormatError(f"{where}: expected '{form}', got {line!r}")

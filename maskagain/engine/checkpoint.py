@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskagain.models.loading import follow_umask
+from maskagain.checkpoints import CheckpointError, follow_umask, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,17 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a training checkpoint onto the CPU with ``weights_only=True``.
 
-    Goes through the encoder loader's reader, so a file that would run code on load is refused
+    Goes through :func:`maskagain.checkpoints.torch_load`, so a file that would run code on load is refused
     without running it and a truncated or corrupt one fails the same way: a one-line
-    :class:`~maskagain.models.loading.CheckpointError` saying why (and how to convert a trusted
+    :class:`~maskagain.checkpoints.CheckpointError` saying why (and how to convert a trusted
     file).
     """
-    from maskagain.models.loading import CheckpointError, _torch_load
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    return _torch_load(path)
+    return torch_load(path)
 
 
 # ----------------------------------------------------------------------------- RNG states

@@ -36,12 +36,10 @@ def compile_refusal(device: torch.device) -> str | None:
     return f"torch.compile is not set up for device type {device.type!r} here"
 
 
-def maybe_compile(
-    module: nn.Module | object, device: torch.device, what: str, reason: str | None = None
-):
+def maybe_compile(module: nn.Module | object, device: torch.device, what: str):
     """``torch.compile(module)``, or ``module`` itself after one warning line naming the reason
-    (``reason``: a refusal the caller knows of, checked before the device's)."""
-    reason = reason or compile_refusal(device)
+    :func:`compile_refusal` gives."""
+    reason = compile_refusal(device)
     if reason is not None:
         log.warning("engine.compile: %s runs uncompiled: %s", what, reason)
         return module

@@ -132,7 +132,7 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         return path
     path = Path(resume)
     if not path.is_file():
-        from maskagain.models.loading import CheckpointError
+        from maskagain.checkpoints import CheckpointError
 
         raise CheckpointError(f"--resume {resume}: checkpoint does not exist (no such file)")
     return path

@@ -264,7 +264,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, schedule, scaler, EMA, extras, position and RNG states."""
-        from maskagain.models.loading import CheckpointError
+        from maskagain.checkpoints import CheckpointError
 
         ckpt = load_checkpoint(path)  # weights_only; unsafe or corrupt files: CheckpointError
         if ckpt.get("format") != CHECKPOINT_FORMAT:

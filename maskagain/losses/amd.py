@@ -2,7 +2,7 @@
 
 The teacher sees MORE of the clip than the student: it is masked at a lower ratio (75%) than
 the student (90%), and the student's visible tokens are a subset of the teacher's
-(``asymmetric_masks``). For every aligned layer pair (student block l_s, teacher block l_t):
+(``maskagain.masking.asymmetric_masks``). For every aligned layer pair (student block l_s, teacher block l_t):
 
 - direct alignment: ``P(z_s)`` (a Linear without bias, student width -> teacher width) of the
   student's block output on its visible tokens against the teacher's block output on the same
@@ -46,54 +46,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskagain.losses.block_outputs import EncoderOutputWithBlocks, EncoderQuery
 from maskagain.losses.config import AMDConfig
 from maskagain.losses.hidden import teacher_target
 from maskagain.losses.mvd import feature_regression_loss
-from maskagain.masking import Grid, device_check, num_hidden, split_tokens, take_tokens
+from maskagain.losses.query import EncoderQuery
+from maskagain.masking import device_check, split_tokens, take_tokens
 from maskagain.models.init import official_init
-from maskagain.models.layers import Block, sinusoid_table
+from maskagain.models.layers import Block, resolve_block, sinusoid_table
 from maskagain.models.vit import EncoderOutput
-
-
-def asymmetric_masks(
-    batch_size: int,
-    grid: Grid,
-    student_ratio: float = 0.9,
-    teacher_ratio: float = 0.75,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tube masks for AMD: ``(teacher_mask, student_mask)``, each (B, N) bool, True = hidden.
-
-    One random spatial pattern per sample, the same in every frame: ``num_hidden(HW,
-    teacher_ratio)`` positions are hidden from both models, ``num_hidden(HW, student_ratio)``
-    from the student, so the teacher's hidden tokens are a subset of the student's (the
-    student's visible tokens a subset of the teacher's).
-    """
-    if len(grid) != 3 or min(grid) < 1:
-        raise ValueError(f"grid must be (frames, height, width) token counts >= 1, got {grid}")
-    for name, ratio in (("student_ratio", student_ratio), ("teacher_ratio", teacher_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {ratio}")
-    if student_ratio < teacher_ratio:
-        raise ValueError(
-            f"the student must be masked at least as much as the teacher, got student_ratio="
-            f"{student_ratio} < teacher_ratio={teacher_ratio}"
-        )
-    f, h, w = grid
-    hw = h * w
-    n_student, n_teacher = num_hidden(hw, student_ratio), num_hidden(hw, teacher_ratio)
-    # a random rank per position: the n_teacher lowest are hidden from both, the next ones from
-    # the student only
-    order = torch.rand(batch_size, hw, generator=generator).argsort(dim=1)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(hw).expand(batch_size, hw))
-    teacher = rank < n_teacher  # (B, HW)
-    student = rank < n_student
-
-    def tube(spatial: torch.Tensor) -> torch.Tensor:
-        return spatial[:, None, :].expand(batch_size, f, hw).reshape(batch_size, f * hw)
-
-    return tube(teacher), tube(student)
 
 
 class AMDGenerator(nn.Module):
@@ -176,10 +136,10 @@ class AMDObjective(nn.Module):
     ``forward(student_out, teacher_out) -> {"direct", "generation", "loss"}`` (active terms
     unweighted, their weighted sum under "loss").
 
-    student_out / teacher_out: from ``forward_features_with_blocks`` with the masks of
+    student_out / teacher_out: ``forward_features(video, mask, blocks=...)`` with the masks of
     ``asymmetric_masks`` (teacher hidden tokens a subset of the student's) and the blocks
-    ``student_blocks`` / ``teacher_blocks``; a plain ``EncoderOutput`` works when every aligned
-    block is the last one. num_tokens: N of the clip (all tokens).
+    ``student_blocks`` / ``teacher_blocks`` (no ``blocks`` needed when every aligned block is the
+    last one). num_tokens: N of the clip (all tokens).
     """
 
     attn_layers_student: tuple[int, ...] = ()
@@ -204,7 +164,10 @@ class AMDObjective(nn.Module):
         self.cfg = cfg
         self.term_weights = cfg.weights()
         self.student_depth, self.teacher_depth = student_depth, teacher_depth
-        self.pairs = cfg.layer_pairs(student_depth, teacher_depth)
+        self.pairs = [  # 0-based
+            (resolve_block(s, student_depth), resolve_block(t, teacher_depth))
+            for s, t in cfg.layer_pairs(student_depth, teacher_depth)
+        ]
         n_pairs = len(self.pairs)
         self.projections = nn.ModuleList(
             nn.Linear(student_dim, teacher_dim, bias=False) for _ in range(n_pairs)
@@ -240,12 +203,12 @@ class AMDObjective(nn.Module):
 
     @property
     def student_blocks(self) -> tuple[int, ...]:
-        """Blocks to ask ``forward_features_with_blocks`` for on the student."""
+        """Blocks to ask the student's ``forward_features(..., blocks=)`` for."""
         return tuple(sorted({s for s, _ in self.pairs}))
 
     @property
     def teacher_blocks(self) -> tuple[int, ...]:
-        """Blocks to ask ``forward_features_with_blocks`` for on the teacher."""
+        """Blocks to ask the teacher's ``forward_features(..., blocks=)`` for."""
         return tuple(sorted({t for _, t in self.pairs}))
 
     @property
@@ -319,12 +282,11 @@ class AMDObjective(nn.Module):
 
     @staticmethod
     def _block(out: EncoderOutput, index: int, depth: int, side: str) -> torch.Tensor:
-        blocks = out.blocks if isinstance(out, EncoderOutputWithBlocks) else {}
-        if index in blocks:
-            return blocks[index]
+        if index in out.blocks:
+            return out.blocks[index]
         if index == depth - 1:
             return out.tokens
         raise KeyError(
-            f"the {side} output has blocks {sorted(blocks)} but AMD aligns block {index}: run "
-            f"forward_features_with_blocks(model, video, mask, objective.{side}_blocks)"
+            f"the {side} output has blocks {sorted(out.blocks)} but AMD aligns block {index}: run "
+            f"model.forward_features(video, mask, blocks=objective.{side}_blocks)"
         )

@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from maskagain.config import ConfigError
+from maskagain.config import check
 
 ObjectiveKind = Literal["maskagain", "mvd", "amd"]
 BASELINES = ("hint_all", "attention_transfer", "value_transfer", "weighted_value_transfer")
@@ -91,49 +91,43 @@ class ObjectiveConfig:
         """Types, ranges and choices; raises :class:`ConfigError` naming ``path.key``."""
         for name in ("alpha", "beta", "gamma", "lam", "pixel_weight"):
             _check_weight(f"{path}.{name}", getattr(self, name))
-        kinds = typing.get_args(ObjectiveKind)
-        if self.kind not in kinds:
-            raise ConfigError(
-                f"config key '{path}.kind' must be one of {list(kinds)}, got {self.kind!r}"
-            )
+        _check_choice(f"{path}.kind", self.kind, ObjectiveKind)
         _check_int(f"{path}.k", self.k, minimum=1)
         for name in ("k_global", "k_local", "k_hint"):
             if getattr(self, name) is not None:
                 _check_int(f"{path}.{name}", getattr(self, name), minimum=1)
         for name in ("tau_att", "tau_s", "tau_t"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"config key '{path}.{name}' must be a number > 0, got {value!r}")
-        if not isinstance(self.renormalize, bool):
-            raise ConfigError(
-                f"config key '{path}.renormalize' must be true or false, got {self.renormalize!r}"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            check(
+                number and value > 0,
+                f"config key '{path}.{name}' must be a number > 0, got {value!r}",
             )
+        check(
+            isinstance(self.renormalize, bool),
+            f"config key '{path}.renormalize' must be true or false, got {self.renormalize!r}",
+        )
         _check_int(f"{path}.layer", self.layer, minimum=None)
         hints = typing.get_type_hints(ObjectiveConfig)
         for name in _CHOICES:
-            valid = typing.get_args(hints[name])
-            if getattr(self, name) not in valid:
-                raise ConfigError(
-                    f"config key '{path}.{name}' must be one of {list(valid)}, "
-                    f"got {getattr(self, name)!r}"
-                )
-        if not isinstance(self.baselines, dict):
-            raise ConfigError(
-                f"config key '{path}.baselines' must be a mapping name -> weight, "
-                f"got {self.baselines!r}"
-            )
+            _check_choice(f"{path}.{name}", getattr(self, name), hints[name])
+        check(
+            isinstance(self.baselines, dict),
+            f"config key '{path}.baselines' must be a mapping name -> weight, "
+            f"got {self.baselines!r}",
+        )
         for name, weight in self.baselines.items():
-            if name not in BASELINES:
-                raise ConfigError(
-                    f"config key '{path}.baselines': unknown term {name!r}; valid terms: "
-                    f"{list(BASELINES)}"
-                )
-            _check_weight(f"{path}.baselines.{name}", weight)
-        if not self.weights():
-            raise ConfigError(
-                f"config section '{path}': every loss weight is 0 (alpha, beta, gamma, lam and "
-                "baselines): nothing to train"
+            check(
+                name in BASELINES,
+                f"config key '{path}.baselines': unknown term {name!r}; valid terms: "
+                f"{list(BASELINES)}",
             )
+            _check_weight(f"{path}.baselines.{name}", weight)
+        check(
+            bool(self.weights()),
+            f"config section '{path}': every loss weight is 0 (alpha, beta, gamma, lam and "
+            "baselines): nothing to train",
+        )
 
     def weights(self) -> dict[str, float]:
         """Active terms (weight > 0) -> weight, in a fixed order."""
@@ -150,39 +144,47 @@ class ObjectiveConfig:
         return dataclasses.asdict(self)
 
 
+def _finite(value: object) -> bool:
+    """A real number (not a bool), finite."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value)
+
+
 def _check_weight(key: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0:
-        raise ConfigError(
-            f"config key '{key}' must be a finite number >= 0 (0 switches it off), got {value!r}"
-        )
+    check(
+        _finite(value) and value >= 0,
+        f"config key '{key}' must be a finite number >= 0 (0 switches it off), got {value!r}",
+    )
 
 
 def _check_positive(key: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"config key '{key}' must be a finite number > 0, got {value!r}")
+    check(
+        _finite(value) and value > 0,
+        f"config key '{key}' must be a finite number > 0, got {value!r}",
+    )
 
 
 def _check_fraction(key: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"config key '{key}' must be in [0, 1), got {value}")
+    check(0.0 <= value < 1.0, f"config key '{key}' must be in [0, 1), got {value}")
 
 
 def _check_weights(path: str, section: object, names: tuple[str, str]) -> None:
     """Each weight a finite number >= 0, and not both 0."""
     for name in names:
         _check_weight(f"{path}.{name}", getattr(section, name))
-    if not any(getattr(section, name) > 0 for name in names):
-        a, b = names
-        raise ConfigError(f"config keys '{path}.{a}' and '{path}.{b}' are both 0: nothing to train")
+    a, b = names
+    check(
+        any(getattr(section, name) > 0 for name in names),
+        f"config keys '{path}.{a}' and '{path}.{b}' are both 0: nothing to train",
+    )
 
 
 def _check_int(key: str, value: object, minimum: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"config key '{key}' must be >= {minimum}, got {value}")
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    check(integer, f"config key '{key}' must be an integer, got {value!r}")
+    check(
+        minimum is None or value >= minimum, f"config key '{key}' must be >= {minimum}, got {value}"
+    )
 
 
 # Paper text (section 4.1) and the official scripts (official-code-notes.md).
@@ -214,17 +216,6 @@ def objective_preset(name: str, **overrides) -> ObjectiveConfig:
 
 # ----------------------------------------------------------------------------- peer methods
 FeatureLoss = Literal["smooth_l1", "mse", "l1"]
-
-
-def resolve_blocks(blocks: tuple[int, ...] | list[int], depth: int) -> tuple[int, ...]:
-    """Block indices (negative from the end) -> 0-based indices, checked against ``depth``."""
-    out = []
-    for i in blocks:
-        j = i + depth if i < 0 else i
-        if not 0 <= j < depth:
-            raise IndexError(f"block {i} out of range for a {depth}-block encoder")
-        out.append(j)
-    return tuple(out)
 
 
 @dataclass
@@ -322,11 +313,14 @@ class AMDConfig:
         _check_weights(path, self, ("direct_weight", "generation_weight"))
         _check_fraction(f"{path}.teacher_ratio", self.teacher_ratio)
         s, t = self.student_layers, self.teacher_layers
-        if (s is None) != (t is None) or (s is not None and (len(s) != len(t) or not s)):
-            raise ConfigError(
-                f"config keys '{path}.student_layers' and '{path}.teacher_layers' pair up one to "
-                f"one (or are both null), got {s} and {t}"
-            )
+        paired = (s is None and t is None) or (
+            s is not None and t is not None and 0 < len(s) == len(t)
+        )
+        check(
+            paired,
+            f"config keys '{path}.student_layers' and '{path}.teacher_layers' pair up one to "
+            f"one (or are both null), got {s} and {t}",
+        )
 
     def weights(self) -> dict[str, float]:
         """Active terms (weight > 0) -> weight: "direct", "generation"."""
@@ -334,15 +328,15 @@ class AMDConfig:
         return {k: v for k, v in w.items() if v > 0}
 
     def layer_pairs(self, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
-        """Aligned (student block, teacher block) pairs, 0-based."""
+        """Aligned (student block, teacher block) pairs as configured (negative indices count
+        from the end; ``AMDObjective`` resolves them against the encoders)."""
         s, t = self.student_layers, self.teacher_layers
         if s is None:
             s = (student_depth // 2 - 1, student_depth - 1)
             t = (teacher_depth // 2 - 1, teacher_depth - 1)
-        return list(zip(resolve_blocks(s, student_depth), resolve_blocks(t, teacher_depth)))
+        return list(zip(s, t))
 
 
 def _check_choice(key: str, value: object, choices: object) -> None:
     valid = typing.get_args(choices)
-    if value not in valid:
-        raise ConfigError(f"config key '{key}' must be one of {list(valid)}, got {value!r}")
+    check(value in valid, f"config key '{key}' must be one of {list(valid)}, got {value!r}")

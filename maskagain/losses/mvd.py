@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskagain.losses.block_outputs import EncoderQuery
 from maskagain.losses.config import FeatureLoss, MVDConfig
 from maskagain.losses.hidden import teacher_target
+from maskagain.losses.query import EncoderQuery
 from maskagain.masking import split_tokens, take_tokens
 from maskagain.models.init import official_init
 from maskagain.models.pretrain import VideoMAEDecoder

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from maskagain.losses.baselines import attention_transfer_loss
-from maskagain.losses.block_outputs import EncoderQuery
 from maskagain.losses.config import ObjectiveConfig
 from maskagain.losses.hidden import (
     aggregate_full,
@@ -23,8 +22,9 @@ from maskagain.losses.hidden import (
     merge_heads,
     teacher_target,
 )
-from maskagain.losses.output import gather_tokens, relation_loss
+from maskagain.losses.output import hint_loss, relation_loss
 from maskagain.losses.projection import hint_projection, linear_or_identity
+from maskagain.losses.query import EncoderQuery
 from maskagain.losses.selection import (
     FrameGroups,
     activation_topk,
@@ -33,6 +33,7 @@ from maskagain.losses.selection import (
     select_global,
     select_local,
 )
+from maskagain.masking import take_tokens
 from maskagain.models.layers import AttentionTap, resolve_block
 from maskagain.models.vit import EncoderOutput
 
@@ -260,13 +261,13 @@ class MaskAgainObjective(nn.Module):
         """The output-level terms, written into ``out``."""
         cfg, terms = self.cfg, self.term_weights
         if "hint_all" in terms:
-            out["hint_all"] = feature_mse(self.student_proj["hint_all"](s_tokens), t_tokens)
+            out["hint_all"] = hint_loss(s_tokens, t_tokens, None, self.student_proj["hint_all"])
         if not {"hint", "relation"} & set(terms):
             return
         index = activation_topk(t_tokens, cfg.k_for("hint"))  # (B, k) F_act on the teacher
-        s_sel, t_sel = gather_tokens(s_tokens, index), gather_tokens(t_tokens, index)
+        s_sel, t_sel = take_tokens(s_tokens, index), take_tokens(t_tokens, index)  # (B, k, D)
         if "hint" in terms:
-            out["hint"] = feature_mse(self.student_proj["hint"](s_sel), t_sel)
+            out["hint"] = hint_loss(s_sel, t_sel, None, self.student_proj["hint"])
         if "relation" in terms:
             out["relation"] = relation_loss(
                 s_sel.flatten(0, 1), t_sel.flatten(0, 1), cfg.tau_s, cfg.tau_t, cfg.relation_softmax

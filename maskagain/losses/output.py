@@ -8,13 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from maskagain.losses.hidden import feature_mse
+from maskagain.masking import take_tokens
 from maskagain.models.layers import true_fp32
-
-
-def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows of ``tokens`` chosen per sample: (B, N, D), index (B, k) -> (B, k, D)."""
-    b, k = index.shape
-    return tokens.gather(1, index[:, :, None].expand(b, k, tokens.shape[-1]))
 
 
 def hint_loss(
@@ -26,13 +21,14 @@ def hint_loss(
     """MAHint: MSE between the student and teacher features of the selected tokens (eq. 14).
 
     student_tokens: (B, N, D_s); teacher_tokens: (B, N, D_t); index: (B, k) from
-    ``activation_topk`` on the teacher, or None for every token (the Hint baseline).
+    ``activation_topk`` on the teacher, or None for every given token (rows selected already,
+    or the Hint baseline over all tokens).
     projection: phi'' applied to the selected student rows only (never to unselected, zeroed
     rows), mapping D_s -> D_t. Mean over the selected tokens and channels.
     """
     if index is not None:
-        student_tokens = gather_tokens(student_tokens, index)
-        teacher_tokens = gather_tokens(teacher_tokens, index)
+        student_tokens = take_tokens(student_tokens, index)
+        teacher_tokens = take_tokens(teacher_tokens, index)
     if projection is not None:
         student_tokens = projection(student_tokens)
     return feature_mse(student_tokens, teacher_tokens)

@@ -1,10 +1,11 @@
 """Video vision transformers and the loader for every teacher format users have (and MAE image
 encoders, MVD's image teachers)."""
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.models.families import FAMILIES, Family
 from maskagain.models.image_vit import ImageViT, ImageViTConfig, load_image_encoder
 from maskagain.models.layers import AttentionTap
-from maskagain.models.loading import CheckpointError, load_encoder, read_checkpoint, save_encoder
+from maskagain.models.loading import load_encoder, read_checkpoint, save_encoder
 from maskagain.models.registry import ARCHITECTURES, create_model, model_config
 from maskagain.models.teacher import (
     AlignedTeacher,

@@ -42,8 +42,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
-from maskagain.models.loading import CheckpointError, build_from_checkpoint, follow_umask
+from maskagain.checkpoints import CheckpointError, follow_umask
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.models.formats.keys import swap_prefix
+from maskagain.models.loading import build_from_checkpoint
 from maskagain.models.vit import ModelConfig, VideoViT
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,11 @@ def official_to_hf(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, t
                 out[base + "key.weight"] = key
                 out[base + "value.weight"] = val
                 continue
-            for src, dst in _HF_LAYER.items():
-                if rest.startswith(src):
-                    out[f"{prefix}encoder.layer.{i}.{dst}{rest[len(src) :]}"] = v
-                    break
-            else:
+            renamed = swap_prefix(rest, _HF_LAYER)
+            if renamed is None:
                 unknown.append(k)
+            else:
+                out[f"{prefix}encoder.layer.{i}.{renamed}"] = v
         elif k.startswith("patch_embed.proj."):
             out[f"{prefix}embeddings.patch_embeddings.projection.{k.split('.')[-1]}"] = v
         elif k.startswith("norm."):
@@ -228,7 +229,7 @@ def export_hf(
     the model (see :func:`hf_layout`)."""
     cfg = model.cfg
     layout = hf_layout(cfg)
-    _check_class_names(cfg, class_names)
+    check_class_names(cfg, class_names)
     _check_norm(cfg, mean, std)
     if cfg.fc_norm and _fc_eps(cfg) != HF_FC_NORM_EPS:
         log.info(
@@ -248,7 +249,13 @@ def export_hf(
     _write_json(out / "config.json", config)
     for name, content in processor_configs(cfg, mean, std).items():
         _write_json(out / name, content)
-    log.info("wrote %s (%s, %d tensors) to %s", layout.architecture, _dims(cfg), len(tensors), out)
+    log.info(
+        "wrote %s (%s, %d tensors) to %s",
+        layout.architecture,
+        describe_dims(cfg),
+        len(tensors),
+        out,
+    )
     return out
 
 
@@ -301,7 +308,7 @@ def export_videomae(model: VideoViT, out_path: str | Path) -> Path:
     follow_umask(tmp)
     tmp.replace(out)
     kind = "classifier (fine-tuning layout)" if cfg.num_classes else "encoder (pre-training layout)"
-    log.info("wrote official VideoMAE %s, %s, to %s", kind, _dims(cfg), out)
+    log.info("wrote official VideoMAE %s, %s, to %s", kind, describe_dims(cfg), out)
     return out
 
 
@@ -336,7 +343,9 @@ def official_pooling_matches(cfg: ModelConfig) -> bool:
     return mean_fc or first
 
 
-def _check_class_names(cfg: ModelConfig, names, origin: str | None = "arguments") -> None:
+def check_class_names(cfg: ModelConfig, names, origin: str | None = "arguments") -> None:
+    """Raise :class:`CheckpointError` unless ``names`` (None: nothing to check) are one unique
+    name per class of ``cfg``'s head; ``origin`` says where they came from."""
     if names is None or not cfg.num_classes:
         return
     if len(names) != cfg.num_classes:
@@ -360,7 +369,8 @@ def _fc_eps(cfg: ModelConfig) -> float:
     return cfg.fc_norm_eps if cfg.fc_norm_eps is not None else cfg.norm_eps
 
 
-def _dims(cfg: ModelConfig) -> str:
+def describe_dims(cfg: ModelConfig) -> str:
+    """One line describing ``cfg``'s width, depth, heads, input size and head."""
     head = f", {cfg.num_classes} classes" if cfg.num_classes else ", no head"
     return (
         f"width {cfg.embed_dim}, {cfg.depth} blocks, {cfg.num_heads} heads, "

@@ -23,24 +23,23 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from maskagain.models.layers import Block
-from maskagain.models.loading import (
+from maskagain.checkpoints import (
     CheckpointError,
-    _depth,
-    _hf_to_official,
-    _hf_weights,
-    _load_strict,
-    _resolve,
-    _safetensors_load,
-    _torch_load,
-    _unwrap,
+    hf_weights,
+    safetensors_load,
+    torch_load,
+    unwrap_state_dict,
 )
+from maskagain.models.formats.geometry import block_depth
+from maskagain.models.formats.videomae import hf_to_official
+from maskagain.models.layers import Block, resolve_block
+from maskagain.models.loading import load_strict, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,24 @@ def mae_position_table(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
     return torch.cat(halves, dim=1).float()
 
 
+@dataclass
+class ImageOutput:
+    """What ``ImageViT.forward_features`` returns.
+
+    tokens: (B, N, D) the last block's patch tokens (class token dropped, no final norm).
+    blocks: block index (0-based) -> (B, N, D) patch tokens of that block, only those asked for.
+    """
+
+    tokens: torch.Tensor
+    blocks: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
 class ImageViT(nn.Module):
     """An MAE-style image encoder as MVD's image teacher runs it.
 
     ``forward(images (B, C, H, W)) -> (B, H/p * W/p, D)``: the last block's patch tokens (class
-    token dropped, no final norm), patches in row-major order.
+    token dropped, no final norm), patches in row-major order; ``forward_features(images,
+    blocks=...)`` also returns the patch tokens of the blocks asked for.
     """
 
     def __init__(self, cfg: ImageViTConfig) -> None:
@@ -117,23 +129,35 @@ class ImageViT(nn.Module):
             self._positions[key] = table.to(like.device, like.dtype)
         return self._positions[key]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(
+        self, images: torch.Tensor, blocks: tuple[int, ...] | list[int] = ()
+    ) -> ImageOutput:
+        """Encode ``images`` (B, C, H, W); ``blocks`` names the blocks (negative indices count
+        from the end) whose patch tokens are returned too (``ImageOutput.blocks``)."""
         x = self.patch_embed(images)  # (B, D, H', W')
         gh, gw = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         x = x + self.positions(gh, gw, x)
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)  # its position is 0
         x = torch.cat((cls, x), dim=1)
-        for block in self.blocks:
+        wanted = {resolve_block(i, len(self.blocks)) for i in blocks}
+        outputs: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return x[:, 1:]
+            if i in wanted:
+                outputs[i] = x[:, 1:]
+        return ImageOutput(tokens=x[:, 1:], blocks=outputs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D) the last block's patch tokens."""
+        return self.forward_features(images).tokens
 
 
 # ------------------------------------------------------------------------------------- loading
 def _hf_vit_to_mae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face ViT / ViTMAE encoder keys -> MAE's. Their blocks are named as VideoMAE's in
     transformers, so its renaming serves (q and v biases kept apart, the k bias dropped)."""
-    sd = _hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
+    sd = hf_to_official({k.removeprefix("vit."): v for k, v in sd.items()})
     renames = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed"}
     return {renames.get(k, k): v for k, v in sd.items()}
 
@@ -177,7 +201,7 @@ def _check_positions(pos: torch.Tensor, source) -> None:
 
 def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
     """(MAE-layout state dict, Hugging Face config or {}, format name) of ``source``."""
-    path = _resolve(source)
+    path = resolve_source(source)
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -193,11 +217,11 @@ def _read(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
                 "image ViT ('vit_mae', e.g. facebook/vit-mae-base). A video encoder goes in "
                 "teacher.source"
             )
-        return _hf_vit_to_mae(_hf_weights(path)), config, f"Hugging Face {model_type}"
+        return _hf_vit_to_mae(hf_weights(path)), config, f"Hugging Face {model_type}"
     if path.suffix == ".safetensors":
-        sd = _safetensors_load(path)[0]
+        sd = safetensors_load(path)[0]
     else:
-        sd = _unwrap(_torch_load(path), path)
+        sd = unwrap_state_dict(torch_load(path), path)
     if any(k.startswith(("vit.embeddings.", "embeddings.")) for k in sd):
         return _hf_vit_to_mae(sd), {}, "Hugging Face ViT weights"
     return sd, {}, "MAE"
@@ -215,7 +239,7 @@ def _config(sd: dict[str, torch.Tensor], hf: dict, source, overrides: dict) -> I
             f"{source} does not look like an MAE image encoder (it needs cls_token, "
             f"patch_embed.proj.weight and blocks.N.attn.qkv.*; found {sorted(sd)[:8]})"
         )
-    dim, depth, patch = proj.shape[0], _depth(sd), proj.shape[-1]
+    dim, depth, patch = proj.shape[0], block_depth(sd), proj.shape[-1]
     heads = overrides.get("num_heads") or hf.get("num_attention_heads")
     heads = heads or MAE_HEADS.get((dim, depth, patch))
     if not heads:
@@ -258,7 +282,7 @@ def load_image_encoder(source: str | Path, **overrides) -> ImageViT:
         _check_positions(pos, source)
     sd = _to_blocks({k: v for k, v in sd.items() if not _UNUSED.match(k)}, cfg.embed_dim)
     model = ImageViT(cfg)
-    _load_strict(model, sd, source, fmt, kind="image ViT")
+    load_strict(model, sd, source, fmt, kind="image ViT")
     log.info(
         "loaded %s image encoder %s: width %d, %d blocks, %d heads, patch %d",
         fmt, source, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size,

@@ -26,8 +26,11 @@ Supported sources, detected automatically:
 - ``maskagain``: this project's own safetensors files (architecture in the file's metadata), or a
   run directory holding one.
 
-Loading is strict: a missing or unexpected key raises :class:`CheckpointError` naming the keys
-and the detected format. Pickles are opened with ``torch.load(..., weights_only=True)``.
+This module resolves the source (a path, a shipped name or a hub id), tells its format and loads
+strictly; the per-family converters are :mod:`maskagain.models.formats`, the safe file readers
+:mod:`maskagain.checkpoints`. Loading is strict: a missing or unexpected key raises
+:class:`CheckpointError` naming the keys and the detected format. Pickles are opened with
+``torch.load(..., weights_only=True)``.
 
 Head counts are not in the weights. They come from ``num_heads=``, else the checkpoint's recorded
 training arguments (``args.num_heads``, or a model name such as
@@ -39,39 +42,45 @@ head count would load without error and give wrong features.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import logging
-import os
-import pickle
 import re
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from maskagain.models.families import (
-    LAYOUT_VIDEOMAE,
-    LAYOUT_VJEPA2,
-    heads_from_args,
-    heads_from_table,
-    is_videomae_v2_args,
-    recorded_args,
+from maskagain.checkpoints import (
+    CheckpointError,
+    follow_umask,
+    hf_weights,
+    safetensors_load,
+    torch_load,
+    unwrap_state_dict,
 )
-from maskagain.models.vit import ModelConfig, VideoViT
-from maskagain.models.vjepa2 import (
-    VJEPA2Config,
-    VJEPA2Encoder,
-    config_from_hf,
-    hf_to_vjepa2,
+from maskagain.models.families import recorded_args
+from maskagain.models.formats.geometry import make_config
+from maskagain.models.formats.videomae import (
+    PRETRAIN_ONLY,
+    hf_to_official,
+    infer_config,
+    is_videomae_v2,
+    read_videomae2_hub,
+    strip_pretrain,
+    videomae_config_from_hf,
+)
+from maskagain.models.formats.vjepa2 import (
+    infer_vjepa2_config,
     is_original_checkpoint,
     is_vjepa2_hf_state,
+    original_encoder,
+    vjepa2_config_from_hf,
+    vjepa2_weights,
 )
+from maskagain.models.vit import ModelConfig, VideoViT
+from maskagain.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,269 +93,6 @@ RUN_DIR_WEIGHTS = (
     "encoder.safetensors",
     "teacher.safetensors",
 )
-# keys of a VideoMAE pre-training checkpoint that are not part of the encoder
-_PRETRAIN_ONLY = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|decoder_pos_embed$)")
-# VideoMAE V2's Kinetics-710 label space (its fine-tuned and distilled heads)
-_K710_CLASSES = 710
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or does not match the architecture it claims."""
-
-
-# ----------------------------------------------------------------------------- reading files
-def _torch_load(path: Path) -> dict:
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = _unpickling_reason(str(e))
-        if reason is None:
-            raise CheckpointError(
-                f"cannot read {path}: it is corrupt, truncated or not a torch.save checkpoint "
-                "(the safe weights-only reader rejected its bytes)"
-            ) from None
-        raise CheckpointError(
-            f"refused to load {path}: it holds Python objects that could run code on load "
-            f"({reason}). If you trust the file, convert it once with "
-            f"`python -c \"import torch; c = torch.load('{path}', weights_only=False); "
-            f"torch.save({{'model': c['model']}}, 'clean.pth')\"` and load clean.pth"
-        ) from None
-    except Exception as e:  # zip/pickle readers raise many types on truncated input
-        raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); the file may be truncated or not a checkpoint"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return obj
-
-
-def _unpickling_reason(message: str) -> str | None:
-    """The unsafe global a weights-only load refused, or None when the bytes were just bad."""
-    for line in message.splitlines():
-        if "GLOBAL" in line or "Unsupported global" in line:
-            return line.strip()[:200]
-    return None
-
-
-def _safetensors_load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot read {path} as safetensors ({e}); the file may be truncated or corrupt"
-        ) from None
-
-
-def _unwrap(obj: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Find the state dict inside a training checkpoint and strip wrapper prefixes."""
-    for key in ("model", "module", "state_dict", "model_state"):
-        if key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not sd:
-        raise CheckpointError(
-            f"{path} holds no tensors under 'model', 'module' or 'state_dict' "
-            f"(top-level keys: {sorted(obj)[:10]}); is it an optimizer-only or metrics file?"
-        )
-    for prefix in ("module.", "backbone.", "_orig_mod."):
-        if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
-# ----------------------------------------------------------------------------- key conversion
-def _hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename transformers' VideoMAE keys to the official layout (q, k, v fused into qkv)."""
-    sd = {k[len("videomae.") :] if k.startswith("videomae.") else k: v for k, v in sd.items()}
-    out: dict[str, torch.Tensor] = {}
-    simple = {
-        "embeddings.patch_embeddings.projection.": "patch_embed.proj.",
-        "layernorm.": "norm.",
-        "fc_norm.": "fc_norm.",
-        "classifier.": "head.",
-    }
-    layer_map = {
-        "attention.output.dense.": "attn.proj.",
-        "intermediate.dense.": "mlp.fc1.",
-        "output.dense.": "mlp.fc2.",
-        "layernorm_before.": "norm1.",
-        "layernorm_after.": "norm2.",
-    }
-    qkv: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in sd.items():
-        m = re.match(r"encoder\.layer\.(\d+)\.(.*)$", k)
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            a = re.match(r"attention\.attention\.(query|key|value)\.(weight|bias)$", rest)
-            b = re.match(r"attention\.attention\.(q_bias|v_bias)$", rest)
-            if a:
-                qkv.setdefault(i, {})[f"{a.group(1)}.{a.group(2)}"] = v
-                continue
-            if b:
-                out[f"blocks.{i}.attn.{b.group(1)}"] = v
-                continue
-            for src, dst in layer_map.items():
-                if rest.startswith(src):
-                    out[f"blocks.{i}.{dst}{rest[len(src) :]}"] = v
-                    break
-            else:
-                out[k] = v  # unknown: reported by the strict load
-            continue
-        for src, dst in simple.items():
-            if k.startswith(src):
-                out[dst + k[len(src) :]] = v
-                break
-        else:
-            out[k] = v
-    for i, parts in qkv.items():
-        try:
-            out[f"blocks.{i}.attn.qkv.weight"] = torch.cat(
-                [parts["query.weight"], parts["key.weight"], parts["value.weight"]]
-            )
-        except KeyError as e:
-            raise CheckpointError(
-                f"transformers checkpoint lacks encoder.layer.{i}.attention.attention.{e.args[0]}"
-            ) from None
-        if "query.bias" in parts:
-            out[f"blocks.{i}.attn.q_bias"] = parts["query.bias"]
-        if "value.bias" in parts:
-            out[f"blocks.{i}.attn.v_bias"] = parts["value.bias"]
-    return out
-
-
-def _strip_pretrain(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
-    """Official pre-training layout (``encoder.*``) -> encoder keys; says whether it was one."""
-    if not any(k.startswith("encoder.") for k in sd):
-        return sd, False
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("encoder."):
-            out[k[len("encoder.") :]] = v
-        elif not _PRETRAIN_ONLY.match(k):
-            out[k] = v  # unexpected: reported by the strict load
-    return out, True
-
-
-# ----------------------------------------------------------------------------- architecture
-def infer_config(sd: dict[str, torch.Tensor], args: dict | None = None, **overrides) -> ModelConfig:
-    """Infer a ModelConfig from official-layout encoder weights; ``overrides`` win.
-
-    Width, depth, MLP width (``mlp_ratio``), patch and tubelet come from the weight shapes. The
-    head count comes from ``num_heads=``, else the recorded training ``args``, else the table of
-    known families; otherwise :class:`CheckpointError` asks for ``num_heads=``.
-    """
-    if "patch_embed.proj.weight" not in sd:
-        raise CheckpointError(
-            "no patch_embed.proj.weight: this is not a VideoMAE-style video ViT "
-            f"(first keys: {sorted(sd)[:8]})"
-        )
-    w = sd["patch_embed.proj.weight"]
-    if w.ndim != 5:
-        raise CheckpointError(
-            f"patch_embed.proj.weight has shape {tuple(w.shape)}; a video ViT has a 5-D Conv3d "
-            "kernel (an image ViT checkpoint cannot be loaded as a video encoder; an MAE image "
-            "encoder can be MVD's image teacher: image_teacher.source)"
-        )
-    dim, in_chans, tubelet, patch = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
-    depth = _depth(sd)
-    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
-    cfg = dict(
-        embed_dim=dim,
-        depth=depth,
-        mlp_ratio=hidden / dim,
-        patch_size=patch,
-        tubelet_size=tubelet,
-        in_chans=in_chans,
-        qkv_bias="blocks.0.attn.q_bias" in sd,
-        init_values=0.1 if "blocks.0.gamma_1" in sd else 0.0,
-        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
-        final_norm="norm.weight" in sd,
-        fc_norm="fc_norm.weight" in sd,
-        # the official classifier without fc_norm returns norm(x)[:, 0]
-        pooling="first" if "head.weight" in sd and "fc_norm.weight" not in sd else "mean",
-    )
-    if "num_heads" not in overrides:
-        cfg["num_heads"] = _resolve_heads(dim, depth, hidden, patch, args or {}, LAYOUT_VIDEOMAE)
-    cfg.update(overrides)
-    return _make_config(cfg)
-
-
-def _depth(sd: dict[str, torch.Tensor]) -> int:
-    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    return max(blocks) + 1 if blocks else 0
-
-
-def _resolve_heads(dim: int, depth: int, hidden: int, patch: int, args: dict, layout: str) -> int:
-    """Head count from recorded training ``args``, else the family table; never a guess."""
-    heads, origin = heads_from_args(args, dim)
-    if heads is not None:
-        log.info("%d heads from the checkpoint's recorded %s", heads, origin)
-        return heads
-    heads = heads_from_table(dim, depth, hidden, patch, layout)
-    if heads is None:
-        raise CheckpointError(
-            f"cannot tell the head count of this {dim}-wide, {depth}-block encoder (MLP {hidden}, "
-            f"patch {patch}): it is not a known family and the checkpoint records no training "
-            "arguments; pass num_heads= (e.g. load_encoder(path, num_heads=16), or "
-            "teacher.overrides.num_heads=16 in a config)"
-        )
-    return heads
-
-
-def _make_config(values: dict, cls: type = ModelConfig) -> Any:
-    """``cls(**values)`` (a ``ModelConfig`` or ``VJEPA2Config``): an unknown field is a
-    TypeError naming the valid ones, an inconsistent architecture a :class:`CheckpointError`."""
-    what = "V-JEPA 2 " if cls is VJEPA2Config else ""
-    names = {f.name for f in fields(cls)}
-    bad = sorted(set(values) - names)
-    if bad:
-        raise TypeError(f"unknown {what}model option(s) {bad}; valid options: {sorted(names)}")
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise CheckpointError(f"inconsistent {what}architecture: {e}") from None
-
-
-def _hf_config(config: dict, num_classes: int, **overrides) -> ModelConfig:
-    if config.get("model_type") in ("vit_mae", "vit"):
-        raise CheckpointError(
-            f"config.json says model_type={config['model_type']!r}: an image ViT, not a video "
-            "encoder; an MAE image encoder can be MVD's image teacher (image_teacher.source)"
-        )
-    if config.get("model_type") not in (None, "videomae"):
-        raise CheckpointError(
-            f"config.json says model_type={config.get('model_type')!r}; only 'videomae' and "
-            "'vjepa2' are supported"
-        )
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"hidden_act={config['hidden_act']!r} is not supported (only 'gelu')")
-    use_mean = bool(config.get("use_mean_pooling", True))
-    cfg = dict(
-        embed_dim=config.get("hidden_size", 768),
-        depth=config.get("num_hidden_layers", 12),
-        num_heads=config.get("num_attention_heads", 12),
-        mlp_ratio=config.get("intermediate_size", 3072) / config.get("hidden_size", 768),
-        patch_size=config.get("patch_size", 16),
-        tubelet_size=config.get("tubelet_size", 2),
-        img_size=config.get("image_size", 224),
-        num_frames=config.get("num_frames", 16),
-        in_chans=config.get("num_channels", 3),
-        qkv_bias=bool(config.get("qv_bias", config.get("qkv_bias", True))),
-        norm_eps=config.get("layer_norm_eps", 1e-12),
-        num_classes=num_classes,
-        final_norm=not use_mean,
-        fc_norm=use_mean and num_classes > 0,
-        fc_norm_eps=1e-5,  # transformers builds the classifier's fc_norm with the default eps
-        # transformers pools the first token only in its classifier; an encoder is mean-pooled
-        pooling="first" if num_classes and not use_mean else "mean",
-    )
-    cfg.update(overrides)
-    return _make_config(cfg)
 
 
 # ----------------------------------------------------------------------------- public
@@ -360,98 +106,65 @@ def read_checkpoint(
     source's extra metadata (HF config, our training config and metrics, the training ``args``
     an official ``.pth`` recorded, ...).
     """
-    path = _resolve(source)
+    path = resolve_source(source)
     if path.is_dir():
         return _read_dir(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        sd, meta = _safetensors_load(path)
+        sd, meta = safetensors_load(path)
         if meta.get("format") == MASKAGAIN_FORMAT and "model_config" in meta:
             info = {k: _maybe_json(v) for k, v in meta.items()}
             values = json.loads(meta["model_config"])
             if meta.get("architecture") == VJEPA2_ARCHITECTURE:
-                return sd, _make_config(values, VJEPA2Config), "maskagain", info
-            return sd, _make_config(values), "maskagain", info
+                return sd, make_config(values, VJEPA2Config), "maskagain", info
+            return sd, make_config(values), "maskagain", info
         return _classify(sd, path, {})
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file or directory")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish")
-    obj = _torch_load(path)
+    obj = torch_load(path)
     if is_original_checkpoint(obj):
-        return _vjepa2_original(obj["encoder"], path), None, "vjepa2-official", {}
+        return original_encoder(obj["encoder"], path), None, "vjepa2-official", {}
     args = recorded_args(obj.get("args"))
-    return _classify(_unwrap(obj, path), path, {"args": args} if args else {})
-
-
-def _vjepa2_original(encoder: dict, path: Path) -> dict[str, torch.Tensor]:
-    """The ``encoder`` of an original V-JEPA 2 ``.pt`` (as its hub loader reads it)."""
-    sd = {
-        k.removeprefix("module.").removeprefix("backbone."): v
-        for k, v in encoder.items()
-        if isinstance(v, torch.Tensor)
-    }
-    if "pos_embed" in sd:
-        raise CheckpointError(
-            f"{path} is a V-JEPA encoder with a position table (V-JEPA 1, use_rope=False); only "
-            "V-JEPA 2's rotary encoders are supported"
-        )
-    return sd
+    return _classify(unwrap_state_dict(obj, path), path, {"args": args} if args else {})
 
 
 def _classify(sd: dict[str, torch.Tensor], path: Path, info: dict):
     if is_vjepa2_hf_state(sd):
-        return _vjepa2_weights(sd, path), None, "vjepa2-weights", info
+        return vjepa2_weights(sd, path), None, "vjepa2-weights", info
     if any(k.startswith(("videomae.", "embeddings.", "encoder.layer.")) for k in sd):
-        return _hf_to_official(sd), None, "hf-weights", info
-    sd, pretrain = _strip_pretrain(sd)
+        return hf_to_official(sd), None, "hf-weights", info
+    sd, pretrain = strip_pretrain(sd)
     cosine = sorted(k for k in sd if re.fullmatch(r"blocks\.\d+\.attn\.scale", k))
     if cosine:
         raise CheckpointError(
             f"{path} uses cosine attention (VideoMAE V2 cos_attn=True: {cosine[0]} is a learned "
             "logit scale), which this loader does not implement"
         )
-    family = "videomae2" if _is_videomae_v2(sd, info.get("args", {})) else "official"
+    family = "videomae2" if is_videomae_v2(sd, info.get("args", {})) else "official"
     return sd, None, f"{family}-{'pretrain' if pretrain else 'finetune'}", info
-
-
-def _is_videomae_v2(sd: dict[str, torch.Tensor], args: dict) -> bool:
-    """VideoMAE V2 shares v1's keys: tell it by its arguments, the ViT-g/14 geometry or K710."""
-    if is_videomae_v2_args(args):
-        return True
-    w = sd.get("patch_embed.proj.weight")
-    if w is not None and w.ndim == 5 and (w.shape[0], w.shape[-1]) == (1408, 14):
-        return True
-    head = sd.get("head.weight")
-    return head is not None and head.shape[0] == _K710_CLASSES
-
-
-def _vjepa2_weights(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return hf_to_vjepa2(sd)
-    except KeyError as e:
-        raise CheckpointError(f"{path}: V-JEPA 2 weights lack {e.args[0]}") from None
 
 
 def _read_dir(path: Path):
     config_file = path / "config.json"
     if config_file.is_file():
         config = json.loads(config_file.read_text())
-        weights = _hf_weights(path)
+        weights = hf_weights(path)
         if isinstance(config.get("model_config"), dict):
-            return _read_videomae2_hub(path, config, weights)
+            return read_videomae2_hub(path, config, weights)
         if config.get("model_type") == "vjepa2":
-            sd = _vjepa2_weights(weights, path)
+            sd = vjepa2_weights(weights, path)
             return (
                 sd,
-                _make_config(config_from_hf(config), VJEPA2Config),
+                make_config(vjepa2_config_from_hf(config), VJEPA2Config),
                 "vjepa2-hf",
                 {"hf_config": config},
             )
-        sd = _hf_to_official(weights)
-        sd = {k: v for k, v in sd.items() if not _PRETRAIN_ONLY.match(k)}  # ForPreTraining
+        sd = hf_to_official(weights)
+        sd = {k: v for k, v in sd.items() if not PRETRAIN_ONLY.match(k)}  # ForPreTraining
         head = sd.get("head.weight")
-        cfg = _hf_config(config, num_classes=0 if head is None else head.shape[0])
+        cfg = videomae_config_from_hf(config, num_classes=0 if head is None else head.shape[0])
         return sd, cfg, "hf", {"hf_config": config}
     for name in RUN_DIR_WEIGHTS:
         if (path / name).is_file():
@@ -461,63 +174,6 @@ def _read_dir(path: Path):
         f"{path} is a directory without config.json (Hugging Face) or any of {list(RUN_DIR_WEIGHTS)} "
         f"(a maskagain run); it holds {found}"
     )
-
-
-def _read_videomae2_hub(path: Path, config: dict, weights: dict[str, torch.Tensor]):
-    """OpenGVLab's hub layout (``OpenGVLab/VideoMAEv2-Base``, ...): ``config.json`` with a
-    ``model_config`` dict (the V2 fine-tuning model's arguments) and its weights under
-    ``model.``."""
-    mc = config["model_config"]
-    if mc.get("cos_attn"):
-        raise CheckpointError(
-            f"{path}: model_config says cos_attn=true (cosine attention), which this loader "
-            "does not implement"
-        )
-    if all(k.startswith("model.") for k in weights):
-        weights = {k[len("model.") :]: v for k, v in weights.items()}
-    sizes = {"num_heads": "num_heads", "img_size": "img_size", "num_frames": "num_frames"}
-    given = {ours: mc[theirs] for ours, theirs in sizes.items() if theirs in mc}
-    if "layer_norm_eps" in mc:
-        given["norm_eps"] = mc["layer_norm_eps"]
-    cfg = infer_config(weights, **given)
-    return weights, cfg, "videomae2-hf", {"hf_config": config}
-
-
-def infer_vjepa2_config(sd: dict[str, torch.Tensor], **overrides) -> VJEPA2Config:
-    """VJEPA2Config from V-JEPA 2 encoder weights (our keys); heads as in :func:`infer_config`."""
-    w = sd.get("patch_embed.proj.weight")
-    if w is None or w.ndim != 5:
-        raise CheckpointError("V-JEPA 2 weights without a 5-D patch_embed.proj.weight")
-    dim, depth = w.shape[0], _depth(sd)
-    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
-    cfg = dict(
-        embed_dim=dim,
-        depth=depth,
-        mlp_ratio=hidden / dim,
-        patch_size=w.shape[3],
-        tubelet_size=w.shape[2],
-        in_chans=w.shape[1],
-        qkv_bias="blocks.0.attn.qkv.bias" in sd,
-    )
-    if "num_heads" not in overrides:
-        cfg["num_heads"] = _resolve_heads(dim, depth, hidden, w.shape[3], {}, LAYOUT_VJEPA2)
-    return _make_config({**cfg, **overrides}, VJEPA2Config)
-
-
-def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
-    shards = sorted(path.glob("*.safetensors"))
-    if shards:
-        sd: dict[str, torch.Tensor] = {}
-        for s in shards:
-            sd.update(_safetensors_load(s)[0])
-        return sd
-    bins = sorted(path.glob("pytorch_model*.bin"))
-    if bins:
-        sd = {}
-        for b in bins:
-            sd.update(_unwrap(_torch_load(b), b))
-        return sd
-    raise CheckpointError(f"{path} has config.json but no model.safetensors or pytorch_model.bin")
 
 
 # a file extension (``.pth``, ``.safetensors``, ``.yaml``), not a version such as ``v1.5``
@@ -583,7 +239,9 @@ def did_you_mean(path: Path) -> str:
     return ""
 
 
-def _resolve(source: str | Path) -> Path:
+def resolve_source(source: str | Path) -> Path:
+    """The local path of ``source``: a local file or directory, a shipped weights name, or a
+    hub id fetched with ``huggingface_hub``; :class:`CheckpointError` saying why not."""
     path = locate_source(source)
     if path is not None:
         return path
@@ -622,24 +280,26 @@ def build_from_checkpoint(
         if cfg is None:
             cfg = infer_vjepa2_config(sd, **overrides)
         elif overrides:
-            cfg = _make_config({**cfg.to_dict(), **overrides}, VJEPA2Config)
+            cfg = make_config({**cfg.to_dict(), **overrides}, VJEPA2Config)
         model = VJEPA2Encoder(cfg)
     else:
         if cfg is None:
             cfg = infer_config(sd, args=info.get("args"), **overrides)
         elif overrides:
-            cfg = _make_config({**cfg.to_dict(), **overrides})
+            cfg = make_config({**cfg.to_dict(), **overrides})
         model = VideoViT(cfg)
         pos = sd.pop("pos_embed", None)
         if pos is not None:
             _load_position_table(model, pos, source)
-    _load_strict(model, sd, source, fmt)
+    load_strict(model, sd, source, fmt)
     return model, fmt, info
 
 
-def _load_strict(
+def load_strict(
     model: nn.Module, sd: dict[str, torch.Tensor], source, fmt: str, kind: str = ""
 ) -> None:
+    """Load ``sd`` into ``model`` strictly: a missing, unexpected or misshapen key raises one
+    :class:`CheckpointError` naming ``source``, its detected ``fmt`` and the model (``kind``)."""
     cfg = model.cfg
     kind = kind or ("V-JEPA 2 encoder" if isinstance(model, VJEPA2Encoder) else "video ViT")
     try:
@@ -716,13 +376,3 @@ def save_encoder(
     follow_umask(tmp)
     tmp.replace(path)
     return path
-
-
-def follow_umask(path: str | Path) -> Path:
-    """Give ``path`` the mode a newly created file gets (0666 less the umask): writers that
-    create private files (``mkstemp``, safetensors) would leave weights unreadable to others
-    who share the machine."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-    return Path(path)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from maskagain.models.loading import CheckpointError
+from maskagain.checkpoints import CheckpointError
 from maskagain.models.vit import VideoViT
 
 log = logging.getLogger(__name__)

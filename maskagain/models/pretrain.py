@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.masking import split_tokens, take_tokens
 from maskagain.models.layers import Block, sinusoid_table, trunc_normal_init
 from maskagain.models.vit import VideoViT
@@ -73,10 +74,6 @@ def patchify(video: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.T
     return x.reshape(b, (t // q) * (h // p) * (w // p), q * p * p, c)
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def pixel_targets(
     video: torch.Tensor,
     patch_size: int,
@@ -108,6 +105,36 @@ def pixel_targets(
         var = x.var(dim=-2, unbiased=True, keepdim=True)
         x = (x - mu) / (var.sqrt() + 1e-6)
     return x.flatten(2)
+
+
+def _sized_for(
+    cfg,
+    decoder_dim: int,
+    decoder_depth: int,
+    decoder_heads: int,
+    norm_pix_loss: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> dict:
+    """The arguments of :class:`PixelReconstruction` for an encoder of config ``cfg`` (its
+    geometry and block settings) with this decoder, loss and clip normalisation."""
+    return dict(
+        decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads,
+        norm_pix_loss=norm_pix_loss,
+        mean=mean,
+        std=std,
+        encoder_dim=cfg.embed_dim,
+        grid=cfg.grid,
+        patch_size=cfg.patch_size,
+        tubelet_size=cfg.tubelet_size,
+        in_chans=cfg.in_chans,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias,
+        init_values=cfg.init_values,
+        norm_eps=cfg.norm_eps,
+    )
 
 
 class PixelReconstruction(nn.Module):
@@ -185,24 +212,8 @@ class PixelReconstruction(nn.Module):
         std: Sequence[float] | None = IMAGENET_STD,
     ) -> PixelReconstruction:
         """A head sized for ``encoder`` (its width, grid, patch and block settings)."""
-        c = encoder.cfg
-        return cls(
-            c.embed_dim,
-            c.grid,
-            c.patch_size,
-            c.tubelet_size,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            c.in_chans,
-            c.mlp_ratio,
-            c.qkv_bias,
-            c.init_values,
-            c.norm_eps,
-            norm_pix_loss,
-            mean,
-            std,
-        )
+        args = (decoder_dim, decoder_depth, decoder_heads, norm_pix_loss, mean, std)
+        return cls(**_sized_for(encoder.cfg, *args))
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
@@ -277,23 +288,8 @@ class VideoMAEPretrain(PixelReconstruction):
         cfg = encoder.cfg
         if cfg.num_classes:
             raise ValueError("the pre-training encoder must have no head (num_classes=0)")
-        super().__init__(
-            cfg.embed_dim,
-            cfg.grid,
-            cfg.patch_size,
-            cfg.tubelet_size,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            cfg.in_chans,
-            cfg.mlp_ratio,
-            cfg.qkv_bias,
-            cfg.init_values,
-            cfg.norm_eps,
-            norm_pix_loss,
-            mean,
-            std,
-        )
+        args = (decoder_dim, decoder_depth, decoder_heads, norm_pix_loss, mean, std)
+        super().__init__(**_sized_for(cfg, *args))
         self.encoder = encoder
 
     def predict(

@@ -143,24 +143,17 @@ class AlignedTeacher(nn.Module):
         video: torch.Tensor,
         mask: torch.Tensor | None = None,
         attn_layers: tuple[int, ...] | list[int] = (),
-        **kwargs,
+        visible: torch.Tensor | None = None,
+        blocks: tuple[int, ...] | list[int] = (),
     ) -> EncoderOutput:
         """The teacher's features of the student-sized clip ``video`` (B, C, T, H, W) under the
-        student's ``mask`` (B, N), True = hidden; ``kwargs`` (``visible``, ``blocks``) go to
-        the teacher's own ``forward_features``."""
+        student's ``mask`` (B, N), True = hidden; ``attn_layers``, ``visible`` and ``blocks``
+        mean what they mean to the teacher's own ``forward_features``."""
         self.token_grid(video.shape)  # checks the student-side divisibility
         video = resize_frames(video, *self._teacher_hw(*video.shape[-2:]))
-        return self.encoder.forward_features(video, mask, attn_layers, **kwargs)
-
-    @property
-    def block_outputs(self) -> bool:
-        """Whether the teacher returns block outputs from its own call (no hooks needed)."""
-        return getattr(self.encoder, "block_outputs", False)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The teacher's blocks (block outputs of an encoder without them are hooked here)."""
-        return self.encoder.blocks
+        return self.encoder.forward_features(
+            video, mask, attn_layers, visible=visible, blocks=blocks
+        )
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder.forward_head(self.forward_features(video, mask).tokens)

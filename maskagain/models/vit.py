@@ -26,8 +26,9 @@ from maskagain.models.layers import (
 
 
 @dataclass
-class ModelConfig:
-    """Architecture of a video ViT. ``num_classes=0`` means no head (an encoder)."""
+class EncoderGeometry:
+    """The fields every video encoder config has (VideoViT's ``ModelConfig``, V-JEPA 2's
+    ``VJEPA2Config``), in their saved order, and the token grid they give."""
 
     embed_dim: int = 768
     depth: int = 12
@@ -39,6 +40,27 @@ class ModelConfig:
     num_frames: int = 16
     in_chans: int = 3
     qkv_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (frames F, height, width) at the configured input size."""
+        g = self.img_size // self.patch_size
+        return (self.num_frames // self.tubelet_size, g, g)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelConfig(EncoderGeometry):
+    """Architecture of a video ViT. ``num_classes=0`` means no head (an encoder)."""
+
     init_values: float = 0.0
     norm_eps: float = 1e-6
     fc_norm_eps: float | None = None  # None -> norm_eps (transformers' classifier uses 1e-5)
@@ -52,10 +74,7 @@ class ModelConfig:
     init_scale: float = 0.001
 
     def __post_init__(self) -> None:
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}"
-            )
+        super().__post_init__()
         if self.img_size % self.patch_size:
             raise ValueError(
                 f"img_size={self.img_size} must be divisible by patch_size={self.patch_size}"
@@ -66,15 +85,6 @@ class ModelConfig:
             )
         if self.pooling not in ("mean", "first"):
             raise ValueError(f"pooling must be 'mean' or 'first', got {self.pooling!r}")
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """Token grid (frames F, height, width) at the configured input size."""
-        g = self.img_size // self.patch_size
-        return (self.num_frames // self.tubelet_size, g, g)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -97,8 +107,6 @@ class EncoderOutput:
 
 class VideoViT(nn.Module):
     """VideoMAE-compatible video ViT: ``forward_features`` -> ``forward_head``."""
-
-    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

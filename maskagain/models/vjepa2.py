@@ -23,9 +23,7 @@ presents.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -34,13 +32,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from maskagain.models.layers import AttentionTap, DropPath, Mlp, PatchEmbed3d, trunc_normal_init
-from maskagain.models.vit import EncoderOutput, VideoViT
+from maskagain.models.vit import EncoderGeometry, EncoderOutput, VideoViT
 
 ROPE_THETA = 10000.0
 
 
 @dataclass
-class VJEPA2Config:
+class VJEPA2Config(EncoderGeometry):
     """Architecture of a V-JEPA 2 encoder.
 
     ``img_size`` / ``num_frames`` are the published input (``crop_size`` / ``frames_per_clip``);
@@ -49,16 +47,12 @@ class VJEPA2Config:
     (no head, a final norm, mean pooling, no layer scale).
     """
 
+    # the published ViT-L at 64 x 256 x 256 (the other geometry fields keep their defaults)
     embed_dim: int = 1024
     depth: int = 24
     num_heads: int = 16
-    mlp_ratio: float = 4.0
-    patch_size: int = 16
-    tubelet_size: int = 2
     img_size: int = 256
     num_frames: int = 64
-    in_chans: int = 3
-    qkv_bias: bool = True
     norm_eps: float = 1e-6
     drop_path_rate: float = 0.0
     hidden_act: str = "gelu"
@@ -69,10 +63,7 @@ class VJEPA2Config:
     init_values: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}"
-            )
+        super().__post_init__()
         if rope_part(self.embed_dim // self.num_heads) == 0:
             raise ValueError(
                 f"head dimension {self.embed_dim // self.num_heads} is too small for 3D rotary "
@@ -84,15 +75,6 @@ class VJEPA2Config:
         for name, value in fixed.items():
             if getattr(self, name) != value:
                 raise ValueError(f"a V-JEPA 2 encoder has {name}={value!r}")
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """Token grid (frames F, height, width) at the published input size."""
-        g = self.img_size // self.patch_size
-        return (self.num_frames // self.tubelet_size, g, g)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def rope_part(head_dim: int) -> int:
@@ -226,7 +208,6 @@ class VJEPA2Encoder(nn.Module):
     token_grid = VideoViT.token_grid
     _check_mask = VideoViT._check_mask
     _visible_ids = VideoViT._visible_ids
-    block_outputs = True  # forward_features(..., blocks=...) returns block outputs
     _block_index = VideoViT._block_index
 
     @property
@@ -289,100 +270,3 @@ class VJEPA2Encoder(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return set()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-# Our keys are the original V-JEPA 2 code's (blocks.N.attn.qkv, blocks.N.mlp.fc1, norm, ...).
-_HF_LAYER = {  # transformers VJEPA2Layer sub-key -> ours
-    "norm1.": "norm1.",
-    "norm2.": "norm2.",
-    "attention.proj.": "attn.proj.",
-    "mlp.fc1.": "mlp.fc1.",
-    "mlp.fc2.": "mlp.fc2.",
-}
-# transformers VJEPA2Model / VJEPA2ForVideoClassification parts that are not the encoder
-HF_NOT_ENCODER = re.compile(r"^(predictor\.|pooler\.|classifier\.)")
-
-
-def is_vjepa2_hf_state(sd: dict[str, torch.Tensor]) -> bool:
-    """Whether ``sd`` holds transformers ``VJEPA2Model`` (or classifier) weights."""
-    return any(
-        k.startswith(("encoder.embeddings.patch_embeddings.", "vjepa2.encoder.embeddings."))
-        for k in sd
-    )
-
-
-def is_original_checkpoint(obj: dict) -> bool:
-    """Whether a ``torch.load``-ed object is an original V-JEPA 2 training checkpoint: an
-    ``encoder`` state dict (``module.backbone.`` prefixes) whose attention has a full qkv bias,
-    next to a ``predictor``."""
-    encoder = obj.get("encoder")
-    if not isinstance(encoder, dict) or not isinstance(obj.get("predictor"), dict):
-        return False
-    keys = [k.removeprefix("module.").removeprefix("backbone.") for k in encoder]
-    return "patch_embed.proj.weight" in keys and any(
-        re.fullmatch(r"blocks\.\d+\.attn\.qkv\.weight", k) for k in keys
-    )
-
-
-def hf_to_vjepa2(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers ``VJEPA2Model`` weights -> this encoder's keys; predictor, pooler and
-    classifier weights are dropped, anything unknown is kept for the strict load to report."""
-    sd = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in sd.items():
-        if HF_NOT_ENCODER.match(key):
-            continue
-        m = re.match(r"encoder\.layer\.(\d+)\.(.*)$", key)
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            a = re.match(r"attention\.(query|key|value)\.(weight|bias)$", rest)
-            if a:
-                qkv.setdefault(i, {})[f"{a.group(1)}.{a.group(2)}"] = value
-                continue
-            for src, dst in _HF_LAYER.items():
-                if rest.startswith(src):
-                    out[f"blocks.{i}.{dst}{rest[len(src) :]}"] = value
-                    break
-            else:
-                out[key] = value
-        elif key.startswith("encoder.embeddings.patch_embeddings.proj."):
-            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("encoder.layernorm."):
-            out["norm." + key.rsplit(".", 1)[1]] = value
-        else:
-            out[key] = value
-    for i, parts in qkv.items():
-        for kind in ("weight", "bias"):
-            names = [f"{p}.{kind}" for p in ("query", "key", "value")]
-            present = [n for n in names if n in parts]
-            if present and len(present) < 3:
-                missing = sorted(set(names) - set(present))
-                raise KeyError(f"encoder.layer.{i}.attention.{missing[0]}")
-            if present:
-                out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in names])
-    return out
-
-
-def config_from_hf(config: dict) -> dict:
-    """VJEPA2Config fields from a transformers ``VJEPA2Config`` ``config.json`` dict."""
-    patch = config.get("patch_size", 16)
-    if isinstance(patch, (list, tuple)):
-        if len(set(patch)) != 1:
-            raise ValueError(f"non-square patch_size {patch} is not supported")
-        patch = patch[0]
-    return dict(
-        embed_dim=config.get("hidden_size", 1024),
-        depth=config.get("num_hidden_layers", 24),
-        num_heads=config.get("num_attention_heads", 16),
-        mlp_ratio=float(config.get("mlp_ratio", 4.0)),
-        patch_size=patch,
-        tubelet_size=config.get("tubelet_size", 2),
-        img_size=config.get("crop_size", 256),
-        num_frames=config.get("frames_per_clip", 64),
-        in_chans=config.get("in_chans", 3),
-        qkv_bias=bool(config.get("qkv_bias", True)),
-        norm_eps=config.get("layer_norm_eps", 1e-6),
-        hidden_act=config.get("hidden_act", "gelu"),
-    )

@@ -70,13 +70,13 @@ class ModelSpec:
         width by the head count."""
         from maskagain.models.registry import ARCHITECTURES
 
-        if self.name not in ARCHITECTURES:
-            close = difflib.get_close_matches(self.name, list(ARCHITECTURES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"config key '{path}.name' must be one of {', '.join(ARCHITECTURES)}, "
-                f"got {self.name!r}{hint}"
-            )
+        close = difflib.get_close_matches(self.name, list(ARCHITECTURES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        check(
+            self.name in ARCHITECTURES,
+            f"config key '{path}.name' must be one of {', '.join(ARCHITECTURES)}, "
+            f"got {self.name!r}{hint}",
+        )
         for key in ("img_size", "num_frames", "patch_size", "tubelet_size"):
             value = getattr(self, key)
             check(value >= 1, f"config key '{path}.{key}' must be >= 1, got {value}")
@@ -189,11 +189,11 @@ def check_data_matches_model(data: DataConfig, cfg: ModelConfig, path: str) -> N
     pairs = (("num_frames", "num_frames"), ("input_size", "img_size"))
     for data_key, model_key in pairs:
         value = getattr(data, data_key)
-        if value != getattr(cfg, model_key):
-            raise ConfigError(
-                f"config key 'data.{data_key}'={value} does not match '{path}.{model_key}'="
-                f"{getattr(cfg, model_key)}; set both to the same value"
-            )
+        check(
+            value == getattr(cfg, model_key),
+            f"config key 'data.{data_key}'={value} does not match '{path}.{model_key}'="
+            f"{getattr(cfg, model_key)}; set both to the same value",
+        )
 
 
 # ----------------------------------------------------------------------------- pretrain

@@ -2,7 +2,7 @@
 
 ``objective.kind`` picks the objective (:data:`OBJECTIVES`); each says what it needs from the
 two encoders through its ``student_query`` / ``teacher_query``
-(:class:`~maskagain.losses.block_outputs.EncoderQuery`): MaskAgain runs the teacher on the
+(:class:`~maskagain.losses.query.EncoderQuery`): MaskAgain runs the teacher on the
 student's mask with attention taps on one block, MVD on the whole clip, AMD on a lighter mask
 of its own with the outputs of its aligned blocks. ``objective.pixel_weight > 0`` adds
 VideoMAE's pixel reconstruction as a ``pixel`` term. MVD with ``mvd.image_weight > 0`` also
@@ -28,18 +28,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError
 from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
 from maskagain.losses.amd import AMDObjective
-from maskagain.losses.block_outputs import EncoderQuery, uses_hooks
 from maskagain.losses.mvd import MVDObjective, frame_tokens_to_clip, image_teacher_frames
 from maskagain.losses.objective import MaskAgainObjective
 from maskagain.losses.pixel import with_weighted_term
+from maskagain.losses.query import EncoderQuery
 from maskagain.models.image_vit import ImageViT, load_image_encoder
-from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
+from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
@@ -100,14 +101,13 @@ class FrozenTeacher(_Frozen):
         precision: str,
         compile: bool = False,
     ) -> None:
+        query.check(encoder, "the teacher")
         super().__init__(encoder, precision)
         self.query = query
         forward = functools.partial(query.run, self.encoder)
         if compile:
-            hooks = query.blocks and uses_hooks(self.encoder)
-            reason = f"its block outputs {query.blocks} are read through hooks" if hooks else None
             device = next(self.encoder.parameters()).device
-            forward = maybe_compile(forward, device, "the teacher", reason)
+            forward = maybe_compile(forward, device, "the teacher")
         self._forward = forward
 
     def __call__(self, batch: dict) -> EncoderOutput:
@@ -168,6 +168,7 @@ class DistillModule(nn.Module):
         self.pixel_head = pixel_head
         self.pixel_weight = pixel_weight
         self.student_query: EncoderQuery = objective.student_query
+        self.student_query.check(student, "the student")
         if pixel_head is None:
             # Distillation compares block outputs before the final norm: the norm gets no
             # gradient. Freezing it keeps DDP's reducer consistent and leaves it at its initial

@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError, apply_overrides, load_yaml
 from maskagain.data import ClipDataset
 from maskagain.data.lists import read_class_index
@@ -15,7 +16,7 @@ from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
-from maskagain.models.loading import CheckpointError, locate_source
+from maskagain.models.loading import locate_source
 from maskagain.models.vit import VideoViT
 from maskagain.recipes.common import describe_test_result, open_dataset, report_eval_split
 from maskagain.recipes.configs import EvaluateConfig

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import yaml
 
-from maskagain.data.config import IMAGENET_MEAN, IMAGENET_STD
+from maskagain.checkpoints import CheckpointError
+from maskagain.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskagain.data.lists import names_from_mapping, read_class_index
 from maskagain.models.export import (
-    _check_class_names,
-    _dims,
+    check_class_names,
+    describe_dims,
     export_hf,
     export_videomae,
     load_checked,
 )
-from maskagain.models.loading import CheckpointError
 from maskagain.models.vit import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def export_checkpoint(
     if fmt not in ("hf", "videomae"):
         raise ValueError(f"unknown export format {fmt!r}; choose 'hf' or 'videomae'")
     model, src_fmt, info = load_checked(source, **overrides)
-    log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
+    log.info("read %s as %s: %s", source, src_fmt, describe_dims(model.cfg))
     if fmt == "videomae":
         return export_videomae(model, out)
     if src_fmt not in ("maskagain", "hf") and not {"img_size", "num_frames"} & set(overrides):
@@ -112,7 +112,7 @@ def resolve_export_metadata(
     names, class_source = None, None
     if cfg.num_classes:
         names, class_source = _resolve_class_names(run_dir, info, train_cfg, class_names)
-        _check_class_names(cfg, names, class_source)
+        check_class_names(cfg, names, class_source)
     return ExportMetadata(m, s, norm_source, names, class_source)
 
 
@@ -285,7 +285,7 @@ def export_onnx_checkpoint(
     if out.is_dir():
         raise CheckpointError(f"--out {out} is a directory; give the .onnx file to write")
     model, src_fmt, info = load_checked(source, **overrides)
-    log.info("read %s as %s: %s", source, src_fmt, _dims(model.cfg))
+    log.info("read %s as %s: %s", source, src_fmt, describe_dims(model.cfg))
     preprocessing = resolve_preprocessing(source, info, model.cfg)
     names = None
     if model.cfg.num_classes and not encoder_only:

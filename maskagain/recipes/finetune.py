@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError, from_dict, to_dict
 from maskagain.data import BadFileTracker, ClipDataset, MaskCollator
 from maskagain.data.lists import write_class_index
@@ -42,7 +43,7 @@ from maskagain.engine.run import (
     write_summary,
 )
 from maskagain.engine.trainer import CHECKPOINT_FORMAT, Trainer, clips_per_step, steps_per_epoch
-from maskagain.models.loading import CheckpointError, load_encoder, save_encoder
+from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.vit import ModelConfig, VideoViT
 from maskagain.recipes.common import (
     describe_splits,

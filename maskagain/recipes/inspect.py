@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.engine.metrics import read_log
 from maskagain.models.export import hf_layout, load_checked, official_pooling_matches
 from maskagain.models.families import (
@@ -27,7 +28,7 @@ from maskagain.models.families import (
     heads_from_args,
     identify,
 )
-from maskagain.models.loading import RUN_DIR_WEIGHTS, CheckpointError
+from maskagain.models.loading import RUN_DIR_WEIGHTS
 from maskagain.models.registry import ARCHITECTURES
 from maskagain.models.vit import ModelConfig
 from maskagain.models.vjepa2 import VJEPA2Encoder

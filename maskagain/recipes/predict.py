@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from maskagain.checkpoints import CheckpointError
 from maskagain.data.config import DataConfig
 from maskagain.data.stream import VideoClips
 from maskagain.engine.evaluation import aggregate_views
-from maskagain.models.loading import CheckpointError
 
 log = logging.getLogger(__name__)
 
