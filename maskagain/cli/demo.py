@@ -9,7 +9,7 @@ HELP = (
     "compare MaskAgain with VideoMAE, Hint, AMD (MVD with --rows all) and no pre-training on "
     "the synthetic set (shipped teacher; about 5 minutes on a 2-core CPU)"
 )
-# the demo's student rows (maskagain.recipes.demo.ROW_NAMES and DEFAULT_ROWS; listed here so
+# the demo's student rows (maskagain.recipes.demo.settings.ROW_NAMES and DEFAULT_ROWS; listed here so
 # --help stays light)
 ROWS = ("maskagain", "videomae", "hint", "mvd", "amd", "scratch")
 DEFAULT_ROWS = ("maskagain", "videomae", "hint", "amd", "scratch")
@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from maskagain.recipes.demo import run_demo
+    from maskagain.recipes.demo.run import run_demo
 
     previous = torch.get_num_threads()
     if args.threads > 0:
@@ -138,11 +138,11 @@ def _rows(rows: list[str] | None) -> list[str] | None:
 
 
 def _run_seeds(args: argparse.Namespace) -> None:
-    from maskagain.recipes.demo import run_seeds
-    from maskagain.recipes.demo_report import (
+    from maskagain.recipes.demo.headline import seeds_headline
+    from maskagain.recipes.demo.seeds import run_seeds
+    from maskagain.recipes.demo.seeds_report import (
         margins_table,
         ranking_lines,
-        seeds_headline,
         seeds_table,
         seeds_wall_time,
     )
