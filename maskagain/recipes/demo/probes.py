@@ -12,7 +12,6 @@ from maskagain.data import DataConfig, build_dataset
 from maskagain.data.synthetic import prerender
 from maskagain.engine.probe import extract_pooled_features, train_linear_probe
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.configs import ScratchModelSpec
 from maskagain.recipes.demo.rows import data_section
 from maskagain.recipes.demo.settings import (
     GEOMETRY,
@@ -21,6 +20,7 @@ from maskagain.recipes.demo.settings import (
     RENDER_WORKERS,
     DemoSizes,
 )
+from maskagain.recipes.sections import ScratchModelSpec
 
 log = logging.getLogger(__name__)
 
