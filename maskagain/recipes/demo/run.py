@@ -74,47 +74,6 @@ class DemoRun:
         return QUICK_SIZES if self.quick else DEFAULT_SIZES
 
 
-def draw_figures(out: Path, rows: list, teacher: str, finetune: bool) -> dict[str, Path]:
-    """curves.png, accuracy.png and selections.png (the teacher's selections on a test clip)."""
-    accuracy = out / "accuracy.png"
-    shown = metrics(finetune)
-    figures = {
-        "curves": report.draw_curves(out, out / "curves.png"),
-        "accuracy": report.draw_accuracy(rows, accuracy, 100 / NUM_CLASSES, shown),
-    }
-    spec = SyntheticSpec(GEOMETRY["img_size"], GEOMETRY["num_frames"], NUM_CLASSES)
-    frames, label = make_clip(spec, seed=0, split="test", index=0)
-    seed = report.moving_mask_seed(frames, GEOMETRY["patch_size"], GEOMETRY["tubelet_size"])
-    figures["selections"] = visualize(
-        teacher,
-        frames,
-        out / "selections.png",
-        title=f"teacher on a test clip ({spec.class_names[label]}), tube mask seed {seed}: "
-        "cyan = query token, red = selected",
-        seed=seed,
-        k_global=MASKAGAIN_OBJECTIVE["k"],  # the demo objective's top-k
-        k_local=MASKAGAIN_OBJECTIVE["k_local"],
-        k_hint=MASKAGAIN_OBJECTIVE["k"],
-    )
-    return figures
-
-
-@dataclass
-class _Row:
-    model: str
-    objective: str
-    pretrain_epochs: int
-    pretrain_seconds: float
-    time_probe_top1: float | None = None
-    time_probe_se: float | None = None
-    probe_top1: float | None = None
-    probe_se: float | None = None
-    finetune_top1: float | None = None
-    finetune_se: float | None = None
-    finetune_seconds: float | None = None
-    run: str = ""
-
-
 def run_demo(
     out: str | Path = "runs/demo",
     quick: bool = False,
@@ -265,6 +224,24 @@ def _summary(run: DemoRun, teacher: str, card: dict, table: list[_Row]) -> dict:
     }
 
 
+@dataclass
+class _Row:
+    """One row of the table (an entry of ``summary.json``'s ``results``)."""
+
+    model: str
+    objective: str
+    pretrain_epochs: int
+    pretrain_seconds: float
+    time_probe_top1: float | None = None
+    time_probe_se: float | None = None
+    probe_top1: float | None = None
+    probe_se: float | None = None
+    finetune_top1: float | None = None
+    finetune_se: float | None = None
+    finetune_seconds: float | None = None
+    run: str = ""
+
+
 def result_rows(
     run: DemoRun,
     card: dict,
@@ -302,3 +279,28 @@ def result_rows(
                 row.finetune_se = round(standard_error(row.finetune_top1, n), 2)
             row.finetune_seconds = finetunes[key].get("wall_s")
     return table
+
+
+def draw_figures(out: Path, rows: list, teacher: str, finetune: bool) -> dict[str, Path]:
+    """curves.png, accuracy.png and selections.png (the teacher's selections on a test clip)."""
+    accuracy = out / "accuracy.png"
+    shown = metrics(finetune)
+    figures = {
+        "curves": report.draw_curves(out, out / "curves.png"),
+        "accuracy": report.draw_accuracy(rows, accuracy, 100 / NUM_CLASSES, shown),
+    }
+    spec = SyntheticSpec(GEOMETRY["img_size"], GEOMETRY["num_frames"], NUM_CLASSES)
+    frames, label = make_clip(spec, seed=0, split="test", index=0)
+    seed = report.moving_mask_seed(frames, GEOMETRY["patch_size"], GEOMETRY["tubelet_size"])
+    figures["selections"] = visualize(
+        teacher,
+        frames,
+        out / "selections.png",
+        title=f"teacher on a test clip ({spec.class_names[label]}), tube mask seed {seed}: "
+        "cyan = query token, red = selected",
+        seed=seed,
+        k_global=MASKAGAIN_OBJECTIVE["k"],  # the demo objective's top-k
+        k_local=MASKAGAIN_OBJECTIVE["k_local"],
+        k_hint=MASKAGAIN_OBJECTIVE["k"],
+    )
+    return figures
