@@ -7,9 +7,9 @@
     python -m benchmarks.demo_noise --variants demo= official_init=student.init=official \
         --seeds 0 1 3 --json variants.json
 
-1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo.probes``: features
-   pooled per tubelet step, standardised, AdamW 50 epochs) of encoders whose quality does not
-   depend on training, at each probe-set size (training clips : val clips):
+1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo.probes``:
+   features pooled per tubelet step, standardised, AdamW 50 epochs) of encoders whose quality
+   does not depend on training, at each probe-set size (training clips : val clips):
 
    - the untrained student at ``--inits`` random inits (the probe seed follows the init seed,
      as ``maskagain demo --seed`` does): their spread is evaluation noise plus init variance;

@@ -48,12 +48,7 @@ from maskagain.recipes.demo.settings import (
     select_rows,
 )
 from maskagain.recipes.demo.stages import Stages, stage_plan
-from maskagain.recipes.demo.teacher import (
-    card_summary,
-    read_card,
-    retrain_teacher,
-    teacher_weights,
-)
+from maskagain.recipes.demo.teacher import card_summary, resolve_teacher
 from maskagain.recipes.finetune import run as run_finetune
 from maskagain.visualize import visualize
 
@@ -93,7 +88,10 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     run = DemoRun(out, quick, seed, select_rows(rows), student_init, finetune)
     stages = Stages(stage_plan(run.rows, finetune, retrain, encoders=len(run.rows) + 3))
-    teacher, card = _demo_teacher(run, teacher, retrain, stages)
+    if retrain:
+        stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
+    weights, card = resolve_teacher(teacher, run.out / "teacher" if retrain else None, run.sizes)
+    teacher = str(weights)
     stages.start(f"rendering the training clips once for every row ({RENDER_WORKERS} processes)")
     prerender_pretraining(run.sizes, finetune)
     runs, students = _pretrain_students(run, teacher, stages)
@@ -115,18 +113,6 @@ def run_demo(
     print("\n".join(headline(summary)), flush=True)
     print(f"wrote {out / 'summary.json'}, {out / 'report.md'} and figures in {out}", flush=True)
     return summary
-
-
-def _demo_teacher(
-    run: DemoRun, teacher: str | Path | None, retrain: bool, stages: Stages
-) -> tuple[str, dict]:
-    """The teacher's weights (re-trained into ``out/teacher`` with ``retrain``) and card."""
-    if retrain:
-        stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
-        card = retrain_teacher(run.out / "teacher", probe_sizes=run.sizes)
-        teacher = run.out / "teacher" / "demo_teacher.safetensors"
-    weights = teacher_weights(teacher)
-    return str(weights), card if retrain else read_card(weights)
 
 
 def _pretrain_students(

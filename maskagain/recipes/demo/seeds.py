@@ -20,7 +20,7 @@ from maskagain.recipes.demo.settings import (
     metrics,
     select_rows,
 )
-from maskagain.recipes.demo.teacher import read_card, retrain_teacher, teacher_weights
+from maskagain.recipes.demo.teacher import read_card, resolve_teacher
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def seed_settings(
     finetune: bool = False,
 ) -> dict:
     """What a seed's finished ``summary.json`` must match to be reused: sizes, seed, rows,
-    init, evaluations and teacher (its path and training steps; not the whole card, whose wall time a resumed
-    ``--retrain-teacher`` rewrites)."""
+    init, evaluations and teacher (its path and training steps; not the whole card, whose wall
+    time a resumed ``--retrain-teacher`` rewrites)."""
     sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     return {
         "quick": quick,
@@ -104,9 +104,8 @@ def run_seeds(
     out.mkdir(parents=True, exist_ok=True)
     if retrain:
         log.info("re-training the teacher once for every seed (configs/demo/teacher.yaml)")
-        retrain_teacher(out / "teacher", probe_sizes=QUICK_SIZES if quick else DEFAULT_SIZES)
-        teacher = out / "teacher" / "demo_teacher.safetensors"
-    teacher = teacher_weights(teacher)
+    sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    teacher, _ = resolve_teacher(teacher, out / "teacher" if retrain else None, sizes)
     summaries: dict[int, dict] = {}
     reused: list[int] = []
     for seed in seeds:

@@ -132,6 +132,18 @@ def card_summary(card: dict) -> dict:
     return {k: v for k, v in card.items() if k not in ("config",)}
 
 
+def resolve_teacher(
+    teacher: str | Path | None, retrain_into: Path | None, probe_sizes: DemoSizes
+) -> tuple[Path, dict]:
+    """The demo's teacher: (weights, card). Re-trained into ``retrain_into`` when given (its
+    card probed at ``probe_sizes``), else ``teacher``'s weights (None: the shipped ones)."""
+    if retrain_into is not None:
+        card = retrain_teacher(retrain_into, probe_sizes=probe_sizes)
+        return teacher_weights(retrain_into / "demo_teacher.safetensors"), card
+    weights = teacher_weights(teacher)
+    return weights, read_card(weights)
+
+
 def teacher_weights(teacher: str | Path | None) -> Path:
     """The teacher's weights file: ``teacher``, or the shipped one when None; one clear error
     when it is missing."""
