@@ -7,9 +7,9 @@
     python -m benchmarks.demo_noise --variants demo= official_init=student.init=official \
         --seeds 0 1 3 --json variants.json
 
-1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo``: features
-   pooled per tubelet step, standardised, AdamW 50 epochs) of encoders whose quality does not
-   depend on training, at each probe-set size (training clips : val clips):
+1. Probe noise (default): the demo's probe per time step (``maskagain.recipes.demo.probes``:
+   features pooled per tubelet step, standardised, AdamW 50 epochs) of encoders whose quality
+   does not depend on training, at each probe-set size (training clips : val clips):
 
    - the untrained student at ``--inits`` random inits (the probe seed follows the init seed,
      as ``maskagain demo --seed`` does): their spread is evaluation noise plus init variance;
@@ -49,7 +49,7 @@ import torch
 from maskagain.models.init import INIT_SCHEMES
 
 if TYPE_CHECKING:
-    from maskagain.recipes.demo import DemoSizes
+    from maskagain.recipes.demo.settings import DemoSizes
 
 
 def time_features(encoder, clips) -> tuple:
@@ -66,7 +66,7 @@ def time_features(encoder, clips) -> tuple:
 def fit_top1(features: tuple, seed: int) -> float:
     """Val top-1 of the demo's probe (seed ``seed``) on (train, val) ``features``."""
     from maskagain.engine.probe import train_linear_probe
-    from maskagain.recipes.demo import NUM_CLASSES, PROBE
+    from maskagain.recipes.demo.settings import NUM_CLASSES, PROBE
 
     return train_linear_probe(*features, NUM_CLASSES, **PROBE, seed=seed).val_top1
 
@@ -96,13 +96,8 @@ def probe_noise(
     random inits (scheme ``init``, as the students' ``init`` config key), at every (train, val)
     clip count of ``sizes``."""
     from maskagain.models.loading import load_encoder
-    from maskagain.recipes.demo import (
-        DEFAULT_SIZES,
-        STUDENT,
-        TEACHER_WEIGHTS,
-        ProbeClips,
-        random_encoder,
-    )
+    from maskagain.recipes.demo.probes import ProbeClips, random_encoder
+    from maskagain.recipes.demo.settings import DEFAULT_SIZES, STUDENT, TEACHER_WEIGHTS
 
     out = {}
     teacher = load_encoder(str(TEACHER_WEIGHTS))
@@ -131,7 +126,8 @@ def mvd_content(run_dirs: list[Path], clips_n: int = 256) -> dict:
     from maskagain.losses.mvd import MVDObjective
     from maskagain.masking import tube_mask
     from maskagain.models.loading import load_encoder
-    from maskagain.recipes.demo import DEFAULT_SIZES, ProbeClips
+    from maskagain.recipes.demo.probes import ProbeClips
+    from maskagain.recipes.demo.settings import DEFAULT_SIZES
 
     sizes = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=16, probe_val_clips=clips_n)
     video = ProbeClips(sizes).splits["val"][0].float()
@@ -188,7 +184,8 @@ def target_share(clips_n: int = 512) -> dict:
     """:func:`position_share` of the shipped teacher's last-block features (MVD's target) on
     ``clips_n`` probe clips, raw and layer-normalised per token."""
     from maskagain.models.loading import load_encoder
-    from maskagain.recipes.demo import DEFAULT_SIZES, TEACHER_WEIGHTS, ProbeClips
+    from maskagain.recipes.demo.probes import ProbeClips
+    from maskagain.recipes.demo.settings import DEFAULT_SIZES, TEACHER_WEIGHTS
 
     sizes = dataclasses.replace(DEFAULT_SIZES, probe_train_clips=clips_n, probe_val_clips=16)
     clips = ProbeClips(sizes)
@@ -224,22 +221,24 @@ def row_variants(
     """Pre-train the demo's ``row`` for every seed under every variant's dotted overrides and
     probe it per time step: {variant: {"overrides", "time_probe_top1": {seed: top-1}, stats}}."""
     from maskagain.models.loading import load_encoder
-    from maskagain.recipes import demo
+    from maskagain.recipes.demo.probes import ProbeClips
+    from maskagain.recipes.demo.rows import prerender_pretraining, pretrain_student
+    from maskagain.recipes.demo.settings import DEFAULT_SIZES, TEACHER_WEIGHTS, TRAINED_ROWS
 
-    if row not in demo.TRAINED_ROWS:
-        raise SystemExit(f"--row must be one of {list(demo.TRAINED_ROWS)}, got {row!r}")
-    sizes = sizes or demo.DEFAULT_SIZES
-    clips = demo.ProbeClips(sizes)
-    demo.prerender_pretraining(sizes, finetune=False)  # rendered once for every run below
+    if row not in TRAINED_ROWS:
+        raise SystemExit(f"--row must be one of {list(TRAINED_ROWS)}, got {row!r}")
+    sizes = sizes or DEFAULT_SIZES
+    clips = ProbeClips(sizes)
+    prerender_pretraining(sizes, finetune=False)  # rendered once for every run below
     out = {}
     for name, overrides in variants.items():
         top1 = {}
         for seed in seeds:
-            _, weights = demo.pretrain_student(
+            _, weights = pretrain_student(
                 row,
                 sizes,
                 out_dir / name / f"seed{seed}",
-                str(demo.TEACHER_WEIGHTS),
+                str(TEACHER_WEIGHTS),
                 seed,
                 overrides,
             )

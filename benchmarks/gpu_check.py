@@ -56,6 +56,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._results import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MD_BEGIN, MD_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
@@ -499,14 +501,7 @@ def _goals_md(result: dict) -> list[str]:
 
 def update_results(path: Path, section: str) -> None:
     """Write ``section`` between the GPU-check markers of ``path``, leaving the rest alone."""
-    block = f"{MD_BEGIN}\n{section}{MD_END}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MD_BEGIN in text and MD_END in text:
-        head, rest = text.split(MD_BEGIN, 1)
-        text = head + block + rest.split(MD_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    write_section(path, MD_BEGIN, MD_END, section)
 
 
 # ---------------------------------------------------------------------- CLI

@@ -15,19 +15,17 @@ from pathlib import Path
 import torch
 
 from benchmarks import flops as fl
-from benchmarks.step import (
-    ROW_FIELDS,
+from benchmarks._step_report import update_markdown
+from benchmarks._step_rows import (
     ROW_NAMES,
     SIZES,
-    AllocatedPeak,
+    build_workload,
     distill_workload,
-    main,
-    make_optimizer,
     official_maskagain_workload,
-    train_step,
-    update_markdown,
     videomae_workload,
 )
+from benchmarks._step_timing import ROW_FIELDS, AllocatedPeak, make_optimizer, train_step
+from benchmarks.step import main
 from maskagain.masking import tube_mask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +216,6 @@ def test_peer_rows_are_the_recipe_step():
     """mvd_b_s, mvd_coteach_b_s and amd_b_s time the recipe's DistillModule and step function:
     the method's objective (MVD's image decoder when it co-teaches), AMD's pixel head, AMD's
     nested teacher mask from the recipe's collate."""
-    from benchmarks.step import build_workload
     from maskagain.losses.amd import AMDObjective
     from maskagain.losses.mvd import MVDObjective
     from maskagain.recipes.distill import DistillModule

@@ -12,8 +12,9 @@ from maskagain.config import (
     load_yaml,
     save_config,
 )
-from maskagain.recipes.configs import DistillConfig, ModelSpec, PretrainConfig
+from maskagain.recipes.configs import DistillConfig, PretrainConfig
 from maskagain.recipes.distill import check_teacher
+from maskagain.recipes.sections import ModelSpec
 
 TINY_DISTILL = "configs/tiny/distill.yaml"
 

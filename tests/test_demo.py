@@ -12,8 +12,23 @@ from PIL import Image
 
 from maskagain.cli.main import main
 from maskagain.config import load_config, load_yaml, to_dict
-from maskagain.recipes import demo, demo_report
 from maskagain.recipes.configs import PretrainConfig
+from maskagain.recipes.demo import teacher as demo_teacher
+from maskagain.recipes.demo.probes import random_encoder
+from maskagain.recipes.demo.seeds import settings_of
+from maskagain.recipes.demo.seeds_report import margins_table, seeds_summary
+from maskagain.recipes.demo.settings import (
+    DEFAULT_ROWS,
+    GEOMETRY,
+    QUICK_SIZES,
+    REFERENCES,
+    ROW_NAMES,
+    STUDENT,
+    TEACHER_CARD,
+    TEACHER_WEIGHTS,
+    select_rows,
+)
+from maskagain.recipes.demo.stages import stage_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = (
@@ -28,9 +43,9 @@ FIELDS = (
 
 
 def test_shipped_teacher_and_card() -> None:
-    assert demo.TEACHER_WEIGHTS.is_file() and demo.TEACHER_CARD.is_file()
-    assert demo.TEACHER_WEIGHTS.stat().st_size < 5_000_000  # a few MB (fp16)
-    card = json.loads(demo.TEACHER_CARD.read_text())
+    assert TEACHER_WEIGHTS.is_file() and TEACHER_CARD.is_file()
+    assert TEACHER_WEIGHTS.stat().st_size < 5_000_000  # a few MB (fp16)
+    card = json.loads(TEACHER_CARD.read_text())
     for key in ("epochs", "steps", "wall_seconds", "probe", "config", "command"):
         assert key in card, key
     assert {"teacher", "random_init", "teacher_single_frame"} <= set(card["probe"])
@@ -42,9 +57,9 @@ def test_shipped_teacher_and_card() -> None:
     assert recorded == shipped
     from maskagain.models.loading import load_encoder
 
-    teacher = load_encoder(demo.TEACHER_WEIGHTS)
-    assert teacher.cfg.img_size == demo.GEOMETRY["img_size"]
-    assert teacher.cfg.num_frames == demo.GEOMETRY["num_frames"]
+    teacher = load_encoder(TEACHER_WEIGHTS)
+    assert teacher.cfg.img_size == GEOMETRY["img_size"]
+    assert teacher.cfg.num_frames == GEOMETRY["num_frames"]
 
 
 @pytest.mark.timeout(300)
@@ -62,13 +77,13 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert summary["finetune"] is True and "finetune_top1" in summary["metrics"]
     # the profile: every stage of the plan once, in run order, with wall and CPU seconds
     stages = [p["stage"] for p in summary["profile"]]
-    plan = demo.stage_plan(demo.ROW_NAMES, finetune=True, retrain=False, encoders=9)
+    plan = stage_plan(ROW_NAMES, finetune=True, retrain=False, encoders=9)
     assert stages == [name for name, _ in plan]
     assert all(p["wall_s"] >= 0 and p["cpu_s"] >= 0 for p in summary["profile"])
     assert sum(p["wall_s"] for p in summary["profile"]) <= summary["elapsed_seconds"] + 1
     rows = summary["results"]
     objectives = [r["objective"] for r in rows]
-    assert len(rows) == 9 and summary["rows"] == list(demo.ROW_NAMES)
+    assert len(rows) == 9 and summary["rows"] == list(ROW_NAMES)
     for wanted in ("MaskAgain", "VideoMAE", "Hint", "MVD", "AMD", "scratch", "shipped"):
         assert any(wanted in o for o in objectives), wanted
     # the MVD row: its own distillation run (named terms logged) under the same student budget
@@ -110,25 +125,22 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_rows_are_selected_by_name(capsys) -> None:
-    assert demo.select_rows(None) == demo.DEFAULT_ROWS and "mvd" not in demo.DEFAULT_ROWS
-    assert demo.select_rows(["all"]) == demo.ROW_NAMES
-    assert demo.select_rows(["mvd", "maskagain"]) == ("maskagain", "mvd")  # the table's order
+    assert select_rows(None) == DEFAULT_ROWS and "mvd" not in DEFAULT_ROWS
+    assert select_rows(["all"]) == ROW_NAMES
+    assert select_rows(["mvd", "maskagain"]) == ("maskagain", "mvd")  # the table's order
     with pytest.raises(ValueError, match="demo rows"):
-        demo.select_rows(["dmae"])
+        select_rows(["dmae"])
     with pytest.raises(SystemExit) as info:
         main(["demo", "--rows", "dmae"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="'all' alone or row names"):
         main(["demo", "--quick", "--rows", "all", "hint"])
-    from maskagain.cli.demo import DEFAULT_ROWS, ROWS
-
-    assert ROWS == demo.ROW_NAMES and DEFAULT_ROWS == demo.DEFAULT_ROWS
 
 
 def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) -> None:
     """--retrain-teacher's path (pre-train, probe vs random init, fp16 weights + card), run on a
     one-epoch version of the shipped config."""
-    real = demo.teacher_config
+    real = demo_teacher.teacher_config
 
     def tiny(out_dir=None):
         cfg = real(out_dir)
@@ -136,8 +148,8 @@ def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) ->
         cfg.data.synthetic_train_clips, cfg.engine.batch_size = 16, 8
         return cfg
 
-    monkeypatch.setattr(demo, "teacher_config", tiny)
-    card = demo.retrain_teacher(tmp_path / "teacher", probe_sizes=demo.QUICK_SIZES)
+    monkeypatch.setattr(demo_teacher, "teacher_config", tiny)
+    card = demo_teacher.retrain_teacher(tmp_path / "teacher", probe_sizes=QUICK_SIZES)
     assert card["completed"] and card["steps"] == 2 and card["wall_seconds"] > 0
     assert {"teacher", "random_init", "teacher_single_frame"} <= set(card["probe"])
     weights = tmp_path / "teacher" / "demo_teacher.safetensors"
@@ -165,7 +177,7 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
         assert (out / f"seed{seed}" / "report.md").is_file()
         assert (out / f"seed{seed}" / "accuracy.png").stat().st_size > 1000
         # the default demo: the default rows, the official init, no fine-tune
-        assert summary["rows"] == list(demo.DEFAULT_ROWS) and not summary["finetune"]
+        assert summary["rows"] == list(DEFAULT_ROWS) and not summary["finetune"]
         assert summary["student_init"] == "official"
         assert not (out / f"seed{seed}" / "finetune").exists() and "mvd" not in summary["rows"]
         assert all(r["finetune_top1"] is None for r in summary["results"])
@@ -187,7 +199,7 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
             assert stats["range"] == pytest.approx(stats["max"] - stats["min"], abs=0.01)
     # the ranking: student rows only, by the per-time-step probe's mean over seeds
     ranking = seeds["ranking"]
-    students = [r for r in seeds["rows"] if r["run"] not in demo_report.REFERENCES]
+    students = [r for r in seeds["rows"] if r["run"] not in REFERENCES]
     assert ranking["metric"] == "time_probe_top1"
     assert sorted(ranking["order"]) == sorted(r["run"] for r in students)
     means = [ranking["mean"][run] for run in ranking["order"]]
@@ -211,8 +223,8 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
         summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
         summary["results"] = [r for r in summary["results"] if r["run"] != "maskagain"]
         others[seed] = summary
-    alone = demo_report.seeds_summary(others)
-    assert alone["maskagain_minus"] == {} and demo_report.margins_table(alone) == ""
+    alone = seeds_summary(others)
+    assert alone["maskagain_minus"] == {} and margins_table(alone) == ""
     report = (out / "seeds.md").read_text()
     assert "| model |" in report and "## Ranking" in report and "## Headline" in report
     assert "![seeds](seeds.png)" in report
@@ -292,7 +304,6 @@ def test_position_share_separates_position_from_content() -> None:
 
 def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
     from benchmarks.demo_noise import parse_variants, row_variants
-    from maskagain.recipes.demo import QUICK_SIZES
 
     variants = parse_variants(["demo=", "trunc=student.init=trunc_normal,mvd.loss=mse"])
     assert variants == {"demo": [], "trunc": ["student.init=trunc_normal", "mvd.loss=mse"]}
@@ -316,9 +327,9 @@ def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
 
 
 def test_random_encoder_follows_the_init_scheme() -> None:
-    default = demo.random_encoder(demo.STUDENT, seed=3)
-    again = demo.random_encoder({**demo.STUDENT, "init": "trunc_normal"}, seed=3)
-    official = demo.random_encoder({**demo.STUDENT, "init": "official"}, seed=3)
+    default = random_encoder(STUDENT, seed=3)
+    again = random_encoder({**STUDENT, "init": "trunc_normal"}, seed=3)
+    official = random_encoder({**STUDENT, "init": "official"}, seed=3)
     for a, b in zip(default.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
     qkv = official.blocks[0].attn.qkv.weight
@@ -338,7 +349,7 @@ def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, c
     assert summary["models"]["student"]["init"] == "official"
     assert load_yaml(out / "seed0" / "maskagain" / "config.yaml")["student"]["init"] == "official"
     scratch = load_encoder(out / "seed0" / "scratch" / "student_init.safetensors")
-    drawn = demo.random_encoder({**demo.STUDENT, "init": "official"}, seed=0)
+    drawn = random_encoder({**STUDENT, "init": "official"}, seed=0)
     for name, tensor in drawn.state_dict().items():
         assert torch.equal(scratch.state_dict()[name], tensor), name
     assert "drawn with the `official` init" in (out / "seed0" / "report.md").read_text()
@@ -355,13 +366,13 @@ def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, c
     assert scratch.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.15)
     # summaries written before the option drew every student with trunc_normal
     old = {k: v for k, v in summary.items() if k != "student_init"}
-    assert demo._settings_of(old)["student_init"] == "trunc_normal"
+    assert settings_of(old)["student_init"] == "trunc_normal"
     with pytest.raises(SystemExit):
         main([*argv, "--student-init", "xavier"])
 
 
-def test_cli_lists_every_row_and_init() -> None:
+def test_cli_lists_every_init() -> None:
     from maskagain.cli import demo as cli_demo
     from maskagain.models.init import INIT_SCHEMES
 
-    assert cli_demo.ROWS == demo.ROW_NAMES and cli_demo.INITS == INIT_SCHEMES
+    assert cli_demo.INITS == INIT_SCHEMES

@@ -8,7 +8,11 @@ import torch
 
 from maskagain.data import DataConfig, build_dataset
 from maskagain.data.synthetic import clear_prerendered, prerender, prerendered
-from maskagain.recipes import demo, demo_report
+from maskagain.recipes.demo import stages as demo_stages
+from maskagain.recipes.demo.headline import headline, headline_lines, told_apart
+from maskagain.recipes.demo.rows import data_section
+from maskagain.recipes.demo.settings import QUICK_SIZES
+from maskagain.recipes.demo.stages import stage_plan
 
 
 def _row(run: str, objective: str, values: list[float], seconds: float | None = 30.0) -> dict:
@@ -21,7 +25,7 @@ def test_overlapping_seeds_are_not_told_apart() -> None:
         _row("hint", "Hint", [59.8, 62.2, 59.2], 29.0),
         _row("videomae", "VideoMAE", [34.4, 32.7, 33.3], 36.0),
     ]
-    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    lines = headline_lines(rows, 52.6, 0.2, "probe per time step")
     text = "\n".join(lines)
     # Hint's mean is higher but its seeds overlap MaskAgain's; both are above every VideoMAE seed
     assert "Hint 60.4 ~ MaskAgain 59.0 > VideoMAE 33.5" in text
@@ -39,7 +43,7 @@ def test_separated_seeds_are_told_apart() -> None:
         _row("maskagain", "MaskAgain", [51.5, 49.5, 52.0]),
         _row("scratch", "untrained", [35.8, 36.0, 37.1], None),
     ]
-    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    lines = headline_lines(rows, 52.6, 0.2, "probe per time step")
     assert "MaskAgain 51.0 > Hint 44.8 > untrained 36.3" in lines[0]
     assert not any(line.startswith("- not told apart") for line in lines)
     assert "- selection (MaskAgain) is ahead of plain Hint at this scale." in lines
@@ -49,7 +53,7 @@ def test_separated_seeds_are_told_apart() -> None:
     # and behind when the numbers say so
     swapped = [_row("maskagain", "MaskAgain", [40.0, 41.0]), _row("hint", "Hint", [45.0, 46.0])]
     assert "- selection (MaskAgain) is behind plain Hint at this scale." in (
-        demo_report.headline_lines(swapped, None, None, "probe")
+        headline_lines(swapped, None, None, "probe")
     )
 
 
@@ -60,16 +64,16 @@ def test_one_seed_is_judged_against_the_probe_noise() -> None:
         _row("hint", "Hint", [60.1]),
         _row("amd", "AMD", [59.0]),
     ]
-    lines = demo_report.headline_lines(rows, 52.6, 0.2, "probe per time step")
+    lines = headline_lines(rows, 52.6, 0.2, "probe per time step")
     assert "MaskAgain 60.5 ~ Hint 60.1 > AMD 59.0" in lines[0]
     assert "0.57 points" in lines[0] and "--seeds 0 1 2" in lines[0]
     assert "- not told apart: MaskAgain and Hint." in lines
     # a noisier probe joins all three; an unknown noise establishes nothing
-    noisy = demo_report.headline_lines(rows, None, 1.0, "probe per time step")
+    noisy = headline_lines(rows, None, 1.0, "probe per time step")
     assert "- not told apart: MaskAgain, Hint and AMD." in noisy
-    unknown = demo_report.headline_lines(rows, None, None, "probe per time step")
+    unknown = headline_lines(rows, None, None, "probe per time step")
     assert "MaskAgain 60.5 ? Hint 60.1 ? AMD 59.0" in unknown[0]
-    assert demo_report.told_apart([60.5], [59.0], None) is None
+    assert told_apart([60.5], [59.0], None) is None
 
 
 def _summary(values: dict[str, float]) -> dict:
@@ -86,7 +90,7 @@ def _summary(values: dict[str, float]) -> dict:
 def test_report_headline_from_a_summary() -> None:
     summary = _summary({"teacher": 52.6, "random_init": 36.0, "maskagain": 60.0, "hint": 59.9,
                         "scratch": 37.0})  # fmt: skip
-    lines = demo_report.headline(summary)
+    lines = headline(summary)
     assert "Maskagain 60.0 ~ Hint 59.9 > Scratch 37.0" in lines[0]  # references left out
     assert "not told apart from plain Hint at this scale (one training seed" in "\n".join(lines)
     cost = next(line for line in lines if "pre-training cost" in line)
@@ -97,8 +101,8 @@ def test_report_headline_from_a_summary() -> None:
 
 def test_stage_lines_carry_elapsed_time_and_an_eta(capsys, monkeypatch) -> None:
     now = [0.0]
-    monkeypatch.setattr(demo.time, "time", lambda: now[0])
-    stages = demo._Stages([("a", 10.0), ("b", 10.0), ("c", 20.0)])  # t0 = 0
+    monkeypatch.setattr(demo_stages.time, "time", lambda: now[0])
+    stages = demo_stages.Stages([("a", 10.0), ("b", 10.0), ("c", 20.0)])  # t0 = 0
     stages.start("first")  # elapsed 0: the plan's 40 s
     now[0] = 10.0
     stages.start("second")  # a took 10 s as planned: 10 + 30
@@ -114,8 +118,8 @@ def test_stage_lines_carry_elapsed_time_and_an_eta(capsys, monkeypatch) -> None:
 
 
 def test_prerendered_clips_are_the_clips_rendering_gives() -> None:
-    sizes = demo.QUICK_SIZES
-    cfg = DataConfig(**demo.data_section(sizes, 8))
+    sizes = QUICK_SIZES
+    cfg = DataConfig(**data_section(sizes, 8))
     ds = build_dataset(cfg, "train", "eval")
     torch.manual_seed(0)
     fresh = [ds[i]["video"] for i in range(8)]
@@ -138,6 +142,6 @@ def test_prerendered_clips_are_the_clips_rendering_gives() -> None:
 
 @pytest.mark.parametrize("finetune", [False, True])
 def test_stage_plan_follows_rows_and_finetune(finetune: bool) -> None:
-    plan = [name for name, _ in demo.stage_plan(("maskagain", "scratch"), finetune, False, 5)]
+    plan = [name for name, _ in stage_plan(("maskagain", "scratch"), finetune, False, 5)]
     tail = ["finetune_teacher", "finetune_maskagain", "finetune_scratch"] if finetune else []
     assert plan == ["clips", "maskagain", "probe_clips", "probes", *tail, "report"]

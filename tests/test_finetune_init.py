@@ -11,8 +11,9 @@ import pytest
 from maskagain.cli.main import main
 from maskagain.models import create_model
 from maskagain.models.loading import save_encoder
-from maskagain.recipes.configs import FinetuneConfig, ModelSpec
+from maskagain.recipes.configs import FinetuneConfig
 from maskagain.recipes.finetune import ArchitectureMismatch, resolve_init_architecture
+from maskagain.recipes.sections import ModelSpec
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny"
 

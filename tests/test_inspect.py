@@ -156,7 +156,7 @@ def test_run_directory_summary_gives_metrics(classifier, tmp_path):
 
 
 def test_shipped_teacher_reports_the_config_in_its_card():
-    from maskagain.recipes.demo import TEACHER_WEIGHTS
+    from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
 
     report = inspect_checkpoint(TEACHER_WEIGHTS)
     assert report["train_config"]["data"]["kind"] == "synthetic"

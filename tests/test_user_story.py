@@ -21,7 +21,7 @@ from maskagain.cli.main import main
 from maskagain.data import DataConfig, build_dataset
 from maskagain.models.loading import load_encoder
 from maskagain.recipes.common import _RESOLUTION_WARNED, warn_resolution
-from maskagain.recipes.demo import TEACHER_WEIGHTS
+from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny"
 # the shipped teacher's clip: 8 frames of 32 px; 24-frame videos give 8 frames at rate 2

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from maskagain.recipes.demo.settings import DEFAULT_ROWS, ROW_NAMES
+
 HELP = (
     "compare MaskAgain with VideoMAE, Hint, AMD (MVD with --rows all) and no pre-training on "
     "the synthetic set (shipped teacher; about 5 minutes on a 2-core CPU)"
 )
-# the demo's student rows (maskagain.recipes.demo.ROW_NAMES and DEFAULT_ROWS; listed here so
-# --help stays light)
-ROWS = ("maskagain", "videomae", "hint", "mvd", "amd", "scratch")
-DEFAULT_ROWS = ("maskagain", "videomae", "hint", "amd", "scratch")
-# the students' init schemes (maskagain.models.init.INIT_SCHEMES; listed here for the same reason)
+# the students' init schemes (maskagain.models.init.INIT_SCHEMES, which imports torch; listed
+# here so --help stays light)
 INITS = ("official", "trunc_normal")
 
 
@@ -72,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rows",
         nargs="+",
-        choices=(*ROWS, "all"),
+        choices=(*ROW_NAMES, "all"),
         metavar="NAME",
-        help=f"student rows to run, among {', '.join(ROWS)}, or all (default: "
+        help=f"student rows to run, among {', '.join(ROW_NAMES)}, or all (default: "
         f"{' '.join(DEFAULT_ROWS)}); the teacher and random-init reference rows always run. "
         "Each row adds its pre-training and probe (and fine-tune): e.g. --rows maskagain hint "
         "for a shorter comparison",
@@ -106,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from maskagain.recipes.demo import run_demo
+    from maskagain.recipes.demo.run import run_demo
 
     previous = torch.get_num_threads()
     if args.threads > 0:
@@ -138,11 +137,11 @@ def _rows(rows: list[str] | None) -> list[str] | None:
 
 
 def _run_seeds(args: argparse.Namespace) -> None:
-    from maskagain.recipes.demo import run_seeds
-    from maskagain.recipes.demo_report import (
+    from maskagain.recipes.demo.headline import seeds_headline
+    from maskagain.recipes.demo.seeds import run_seeds
+    from maskagain.recipes.demo.seeds_report import (
         margins_table,
         ranking_lines,
-        seeds_headline,
         seeds_table,
         seeds_wall_time,
     )

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.encoder:
         source, shown = args.encoder, args.encoder
     else:
-        from maskagain.recipes.demo import TEACHER_WEIGHTS
+        from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
 
         source, shown = TEACHER_WEIGHTS, "the shipped demo teacher"
     encoder, fmt, _ = build_from_checkpoint(source)

@@ -52,7 +52,8 @@ from maskagain.recipes.common import (
     video_paths,
     write_splits,
 )
-from maskagain.recipes.configs import FinetuneConfig, MixupSpec, model_overrides
+from maskagain.recipes.configs import FinetuneConfig, MixupSpec
+from maskagain.recipes.sections import model_overrides
 
 log = logging.getLogger(__name__)
 
