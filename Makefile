@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format clean
+.PHONY: install test check demo lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check maskagain tests benchmarks
 	$(BIN)/python -m pytest -q -x --durations=15 tests
+
+# the fast tier: everything but the tests marked slow, subprocess, torchrun or e2e (under 2 minutes)
+check: $(STAMP)
+	$(BIN)/ruff check maskagain tests benchmarks
+	$(BIN)/python -m pytest -q -x -m "not slow" --durations=10 tests
 
 demo: $(STAMP)
 	$(BIN)/maskagain demo

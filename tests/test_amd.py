@@ -48,6 +48,7 @@ def test_masks_follow_the_generator_and_validate():
 
 
 # ---------------------------------------------------------------------------- block outputs
+@pytest.mark.slow
 def test_block_outputs_match_a_manual_run(tiny_kwargs):
     model = create_model("vit_micro", **tiny_kwargs).eval()
     video = torch.randn(2, 3, 4, 32, 32)
@@ -131,6 +132,7 @@ def test_default_layers_are_middle_and_last(setup):
     assert len(objective.generators) == 2 and objective.generators[0].blocks[0].attn.num_heads == 2
 
 
+@pytest.mark.slow
 def test_loss_matches_reference_and_trains(setup):
     objective, s_out, t_out = _run(setup)
     out = objective(s_out, t_out)
@@ -179,6 +181,7 @@ def _with_blocks(out, blocks):
     )
 
 
+@pytest.mark.slow
 def test_each_branch_reads_its_own_teacher_tokens(setup):
     """Direct alignment reads the teacher at the student's visible tokens only; generation at
     the teacher-visible, student-hidden tokens only."""

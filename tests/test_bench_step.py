@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import flops as fl
@@ -49,6 +50,7 @@ def _check_result(result: dict, names: list[str], steps: int) -> None:
         assert math.isclose(sum(row["flops_parts"].values()), row["flops_per_clip"])
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_every_row_in_process(tmp_path):
     out, md = tmp_path / "out.json", tmp_path / "RESULTS.md"
     md.write_text("# Benchmarks\n\n## Data loader\n\nkept as is\n")
@@ -76,6 +78,7 @@ def test_tiny_benchmark_every_row_in_process(tmp_path):
     assert "kept as is" in text and "| maskagain_b_b | 2 |" in text
 
 
+@pytest.mark.subprocess
 def test_tiny_row_in_a_fresh_process(tmp_path):
     """The default mode: every row in its own interpreter, so peak RSS is per row."""
     out = tmp_path / "out.json"
@@ -212,6 +215,7 @@ def test_amd_teacher_sees_its_own_visible_tokens():
     assert amd.parts["pixel_decoder.head"] == 2 * 3 * 8 * 8 * 12  # 8 hidden tokens, 8 -> 12
 
 
+@pytest.mark.slow
 def test_peer_rows_are_the_recipe_step():
     """mvd_b_s, mvd_coteach_b_s and amd_b_s time the recipe's DistillModule and step function:
     the method's objective (MVD's image decoder when it co-teaches), AMD's pixel head, AMD's
@@ -235,6 +239,7 @@ def test_peer_rows_are_the_recipe_step():
         assert math.isfinite(loss.item()) and loss.requires_grad
 
 
+@pytest.mark.slow
 def test_official_maskagain_row_is_the_same_objective_at_the_official_costs():
     """``maskagain_b_b_official`` computes ``maskagain_b_b``'s loss (same weights, fp32), but
     embeds every tubelet, keeps each block's N x N softmax, and runs its fp32 teacher under

@@ -38,6 +38,7 @@ def read_log(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_distill_cli_end_to_end(tmp_path, teacher_path):
     run_dir = tmp_path / "run"
     assert distill(run_dir, teacher_path) == 0
@@ -66,6 +67,7 @@ def test_distill_cli_end_to_end(tmp_path, teacher_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert distill(full, teacher_path) == 0
@@ -89,6 +91,7 @@ def test_distill_resume_matches_uninterrupted_run(tmp_path, teacher_path):
     assert [r["loss"] for r in read_log(cut)][3:] == tail
 
 
+@pytest.mark.slow
 def test_teacher_with_another_patch_runs_on_the_student_grid(tmp_path, capsys):
     """A patch-16 teacher under a patch-8 student (as a patch-14 V2-g teacher under a patch-16
     ViT-S): the teacher sees the clip resized to 64 px, the same 4x4 token grid, one mask."""
@@ -109,6 +112,7 @@ def test_teacher_with_another_tubelet_is_refused(tmp_path, capsys):
     assert "\n" not in err
 
 
+@pytest.mark.slow
 def test_vjepa2_teacher_from_a_transformers_directory(tmp_path):
     """A V-JEPA 2 encoder (3D RoPE, ``VJEPA2Model.save_pretrained``; predictor dropped),
     published at 8 frames of 48 px, distils into the 4 x 32 px student: rotary positions come
@@ -129,6 +133,7 @@ def test_vjepa2_teacher_from_a_transformers_directory(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_one_line_naming_step_and_term(tmp_path, teacher_path, capsys):
     run_dir = tmp_path / "nan"
     extra = ["optim.lr=1e25", "schedule.warmup_epochs=0", "engine.ckpt_every_steps=1"]

@@ -78,6 +78,7 @@ print("ok")
 """
 
 
+@pytest.mark.subprocess
 def test_help_of_every_command_imports_neither_torch_nor_pyav():
     commands = [["--help"]] + [[c, "--help"] for c in (*RECIPES, *SUBCOMMANDS)]
     code = HELP_CHECK.format(commands=commands)
@@ -259,6 +260,7 @@ def test_a_failed_evaluate_leaves_the_run_in_its_directory_untouched(in_tmp, cla
     assert (out / "config.yaml").read_text() == "old run\n"
 
 
+@pytest.mark.slow
 def test_an_untrained_classifier_is_said_to_be_at_chance(in_tmp, classifier, capsys):
     args = ["evaluate", "--config", str(TINY / "evaluate.yaml"), "--checkpoint", str(classifier)]
     assert main([*args, "--out", "eval"]) == 0

@@ -21,6 +21,7 @@ def read_log(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_pretrain_cli_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "pre"
     visible = ["engine.tensorboard=true", "engine.progress=true"]
@@ -45,6 +46,7 @@ def test_pretrain_cli_end_to_end(tmp_path, capsys):
     assert {"encoder_to_decoder.weight", "mask_token", "decoder.head.weight"} <= set(ckpt["model"])
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_steps(tmp_path):
     args = ["pretrain", "--config", CONFIG, "engine.stop_after_steps=2"]
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0

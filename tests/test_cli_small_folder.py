@@ -60,6 +60,7 @@ def test_cp_copies_a_shipped_config_that_runs_anywhere(tmp_path, capsys):
     assert "--overwrite" in err_lines(capsys)[-1]
 
 
+@pytest.mark.subprocess
 def test_ls_is_light_and_its_catalog_matches_the_library():
     code = (
         "import sys; from maskagain.cli.main import main; main(['ls']); "

@@ -22,6 +22,8 @@ from maskagain.recipes import distill as D
 from maskagain.recipes.configs import DistillConfig, PretrainConfig
 from maskagain.recipes.pretrain import build_pretrain_model, pretrain_step
 
+pytestmark = pytest.mark.slow
+
 CONFIGS = {
     "maskagain": "configs/tiny/distill.yaml",
     "mvd": "configs/tiny/distill_mvd.yaml",

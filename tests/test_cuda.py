@@ -106,6 +106,7 @@ def teacher(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------- every recipe
+@pytest.mark.slow
 @pytest.mark.parametrize("dev", DEVICES)
 def test_every_recipe_runs_three_steps_on_the_device(dev, tmp_path, info_logs):
     pre = tmp_path / "pretrain"
@@ -238,6 +239,7 @@ def _torchrun_distill(run_dir: Path, teacher: Path, dev: str, *extra: str) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("dev", DEVICES)
 def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teacher, full_fp32):
     """A one-process torchrun run (it joins a process group: NCCL on CUDA, gloo on the CPU, and
@@ -269,6 +271,7 @@ def test_torchrun_run_stopped_then_resumed_is_bit_identical(dev, tmp_path, teach
 
 
 # ---------------------------------------------------------------------- across devices
+@pytest.mark.slow
 @pytest.mark.parametrize("src,dst", PAIRS)
 def test_checkpoint_written_on_one_device_resumes_on_the_other(
     src, dst, tmp_path, teacher, info_logs

@@ -113,6 +113,7 @@ def test_cropping_on_the_device_needs_normalising_there_and_a_multiscale_crop():
         build_dataset(synthetic(), "train", "finetune").defer_crop()
 
 
+@pytest.mark.slow
 def test_cropping_on_the_device_trains_like_the_workers_and_resumes_exactly(tmp_path, teacher_path):
     extra = ["data.num_sample=2", "data.crop=device"]
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -149,12 +150,14 @@ def losses(run_dir) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
+@pytest.mark.slow
 def test_device_normalisation_trains_exactly_as_worker_normalisation(tmp_path, teacher_path):
     distill(tmp_path / "worker", teacher_path, "data.normalize=worker")
     distill(tmp_path / "device", teacher_path, "data.normalize=device")
     assert losses(tmp_path / "worker") == losses(tmp_path / "device")
 
 
+@pytest.mark.slow
 def test_repeated_sampling_counts_clips_and_resumes_exactly(tmp_path, teacher_path):
     extra = ["data.num_sample=2", "optim.lr=null", "optim.base_lr=0.256"]
     full, cut = tmp_path / "full", tmp_path / "cut"

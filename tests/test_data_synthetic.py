@@ -109,6 +109,7 @@ def probe_data():
     return split("train", 400), split("val", 240)
 
 
+@pytest.mark.slow
 def test_a_single_frame_stays_near_chance(probe_data):
     (xtr, ytr), (xte, yte) = probe_data
     rng = np.random.default_rng(0)
@@ -120,6 +121,7 @@ def test_a_single_frame_stays_near_chance(probe_data):
     assert acc < 0.25, acc  # chance is 0.125
 
 
+@pytest.mark.slow
 def test_the_motion_tells_the_class(probe_data):
     (xtr, ytr), (xte, yte) = probe_data
     acc = linear_probe(motion_features(xtr), ytr, motion_features(xte), yte, 8)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -15,6 +16,7 @@ from maskagain.models.loading import save_encoder
 from maskagain.models.registry import create_model
 
 
+@pytest.mark.torchrun
 def test_torchrun_two_processes_gloo_distill(tmp_path):
     torch.manual_seed(3)
     teacher = create_model("vit_nano", img_size=32, num_frames=4, patch_size=8)

@@ -42,6 +42,7 @@ FIELDS = (
 )
 
 
+@pytest.mark.slow
 def test_shipped_teacher_and_card() -> None:
     assert TEACHER_WEIGHTS.is_file() and TEACHER_CARD.is_file()
     assert TEACHER_WEIGHTS.stat().st_size < 5_000_000  # a few MB (fp16)
@@ -62,6 +63,7 @@ def test_shipped_teacher_and_card() -> None:
     assert teacher.cfg.num_frames == GEOMETRY["num_frames"]
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     """``--rows all --finetune``: every row, every fine-tune, the profile and the headline."""
@@ -137,6 +139,7 @@ def test_demo_rows_are_selected_by_name(capsys) -> None:
         main(["demo", "--quick", "--rows", "all", "hint"])
 
 
+@pytest.mark.slow
 def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) -> None:
     """--retrain-teacher's path (pre-train, probe vs random init, fp16 weights + card), run on a
     one-epoch version of the shipped config."""
@@ -159,6 +162,7 @@ def test_retrain_teacher_writes_a_shippable_card(tmp_path: Path, monkeypatch) ->
     assert load_encoder(weights).cfg.embed_dim == 128
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
     """``--seeds 0 1``: one full demo per seed dir, the spread over seeds (json, md, png), and a
@@ -274,6 +278,7 @@ def test_demo_seed_and_seeds_conflict(capsys) -> None:
     assert "a seed is repeated" in err
 
 
+@pytest.mark.slow
 def test_probe_noise_benchmark_measures_both_spreads(tmp_path: Path) -> None:
     from benchmarks import demo_noise
 
@@ -302,6 +307,7 @@ def test_position_share_separates_position_from_content() -> None:
     assert 0.2 < half["share"] < 0.8
 
 
+@pytest.mark.slow
 def test_row_variants_train_the_demo_row_with_overrides(tmp_path: Path) -> None:
     from benchmarks.demo_noise import parse_variants, row_variants
 
@@ -338,6 +344,7 @@ def test_random_encoder_follows_the_init_scheme() -> None:
     assert default.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.15)
 
 
+@pytest.mark.e2e
 def test_demo_student_init_is_drawn_recorded_and_part_of_reuse(tmp_path: Path, capsys) -> None:
     from maskagain.models.loading import load_encoder
 

@@ -255,6 +255,7 @@ def test_non_finite_loss_is_caught_before_a_checkpoint(tmp_path):
     assert list_checkpoints(tmp_path) == []
 
 
+@pytest.mark.subprocess
 def test_resume_with_workers_and_random_augmentation(tmp_path):
     """Per-item seeds make augmentation independent of workers and of where a run resumed."""
 

@@ -122,6 +122,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_each_view_counted_once(tmp_path: Path) -> None:
     out = str(tmp_path / "res")
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)

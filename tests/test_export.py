@@ -96,6 +96,7 @@ def _load_hf(cls, path: Path, caplog):
 
 
 # ----------------------------------------------------------------------------- Hugging Face
+@pytest.mark.slow
 def test_student_exports_to_videomae_model(student, video, tmp_path, transformers_logs):
     transformers, caplog = transformers_logs
     model, run = student

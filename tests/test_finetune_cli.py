@@ -70,6 +70,7 @@ def _log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_finetune_run_dir_and_loss(run_dir: Path, student_dir: Path) -> None:
     for name in (
         "config.yaml",
@@ -116,6 +117,7 @@ def test_finetune_run_dir_and_loss(run_dir: Path, student_dir: Path) -> None:
     assert weights["head.weight"].shape == (4, 64)
 
 
+@pytest.mark.slow
 def test_finetune_resume_auto_matches_uninterrupted(
     tmp_path: Path, run_dir: Path, student_dir: Path, one_thread
 ) -> None:
@@ -196,6 +198,7 @@ def test_finetune_failing_final_test_writes_summary(
     assert (out / "model.safetensors").exists()  # the export before the test was kept
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_final_test(tmp_path: Path, run_dir: Path, one_thread) -> None:
     ft = json.loads((run_dir / "summary.json").read_text())
     out = tmp_path / "eval"
@@ -264,6 +267,7 @@ def test_evaluate_rejects_an_encoder_without_head(
     assert "without a classification head" in capsys.readouterr().err
 
 
+@pytest.mark.torchrun
 def test_evaluate_under_torchrun_counts_each_view_once(
     tmp_path: Path, run_dir: Path, one_thread
 ) -> None:
@@ -289,6 +293,7 @@ def test_evaluate_under_torchrun_counts_each_view_once(
     assert np.allclose(scores_ddp, np.load(single / "scores.npy"), atol=1e-5)
 
 
+@pytest.mark.torchrun
 def test_finetune_under_torchrun(tmp_path: Path, student_dir: Path) -> None:
     """2 gloo processes: DDP training, per-epoch validation and the final test gathered once."""
     out = tmp_path / "ddp"

@@ -16,6 +16,7 @@ from benchmarks.gpu_check import STEP_ROWS, StageError, run_check, update_result
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_tiny_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     results = ROOT / "benchmarks" / "RESULTS.md"

@@ -61,6 +61,7 @@ def syncs_per_step(module, step, data) -> list[Counter]:
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["maskagain", "mvd", "amd", "pretrain"])
 def test_syncs_per_step_stay_under_the_stated_bound(kind):
     module, step, data = pretrain_setup(2) if kind == "pretrain" else distill_setup(kind, 2)

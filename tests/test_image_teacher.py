@@ -117,6 +117,7 @@ def test_learned_positions_are_refused(tmp_path):
         load_image_encoder(path, num_heads=4)
 
 
+@pytest.mark.slow
 def test_video_encoders_are_refused(tmp_path, tiny_kwargs):
     """The video teacher given as the image teacher fails naming the mix-up."""
     from maskagain.models.loading import save_encoder

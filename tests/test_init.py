@@ -57,6 +57,7 @@ def test_official_scheme_matches_xavier_uniform(model):
     assert abs(conv.std().item() / (1 / math.sqrt(3 * fan_in)) - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_trunc_normal_scheme_is_the_default_init(model):
     init_weights(model, "official")
     init_weights(model, "trunc_normal")
@@ -68,6 +69,7 @@ def test_trunc_normal_scheme_is_the_default_init(model):
     assert abs(conv.std().item() / _xavier_std(conv) - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_the_two_schemes_differ_where_they_should(model):
     init_weights(model, "official")
     official = _linears(model)["qkv"].std().item()

@@ -24,6 +24,7 @@ def test_named_architectures(name, dim, depth, heads):
     assert (arch["embed_dim"], arch["depth"], arch["num_heads"]) == (dim, depth, heads)
 
 
+@pytest.mark.slow
 def test_vit_small_parameter_count_matches_videomae():
     # VideoMAE ViT-S/16 classifier for K400 has 22M parameters (paper Table 9: 22)
     model = create_model("vit_small", num_classes=400, final_norm=False, fc_norm=True)

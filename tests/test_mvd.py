@@ -99,6 +99,7 @@ def test_loss_matches_reference_and_trains_student(setup):
     assert objective.branches["video"].mask_token.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_mse_with_normalised_targets(setup):
     student, teacher, _, video, mask = setup
     cfg = MVDConfig(loss="mse", norm_target=True, decoder_depth=1)
@@ -114,6 +115,7 @@ def test_mse_with_normalised_targets(setup):
     assert loss.item() == pytest.approx(ref, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_hidden_pixels_do_not_reach_the_decoder(setup):
     """Repainting the student's hidden tubelets changes neither the student tokens nor the loss."""
     student, teacher, objective, video, mask = setup

@@ -52,6 +52,7 @@ def read_log(run_dir) -> list[dict]:
     return [r for r in map(json.loads, lines) if "loss" in r]
 
 
+@pytest.mark.slow
 def test_coteaching_logs_both_terms_and_resumes_bit_exactly(tmp_path, teachers):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert coteach(full, teachers) == 0
@@ -72,6 +73,7 @@ def test_coteaching_logs_both_terms_and_resumes_bit_exactly(tmp_path, teachers):
     assert summary["completed"] and summary["image_teacher"] == teachers[1]
 
 
+@pytest.mark.slow
 def test_image_teacher_sees_the_first_frame_of_every_tubelet(tmp_path, teachers, monkeypatch):
     """The image teacher runs frozen, in inference mode, on frames 0 and 2 of the 4-frame clip
     the video teacher sees whole."""

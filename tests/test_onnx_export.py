@@ -90,6 +90,7 @@ def test_predict_through_onnx_gives_the_same_labels(exported, run_dir, videos, t
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_keeps_the_top1_on_a_tiny_set(exported, run_dir, videos, tmp_path):
     int8 = exported.with_name("model.int8.onnx")
     assert read_onnx_metadata(int8)["class_names"] == CLASSES

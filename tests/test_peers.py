@@ -51,6 +51,7 @@ def read_log(run_dir) -> list[dict]:
     return [r for r in map(json.loads, lines) if "loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mvd", "amd"])
 def test_peer_runs_resume_bit_exactly_and_export_the_student(tmp_path, teacher_path, kind):
     """8 steps uninterrupted vs 3 steps (mid-epoch) then ``--resume auto``: same weights,
@@ -85,6 +86,7 @@ def test_peer_runs_resume_bit_exactly_and_export_the_student(tmp_path, teacher_p
     assert summary["completed"] and summary["objective"] == kind
 
 
+@pytest.mark.slow
 def test_pixel_weight_adds_a_checkpointed_pixel_term(tmp_path, teacher_path):
     run_dir = tmp_path / "run"
     extra = ("objective.pixel_weight=0.5", "engine.stop_after_steps=2")
@@ -126,6 +128,7 @@ def encoder_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_mvd_teacher_sees_the_full_clip(tmp_path, teacher_path, encoder_calls):
     assert distill("mvd", tmp_path / "run", teacher_path, "engine.stop_after_steps=2") == 0
     teacher = [c for c in encoder_calls if c["width"] == TEACHER_WIDTH]
@@ -139,6 +142,7 @@ def test_mvd_teacher_sees_the_full_clip(tmp_path, teacher_path, encoder_calls):
         assert not s["attn_layers"]  # no attention map where no loss reads one
 
 
+@pytest.mark.slow
 def test_amd_teacher_runs_on_its_own_lighter_mask(tmp_path, teacher_path, encoder_calls):
     assert distill("amd", tmp_path / "run", teacher_path, "engine.stop_after_steps=2") == 0
     teacher = [c for c in encoder_calls if c["width"] == TEACHER_WIDTH]

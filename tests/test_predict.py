@@ -64,6 +64,7 @@ def test_list_file_to_jsonl_and_table(tmp_path, videos, run_dir, capsys):
     assert table[1].startswith(one) and "all" in table[1]
 
 
+@pytest.mark.slow
 def test_predict_equals_evaluate_on_a_labelled_list(tmp_path, videos, run_dir):
     ev = tmp_path / "evaluate"
     assert main(["evaluate", "--checkpoint", str(run_dir), "--out", str(ev),

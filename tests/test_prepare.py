@@ -99,6 +99,7 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.subprocess
 def test_prepare_list_keeps_frames_labels_and_lists_broken_inputs(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--list", str(dataset / "train.txt"), "--root", str(dataset), "--out", str(out)]
@@ -152,6 +153,7 @@ def test_finished_outputs_are_skipped_and_temp_files_replaced(dataset, tmp_path)
         assert v.num_frames == 40
 
 
+@pytest.mark.subprocess
 def test_sigkilled_run_resumes(dataset, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -224,6 +226,7 @@ def test_prepare_is_a_subcommand():
     assert SUBCOMMANDS["prepare"] == "prepare"
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_quick(tmp_path):
     pytest.importorskip("decord")
     from benchmarks import data as bench

@@ -66,6 +66,7 @@ def _blobs(n: int, dim: int, k: int, seed: int) -> FeatureSet:
     return FeatureSet(feats, labels, torch.arange(n))
 
 
+@pytest.mark.slow
 def test_probe_learns_separable_features_and_loss_falls() -> None:
     train, val = _blobs(300, 16, 4, 0), _blobs(100, 16, 4, 1)
     res = train_linear_probe(train, val, num_classes=4, epochs=20, lr=1e-2, batch_size=64)

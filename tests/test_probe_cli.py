@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from maskagain.cli.main import main
@@ -47,6 +48,7 @@ def test_probe_cli_run_dir_and_loss(tmp_path: Path) -> None:
     assert state["probe"]["linear.weight"].shape == (4, 64)
 
 
+@pytest.mark.slow
 def test_probe_cli_per_time_step_pooling(tmp_path: Path) -> None:
     encoder = create_model("vit_nano", img_size=32, num_frames=4, patch_size=8)
     save_encoder(encoder, tmp_path / "student.safetensors")

@@ -38,6 +38,7 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line.startswith("maskagain ")]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_readme_own_videos_gives_a_classifier_above_chance(tmp_path, monkeypatch, capsys):
     data = write_scene_folders(tmp_path / "my_videos", per_class=8, frames=24)

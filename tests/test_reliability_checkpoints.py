@@ -48,6 +48,7 @@ def good_run(tmp_path_factory, teacher):
     return run_dir
 
 
+@pytest.mark.slow
 def test_code_running_pickle_is_refused_as_resume_path_and_as_auto(tmp_path, teacher, capsys):
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.pt"
@@ -81,6 +82,7 @@ def test_code_running_pickle_is_refused_as_teacher(tmp_path, capsys):
     assert not list_checkpoints(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_truncated_resume_checkpoint_is_a_clear_error(tmp_path, teacher, good_run, capsys):
     ckpt = list_checkpoints(good_run)[-1][1]
     run_dir = tmp_path / "run"
@@ -97,6 +99,7 @@ def test_truncated_resume_checkpoint_is_a_clear_error(tmp_path, teacher, good_ru
     assert "0 bytes" in error_line(capsys)
 
 
+@pytest.mark.slow
 def test_foreign_or_mismatched_resume_checkpoint_is_a_clear_error(
     tmp_path, teacher, good_run, capsys
 ):

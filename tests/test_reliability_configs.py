@@ -145,6 +145,7 @@ def run_case(recipe, key, kind, value, tmp_path, capsys, called) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_every_field_wrong_type_and_out_of_range_fails_fast_naming_the_key(
     tmp_path, capsys, monkeypatch
 ):
@@ -344,6 +345,7 @@ def test_empty_dataset_evaluate_and_probe(tmp_path, capsys, monkeypatch, case):
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
+@pytest.mark.subprocess
 def test_empty_evaluate_list_from_the_console_script(tmp_path):
     """The same through a real process: one stderr line, exit 2, no traceback."""
     import subprocess

@@ -34,6 +34,8 @@ from safetensors.torch import load_file
 
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.torchrun
+
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

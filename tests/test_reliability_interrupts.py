@@ -35,6 +35,7 @@ def reference(tmp_path_factory):
     return reference_run(tmp_path_factory)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_a_checkpoint_and_exits_clearly(tmp_path, tmp_path_factory, signum):
     teacher = teacher_path(tmp_path_factory)
@@ -66,6 +67,7 @@ def test_signal_saves_a_checkpoint_and_exits_clearly(tmp_path, tmp_path_factory,
         assert_same_training_state(final_checkpoint(run_dir), final_checkpoint(reference))
 
 
+@pytest.mark.torchrun
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(
     tmp_path, tmp_path_factory
 ):
@@ -98,6 +100,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(
     assert summary["completed"] and summary["step"] == TOTAL_STEPS
 
 
+@pytest.mark.subprocess
 def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, tmp_path_factory):
     """Slurm's scancel and a terminal's Ctrl-C signal every process of the job, DataLoader
     workers included; the workers ignore it, the main process saves and stops them, and no
@@ -127,6 +130,7 @@ def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, tmp_path_fac
         raise AssertionError("DataLoader workers outlived the stopped run")
 
 
+@pytest.mark.subprocess
 def test_sigterm_during_finetune_saves_and_resumes(tmp_path):
     """The same engine path for fine-tuning (its own recipe around the shared trainer)."""
     run_dir = tmp_path / "ft"
@@ -158,6 +162,7 @@ STOPPED_SUMMARY_KEYS = {
 }  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_sigint_during_finetune_writes_summary(tmp_path):
     """Ctrl-C during fine-tuning leaves ``summary.json`` with ``completed: false`` and the
     error, in the schema distillation and pre-training write (plus fine-tuning's facts)."""

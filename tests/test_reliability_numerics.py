@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from _reliability import CONFIG, teacher_path
 
@@ -27,6 +28,7 @@ def last_error(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_nan_mid_run_keeps_a_loadable_resumable_checkpoint(
     tmp_path, tmp_path_factory, capsys, monkeypatch
 ):
@@ -72,6 +74,7 @@ def test_nan_mid_run_keeps_a_loadable_resumable_checkpoint(
     assert (run_dir / "student.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_nan_teacher_stops_at_step_one_before_any_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = create_model("vit_micro", img_size=32, num_frames=4, patch_size=8, depth=2)

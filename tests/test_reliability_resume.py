@@ -52,6 +52,7 @@ def resume_and_compare(run_dir, teacher, reference, *extra: str) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("extra", [(), ("data.crop=device",)], ids=["crop_worker", "crop_device"])
 def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(
     tmp_path, tmp_path_factory, teacher, extra
@@ -91,6 +92,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+@pytest.mark.subprocess
 def test_sigkill_during_checkpoint_write_keeps_the_previous_one(tmp_path, teacher, reference):
     run_dir, marker = tmp_path / "killed_writing", tmp_path / "writing"
     cmd = distill_cmd(run_dir, teacher)

@@ -23,6 +23,8 @@ from maskagain.models.loading import load_encoder
 from maskagain.recipes.common import _RESOLUTION_WARNED, warn_resolution
 from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
 
+pytestmark = pytest.mark.e2e
+
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny"
 # the shipped teacher's clip: 8 frames of 32 px; 24-frame videos give 8 frames at rate 2
 CLIP = ["data.kind=folder", "data.num_frames=8", "data.sampling_rate=2"]

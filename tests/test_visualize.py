@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -43,6 +44,7 @@ def test_default_query_is_most_active_token() -> None:
     assert sel.activation[sel.query] == sel.activation.max()
 
 
+@pytest.mark.slow
 def test_visualize_cli_on_a_video_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weights = save_encoder(_encoder(), tmp_path / "enc.safetensors")
