@@ -12,7 +12,7 @@ import pytest
 from maskagain.config import ConfigError
 from maskagain.data.config import DataConfig
 from maskagain.data.lists import folder_split_records, stratified_split
-from maskagain.recipes.common import describe_splits, overlap_with_run, write_splits
+from maskagain.recipes.splits import describe_splits, overlap_with_run, write_splits
 
 NAMES = ["jump", "run", "swim"]
 
