@@ -30,7 +30,6 @@ from torch import nn
 
 from maskagain.config import ConfigError
 from maskagain.engine.compiling import maybe_compile
-from maskagain.engine.feed import work_on_device
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.engine.trainer import DTYPES
@@ -45,7 +44,7 @@ from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
 from maskagain.recipes.configs import DistillConfig
-from maskagain.recipes.sources import open_dataset, warn_resolution
+from maskagain.recipes.sources import open_masked_train_set
 from maskagain.recipes.training import build_masked_trainer
 
 log = logging.getLogger(__name__)
@@ -297,10 +296,7 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        # list files only: fails fast; what the device does instead of the workers is fixed here
-        work = work_on_device(cfg.data, dist.device)
-        dataset = open_dataset(cfg.data, "train", "pretrain", work)
-        warn_resolution(dataset, cfg.data)
+        dataset = open_masked_train_set(cfg.data, dist.device)  # list files only: fails fast
         teacher_model = build_teacher(cfg, dist.device)
         image_model = build_image_teacher(cfg, dist.device)
         module = build_distill_module(cfg, teacher_model, image_model).to(dist.device)

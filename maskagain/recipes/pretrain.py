@@ -12,12 +12,11 @@ import time
 
 from torch import nn
 
-from maskagain.engine.feed import work_on_device
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
 from maskagain.recipes.configs import PretrainConfig
-from maskagain.recipes.sources import open_dataset, warn_resolution
+from maskagain.recipes.sources import open_masked_train_set
 from maskagain.recipes.training import build_masked_trainer
 
 log = logging.getLogger(__name__)
@@ -50,10 +49,7 @@ def run(cfg: PretrainConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        # list files only: fails fast; what the device does instead of the workers is fixed here
-        work = work_on_device(cfg.data, dist.device)
-        dataset = open_dataset(cfg.data, "train", "pretrain", work)
-        warn_resolution(dataset, cfg.data)
+        dataset = open_masked_train_set(cfg.data, dist.device)  # list files only: fails fast
         model = build_pretrain_model(cfg).to(dist.device)
         trainer, bad_files = build_masked_trainer(
             cfg, dist, run_dir, model, pretrain_step, dataset, model.encoder.cfg.grid, "pretrain"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch.utils.data import Dataset
 
 from maskagain.config import ConfigError
 from maskagain.data import ClipDataset, DataConfig
 from maskagain.data.datasets import OnDevice
 from maskagain.data.prepare import EncodeOptions
+from maskagain.engine.feed import work_on_device
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ def open_dataset(
     return dataset
 
 
+def open_masked_train_set(data: DataConfig, device: torch.device) -> ClipDataset:
+    """The train set of masked pre-training and distillation (:func:`open_dataset`: fails fast),
+    built to leave to ``device`` what ``data.crop`` / ``data.normalize`` put there
+    (:func:`~maskagain.engine.feed.work_on_device`); its resolution warning said for the run."""
+    dataset = open_dataset(data, "train", "pretrain", work_on_device(data, device))
+    warn_resolution(dataset, data)
+    return dataset
+
+
+# ----------------------------------------------------------------------------- input size
 RESOLUTION_RATIO = 4.0  # decoded short side vs data.short_side, either way, that is "far"
 PREPARED_SHORT_SIDE = EncodeOptions.short_side  # `maskagain prepare`'s default short side
 
