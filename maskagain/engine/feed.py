@@ -7,7 +7,7 @@
                     item i drawn under its own seed (seed, epoch, i): any worker, any rank
                ── maskagain.data.collate.MaskCollator         (same worker)
                     one batch layout: "video", "label", "index", ... and the masks
-               ── Trainer.micro_step                           (main process)
+               ── Trainer.move_batch                           (main process)
                     to_device(batch), then device_transform(batch): DeviceTransform crops,
                     resizes and normalises what the workers left ("video" (B, C, T, H, W))
                ── step_fn(model, batch)

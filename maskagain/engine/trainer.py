@@ -13,7 +13,10 @@ A recipe supplies:
   :class:`~maskagain.engine.sampler.ResumableSampler`, and optional ``extra_state`` objects
   (anything with ``state_dict``/``load_state_dict``) to checkpoint with the run;
   ``on_epoch_end(trainer) -> metrics`` (validation) and ``batch_hook(batch)`` (called on every
-  CPU batch before it moves to the device, e.g. bad-file accounting).
+  CPU batch before it moves to the device, e.g. bad-file accounting);
+- the run's length, counted once where the optimizer's schedule is built:
+  ``steps_per_epoch`` and ``clips_per_step`` (:func:`maskagain.engine.run.steps_per_epoch`,
+  :func:`maskagain.engine.run.clips_per_step`).
 
 The hot loop does no host synchronisation between log lines: loss terms stay on the device
 until every ``log_every`` steps, when they are averaged across processes, checked for
@@ -296,14 +299,15 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
 
     # ------------------------------------------------------------------ one step
-    def to_device(self, batch: dict) -> dict:
-        """A worker batch on the training device, finished by ``device_transform``."""
+    def move_batch(self, batch: dict) -> dict:
+        """A worker batch on the training device (:func:`~maskagain.engine.feed.to_device`),
+        finished by ``device_transform``."""
         batch = to_device(batch, self.dist.device)
         return batch if self.device_transform is None else self.device_transform(batch)
 
     def micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         """Forward + backward of one micro-batch; gradients are all-reduced only when ``sync``."""
-        batch = self.to_device(batch)
+        batch = self.move_batch(batch)
         if self._probe_unused:
             self._wrap_after_probe(batch)
         no_sync = self.dist.distributed and not sync
