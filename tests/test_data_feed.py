@@ -13,7 +13,7 @@ from maskagain.config import ConfigError, load_config
 from maskagain.data import DataConfig, MaskCollator, build_dataset
 from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
-from maskagain.engine.feed import DeviceTransform
+from maskagain.engine.feed import DeviceTransform, work_on_device
 from maskagain.models.loading import save_encoder
 from maskagain.models.registry import create_model
 from maskagain.recipes import RECIPES
@@ -34,7 +34,7 @@ def test_uint8_clips_normalised_on_the_device_equal_worker_normalisation(num_sam
     cfg = synthetic(num_sample=num_sample)
     worker = build_dataset(cfg, "train", "pretrain")
     deferred = build_dataset(cfg, "train", "pretrain", on_device="normalize")
-    mean, std = cfg.mean, cfg.std
+    device_transform = DeviceTransform.of(cfg, deferred.on_device)
     for i in range(3):
         torch.manual_seed(i)  # the random crop of one item
         a = worker[i]["video"]
@@ -43,7 +43,20 @@ def test_uint8_clips_normalised_on_the_device_equal_worker_normalisation(num_sam
         assert b.dtype == torch.uint8 and a.dtype == torch.float32
         b = b if b.dim() == 5 else b.unsqueeze(0)
         a = a if a.dim() == 5 else a.unsqueeze(0)
-        assert torch.equal(normalize_video(b, mean, std), a)  # bit for bit
+        assert torch.equal(device_transform({"video": b})["video"], a)  # bit for bit
+
+
+def test_where_the_crop_and_normalisation_run_is_decided_once_from_the_config_and_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert work_on_device(synthetic(), cpu) is None  # auto: the workers, off CUDA
+    assert work_on_device(synthetic(), cuda) == "crop"
+    assert work_on_device(synthetic(crop="worker"), cuda) == "normalize"
+    assert work_on_device(synthetic(crop="worker", normalize="worker"), cuda) is None
+    assert work_on_device(synthetic(crop="device"), cpu) == "crop"
+    assert work_on_device(synthetic(crop="worker", normalize="device"), cpu) == "normalize"
+    assert DeviceTransform.of(synthetic(), None) is None  # nothing left: no step at all
+    dataset = build_dataset(synthetic(), "train", "pretrain", on_device="crop")
+    assert dataset.on_device == "crop" and DeviceTransform.of(dataset.cfg, "crop").size == 32
 
 
 @pytest.mark.parametrize("num_sample,repeat", [(1, "same_window"), (3, "same_window"),

@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from maskagain.data.config import DataConfig
-from maskagain.data.datasets import OnDevice
 from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.sampler import ResumableSampler
+
+if TYPE_CHECKING:
+    from maskagain.data.datasets import OnDevice
 
 
 class SeededItems(Dataset):
