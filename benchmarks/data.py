@@ -367,11 +367,8 @@ class OurLoader:
             num_workers=0,
         )
         records = [VideoRecord(p, 0) for p in paths]
-        self.ds = VideoListDataset(records, cfg, "train", "pretrain", ["x"])
-        if crop_on_device:
-            self.ds.defer_crop()
-        elif uint8:
-            self.ds.defer_normalize()
+        on_device = "crop" if crop_on_device else "normalize" if uint8 else None
+        self.ds = VideoListDataset(records, cfg, "train", "pretrain", ["x"], on_device)
         self.collate = MaskCollator("tube", 0.9, (8, 14, 14))
 
     def batch(self, videos: list[int]) -> dict:
@@ -492,7 +489,7 @@ def profile_clip(
         t3 = time.perf_counter()
         if crop_on_device:
             boxes = [transform.draw_box(clip) for _ in range(num_sample)]
-            item = {"frames": clip[None], "boxes": boxes, "window": [0] * num_sample}
+            item = {"video": clip[None], "boxes": boxes, "window": [0] * num_sample}
         else:
             item = {"video": torch.stack([transform(clip) for _ in range(num_sample)])}
         t4 = time.perf_counter()

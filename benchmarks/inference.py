@@ -183,8 +183,8 @@ def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
 def accuracy_rows(run_dir: Path, args: argparse.Namespace, workdir: Path) -> list[dict]:
     """Top-1 of the fine-tuned ``run_dir`` on its test set through every path."""
     from maskagain.engine.evaluation import MultiViewAccumulator
+    from maskagain.recipes.classifier import load_classifier
     from maskagain.recipes.evaluate import config_base
-    from maskagain.recipes.finetune import load_classifier
 
     model = load_classifier(run_dir).eval()
     dataset = _test_set(config_base([f"checkpoint={run_dir}"]))

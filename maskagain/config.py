@@ -207,15 +207,21 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     base: Mapping | None = None,
+    relative_to: str | Path | None = None,
 ) -> Any:
     """Validated config of type ``cls``: ``base`` (a raw tree, e.g. a run's saved sections),
-    the YAML file at ``path`` merged over it, then the dotted ``overrides``. Raises
+    the YAML file at ``path`` merged over it, then the dotted ``overrides``. With
+    ``relative_to`` (an absolute directory: the CLI's working directory) the ``data`` section's
+    paths are made absolute against it (``DataConfig.resolve_paths``). Raises
     :class:`ConfigError` (one line naming the key) for anything invalid."""
     tree = deep_merge(base or {}, load_yaml(path) if path else {})
     cfg = from_dict(cls, apply_overrides(tree, overrides))
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
+    data = getattr(cfg, "data", None)
+    if relative_to is not None and hasattr(data, "resolve_paths"):
+        data.resolve_paths(relative_to)
     check_seeds(cfg)
     return cfg
 

@@ -18,10 +18,10 @@ import yaml
 from maskagain.cli.main import main
 from maskagain.config import ConfigError, load_config
 from maskagain.data.config import available_workers
+from maskagain.engine.evaluation import chance_warning, describe_test_result
 from maskagain.engine.metrics import Progress
 from maskagain.models.loading import SHIPPED_WEIGHTS, locate_source, save_encoder
 from maskagain.models.registry import create_model
-from maskagain.recipes.common import chance_warning, describe_test_result
 from maskagain.recipes.configs import DistillConfig, FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,22 +220,21 @@ def test_a_classifier_given_as_teacher_is_named(tmp_path, caplog):
 
 def test_evaluate_counts_files_apart_from_views_and_prints_integers():
     from maskagain.data import BadFileTracker
-    from maskagain.recipes.finetune import _fmt
+    from maskagain.engine.evaluation import format_metrics
 
     tracker = BadFileTracker(max_fraction=1.0)
     for _ in range(3):  # one broken file, met by 3 views x 2 batches
         tracker.update({"label": [0, 1], "skipped": [("bad.mp4", "moov atom not found")] * 2})
     assert len(tracker.paths) == 1 and tracker.bad == 6
-    line = _fmt({"top1": 100.0, "num_videos": 2, "bad_files": 1, "classes_without_videos": ["sea"]})
+    line = format_metrics(
+        {"top1": 100.0, "num_videos": 2, "bad_files": 1, "classes_without_videos": ["sea"]}
+    )
     assert line == "top1 100.00, num_videos 2, bad_files 1, classes_without_videos sea"
 
 
 # ----------------------------------------------------------------------------- resolution warning
 def _probe_warnings(root: Path, out: Path, caplog) -> list[str]:
     """The resolution warnings of one ``maskagain probe`` run of the shipped teacher on ``root``."""
-    from maskagain.recipes.common import _RESOLUTION_WARNED
-
-    _RESOLUTION_WARNED.clear()  # a new run (this process ran others before)
     caplog.clear()
     args = ["probe", "--config", "tiny/probe", "--encoder", "maskagain:demo-teacher"]
     args += ["data.kind=folder", f"data.root={root}", "data.num_frames=8", "data.sampling_rate=2"]

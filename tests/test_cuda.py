@@ -315,17 +315,16 @@ def test_clips_cut_on_the_device_equal_the_workers_within_one_grey_level(dev):
         synthetic_size=48, synthetic_frames=8, synthetic_classes=4, synthetic_train_clips=8,
         num_sample=2,
     )  # fmt: skip
-    worker = build_dataset(DataConfig(**base), "train", "pretrain")
-    worker.defer_normalize()  # uint8 clips: compare in grey levels
-    deferred = build_dataset(DataConfig(**base), "train", "pretrain")
-    deferred.defer_crop()
+    # uint8 clips: compare in grey levels
+    worker = build_dataset(DataConfig(**base), "train", "pretrain", on_device="normalize")
+    deferred = build_dataset(DataConfig(**base), "train", "pretrain", on_device="crop")
     collate = MaskCollator()
     for i in range(3):
         torch.manual_seed(i)  # the same draws: sampling, then one box per clip
         want = collate([worker[i]])["video"]  # (S, C, T, 32, 32) uint8
         torch.manual_seed(i)
         batch = collate([deferred[i]])
-        frames = batch["frames"].to(dev)
+        frames = batch["video"].to(dev)
         assert frames.dtype == torch.uint8
         got = crop_on_device(frames, batch["boxes"], batch["source"], 32, (0,) * 3, (1,) * 3)
         assert got.device.type == dev and got.shape == want.shape

@@ -13,10 +13,10 @@ from maskagain.config import ConfigError, load_config
 from maskagain.data import DataConfig, MaskCollator, build_dataset
 from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.checkpoint import list_checkpoints, load_checkpoint
+from maskagain.engine.feed import DeviceTransform, work_on_device
 from maskagain.models.loading import save_encoder
 from maskagain.models.registry import create_model
 from maskagain.recipes import RECIPES
-from maskagain.recipes.common import NormalizeOnDevice
 
 CONFIG = "configs/tiny/distill.yaml"
 
@@ -33,8 +33,8 @@ def synthetic(**kw) -> DataConfig:
 def test_uint8_clips_normalised_on_the_device_equal_worker_normalisation(num_sample):
     cfg = synthetic(num_sample=num_sample)
     worker = build_dataset(cfg, "train", "pretrain")
-    deferred = build_dataset(cfg, "train", "pretrain")
-    mean, std = deferred.defer_normalize()
+    deferred = build_dataset(cfg, "train", "pretrain", on_device="normalize")
+    device_transform = DeviceTransform.of(cfg, deferred.on_device)
     for i in range(3):
         torch.manual_seed(i)  # the random crop of one item
         a = worker[i]["video"]
@@ -43,17 +43,30 @@ def test_uint8_clips_normalised_on_the_device_equal_worker_normalisation(num_sam
         assert b.dtype == torch.uint8 and a.dtype == torch.float32
         b = b if b.dim() == 5 else b.unsqueeze(0)
         a = a if a.dim() == 5 else a.unsqueeze(0)
-        assert torch.equal(normalize_video(b, mean, std), a)  # bit for bit
+        assert torch.equal(device_transform({"video": b})["video"], a)  # bit for bit
+
+
+def test_where_the_crop_and_normalisation_run_is_decided_once_from_the_config_and_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert work_on_device(synthetic(), cpu) is None  # auto: the workers, off CUDA
+    assert work_on_device(synthetic(), cuda) == "crop"
+    assert work_on_device(synthetic(crop="worker"), cuda) == "normalize"
+    assert work_on_device(synthetic(crop="worker", normalize="worker"), cuda) is None
+    assert work_on_device(synthetic(crop="device"), cpu) == "crop"
+    assert work_on_device(synthetic(crop="worker", normalize="device"), cpu) == "normalize"
+    assert DeviceTransform.of(synthetic(), None) is None  # nothing left: no step at all
+    dataset = build_dataset(synthetic(), "train", "pretrain", on_device="crop")
+    assert dataset.on_device == "crop" and DeviceTransform.of(dataset.cfg, "crop").size == 32
 
 
 @pytest.mark.parametrize("num_sample,repeat", [(1, "same_window"), (3, "same_window"),
                                                (3, "new_window")])  # fmt: skip
 def test_clips_cut_on_the_device_match_the_workers_crops(num_sample, repeat):
     cfg = synthetic(num_sample=num_sample, repeat=repeat)
-    worker = build_dataset(cfg, "train", "pretrain")
-    worker.defer_normalize()  # uint8 clips: compare before normalising, in grey levels
-    deferred = build_dataset(cfg, "train", "pretrain")
-    mean, std = deferred.defer_crop()
+    # uint8 clips: compare before normalising, in grey levels
+    worker = build_dataset(cfg, "train", "pretrain", on_device="normalize")
+    deferred = build_dataset(cfg, "train", "pretrain", on_device="crop")
+    mean, std = cfg.mean, cfg.std
     collate = MaskCollator()
     for i in range(3):
         torch.manual_seed(i)  # the same draws: sampling, then one box per clip
@@ -61,19 +74,21 @@ def test_clips_cut_on_the_device_match_the_workers_crops(num_sample, repeat):
         torch.manual_seed(i)
         item = deferred[i]
         windows = 1 if repeat == "same_window" or num_sample == 1 else None
-        assert item["frames"].dtype == torch.uint8 and item["frames"].shape[-1] == 3
-        assert item["frames"].shape[2:4] == (40, 40)  # decoded at the short side, uncropped
+        assert item["video"].dtype == torch.uint8 and item["video"].shape[-1] == 3
+        assert item["video"].shape[2:4] == (40, 40)  # decoded at the short side, uncropped
         if windows is not None:  # one window travels once for all its clips
-            assert len(item["frames"]) == 1 and item["window"] == [0] * num_sample
+            assert len(item["video"]) == 1 and item["window"] == [0] * num_sample
         assert len(item["boxes"]) == num_sample
         batch = collate([item])
-        assert "video" not in batch and batch["label"].shape == (num_sample,)
-        b = crop_on_device(batch["frames"], batch["boxes"], batch["source"], 32, (0,) * 3, (1,) * 3)
+        assert batch["label"].shape == (num_sample,) and len(batch["source"]) == num_sample
+        b = crop_on_device(batch["video"], batch["boxes"], batch["source"], 32, (0,) * 3, (1,) * 3)
         assert b.shape == a.shape and b.dtype == torch.float32
         # the workers resize in fixed point and round to grey levels; the device does neither
         diff = (b * 255 - a.float()).abs()
         assert diff.max() <= 1.01 and diff.mean() <= 0.3
-        normed = NormalizeOnDevice(None, mean, std, 32).clips(batch)["video"]
+        finished = DeviceTransform("crop", mean, std, 32)(batch)
+        assert "boxes" not in finished and "source" not in finished
+        normed = finished["video"]
         torch.testing.assert_close(normed, normalize_video(a, mean, std), atol=1.01 / 255 / 0.2,
                                    rtol=0)  # fmt: skip
 
@@ -83,16 +98,16 @@ def test_windows_of_different_sizes_are_padded_and_cropped_where_they_are():
     small = torch.randint(0, 256, (4, 30, 40, 3), dtype=torch.uint8)
     large = torch.randint(0, 256, (4, 36, 48, 3), dtype=torch.uint8)
     items = [
-        {"frames": small[None], "boxes": [(2, 5, 24, 30)], "window": [0], "label": 0, "index": 0},
-        {"frames": large[None], "boxes": [(6, 10, 30, 30), (0, 0, 36, 36)], "window": [0, 0],
+        {"video": small[None], "boxes": [(2, 5, 24, 30)], "window": [0], "label": 0, "index": 0},
+        {"video": large[None], "boxes": [(6, 10, 30, 30), (0, 0, 36, 36)], "window": [0, 0],
          "label": 1, "index": 1},
     ]  # fmt: skip
     batch = MaskCollator("tube", 0.5, (2, 4, 4))(items)
-    assert batch["frames"].shape == (2, 4, 36, 48, 3)
+    assert batch["video"].shape == (2, 4, 36, 48, 3)
     assert batch["source"] == [0, 1, 1] and batch["mask"].shape == (3, 32)
     assert batch["label"].tolist() == [0, 1, 1]
     assert not batch["mask"][1].equal(batch["mask"][2])  # each clip its own mask
-    got = crop_on_device(batch["frames"], batch["boxes"], batch["source"], 16, (0,) * 3, (1,) * 3)
+    got = crop_on_device(batch["video"], batch["boxes"], batch["source"], 16, (0,) * 3, (1,) * 3)
     for k, (frames, (t, x, h, w)) in enumerate(
         [(small, (2, 5, 24, 30)), (large, (6, 10, 30, 30)), (large, (0, 0, 36, 36))]
     ):
@@ -110,7 +125,7 @@ def test_cropping_on_the_device_needs_normalising_there_and_a_multiscale_crop():
     with pytest.raises(ConfigError, match="data.crop"):
         synthetic(crop="device", normalize="worker").validate()
     with pytest.raises(ValueError, match="data.crop=worker"):
-        build_dataset(synthetic(), "train", "finetune").defer_crop()
+        build_dataset(synthetic(), "train", "finetune", on_device="crop")
 
 
 @pytest.mark.slow
@@ -129,7 +144,7 @@ def test_cropping_on_the_device_trains_like_the_workers_and_resumes_exactly(tmp_
 def test_transforms_with_random_erasing_keep_worker_normalisation():
     cfg = synthetic(random_erase=0.25)
     with pytest.raises(ValueError, match="random erasing"):
-        build_dataset(cfg, "train", "finetune").defer_normalize()
+        build_dataset(cfg, "train", "finetune", on_device="normalize")
 
 
 @pytest.fixture

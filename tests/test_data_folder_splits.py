@@ -3,6 +3,7 @@ do not depend on where the tree lies; split reports; no file written into the da
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from maskagain.config import ConfigError
 from maskagain.data.config import DataConfig
 from maskagain.data.lists import folder_split_records, stratified_split
-from maskagain.recipes.common import describe_splits, overlap_with_run, write_splits
+from maskagain.recipes.splits import describe_splits, overlap_with_run, write_splits
 
 NAMES = ["jump", "run", "swim"]
 
@@ -136,18 +137,33 @@ def test_overlap_with_a_moved_run_compares_paths_under_the_data_root(tmp_path):
     assert overlap_with_run(paths, str(new_root), tmp_path / "none") is None
 
 
-def test_fractions_are_validated_and_paths_made_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_fractions_are_validated_and_paths_made_absolute_against_the_base(tmp_path):
     with pytest.raises(ConfigError, match="data.test_fraction"):
         DataConfig(test_fraction=1.0).validate()
     with pytest.raises(ConfigError, match="data.val_fraction"):
         DataConfig(val_fraction=0.6, test_fraction=0.4).validate()
     c = DataConfig(kind="folder", root="vids", class_index="~/c.txt")
     c.validate()
+    assert c.root == "vids"  # validating checks values; it rewrites nothing
+    c.resolve_paths(tmp_path)
     assert c.root == str(tmp_path / "vids") and c.class_index == str(Path.home() / "c.txt")
-    listed = DataConfig(kind="list", train_list="train.csv")
-    listed.validate()
-    assert listed.root == str(tmp_path) and listed.train_list == str(tmp_path / "train.csv")
+    listed = DataConfig(kind="list", train_list="../lists/train.csv")
+    listed.resolve_paths(str(tmp_path / "runs"))
+    assert listed.root == str(tmp_path / "runs")
+    assert listed.train_list == str(tmp_path / "lists" / "train.csv")
     synthetic = DataConfig(kind="synthetic")
-    synthetic.validate()
+    synthetic.resolve_paths(tmp_path)
     assert synthetic.root == ""
+    with pytest.raises(ValueError, match="absolute"):
+        DataConfig(root="vids").resolve_paths("relative/dir")
+
+
+def test_the_cli_reads_data_paths_against_its_working_directory(tmp_path, monkeypatch):
+    from maskagain.cli.common import config_from_args
+    from maskagain.recipes.configs import ProbeConfig
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        config=None, overrides=["encoder=e.pt", "data.kind=folder", "data.root=vids"]
+    )
+    assert config_from_args(args, ProbeConfig).data.root == str(tmp_path / "vids")

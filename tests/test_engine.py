@@ -20,10 +20,11 @@ from maskagain.engine.checkpoint import (
 )
 from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
 from maskagain.engine.distributed import DistInfo
+from maskagain.engine.feed import SeededItems, build_train_loader
 from maskagain.engine.optim import cosine_lr, param_groups
-from maskagain.engine.run import build_optimization, build_train_loader
-from maskagain.engine.sampler import ResumableSampler, SeededItems
-from maskagain.engine.trainer import NonFiniteLossError, Trainer, steps_per_epoch
+from maskagain.engine.run import build_optimization, clips_per_step, steps_per_epoch
+from maskagain.engine.sampler import ResumableSampler
+from maskagain.engine.trainer import NonFiniteLossError, Trainer
 
 
 class ToyData(Dataset):
@@ -88,6 +89,8 @@ def make_trainer(
         loader=loader,
         sampler=sampler,
         epochs=epochs,
+        steps_per_epoch=steps,
+        clips_per_step=clips_per_step(cfg, dist.world_size),
         clip_grad=1.0,
         config={"toy": True},
     )

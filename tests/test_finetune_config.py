@@ -11,8 +11,8 @@ from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError, load_config
 from maskagain.models import create_model, model_config
 from maskagain.models.loading import save_encoder
+from maskagain.recipes.classifier import ArchitectureMismatch, build_classifier
 from maskagain.recipes.configs import EvaluateConfig, FinetuneConfig, ProbeConfig
-from maskagain.recipes.finetune import ArchitectureMismatch, build_classifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FINETUNE_CONFIGS = sorted((CONFIGS / "finetune").glob("*.yaml")) + sorted(

@@ -11,8 +11,8 @@ import pytest
 from maskagain.cli.main import main
 from maskagain.models import create_model
 from maskagain.models.loading import save_encoder
+from maskagain.recipes.classifier import ArchitectureMismatch, resolve_init_architecture
 from maskagain.recipes.configs import FinetuneConfig
-from maskagain.recipes.finetune import ArchitectureMismatch, resolve_init_architecture
 from maskagain.recipes.sections import ModelSpec
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny"

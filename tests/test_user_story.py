@@ -20,8 +20,8 @@ from _user_videos import CLASSES, write_class_folders
 from maskagain.cli.main import main
 from maskagain.data import DataConfig, build_dataset
 from maskagain.models.loading import load_encoder
-from maskagain.recipes.common import _RESOLUTION_WARNED, warn_resolution
 from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
+from maskagain.recipes.sources import warn_resolution
 
 pytestmark = pytest.mark.e2e
 
@@ -196,20 +196,17 @@ def test_probe_of_the_distilled_student_from_elsewhere(story, tmp_path, monkeypa
     assert (summary["num_train"], summary["num_val"]) == (6, 3)
 
 
-def test_far_resolution_is_one_warning_per_run(story, caplog):
+def test_far_resolution_is_one_warning_naming_prepare(story, caplog):
     data = DataConfig(kind="folder", root=str(story["data"]), input_size=32, short_side=36)
     data.validate()
     dataset = build_dataset(data, "train", "finetune")
-    _RESOLUTION_WARNED.clear()
     with caplog.at_level(logging.WARNING, logger="maskagain"):
-        warn_resolution(dataset, data)
         warn_resolution(dataset, data)
     lines = [r.getMessage() for r in caplog.records if "short side" in r.getMessage()]
     assert len(lines) == 1
     assert "1280x720" in lines[0] and "36 px" in lines[0] and "32-px model" in lines[0]
     assert "maskagain prepare --folder" in lines[0]
     caplog.clear()
-    _RESOLUTION_WARNED.clear()
     fits = DataConfig(kind="folder", root=str(story["data"]), input_size=224, short_side=256)
     fits.validate()
     warn_resolution(build_dataset(fits, "train", "finetune"), fits)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import shutil
 import sys
 import textwrap
@@ -156,9 +157,9 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace, cls: type, base: dict | None = None):
-    """Load ``--config`` (over ``base``), apply the overrides and ``--out``, validate; raises
-    ConfigError."""
-    return load_config(cls, args.config, cli_overrides(args), base)
+    """Load ``--config`` (over ``base``), apply the overrides and ``--out``, validate, read the
+    data paths against the working directory; raises ConfigError."""
+    return load_config(cls, args.config, cli_overrides(args), base, relative_to=os.getcwd())
 
 
 def shipped_configs() -> Path:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
 
 def _warn_at_chance(command: str, summary: dict) -> None:
     """One line when the run's test score is within noise of chance."""
-    from maskagain.recipes.common import chance_warning
+    from maskagain.engine.evaluation import chance_warning
 
     result = summary.get("test_result")
     line = chance_warning(result) if isinstance(result, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -78,7 +79,8 @@ def check_config(cls: type, path: Path, overrides: list[str]) -> tuple[object | 
     errors: list[str] = []
     while len(errors) < MAX_ERRORS:
         try:
-            return load_config(cls, base=apply_overrides(tree, overrides)), errors
+            tree_now = apply_overrides(tree, overrides)
+            return load_config(cls, base=tree_now, relative_to=os.getcwd()), errors
         except ConfigError as err:
             errors.append(" ".join(str(err).split()))
             match = _KEY.search(str(err))

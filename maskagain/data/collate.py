@@ -20,14 +20,13 @@ from maskagain.masking import Grid, asymmetric_masks, make_mask, visible_indices
 class MaskCollator:
     """Collate dataset items into a batch and, with ``mask_kind``, draw one mask per clip.
 
-    Returns ``{"video": (B, C, T, H, W), "label": (B,), "index": (B,), "skipped": [...],
-    "mask": (B, N) bool, "visible": (B, N_vis) long}`` (``"mask"`` and its ascending visible
-    token indices ``"visible"``, counted here so the step needs no host sync, only with
-    ``mask_kind``; ``"view"`` (B,) when items have
-    one). With ``teacher_ratio`` (``mask_kind`` "tube" only) the batch also holds
-    ``"teacher_mask"`` (B, N) and ``"teacher_visible"``, drawn by ``maskagain.masking.asymmetric_masks`` with the same
-    per-clip generator: the student's hidden tokens include every teacher-hidden one. Items with a stacked ``(S, C, T, H, W)`` video contribute S rows with the same label
-    and index. The trainer calls :meth:`set_epoch` before each epoch.
+    Returns :func:`collate_clips`'s batch (``"video"``, ``"label"``, ``"index"``, ...) plus,
+    with ``mask_kind``, ``"mask"`` (B, N) bool and its ascending visible token indices
+    ``"visible"`` (B, N_vis) long, counted here so the step needs no host sync. With
+    ``teacher_ratio`` (``mask_kind`` "tube" only) the batch also holds ``"teacher_mask"``
+    (B, N) and ``"teacher_visible"``, drawn by ``maskagain.masking.asymmetric_masks`` with
+    the same per-clip generator: the student's hidden tokens include every teacher-hidden one.
+    The trainer calls :meth:`set_epoch` before each epoch.
     """
 
     def __init__(
@@ -86,19 +85,24 @@ class MaskCollator:
 
 
 def collate_clips(items: list[dict]) -> dict:
-    """Stack items into a batch (no masks); a stacked ``(S, C, T, H, W)`` video gives S rows.
+    """Stack items into a batch (no masks): one layout whatever the workers left to the device.
 
-    Items holding decoded windows instead (``"frames"`` (W, T, H, W, C) uint8, ``"boxes"``,
-    ``"window"``: ``ClipDataset.defer_crop``) give ``"frames"`` (V, T, H, W, C), every window
-    of the batch zero-padded at the bottom and right to the largest, ``"boxes"`` (B boxes) and
-    ``"source"`` (B window numbers into ``"frames"``) instead of ``"video"``."""
+    ``"video"``: the items' clips stacked, a stacked ``(S, C, T, H, W)`` item giving S rows; or,
+    from items that carry decoded windows (``on_device="crop"``: ``"video"`` (W, T, H, W, C)
+    uint8 with ``"boxes"`` and ``"window"``), every window of the batch (V, T, H, W, C),
+    zero-padded at the bottom and right to the largest, with ``"boxes"`` (B crop boxes) and
+    ``"source"`` (B window numbers into ``"video"``). ``"label"``, ``"index"`` (B,),
+    ``"skipped"`` and, when items have one, ``"view"`` (B,) count one row per clip."""
     videos, labels, index, views, skipped = [], [], [], [], []
-    windows, boxes, source = [], [], []
+    boxes, source = [], []
+    windowed = "boxes" in items[0]
     for item in items:
-        if "frames" in item:
-            source += [len(windows) + w for w in item["window"]]
+        if ("boxes" in item) != windowed:
+            raise ValueError("a batch mixes cropped clips and decoded windows")
+        if windowed:
+            source += [len(videos) + w for w in item["window"]]
             boxes += [tuple(b) for b in item["boxes"]]
-            windows.extend(item["frames"])
+            videos.extend(item["video"])
             count = len(item["boxes"])
         else:
             v = item["video"]
@@ -109,17 +113,14 @@ def collate_clips(items: list[dict]) -> dict:
         index += [item["index"]] * count
         views += [item.get("view", 0)] * count
         skipped.extend(item.get("skipped", []))
-    if videos and windows:
-        raise ValueError("a batch mixes cropped clips and decoded windows")
     batch = {
+        "video": _pad_stack(videos) if windowed else torch.stack(videos),
         "label": torch.tensor(labels, dtype=torch.long),
         "index": torch.tensor(index, dtype=torch.long),
         "skipped": skipped,
     }
-    if windows:
-        batch.update(frames=_pad_stack(windows), boxes=boxes, source=source)
-    else:
-        batch["video"] = torch.stack(videos)
+    if windowed:
+        batch.update(boxes=boxes, source=source)
     if any("view" in item for item in items):
         batch["view"] = torch.tensor(views, dtype=torch.long)
     return batch

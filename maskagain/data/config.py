@@ -24,9 +24,10 @@ class DataConfig:
     A ``folder`` tree without its own ``val`` / ``test`` folders is split per class, with the
     videos ordered by a hash of ``split_seed`` and their path under the tree: ``test_fraction``
     of each class goes to test, ``val_fraction`` to val, the rest to train, so every recipe and
-    machine sees the same disjoint parts. ``validate`` makes ``root``, the list files and
-    ``class_index`` absolute (an empty ``root`` of list data becomes the working directory,
-    which relative list entries were read against), so a saved config works from anywhere.
+    machine sees the same disjoint parts. ``resolve_paths(base)`` makes ``root``, the list files
+    and ``class_index`` absolute against ``base`` (an empty ``root`` of list data becomes
+    ``base``, which relative list entries are read against), so a saved config works from
+    anywhere; the CLI resolves them against the directory it runs in.
 
     ``num_workers: auto`` is resolved when the config is validated: the CPU cores this process
     may use, shared by the processes of a node under torchrun. In masked pre-training and
@@ -231,21 +232,26 @@ class DataConfig:
             f"config key '{path}.root' is empty: give the folder that holds a folder per class, "
             f"e.g. data.root=my_videos, got {self.root!r}",
         )
-        self.resolve_paths()
         if self.rand_augment:
             try:
                 parse_rand_augment(self.rand_augment)
             except ValueError as e:
                 raise ConfigError(f"config key '{path}.rand_augment': {e}") from None
 
-    def resolve_paths(self) -> None:
-        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded)."""
+    def resolve_paths(self, base: str | os.PathLike) -> None:
+        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded), relative
+        ones read against the absolute directory ``base``; an empty ``root`` of list data
+        becomes ``base`` (relative list entries are read against it)."""
+        base = os.fspath(base)
+        if not os.path.isabs(base):
+            raise ValueError(f"paths are resolved against an absolute directory, not {base!r}")
         if not self.root and self.kind in ("list", "frames"):
-            self.root = os.getcwd()  # relative list entries are read against it
+            self.root = base
         for key in ("root", "train_list", "val_list", "test_list", "class_index"):
             value = getattr(self, key)
             if value and self.kind != "synthetic":
-                setattr(self, key, os.path.abspath(os.path.expanduser(value)))
+                path = os.path.join(base, os.path.expanduser(value))
+                setattr(self, key, os.path.normpath(path))
 
     @property
     def use_flip(self) -> bool:

@@ -2,7 +2,8 @@
 
 Each item is a dict:
 
-* ``"video"``: float ``(C, T, H, W)``, normalised; with ``num_sample > 1`` (repeated sampling,
+* ``"video"``: float ``(C, T, H, W)``, normalised (uint8 with ``on_device``: see
+  :class:`ClipDataset`); with ``num_sample > 1`` (repeated sampling,
   training only) a stacked ``(S, C, T, H, W)`` of S clips from one decode, each with its own
   random crop (``MaskCollator`` flattens them into the batch). ``repeat="same_window"``: the S
   clips share one temporal window (VideoMAE V2); ``"new_window"``: S windows, their union
@@ -20,7 +21,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 PURPOSES = ("pretrain", "finetune", "eval")
+# what the training device does instead of the workers (see ClipDataset)
+OnDevice = Literal["normalize", "crop"] | None
 
 
 class ClipSource(Protocol):
@@ -121,7 +124,14 @@ class SyntheticSource:
 
 class ClipDataset(Dataset, ABC):
     """Sampling, views, repeated sampling, transforms and bad-file replacement over videos
-    ``0..num_videos-1``; subclasses say how to open a video and what its label is."""
+    ``0..num_videos-1``; subclasses say how to open a video and what its label is.
+
+    ``on_device`` names what the training device does instead of the workers, fixed when the
+    dataset is built: None (the workers deliver float, normalised clips), ``"normalize"``
+    (uint8 clips ``(C, T, H, W)``: a quarter of the bytes to batch, pin and copy; transforms
+    that end with the normalisation only) or ``"crop"`` (each decoded window once as uint8
+    frames with one crop box per clip; pre-training's multi-scale crop only). The device's
+    half is :class:`maskagain.engine.feed.DeviceTransform`."""
 
     def __init__(
         self,
@@ -130,6 +140,7 @@ class ClipDataset(Dataset, ABC):
         purpose: str,
         num_videos: int,
         class_names: list[str],
+        on_device: OnDevice = None,
     ) -> None:
         if split not in SPLITS or purpose not in PURPOSES:
             raise ValueError(f"split must be in {SPLITS} and purpose in {PURPOSES}")
@@ -142,36 +153,18 @@ class ClipDataset(Dataset, ABC):
         self.train = split == "train" and purpose != "eval"
         self.views = cfg.views_per_video if split == "test" and not self.train else 1
         self.num_sample = cfg.num_sample if self.train else 1
-        self.transform = build_transform(cfg, split, purpose)
-        self.crop_on_device = False
-
-    def defer_normalize(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Deliver uint8 clips ``(C, T, H, W)`` from now on and leave the normalisation to the
-        training device (:func:`maskagain.data.transforms.normalize_video` with the returned
-        ``(mean, std)``): workers skip the float conversion and batches move a quarter of the
-        bytes. Only for transforms that end with the normalisation (pre-training, evaluation)."""
-        if not self.transform.can_defer_normalize:
+        self.on_device = on_device
+        self.transform = build_transform(cfg, split, purpose, normalize=on_device is None)
+        if on_device == "normalize" and not self.transform.can_defer_normalize:
             raise ValueError(
-                f"the {self.split}/{self.purpose} transform does more after normalising "
-                "(random erasing); keep data.normalize=worker"
+                f"the {split}/{purpose} transform does more after normalising (random erasing); "
+                "keep data.normalize=worker"
             )
-        self.transform.normalize = False
-        return self.transform.mean, self.transform.std
-
-    def defer_crop(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Deliver each decoded window once as uint8 ``(W, T, H, W, C)`` frames with one crop box
-        per clip (items ``{"frames", "boxes", "window"}``) and leave the multi-scale crop, the
-        resize and the normalisation to the training device
-        (:func:`maskagain.data.transforms.crop_on_device`): the workers only decode. Pre-training
-        transforms only. Returns ``(mean, std)``."""
-        if not self.transform.can_defer_crop:
+        if on_device == "crop" and not self.transform.can_defer_crop:
             raise ValueError(
-                f"the {self.split}/{self.purpose} transform is not pre-training's multi-scale "
-                "crop; keep data.crop=worker"
+                f"the {split}/{purpose} transform is not pre-training's multi-scale crop; keep "
+                "data.crop=worker"
             )
-        stats = self.defer_normalize()
-        self.crop_on_device = True
-        return stats
 
     @abstractmethod
     def open(self, video_id: int) -> ClipSource:
@@ -246,18 +239,19 @@ class ClipDataset(Dataset, ABC):
         return index_sets, frames, {f: k for k, f in enumerate(union)}
 
     def _load(self, video_id: int, view: int) -> dict[str, Any]:
-        """``{"video": (C, T, H, W) | (S, C, T, H, W)}``, or with :meth:`defer_crop`
-        ``{"frames": (W, T, H, W, C) uint8, "boxes": S boxes, "window": S window numbers}``."""
+        """``{"video": (C, T, H, W) | (S, C, T, H, W)}``, or with ``on_device="crop"``
+        ``{"video": (W, T, H, W, C) uint8 windows, "boxes": S boxes, "window": S window
+        numbers}``."""
         index_sets, frames, pos = self._read(video_id, lambda n: self._clip_indices(n, view))
         crop = view % self.cfg.test_crops if self.views > 1 else 0
         picked: dict[tuple[int, ...], torch.Tensor] = {}  # same window: gathered once
         for s in index_sets:
             if tuple(s) not in picked:
                 picked[tuple(s)] = frames[[pos[i] for i in s]]  # (T, H, W, C)
-        if self.crop_on_device:
+        if self.on_device == "crop":
             windows = list(picked)
             return {
-                "frames": torch.stack([picked[w] for w in windows]),  # (W, T, H, W, C)
+                "video": torch.stack([picked[w] for w in windows]),  # (W, T, H, W, C)
                 "boxes": [self.transform.draw_box(picked[tuple(s)]) for s in index_sets],
                 "window": [windows.index(tuple(s)) for s in index_sets],
             }
@@ -297,10 +291,11 @@ class VideoListDataset(ClipDataset):
         split: str,
         purpose: str,
         class_names: list[str] | None = None,
+        on_device: OnDevice = None,
     ) -> None:
         if class_names is None:
             class_names = [str(i) for i in range(max(r.label for r in records) + 1)]
-        super().__init__(cfg, split, purpose, len(records), class_names)
+        super().__init__(cfg, split, purpose, len(records), class_names, on_device)
         self.records = records
 
     def open(self, video_id: int) -> ClipSource:
@@ -334,6 +329,7 @@ class SyntheticVideoDataset(ClipDataset):
         split: str = "train",
         purpose: str = "pretrain",
         fresh_every_epoch: bool = False,
+        on_device: OnDevice = None,
     ) -> None:
         spec = spec or SyntheticSpec()
         if cfg is None:
@@ -345,7 +341,7 @@ class SyntheticVideoDataset(ClipDataset):
                 short_side=spec.size,
                 synthetic_frames=spec.frames,
             )
-        super().__init__(cfg, split, purpose, num_clips, spec.class_names)
+        super().__init__(cfg, split, purpose, num_clips, spec.class_names, on_device)
         self.spec, self.seed = spec, seed
         self.fresh_every_epoch = fresh_every_epoch
         self.epoch = 0
@@ -392,9 +388,12 @@ def folder_class_index(cfg: DataConfig) -> list[str]:
     return sorted(names)
 
 
-def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
+def build_dataset(
+    cfg: DataConfig, split: str, purpose: str, on_device: OnDevice = None
+) -> ClipDataset:
     """The dataset of ``split`` ("train" | "val" | "test") for ``purpose``
-    ("pretrain" | "finetune" | "eval"); see the module docstring for the item dict."""
+    ("pretrain" | "finetune" | "eval"), leaving ``on_device`` to the training device (see
+    :class:`ClipDataset`); see the module docstring for the item dict."""
     if split not in SPLITS or purpose not in PURPOSES:
         raise ValueError(
             f"split must be in {SPLITS} and purpose in {PURPOSES}, got {split!r}, {purpose!r}"
@@ -415,6 +414,7 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
             split=split,
             purpose=purpose,
             fresh_every_epoch=cfg.fresh_every_epoch and split == "train",
+            on_device=on_device,
         )
     names = read_class_index(cfg.class_index) if cfg.class_index and cfg.kind != "folder" else None
     if cfg.kind == "folder":
@@ -432,4 +432,4 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
         raise ValueError(
             f"labels go up to {max(r.label for r in records)} but the class index has {len(names)} names"
         )
-    return VideoListDataset(records, cfg, split, purpose, names)
+    return VideoListDataset(records, cfg, split, purpose, names, on_device)

@@ -90,12 +90,17 @@ class ClipTransform:
     """
 
     def __init__(
-        self, spatial: v2.Transform | None, post: v2.Transform, cfg: DataConfig, test_crops: int
+        self,
+        spatial: v2.Transform | None,
+        post: v2.Transform,
+        cfg: DataConfig,
+        test_crops: int,
+        normalize: bool = True,
     ) -> None:
         self.spatial, self.post = spatial, post
         self.size, self.short_side, self.test_crops = cfg.input_size, cfg.short_side, test_crops
         self.mean, self.std = tuple(cfg.mean), tuple(cfg.std)
-        self.normalize = True
+        self.normalize = normalize
 
     @property
     def can_defer_normalize(self) -> bool:
@@ -181,17 +186,19 @@ def _channel_stats(
     return m, s
 
 
-def build_transform(cfg: DataConfig, split: str, purpose: str) -> ClipTransform:
-    """The clip transform for a split and purpose (random augmentation only for training)."""
+def build_transform(
+    cfg: DataConfig, split: str, purpose: str, normalize: bool = True
+) -> ClipTransform:
+    """The clip transform for a split and purpose (random augmentation only for training);
+    without ``normalize`` clips stay uint8 (see :class:`ClipTransform`)."""
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
     train = split == "train" and purpose in ("pretrain", "finetune")
     if not train:
         crops = cfg.test_crops if split == "test" else 1
-        return ClipTransform(None, v2.Compose(to_float), cfg, crops)
+        return ClipTransform(None, v2.Compose(to_float), cfg, crops, normalize)
     if purpose == "pretrain":
-        return ClipTransform(
-            MultiScaleCrop(cfg.input_size, cfg.pretrain_scales), v2.Compose(to_float), cfg, 1
-        )
+        crop = MultiScaleCrop(cfg.input_size, cfg.pretrain_scales)
+        return ClipTransform(crop, v2.Compose(to_float), cfg, 1, normalize)
     spatial: list[nn.Module] = [
         v2.RandomResizedCrop(
             cfg.input_size,
@@ -208,4 +215,4 @@ def build_transform(cfg: DataConfig, split: str, purpose: str) -> ClipTransform:
     post = list(to_float)
     if cfg.random_erase > 0:
         post.append(v2.RandomErasing(p=cfg.random_erase, value=0.0))
-    return ClipTransform(v2.Compose(spatial), v2.Compose(post), cfg, 1)
+    return ClipTransform(v2.Compose(spatial), v2.Compose(post), cfg, 1, normalize)

@@ -1,13 +1,16 @@
-"""What every training run does around the loop: run directory, seeds, loader, optimizer, summary.
+"""What every training run does around the loop: run directory, seeds, run length, optimizer,
+summary.
 
 A recipe (``maskagain.recipes.pretrain``, ``maskagain.recipes.distill``, ...) is:
 
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
-    ... build model(s), dataset, collate ...
-    loader, sampler = build_train_loader(dataset, collate, cfg.engine, cfg.data.num_workers, dist, cfg.seed)
-    optimizer, schedule = build_optimization(module, cfg.optim, cfg.schedule, steps, total_batch, device)
-    trainer = Trainer(...); trainer.resume(path) if resuming; metrics = trainer.fit()
-    write_summary(run_dir, {...}); finish_run()
+    ... build model(s) and dataset ...
+    trainer, bad_files = build_trainer(...)  # maskagain.recipes.training: loader, steps_per_epoch,
+                                             # clips_per_step, build_optimization, Trainer
+    trainer.resume(path) if resuming; summary = fit_and_summarize(trainer, ...)
+    finish_run()
+
+How a video file becomes a batch on the device: :mod:`maskagain.engine.feed`.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from maskagain.config import save_config, to_dict
 from maskagain.engine.allocator import keep_freed_memory
@@ -32,7 +33,6 @@ from maskagain.engine.distributed import DistInfo, barrier, cleanup, init_distri
 from maskagain.engine.optim import CosineSchedule, build_adamw, param_groups
 from maskagain.engine.precision import describe as describe_precision
 from maskagain.engine.precision import resolve_config_precision
-from maskagain.engine.sampler import ResumableSampler
 from maskagain.engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -138,49 +138,6 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
-def build_train_loader(
-    dataset: Dataset,
-    collate_fn: Any,
-    engine: EngineConfig,
-    num_workers: int,
-    dist: DistInfo,
-    seed: int,
-    shuffle: bool = True,
-) -> tuple[DataLoader, ResumableSampler]:
-    """A drop-last loader over this process's share of ``dataset`` in epoch-seeded order.
-
-    The loader carries its own ``generator`` (re-seeded per epoch by the trainer), so worker
-    seeds never draw from the global RNG and a resumed run sees the same streams. Workers
-    ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`).
-    """
-    sampler = ResumableSampler(
-        len(dataset), shuffle=shuffle, seed=seed, rank=dist.rank, world_size=dist.world_size
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=engine.batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        pin_memory=dist.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
-        generator=torch.Generator(),
-        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
-    )
-    return loader, sampler
-
-
-def ignore_stop_signals(worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: SIGINT/SIGTERM sent to the whole process group (Ctrl-C,
-    Slurm's scancel) must not kill the workers, or the main process dies with "DataLoader
-    worker ... is killed by signal" before it can save its checkpoint. The main process stops
-    them when it exits; a worker whose parent died exits by itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def build_optimization(
     module: nn.Module,
     optim: OptimConfig,
@@ -213,6 +170,26 @@ def build_optimization(
         steps_per_epoch,
     )
     return optimizer, sched
+
+
+def clips_per_step(engine: EngineConfig, world_size: int, clips_per_item: int = 1) -> int:
+    """Clips in one optimizer step over all processes (what the lr scaling rule counts):
+    batch size x accumulation x processes x clips per dataset item (repeated sampling)."""
+    return engine.batch_size * engine.accum_steps * world_size * clips_per_item
+
+
+def steps_per_epoch(samples_per_process: int, engine: EngineConfig) -> int:
+    """Optimizer steps in one epoch (VideoMAE: ``len(dataset) // total_batch``), capped by
+    ``engine.max_steps_per_epoch``."""
+    steps = samples_per_process // (engine.batch_size * engine.accum_steps)
+    if steps < 1:
+        raise ValueError(
+            f"{samples_per_process} clips per process are fewer than one optimizer step of "
+            f"engine.batch_size * engine.accum_steps = {engine.batch_size * engine.accum_steps}"
+        )
+    if engine.max_steps_per_epoch is not None:
+        steps = min(steps, engine.max_steps_per_epoch)
+    return steps
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:

@@ -1,4 +1,4 @@
-"""A sampler that can start in the middle of an epoch, and per-item seeding, for exact resumption.
+"""A sampler that can start in the middle of an epoch, for exact resumption.
 
 The order of epoch ``e`` is a permutation drawn from ``seed + e`` (the same on every process),
 split across processes like ``DistributedSampler``; ``set_start(i)`` skips the first ``i``
@@ -8,12 +8,10 @@ samples of this process's share, so a resumed run never loads the clips it has a
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
@@ -73,39 +71,3 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.start
-
-
-class SeededItems(Dataset):
-    """Loads item ``i`` under its own RNG seed, drawn from ``(seed, epoch, i)``.
-
-    Random augmentation (torch, NumPy and Python ``random`` global streams) then depends only on
-    the item and the epoch: the same in any DataLoader worker, on any process and after a
-    resume. The caller's RNG streams are restored after each item. ``set_epoch`` is passed on
-    to the wrapped dataset.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        seeds = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(2)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[0]) << 32 | int(seeds[1]))
-            random.seed(int(seeds[0]))
-            np.random.seed(int(seeds[1]))
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)

@@ -7,12 +7,16 @@ A recipe supplies:
   asked), checkpoints it, and can keep an EMA of it. Frozen parts (a teacher) stay outside.
 - ``step_fn(module, batch) -> dict[str, Tensor]``: the forward pass of one micro-batch, called
   with the wrapped module under autocast; it returns scalar tensors, ``"loss"`` being the one
-  to minimise (the others are logged as they are). Batches arrive on the device.
+  to minimise (the others are logged as they are). Batches arrive on the device, finished by
+  ``device_transform`` (:mod:`maskagain.engine.feed`: the one boundary from data to device).
 - the optimizer, the :class:`~maskagain.engine.optim.CosineSchedule`, a DataLoader over a
   :class:`~maskagain.engine.sampler.ResumableSampler`, and optional ``extra_state`` objects
   (anything with ``state_dict``/``load_state_dict``) to checkpoint with the run;
   ``on_epoch_end(trainer) -> metrics`` (validation) and ``batch_hook(batch)`` (called on every
-  CPU batch before it moves to the device, e.g. bad-file accounting).
+  CPU batch before it moves to the device, e.g. bad-file accounting);
+- the run's length, counted once where the optimizer's schedule is built:
+  ``steps_per_epoch`` and ``clips_per_step`` (:func:`maskagain.engine.run.steps_per_epoch`,
+  :func:`maskagain.engine.run.clips_per_step`).
 
 The hot loop does no host synchronisation between log lines: loss terms stay on the device
 until every ``log_every`` steps, when they are averaged across processes, checked for
@@ -49,6 +53,7 @@ from maskagain.engine.compiling import maybe_compile
 from maskagain.engine.config import EngineConfig
 from maskagain.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap
 from maskagain.engine.ema import ModelEma
+from maskagain.engine.feed import to_device
 from maskagain.engine.metrics import MetricWriter, Progress, peak_memory
 from maskagain.engine.optim import CosineSchedule
 from maskagain.engine.precision import resolve_precision
@@ -87,14 +92,6 @@ class TrainState:
         return {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch}
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch dict moved to ``device`` (non-blocking); other values kept."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
-
-
 def enable_grad_checkpointing(module: nn.Module) -> int:
     """Switch on activation checkpointing in every submodule that supports it; returns how many."""
     count = 0
@@ -121,13 +118,15 @@ class Trainer:
         loader: DataLoader,
         sampler: ResumableSampler,
         epochs: int,
+        steps_per_epoch: int,
+        clips_per_step: int,
         clip_grad: float | None = None,
         config: dict | None = None,
         extra_state: dict[str, Any] | None = None,
         on_epoch_end: EpochHook | None = None,
         batch_hook: Callable[[dict], None] | None = None,
+        device_transform: Callable[[dict], dict] | None = None,
         name: str = "train",
-        clips_per_item: int = 1,
     ) -> None:
         self.engine = engine
         self.dist = dist
@@ -144,11 +143,12 @@ class Trainer:
         self.extra_state = extra_state or {}
         self.on_epoch_end = on_epoch_end
         self.batch_hook = batch_hook
+        self.device_transform = device_transform
         self.name = name
         self.state = TrainState()
-        self.steps_per_epoch = steps_per_epoch(len(sampler.order()), engine)
-        self.total_steps = self.steps_per_epoch * epochs
-        self.clips_per_step = clips_per_step(engine, dist.world_size, clips_per_item)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * epochs
+        self.clips_per_step = clips_per_step
         self._data_wait = 0.0  # seconds spent waiting for batches since the last log line
         self._warned_data_bound = -1  # epoch of the last "data-bound" warning
         self._started = False  # past the first log interval (which holds the workers' start)
@@ -299,9 +299,15 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
 
     # ------------------------------------------------------------------ one step
+    def move_batch(self, batch: dict) -> dict:
+        """A worker batch on the training device (:func:`~maskagain.engine.feed.to_device`),
+        finished by ``device_transform``."""
+        batch = to_device(batch, self.dist.device)
+        return batch if self.device_transform is None else self.device_transform(batch)
+
     def micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         """Forward + backward of one micro-batch; gradients are all-reduced only when ``sync``."""
-        batch = to_device(batch, self.dist.device)
+        batch = self.move_batch(batch)
         if self._probe_unused:
             self._wrap_after_probe(batch)
         no_sync = self.dist.distributed and not sync
@@ -590,23 +596,3 @@ def _graph_leaves(loss: torch.Tensor) -> set[int]:
             leaves.add(id(variable))
         stack.extend(fn for fn, _ in node.next_functions)
     return leaves
-
-
-def clips_per_step(engine: EngineConfig, world_size: int, clips_per_item: int = 1) -> int:
-    """Clips in one optimizer step over all processes (what the lr scaling rule counts):
-    batch size x accumulation x processes x clips per dataset item (repeated sampling)."""
-    return engine.batch_size * engine.accum_steps * world_size * clips_per_item
-
-
-def steps_per_epoch(samples_per_process: int, engine: EngineConfig) -> int:
-    """Optimizer steps in one epoch (VideoMAE: ``len(dataset) // total_batch``), capped by
-    ``engine.max_steps_per_epoch``."""
-    steps = samples_per_process // (engine.batch_size * engine.accum_steps)
-    if steps < 1:
-        raise ValueError(
-            f"{samples_per_process} clips per process are fewer than one optimizer step of "
-            f"engine.batch_size * engine.accum_steps = {engine.batch_size * engine.accum_steps}"
-        )
-    if engine.max_steps_per_epoch is not None:
-        steps = min(steps, engine.max_steps_per_epoch)
-    return steps

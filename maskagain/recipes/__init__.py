@@ -5,10 +5,15 @@ A recipe builds what it needs from the library (``maskagain.models``, ``losses``
 ``engine``), runs it and writes a run directory; the library never imports a recipe. The
 configurable ones are listed in :data:`RECIPES`, which drives the CLI's subcommands and the test
 that validates every shipped config. Modules are imported on first use, so listing them (or
-``maskagain --help``) loads nothing heavy.
+``maskagain --help``) loads nothing heavy. Beside the commands: ``training`` (the one trainer
+assembly), ``sources`` (opening a dataset), ``splits`` (split reports) and ``classifier``
+(building and loading the classifier).
 
     recipe = RECIPES["distill"]
-    cfg = load_config(recipe.config, "configs/distill/k400_vit_s.yaml", ["engine.batch_size=32"])
+    cfg = load_config(
+        recipe.config, "configs/distill/k400_vit_s.yaml", ["engine.batch_size=32"],
+        relative_to=os.getcwd(),  # the data paths are read against this directory
+    )
     summary = recipe.run(cfg, resume="auto")
 """
 

@@ -44,11 +44,9 @@ from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.models.pretrain import PixelReconstruction
 from maskagain.models.teacher import TeacherAlignmentError, align_teacher, check_teacher_alignment
 from maskagain.models.vit import EncoderOutput, ModelConfig, VideoViT
-from maskagain.recipes.common import (
-    build_masked_trainer,
-    open_dataset,
-)
 from maskagain.recipes.configs import DistillConfig
+from maskagain.recipes.sources import open_masked_train_set
+from maskagain.recipes.training import build_masked_trainer
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +297,7 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
+        dataset = open_masked_train_set(cfg.data, dist.device)  # list files only: fails fast
         teacher_model = build_teacher(cfg, dist.device)
         image_model = build_image_teacher(cfg, dist.device)
         module = build_distill_module(cfg, teacher_model, image_model).to(dist.device)
@@ -339,6 +337,3 @@ def run(cfg: DistillConfig, resume: str | None = None) -> dict:
         return summary
     finally:
         finish_run()
-
-
-Config = DistillConfig

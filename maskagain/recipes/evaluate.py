@@ -12,15 +12,17 @@ from maskagain.checkpoints import CheckpointError
 from maskagain.config import ConfigError, apply_overrides, load_yaml
 from maskagain.data import ClipDataset
 from maskagain.data.lists import read_class_index
+from maskagain.engine.evaluation import describe_test_result, run_test
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import locate_source
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import describe_test_result, open_dataset, report_eval_split
+from maskagain.recipes.classifier import load_classifier
 from maskagain.recipes.configs import EvaluateConfig
-from maskagain.recipes.finetune import load_classifier, run_test
+from maskagain.recipes.sources import open_dataset, warn_resolution
+from maskagain.recipes.splits import report_eval_split
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ def _prepare(cfg: EvaluateConfig) -> tuple[ClipDataset, VideoViT, list[str] | No
     ConfigError / CheckpointError naming the key to fix, checkpoint first."""
     locate_source(cfg.checkpoint, "checkpoint")
     dataset = open_dataset(cfg.data, cfg.split, "eval")  # list files only: fails fast
+    warn_resolution(dataset, cfg.data)
     model = load_classifier(cfg.checkpoint, cfg.use_ema, cfg.overrides)
     if not model.num_classes:
         raise CheckpointError(
@@ -118,6 +121,3 @@ def _warn_geometry(cfg: EvaluateConfig, model: VideoViT) -> None:
             "(position table interpolated)",
             cfg.data.num_frames, cfg.data.input_size, model.cfg.num_frames, model.cfg.img_size,
         )  # fmt: skip
-
-
-Config = EvaluateConfig

@@ -15,11 +15,9 @@ from torch import nn
 from maskagain.engine.run import finish_run, fit_and_summarize, resolve_resume, start_run
 from maskagain.models.loading import save_encoder
 from maskagain.models.pretrain import VideoMAEPretrain
-from maskagain.recipes.common import (
-    build_masked_trainer,
-    open_dataset,
-)
 from maskagain.recipes.configs import PretrainConfig
+from maskagain.recipes.sources import open_masked_train_set
+from maskagain.recipes.training import build_masked_trainer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,7 @@ def run(cfg: PretrainConfig, resume: str | None = None) -> dict:
     t0 = time.time()
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.engine.device)
     try:
-        dataset = open_dataset(cfg.data, "train", "pretrain")  # list files only: fails fast
+        dataset = open_masked_train_set(cfg.data, dist.device)  # list files only: fails fast
         model = build_pretrain_model(cfg).to(dist.device)
         trainer, bad_files = build_masked_trainer(
             cfg, dist, run_dir, model, pretrain_step, dataset, model.encoder.cfg.grid, "pretrain"
@@ -67,6 +65,3 @@ def run(cfg: PretrainConfig, resume: str | None = None) -> dict:
         return summary
     finally:
         finish_run()
-
-
-Config = PretrainConfig

@@ -13,6 +13,7 @@ import torch
 from maskagain.data import ClipDataset
 from maskagain.engine.checkpoint import atomic_torch_save
 from maskagain.engine.distributed import DistInfo
+from maskagain.engine.evaluation import build_eval_loader, progress_batches
 from maskagain.engine.metrics import MetricWriter
 from maskagain.engine.precision import resolve_precision
 from maskagain.engine.probe import FeatureSet, extract_features, train_linear_probe
@@ -20,9 +21,8 @@ from maskagain.engine.run import finish_run, start_run, write_summary
 from maskagain.engine.trainer import DTYPES
 from maskagain.models.loading import load_encoder, locate_source
 from maskagain.models.vit import VideoViT
-from maskagain.recipes.common import open_dataset
 from maskagain.recipes.configs import ProbeConfig
-from maskagain.recipes.finetune import build_eval_loader, progress_batches
+from maskagain.recipes.sources import open_dataset, warn_resolution
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def run(cfg: ProbeConfig, resume: str | None = None) -> dict:
     locate_source(cfg.encoder, "encoder")
     # list files only, before the encoder is loaded: an empty or missing source fails fast
     train_set = open_dataset(cfg.data, "train", "eval")
+    warn_resolution(train_set, cfg.data)  # once a run: the val split shares the source
     val_set = open_dataset(cfg.data, "val", "eval")
     encoder = load_encoder(cfg.encoder, **cfg.overrides)
     dist, run_dir = start_run(cfg, cfg.out_dir, cfg.seed, cfg.device)
@@ -102,6 +103,3 @@ def _write_outputs(run_dir: Path, cfg: ProbeConfig, res, metrics: dict, num_clas
     writer.close()
     state = {"probe": res.probe.state_dict(), "num_classes": num_classes, "encoder": cfg.encoder}
     atomic_torch_save(state, run_dir / "probe.pt")
-
-
-Config = ProbeConfig
