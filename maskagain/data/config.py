@@ -19,7 +19,9 @@ class DataConfig:
 
     ``kind``: ``list`` (VideoMAE/MVD list files ``path label``), ``folder`` (``root/<class>/<video>``
     trees, or ``root/<split>/<class>/<video>``), ``frames`` (``path num_frames label`` lists of
-    frame folders) or ``synthetic`` (generated on the fly, no files).
+    frame folders), ``shards`` (the ``index.json`` of a shard set of ``maskagain prepare
+    --shards`` in each split's list key; unset: ``root/<split>/index.json``) or ``synthetic``
+    (generated on the fly, no files).
     ``flip=None`` means on, except for segment sampling (SSv2) and the synthetic set, whose labels
     depend on left/right.
 
@@ -39,9 +41,9 @@ class DataConfig:
     device on CUDA, worker elsewhere.
     """
 
-    kind: Literal["list", "folder", "frames", "synthetic"] = "list"
-    """list (path label files), folder (root/<class>/<video>), frames (frame folders) or
-    synthetic"""
+    kind: Literal["list", "folder", "frames", "shards", "synthetic"] = "list"
+    """list (path label files), folder (root/<class>/<video>), frames (frame folders), shards
+    (tar shards of maskagain prepare --shards) or synthetic"""
     root: str = ""
     """folder the videos (and relative list files) are under"""
     train_list: str = ""
@@ -64,6 +66,8 @@ class DataConfig:
     """file name of a frame image (kind frames)"""
     frame_start: int = 1
     """number of the first frame image (kind frames)"""
+    shard_window: int = 4
+    """kind shards: the samples of this many consecutive shards are shuffled together"""
 
     num_frames: int = 16
     """frames per clip (the models take it unless set)"""
@@ -153,6 +157,7 @@ class DataConfig:
             "input_size",
             "short_side",
             "max_replacements",
+            "shard_window",
             "synthetic_train_clips",
             "synthetic_val_clips",
         ):
@@ -214,7 +219,7 @@ class DataConfig:
             self.root = os.getcwd()  # relative list entries are read against it
         for key in ("root", "train_list", "val_list", "test_list", "class_index"):
             value = getattr(self, key)
-            if value and self.kind != "synthetic":
+            if value and self.kind != "synthetic" and "://" not in value:  # URLs stay as given
                 setattr(self, key, os.path.abspath(os.path.expanduser(value)))
 
     @property

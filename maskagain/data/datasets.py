@@ -416,6 +416,10 @@ def build_dataset(cfg: DataConfig, split: str, purpose: str) -> ClipDataset:
             purpose=purpose,
             fresh_every_epoch=cfg.fresh_every_epoch and split == "train",
         )
+    if cfg.kind == "shards":
+        from maskagain.data.shard_dataset import open_shards
+
+        return open_shards(cfg, split, purpose)
     names = read_class_index(cfg.class_index) if cfg.class_index and cfg.kind != "folder" else None
     if cfg.kind == "folder":
         if not cfg.root:

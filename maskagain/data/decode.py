@@ -15,6 +15,7 @@ threading is used (``threads=0``: its choice).
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -92,18 +93,22 @@ class VideoFile:
     """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
 
     Use as a context manager, or call ``close``. ``threads=0`` lets FFmpeg pick the thread count.
+    ``data``: the file's bytes, already read (a member of a shard); ``path`` then only names it.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, threads: int = 0, *, data: bytes | None = None
+    ) -> None:
         self.path = str(path)
         self._threads = threads
         self._reformatter = VideoReformatter()  # caches the swscale context across frames
-        if not os.path.isfile(self.path):
+        if data is None and not os.path.isfile(self.path):
             raise VideoDecodeError(self.path, "file not found")
-        if os.path.getsize(self.path) == 0:
+        if (len(data) if data is not None else os.path.getsize(self.path)) == 0:
             raise VideoDecodeError(self.path, "empty file (0 bytes)")
         try:
-            self._container = av.open(self.path, metadata_errors="ignore")
+            source = self.path if data is None else io.BytesIO(data)
+            self._container = av.open(source, metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise VideoDecodeError(self.path, f"cannot open: {e}") from e
         try:

@@ -154,7 +154,12 @@ def build_train_loader(
     ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`).
     """
     sampler = ResumableSampler(
-        len(dataset), shuffle=shuffle, seed=seed, rank=dist.rank, world_size=dist.world_size
+        len(dataset),
+        shuffle=shuffle,
+        seed=seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        order=getattr(dataset, "epoch_order", None),  # shards: a shard-aware order
     )
     loader = DataLoader(
         dataset,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ class ResumableSampler(Sampler[int]):
     """Epoch-seeded (optionally shuffled) indices for one process of ``world_size``.
 
     With ``drop_last`` every process gets ``len(dataset) // world_size`` samples; otherwise the
-    order is padded by repetition to a multiple of ``world_size``.
+    order is padded by repetition to a multiple of ``world_size``. ``order(seed, epoch)``, when
+    given, draws the shuffled order instead of a uniform permutation (shards: a shard-aware one).
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        order: Callable[[int, int], list[int]] | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError("the dataset is empty")
@@ -40,6 +42,7 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.shuffled_order = order
         if drop_last:
             self.per_rank = num_samples // world_size
         else:
@@ -58,7 +61,9 @@ class ResumableSampler(Sampler[int]):
 
     def order(self) -> list[int]:
         """This process's full share of the current epoch, in order."""
-        if self.shuffle:
+        if self.shuffle and self.shuffled_order is not None:
+            indices = list(self.shuffled_order(self.seed, self.epoch))
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             indices = torch.randperm(self.total, generator=g).tolist()
         else:
@@ -96,6 +101,11 @@ class SeededItems(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def epoch_order(self) -> Callable[[int, int], list[int]] | None:
+        """The wrapped dataset's own epoch order, if it has one (shards)."""
+        return getattr(self.dataset, "epoch_order", None)
 
     def __getitem__(self, index: int):
         seeds = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(2)
