@@ -189,23 +189,25 @@ def distill_cmd(run_dir: Path, teacher: Path, index: Path, *extra: str) -> list[
 
 
 def test_distill_from_shards_resumes_bit_exactly_after_sigkill(shards, tmp_path, tmp_path_factory):
-    """16 samples, 2 per step: 8 steps per epoch, 2 epochs; killed in epoch 0 past step 4."""
+    """16 samples, 2 per step: 8 steps, one epoch; killed past step 4."""
     teacher = teacher_path(tmp_path_factory)
     reference = tmp_path / "reference"
-    proc = run(distill_cmd(reference, teacher, shards))
+    proc = run(distill_cmd(reference, teacher, shards, "schedule.epochs=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     killed = tmp_path / "killed"
-    proc = start(distill_cmd(killed, teacher, shards))
+    proc = start(distill_cmd(killed, teacher, shards, "schedule.epochs=1"))
     wait_until(proc, lambda: max(logged_steps(killed), default=0) >= 5)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert final_checkpoint(killed)["state"]["epoch"] == 0
-    proc = run(distill_cmd(killed, teacher, shards, "--resume", "auto"))
+    assert 4 <= final_checkpoint(killed)["state"]["step"] < 8
+    proc = run(distill_cmd(killed, teacher, shards, "schedule.epochs=1", "--resume", "auto"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_training_state(final_checkpoint(killed), final_checkpoint(reference))
-    losses = [json.loads(x).get("loss") for x in (reference / "log.jsonl").read_text().split()]
-    resumed = [json.loads(x).get("loss") for x in (killed / "log.jsonl").read_text().split()]
-    assert resumed[-8:] == losses[-8:] and logged_steps(killed)[-1] == 16
+    losses = [json.loads(x)["loss"] for x in (reference / "log.jsonl").read_text().splitlines()
+              if '"loss"' in x]  # fmt: skip
+    resumed = [json.loads(x)["loss"] for x in (killed / "log.jsonl").read_text().splitlines()
+               if '"loss"' in x]  # fmt: skip
+    assert len(losses) == 8 and resumed[-4:] == losses[-4:]
 
 
 def test_distill_from_shards_ddp_matches_single_process_big_batch(
