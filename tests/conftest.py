@@ -17,3 +17,6 @@ def tiny_kwargs() -> dict:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+from _s3 import s3_server  # noqa: E402,F401  (a real S3 API on localhost, session-wide)

@@ -95,11 +95,15 @@ def _print_report(report, out: str, left_out_of: str) -> None:
 
 def _run_shards(args: argparse.Namespace, opts) -> int:
     from maskagain.data.shard_writer import parse_size, prepare_shards_folder, prepare_shards_lists
+    from maskagain.data.storage import has_credentials, redact
 
     try:
         size = parse_size(args.shards)
     except ValueError as e:
         _error(f"--shards: {e}")
+        return 2
+    if has_credentials(args.out):
+        _error("--out holds credentials in its URL; give them through the environment")
         return 2
     if args.folder:
         report, indexes = prepare_shards_folder(args.folder, args.out, size, opts, args.workers)
@@ -107,8 +111,8 @@ def _run_shards(args: argparse.Namespace, opts) -> int:
         report, indexes = prepare_shards_lists(
             args.list, args.root, args.out, size, opts, args.workers
         )
-    _print_report(report, args.out, "shards")
+    _print_report(report, redact(args.out), "shards")
     print(f"shards: {_mb(report.bytes_out)} of prepared video")
     for path in indexes:
-        print(f"  index: {path}")
+        print(f"  index: {redact(path)}")
     return 0

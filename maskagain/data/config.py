@@ -120,6 +120,17 @@ class DataConfig:
     (needs normalize there)"""
     decode_threads: int = 0
     """FFmpeg threads per decoder; 0: cores / workers"""
+    storage_retries: int = 3
+    """remote data (root a URL such as s3://bucket/k400): retries of a failed request, with
+    exponential backoff from 0.2 s; past them the video counts as a bad file"""
+    storage_timeout_s: float = 30.0
+    """remote data: connect and read timeout of one request, in seconds"""
+    read_ahead_mb: float = 4.0
+    """remote data: bytes fetched per ranged read of a video, in MiB (one clip's span of a
+    prepared video, usually the whole file)"""
+    listing_cache: str = ""
+    """remote folder data: JSON file caching the listing of root; empty: the run directory's
+    listing.json"""
     seed: int = 0
     """seed of clip sampling and augmentation"""
 
@@ -165,9 +176,18 @@ class DataConfig:
                 fail(key, "must be >= 1")
         if self.num_workers == "auto":
             self.num_workers = available_workers()
-        for key in ("num_workers", "decode_threads", "min_samples_for_bad_check"):
+        for key in (
+            "num_workers",
+            "decode_threads",
+            "min_samples_for_bad_check",
+            "storage_retries",
+        ):
             if int(getattr(self, key)) < 0:
                 fail(key, "must be >= 0")
+        for key in ("storage_timeout_s", "read_ahead_mb"):
+            if float(getattr(self, key)) <= 0:
+                fail(key, "must be > 0")
+        self._check_urls(path)
         if self.synthetic_frames < 0:
             fail("synthetic_frames", "must be >= 0 (0: the span of one clip)")
         for key in ("max_bad_fraction", "random_erase", "synthetic_distractor"):
@@ -213,13 +233,37 @@ class DataConfig:
             except ValueError as e:
                 raise ConfigError(f"config key '{path}.rand_augment': {e}") from None
 
-    def resolve_paths(self) -> None:
-        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded)."""
-        if not self.root and self.kind in ("list", "frames"):
-            self.root = os.getcwd()  # relative list entries are read against it
+    def _check_urls(self, path: str) -> None:
+        """URLs (``s3://...``) carry no credentials (they would be saved with the run), and
+        frame folders are local."""
+        from maskagain.data.storage import has_credentials, is_remote
+
         for key in ("root", "train_list", "val_list", "test_list", "class_index"):
             value = getattr(self, key)
-            if value and self.kind != "synthetic" and "://" not in value:  # URLs stay as given
+            if has_credentials(value):
+                raise ConfigError(
+                    f"config key '{path}.{key}' holds credentials in its URL; give them "
+                    "through the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+                    "GOOGLE_APPLICATION_CREDENTIALS) or the provider's credentials file"
+                )
+            if value and self.kind == "frames" and is_remote(value):
+                raise ConfigError(
+                    f"config key '{path}.{key}' is a URL, but frame folders (data.kind=frames) "
+                    "are read from local disk: copy them locally or encode them as videos"
+                )
+
+    def resolve_paths(self) -> None:
+        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded); URLs
+        (``s3://...``) stay as they are."""
+        from maskagain.data.storage import is_remote
+
+        if not self.root and self.kind in ("list", "frames"):
+            self.root = os.getcwd()  # relative list entries are read against it
+        for key in ("root", "train_list", "val_list", "test_list", "class_index", "listing_cache"):
+            value = getattr(self, key)
+            if is_remote(value):
+                continue
+            if value and self.kind != "synthetic":
                 setattr(self, key, os.path.abspath(os.path.expanduser(value)))
 
     @property

@@ -17,27 +17,28 @@ import numpy as np
 from maskagain.data.config import DataConfig
 from maskagain.data.datasets import ClipDataset, ClipSource, decode_threads
 from maskagain.data.decode import VideoDecodeError, VideoFile
-from maskagain.data.shards import INDEX_NAME, READ_ERRORS, ShardIndex, join, shard_order
+from maskagain.data.shards import INDEX_NAME, ShardIndex, join, shard_order
+from maskagain.data.storage import Storage, StoragePolicy
 
 
 class ShardDataset(ClipDataset):
     """Clips of the samples of a shard set (see the module docstring)."""
 
     def __init__(self, index: ShardIndex, cfg: DataConfig, split: str, purpose: str) -> None:
-        classes = index.classes or [
-            str(i) for i in range(max(s.label for s in index.samples) + 1)
-        ]
+        classes = index.classes or [str(i) for i in range(max(s.label for s in index.samples) + 1)]
         super().__init__(cfg, split, purpose, len(index.samples), classes)
         self.index = index
+        policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
+        self.storage = Storage(policy)  # .stats: requests and bytes of remote shards read here
         self.window = cfg.shard_window
         self._shard_of = np.array([s.shard for s in index.samples])
 
     def open(self, video_id: int) -> ClipSource:
         sample = self.index.samples[video_id]
         try:
-            data = self.index.read(sample)
-        except READ_ERRORS as e:
-            raise VideoDecodeError(self.path(video_id), f"cannot read: {e}") from e
+            data = self.index.read(sample, self.storage)
+        except OSError as e:  # StorageError past its retries, a missing local shard
+            raise VideoDecodeError(self.path(video_id), f"cannot read: {e}") from None
         if len(data) != sample.size:
             raise VideoDecodeError(
                 self.path(video_id), f"shard ends early ({len(data)} of {sample.size} bytes)"
@@ -69,4 +70,5 @@ def open_shards(cfg: DataConfig, split: str, purpose: str) -> ShardDataset:
         if not cfg.root:
             raise ValueError(f"DataConfig.{split}_list is not set (kind='shards')")
         path = join(cfg.root, f"{split}/{INDEX_NAME}")
-    return ShardDataset(ShardIndex.load(path), cfg, split, purpose)
+    policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
+    return ShardDataset(ShardIndex.load(path, Storage(policy)), cfg, split, purpose)

@@ -34,16 +34,8 @@ import av
 
 from maskagain.data.lists import VideoRecord, read_list, scan_class_folders
 from maskagain.data.prepare import EncodeOptions, PrepareReport, encode_video, folder_layout
-from maskagain.data.shards import (
-    INDEX_NAME,
-    ShardIndex,
-    ShardSample,
-    exists,
-    is_remote,
-    join,
-    read_bytes,
-    write_bytes,
-)
+from maskagain.data.shards import INDEX_NAME, ShardIndex, ShardSample, join
+from maskagain.data.storage import Storage, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +85,12 @@ def tar_shard(members: list[tuple[str, bytes, dict]]) -> tuple[bytes, list[tuple
 class ShardSetWriter:
     """Appends encoded samples to the shards of one folder; resumes after its complete shards."""
 
-    def __init__(self, folder: str, size: int) -> None:
-        self.folder, self.size = folder, size
+    def __init__(self, folder: str, size: int, storage: Storage) -> None:
+        self.folder, self.size, self.storage = folder, size, storage
         self.samples: list[ShardSample] = []  # of complete shards, in order
         self.number = 0
-        while exists(join(folder, sidecar_name(self.number))):
-            raw = json.loads(read_bytes(join(folder, sidecar_name(self.number))))
+        while storage.exists(join(folder, sidecar_name(self.number))):
+            raw = json.loads(storage.read_bytes(join(folder, sidecar_name(self.number))))
             self.samples += [ShardSample(**s) for s in raw]
             self.number += 1
         self.pending: list[tuple[str, bytes, dict]] = []
@@ -108,7 +100,7 @@ class ShardSetWriter:
     def _drop_temporaries(self) -> None:
         """Temporary files a killed run left in a local folder."""
         if not is_remote(self.folder) and os.path.isdir(self.folder):
-            for stale in Path(self.folder).glob("*.tmp"):
+            for stale in Path(self.folder).glob(".tmp-*"):
                 stale.unlink(missing_ok=True)
 
     @property
@@ -131,9 +123,9 @@ class ShardSetWriter:
             ShardSample(key, meta["label"], meta["source"], self.number, offset, size)
             for (key, _, meta), (offset, size) in zip(self.pending, places)
         ]
-        write_bytes(join(self.folder, shard_name(self.number)), data)
+        self.storage.write_bytes(join(self.folder, shard_name(self.number)), data)
         sidecar = json.dumps([asdict(s) for s in shard]).encode()
-        write_bytes(join(self.folder, sidecar_name(self.number)), sidecar)  # now complete
+        self.storage.write_bytes(join(self.folder, sidecar_name(self.number)), sidecar)
         log.info("wrote %s (%d samples)", shard_name(self.number), len(shard))
         self.samples += shard
         self.number += 1
@@ -143,7 +135,7 @@ class ShardSetWriter:
         shards = [shard_name(n) for n in range(self.number)]
         index = ShardIndex(self.folder, classes, shards, self.samples, failed)
         path = join(self.folder, INDEX_NAME)
-        write_bytes(path, json.dumps(index.to_json()).encode())
+        self.storage.write_bytes(path, json.dumps(index.to_json()).encode())
         return path
 
 
@@ -185,7 +177,7 @@ def shard_split(
     report: PrepareReport,
 ) -> str:
     """Shard one split's ``records`` into ``folder`` (resuming); returns its index path."""
-    writer = ShardSetWriter(folder, size)
+    writer = ShardSetWriter(folder, size, Storage())
     done = writer.done
     report.skipped += sum(r.path in done for r in records)
     work = [(i, r.path, opts) for i, r in enumerate(records) if r.path not in done]
@@ -208,7 +200,7 @@ def shard_split(
 
 def _finish(out: str, report: PrepareReport, start: float) -> None:
     lines = "".join(f"{src}\t{reason}\n" for src, reason in report.failed)
-    write_bytes(join(out, "failed.txt"), lines.encode())
+    Storage().write_bytes(join(out, "failed.txt"), lines.encode())
     report.seconds = time.perf_counter() - start
 
 

@@ -29,43 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from maskagain.data.storage import Storage, is_remote
+
 INDEX_NAME = "index.json"
 FORMAT = "maskagain-shards-1"
-READ_ERRORS = (OSError,)
-
-
-# ----------------------------------------------------------------------------- storage
-def is_remote(path: str) -> bool:
-    """True for an object-storage URL (``s3://``, ``gs://``, ...)."""
-    return "://" in path and not path.startswith("file://")
-
-
-def read_bytes(path: str) -> bytes:
-    """A whole (small) file."""
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def read_range(path: str, start: int, length: int) -> bytes:
-    """``length`` bytes of ``path`` from ``start``: one seek and one read."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(length)
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write ``path`` atomically: under a temporary name first, renamed when complete."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)
 
 
 @dataclass(frozen=True)
@@ -103,13 +70,13 @@ class ShardIndex:
     failed: list[tuple[str, str]]
 
     @classmethod
-    def load(cls, path: str) -> ShardIndex:
+    def load(cls, path: str, storage: Storage | None = None) -> ShardIndex:
         """Read ``index.json`` (or the folder holding it); ValueError names a malformed one."""
         if not path.endswith(".json"):
             path = join(path, INDEX_NAME)
         try:
-            raw = json.loads(read_bytes(path))
-        except READ_ERRORS as e:
+            raw = json.loads((storage or Storage()).read_bytes(path))
+        except OSError as e:  # StorageError included
             raise ValueError(
                 f"cannot read the shard index {path}: {e}; write it with "
                 "'maskagain prepare --shards SIZE --out DIR'"
@@ -134,14 +101,13 @@ class ShardIndex:
     def shard_path(self, shard: int) -> str:
         return join(self.folder, self.shards[shard])
 
-    def read(self, sample: ShardSample) -> bytes:
-        """The mp4 bytes of ``sample``: one ranged read of its shard."""
-        return read_range(self.shard_path(sample.shard), sample.offset, sample.size)
+    def read(self, sample: ShardSample, storage: Storage | None = None) -> bytes:
+        """The mp4 bytes of ``sample``: one ranged read of its shard (a ranged GET remotely)."""
+        storage = storage or Storage()
+        return storage.read_range(self.shard_path(sample.shard), sample.offset, sample.size)
 
 
-def shard_order(
-    shard_of: np.ndarray, seed: int, epoch: int, window: int
-) -> list[int]:
+def shard_order(shard_of: np.ndarray, seed: int, epoch: int, window: int) -> list[int]:
     """A seeded epoch order of samples ``0..len(shard_of)-1`` that keeps shards together: the
     shards in an order drawn from ``(seed, epoch)``, the samples of each ``window`` consecutive
     shards of that order shuffled together."""

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from maskagain.config import ConfigError, to_dict
 from maskagain.data import BadFileTracker, DataConfig, MaskCollator
 from maskagain.data.prepare import EncodeOptions
+from maskagain.data.storage import is_remote
 from maskagain.data.transforms import crop_on_device, normalize_video
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.run import build_optimization, build_train_loader
@@ -68,7 +69,7 @@ SPLITS_FILE = "splits.json"
 def video_paths(dataset: Dataset) -> list[str]:
     """Where each video of a :class:`~maskagain.data.ClipDataset` comes from (absolute paths)."""
     paths = [dataset.path(i) for i in range(dataset.num_videos)]
-    return [p if p.startswith("synthetic:") else os.path.abspath(p) for p in paths]
+    return [p if p.startswith("synthetic:") or is_remote(p) else os.path.abspath(p) for p in paths]
 
 
 def describe_splits(datasets: dict[str, Dataset | None], root: str = "") -> tuple[dict, dict]:
