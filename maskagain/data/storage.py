@@ -8,8 +8,8 @@ as a broken file like an undecodable video. A missing object is retried too (a l
 read may disagree for a moment on eventually consistent stores); access denied is not.
 
 Remote reads are byte ranges: :meth:`Storage.open_binary` gives a seekable file whose reads are
-ranged GETs of ``block_size`` bytes held in a read-ahead buffer (``io.BufferedReader``), so a
-decoder's seek stays a seek. :class:`IOStats` counts the requests and bytes of one
+ranged GETs of aligned ``block_size`` blocks, the last two kept (a read-ahead cache), so a
+decoder's seek stays a seek and a seek back into a block just read costs nothing. :class:`IOStats` counts the requests and bytes of one
 :class:`Storage` (per process: each DataLoader worker has its copy).
 
 Endpoint, credentials and region come from the usual variables and files of each library
@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, BinaryIO, TypeVar
@@ -225,12 +226,11 @@ class Storage:
         return self.read_bytes(path).decode("utf-8")
 
     def open_binary(self, path: str, *, block_size: int | None = None) -> BinaryIO:
-        """A seekable binary file. Remote: ranged reads of ``block_size`` bytes (default 4 MiB)
-        through a read-ahead buffer; one size request at opening."""
+        """A seekable binary file. Remote: a :class:`RangeFile` reading aligned blocks of
+        ``block_size`` bytes (default 4 MiB), the last two cached; one size request at opening."""
         if not is_remote(path):
             return open(local_path(path), "rb")
-        raw = RangeFile(self, path, self.size(path))
-        return io.BufferedReader(raw, buffer_size=block_size or DEFAULT_BLOCK_SIZE)  # type: ignore[return-value]
+        return RangeFile(self, path, self.size(path), block_size or DEFAULT_BLOCK_SIZE)  # type: ignore[return-value]
 
     def exists(self, path: str) -> bool:
         if not is_remote(path):
@@ -283,12 +283,17 @@ class Storage:
 
 
 class RangeFile(io.RawIOBase):
-    """A remote file as an unbuffered, seekable raw stream: each ``readinto`` is one ranged
-    read of :meth:`Storage.read_range` (wrap it in ``io.BufferedReader`` for read-ahead)."""
+    """A remote file as a seekable binary stream read in aligned blocks of ``block_size`` bytes,
+    each one ranged read of :meth:`Storage.read_range`; the last ``max_blocks`` blocks stay
+    cached, so seeking back into them (a decoder returning to a key frame) costs no request."""
 
-    def __init__(self, storage: Storage, path: str, size: int) -> None:
+    def __init__(
+        self, storage: Storage, path: str, size: int, block_size: int, max_blocks: int = 2
+    ) -> None:
         super().__init__()
         self.storage, self.path, self.size, self.pos = storage, path, size, 0
+        self.block_size, self.max_blocks = block_size, max_blocks
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
         return True
@@ -304,14 +309,28 @@ class RangeFile(io.RawIOBase):
         self.pos = max(0, base + offset)
         return self.pos
 
+    def _block(self, index: int) -> bytes:
+        if index in self._blocks:
+            self._blocks.move_to_end(index)
+            return self._blocks[index]
+        data = self.storage.read_range(self.path, index * self.block_size, self.block_size)
+        self._blocks[index] = data
+        while len(self._blocks) > self.max_blocks:
+            self._blocks.popitem(last=False)
+        return data
+
     def readinto(self, buffer: Any) -> int:
-        length = min(len(buffer), self.size - self.pos)
-        if length <= 0:
-            return 0
-        data = self.storage.read_range(self.path, self.pos, length)
-        buffer[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self.pos < self.size:
+            index, offset = divmod(self.pos, self.block_size)
+            chunk = self._block(index)[offset : offset + len(view) - done]
+            if not chunk:
+                break
+            view[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self.pos += len(chunk)
+        return done
 
 
 def _describe(err: BaseException) -> str:
