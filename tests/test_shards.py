@@ -323,3 +323,15 @@ def test_s3_shards_give_the_batches_of_local_shards(shards, s3_server):
         for key in a:
             if isinstance(a[key], torch.Tensor):
                 assert torch.equal(a[key], b[key]), key
+
+
+def test_webdataset_reads_the_shards(shards):
+    """The layout is WebDataset's: its reader sees every sample's key, mp4 and json members."""
+    wds = pytest.importorskip("webdataset")
+    index = ShardIndex.load(str(shards))
+    urls = [str(shards.parent / name) for name in index.shards]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [s.key for s in index.samples]
+    for got, want in zip(samples, index.samples):
+        assert got["mp4"] == index.read(want)
+        assert json.loads(got["json"])["label"] == want.label
