@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.data import PIPE_ROWS
 from benchmarks.data.decode import write_test_video
-from benchmarks.data.pipeline import REMOTE_ROWS, OurLoader, bench_pipeline
+from benchmarks.data.pipeline import LOCAL_ROW, REMOTE_ROWS, OurLoader, bench_pipeline
 from benchmarks.data.remote import SHARD_SAMPLES, io_costs, local_s3, remote_rows
 from maskagain.data.prepare import EncodeOptions, Job, run_jobs
 
@@ -31,21 +31,22 @@ def test_storage_rows_load_the_local_batches_and_count_their_requests(prepared, 
     copies = 8
     with local_s3() as bucket:
         rows = remote_rows(prepared, bucket, tmp_path, "dense", copies)
-        rows["ours_prepared_r4"] = OurLoader([str(prepared)] * copies, "dense", 4, "same_window")
+        local = OurLoader([str(prepared)] * copies, "dense", 4, "same_window", crop_on_device=True)
+        rows[LOCAL_ROW] = local
         result = bench_pipeline(rows, clips_per_batch=4, rounds=1)  # 2 batches of 1 video
         costs = io_costs(rows, clips=8, clip_share=1.0)
         frames = {name: _frames(rows[name].ds) for name in rows}
     assert all(r["clips_per_s_per_core"] > 0 for r in result.values())
     size = prepared.stat().st_size
-    shards_s3 = costs["ours_shards_s3_r4"]
+    shards_s3 = costs["ours_shards_s3_devcrop_r4"]
     assert shards_s3["requests_per_clip"] == 1 / 4  # one ranged GET per video, 4 clips each
     assert shards_s3["bytes_read_per_clip"] == size / 4 and shards_s3["failures"] == 0
-    assert costs["ours_shards_r4"]["requests_per_clip"] is None  # local: not requests
-    files_s3 = costs["ours_prepared_s3_r4"]
+    assert costs["ours_shards_devcrop_r4"]["requests_per_clip"] is None  # local: not requests
+    files_s3 = costs["ours_prepared_s3_devcrop_r4"]
     assert files_s3["requests_per_clip"] >= 1 / 4 and files_s3["bytes_read_per_clip"] >= size / 4
-    assert len(rows["ours_shards_r4"].ds.index.shards) == copies // SHARD_SAMPLES
+    assert len(rows["ours_shards_devcrop_r4"].ds.index.shards) == copies // SHARD_SAMPLES
     for name in REMOTE_ROWS:  # the same prepared video everywhere: the same frames
-        assert torch.equal(frames[name], frames["ours_prepared_r4"]), name
+        assert torch.equal(frames[name], frames[LOCAL_ROW]), name
 
 
 def _frames(dataset) -> torch.Tensor:

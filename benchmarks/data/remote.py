@@ -1,12 +1,13 @@
-"""Training-loader rows over data kept elsewhere, beside the local prepared-file row
-(``ours_prepared_r4``) of :mod:`benchmarks.data.pipeline`:
+"""Training-loader rows over data kept elsewhere, beside the local prepared-file row that only
+decodes (``ours_prepared_devcrop_r4`` of :mod:`benchmarks.data.pipeline`, the CUDA default
+``data.crop=device``: there reading is the largest share of a clip's cost):
 
-* ``ours_prepared_s3_r4``: the same prepared file read from a local S3 server (moto, in its own
-  process) through ``maskagain.data``'s storage: ranged GETs through a read-ahead buffer of
-  ``data.read_ahead_mb``;
-* ``ours_shards_r4``: the prepared file's bytes as members of tar shards on local disk
+* ``ours_prepared_s3_devcrop_r4``: the same prepared file read from a local S3 server (moto, in
+  its own process) through ``maskagain.data``'s storage: ranged GETs of ``data.read_ahead_mb``;
+* ``ours_shards_devcrop_r4``: the prepared file's bytes as members of tar shards on local disk
   (``data.kind=shards``: one seek + read per sample);
-* ``ours_shards_s3_r4``: those shards in the local S3 server (one ranged GET per sample).
+* ``ours_shards_s3_devcrop_r4``: those shards in the local S3 server (one ranged GET per
+  sample).
 
 Each row also counts what it cost: requests and bytes read per clip, next to the clip's share of
 the file (the bytes of the frames one clip spans). The S3 server runs on the same machine, so its
@@ -100,6 +101,7 @@ class ShardLoader(OurLoader):
         cfg = DataConfig(kind="shards", sampling=sampling, num_sample=num_sample, repeat=repeat,
                          decode_threads=1, num_workers=0)  # fmt: skip
         self.ds = ShardDataset(ShardIndex.load(index), cfg, "train", "pretrain")
+        self.ds.defer_crop()  # decode only, as the local row compared with
         self.collate = MaskCollator("tube", 0.9, (8, 14, 14))
 
 
@@ -112,10 +114,11 @@ def remote_rows(prepared: Path, bucket: str, work: Path, sampling: str, copies: 
     Storage().write_bytes(url, prepared.read_bytes())
     local = write_shards(str(work / "shards" / name), prepared, copies)
     remote = write_shards(f"{bucket}/shards/{name}", prepared, copies)
+    files = OurLoader([url] * copies, sampling, 4, "same_window", crop_on_device=True)
     return {
-        "ours_prepared_s3_r4": OurLoader([url] * copies, sampling, 4, "same_window"),
-        "ours_shards_r4": ShardLoader(local, sampling, 4, "same_window"),
-        "ours_shards_s3_r4": ShardLoader(remote, sampling, 4, "same_window"),
+        "ours_prepared_s3_devcrop_r4": files,
+        "ours_shards_devcrop_r4": ShardLoader(local, sampling, 4, "same_window"),
+        "ours_shards_s3_devcrop_r4": ShardLoader(remote, sampling, 4, "same_window"),
     }
 
 
