@@ -112,8 +112,9 @@ def shard_order(shard_of: np.ndarray, seed: int, epoch: int, window: int) -> lis
     shards in an order drawn from ``(seed, epoch)``, the samples of each ``window`` consecutive
     shards of that order shuffled together."""
     rng = np.random.default_rng([seed, epoch])
-    shards = rng.permutation(int(shard_of.max()) + 1)
-    members = [np.flatnonzero(shard_of == s) for s in range(len(shards))]
+    count = np.bincount(shard_of)
+    shards = rng.permutation(len(count))
+    members = np.split(np.argsort(shard_of, kind="stable"), np.cumsum(count)[:-1])
     order: list[int] = []
     for start in range(0, len(shards), window):
         block = np.concatenate([members[s] for s in shards[start : start + window]])
