@@ -335,3 +335,12 @@ def test_webdataset_reads_the_shards(shards):
     for got, want in zip(samples, index.samples):
         assert got["mp4"] == index.read(want)
         assert json.loads(got["json"])["label"] == want.label
+
+
+def test_a_split_without_its_list_is_read_from_root(shards):
+    from maskagain.data import build_dataset
+
+    ds = build_dataset(tiny_data(root=str(shards.parent.parent)), "train", "pretrain")
+    assert isinstance(ds, ShardDataset) and ds.num_videos == VIDEOS
+    with pytest.raises(ValueError, match="shard index"):
+        build_dataset(tiny_data(root=str(shards.parent.parent)), "val", "eval")  # no val/
