@@ -221,22 +221,25 @@ def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
     """Seconds per clip of each row, round-robin over rows (order rotated every round), one
     batch of ``clips_per_batch`` clips per row per round; median over rounds after a warm-up."""
     times: dict[str, list[float]] = {name: [] for name in rows}
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
     names = list(rows)
     for k in range(rounds + 1):
         order = names[k % len(names) :] + names[: k % len(names)]
         for name in order:
             r = 4 if name.endswith("r4") or name == "videomae_v2" else 1
             videos = list(range(clips_per_batch // r))
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             batch = rows[name].batch(videos)
-            elapsed = time.perf_counter() - start
+            elapsed, used = time.perf_counter() - start, time.process_time() - start_cpu
             clips = len(batch["video"]) if "video" in batch else len(batch["boxes"])
             assert clips == clips_per_batch and batch["mask"].shape[0] == clips
             if k > 0:  # the first round warms up caches and libraries
                 times[name].append(elapsed / clips_per_batch)
+                cpu[name].append(used / clips_per_batch)
     return {
         name: {
             "clips_per_s_per_core": 1.0 / statistics.median(t),
+            "clips_per_cpu_s": 1.0 / statistics.median(cpu[name]),
             "seconds_per_clip_median": statistics.median(t),
             "seconds_per_clip_min": min(t),
             "seconds_per_clip_max": max(t),
@@ -323,14 +326,21 @@ def profile_clip(
 
 
 def pipeline_report(
-    work: Path, quick: bool, rounds: int, clips_per_batch: int, profile_clips: int
+    work: Path,
+    quick: bool,
+    rounds: int,
+    clips_per_batch: int,
+    profile_clips: int,
+    sources: tuple[str, ...] = (),
+    rows: tuple[str, ...] = (),
 ) -> dict:
     """Write the sources, prepare them with ``maskagain prepare``'s library, bench every row
-    (the storage rows against a local S3 server) and profile ours; returns the ``pipeline``
-    part of the report."""
+    (the storage rows against a local S3 server; ``rows``/``sources``: only these) and profile
+    ours; returns the ``pipeline`` part of the report."""
     from benchmarks.data.remote import local_s3
 
-    sources = QUICK_SOURCES if quick else PIPE_SOURCES
+    every = QUICK_SOURCES if quick else PIPE_SOURCES
+    chosen = {k: v for k, v in every.items() if not sources or k in sources}
     flops = clip_flops()
     out: dict = {"rounds": rounds, "clips_per_batch": clips_per_batch, "sources": {}}
     out["gflop_per_clip"] = {k: v / 1e9 for k, v in flops.items()}
@@ -339,8 +349,8 @@ def pipeline_report(
         shutil.rmtree(work / f"prepared_{variant}", ignore_errors=True)
     shutil.rmtree(work / "shards", ignore_errors=True)
     with local_s3() as bucket:
-        for name, spec in sources.items():
-            entry = bench_source(work, name, spec, bucket, rounds, clips_per_batch, out)
+        for name, spec in chosen.items():
+            entry = bench_source(work, name, spec, bucket, rounds, clips_per_batch, out, rows)
             for label, path, on_device in _profiles(work, name, spec) if profile_clips else ():
                 entry["profile"][label] = profile_clip(
                     str(path), 256, 4, spec[5], profile_clips, on_device
@@ -372,9 +382,17 @@ def prepare_variants(work: Path, original: Path) -> tuple[dict[str, Path], float
 
 
 def bench_source(
-    work: Path, name: str, spec: tuple, bucket: str, rounds: int, clips_per_batch: int, out: dict
+    work: Path,
+    name: str,
+    spec: tuple,
+    bucket: str,
+    rounds: int,
+    clips_per_batch: int,
+    out: dict,
+    only: tuple[str, ...] = (),
 ) -> dict:
-    """Every row on one source: rates, ratios, cores per GPU, the storage rows' I/O costs."""
+    """Every row (or those in ``only``) on one source: rates, ratios, cores per GPU, the storage
+    rows' I/O costs."""
     from benchmarks.data.remote import io_costs, remote_rows
     from maskagain.data.decode import VideoFile
 
@@ -382,17 +400,9 @@ def bench_source(
     prepared, prepare_seconds = prepare_variants(work, original)
     rows = build_rows(original, prepared, spec[5], copies=clips_per_batch)
     rows.update(remote_rows(prepared["fast"], bucket, work, spec[5], clips_per_batch))
+    rows = {k: v for k, v in rows.items() if not only or k in only}
     result = bench_pipeline(rows, clips_per_batch, rounds)
-    base = {k: result[k]["clips_per_s_per_core"] for k in ("videomae", "videomae_v2")}
-    local = result[LOCAL_ROW]["clips_per_s_per_core"]
-    for row in result.values():
-        rate = row["clips_per_s_per_core"]
-        row["x_videomae"], row["x_videomae_v2"] = (
-            rate / base["videomae"],
-            rate / base["videomae_v2"],
-        )
-        row["x_local_prepared"] = rate / local
-        row["cores_per_gpu"] = {k: g / rate for k, g in out["gpu_clips_per_s_estimate"].items()}
+    add_ratios(result, out["gpu_clips_per_s_estimate"])
     with VideoFile(prepared["fast"]) as v:
         frames = v.num_frames
     span = 61 if spec[5] == "dense" else frames  # 16 frames every 4th; segment: the whole video
@@ -413,6 +423,23 @@ def bench_source(
         "io": io_costs(rows, clips, size * min(1.0, span / frames)),
         "profile": {},
     }
+
+
+def add_ratios(result: dict, gpu_rates: dict[str, float]) -> None:
+    """Each row's rate over VideoMAE's, VideoMAE V2's and the local prepared file's (None for
+    a row not run), and cores per GPU."""
+    for row in result.values():
+        rate, cpu_rate = row["clips_per_s_per_core"], row["clips_per_cpu_s"]
+        for key, base in (("x_videomae", "videomae"), ("x_videomae_v2", "videomae_v2"),
+                          ("x_local_prepared", LOCAL_ROW)):  # fmt: skip
+            row[key] = rate / result[base]["clips_per_s_per_core"] if base in result else None
+        local = result.get(LOCAL_ROW)
+        row["x_local_prepared_cpu"] = cpu_rate / local["clips_per_cpu_s"] if local else None
+        row["cores_per_gpu"] = {k: g / rate for k, g in gpu_rates.items()}
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _profiles(work: Path, name: str, spec: tuple) -> tuple:
@@ -462,7 +489,7 @@ def pipeline_markdown(report: dict) -> str:
         for row, r in s["rows"].items():
             lines.append(
                 f"| {name} ({s['size']}, {s['codec']}) | {row} | {r['clips_per_s_per_core']:.2f} "
-                f"| {r['x_videomae']:.2f} | {r['x_videomae_v2']:.2f} "
+                f"| {_ratio(r['x_videomae'])} | {_ratio(r['x_videomae_v2'])} "
                 f"| {r['cores_per_gpu']['B->B']:.0f} | {r['cores_per_gpu']['B->S']:.0f} |"
             )
     lines += storage_markdown(p)
@@ -529,12 +556,14 @@ def storage_markdown(p: dict) -> list[str]:
         "storage layer per clip (4 clips per decoded video); the clip's share is the prepared "
         "file's bytes times the frames one clip spans over the video's frames.",
         "",
-        "| source | row | clips/s/core | x local files | requests/clip | KB read/clip "
-        "| clip's share KB |",
-        "|---|---|---|---|---|---|---|",
+        "| source | row | clips/s/core | x local files | clips per CPU-s | x local files (CPU) "
+        "| requests/clip | KB read/clip | clip's share KB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in p["sources"].items():
         for row in (LOCAL_ROW, *REMOTE_ROWS):
+            if row not in s["rows"]:
+                continue
             r, io = s["rows"][row], s["io"].get(row)
             reqs = f"{io['requests_per_clip']:.2f}" if io and io["requests_per_clip"] else "local"
             read = (
@@ -545,6 +574,7 @@ def storage_markdown(p: dict) -> list[str]:
             share = f"{io['clip_share_bytes'] / 1e3:.0f}" if io else "-"
             lines.append(
                 f"| {name} | {row} | {r['clips_per_s_per_core']:.2f} "
-                f"| {r['x_local_prepared']:.2f} | {reqs} | {read} | {share} |"
+                f"| {_ratio(r['x_local_prepared'])} | {r['clips_per_cpu_s']:.2f} "
+                f"| {_ratio(r['x_local_prepared_cpu'])} | {reqs} | {read} | {share} |"
             )
     return lines

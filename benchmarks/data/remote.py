@@ -126,7 +126,7 @@ def io_costs(rows: dict, clips: int, clip_share: float) -> dict:
     """Requests and bytes read per clip of the rows that read object storage, after ``clips``
     clips each, and the clip's share of the file in bytes (local reads are not counted)."""
     out = {}
-    for name in REMOTE_ROWS:
+    for name in (r for r in REMOTE_ROWS if r in rows):
         stats = rows[name].ds.storage.stats
         remote = stats.requests > 0
         out[name] = {

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.data.decode import VIDEOS, bench_video, check_same_frames, write_test_video
-from benchmarks.data.pipeline import pipeline_markdown, pipeline_report
+from benchmarks.data.pipeline import PIPE_ROWS, PIPE_SOURCES, pipeline_markdown, pipeline_report
 from benchmarks.data.probes import cnn_probe_synthetic, probe_synthetic, synthetic_speed
 from maskagain.data import DataConfig, build_transform
 
@@ -220,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, default=12, metavar="VIDEOS", help="--pipeline profile (0: off)"
     )
+    parser.add_argument(
+        "--sources", nargs="+", choices=list(PIPE_SOURCES), help="--pipeline: only these sources"
+    )
+    parser.add_argument("--rows", nargs="+", choices=list(PIPE_ROWS),
+                        help="--pipeline: only these rows (ratios to rows left out: -)")  # fmt: skip
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--markdown", type=Path, help="update the data section of this file")
     args = parser.parse_args(argv)
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             clips_per_batch=args.batch_clips,
             profile_clips=args.profile,
+            sources=tuple(args.sources or ()),
+            rows=tuple(args.rows or ()),
         )
         pipeline.update(quick)
         if not any(a.startswith("--clips") for a in argv):
