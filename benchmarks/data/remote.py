@@ -51,12 +51,12 @@ def local_s3() -> Iterator[str]:
     env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # filesystems made earlier keep their endpoint
     try:
         _wait_for(port)
-        import fsspec
-
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("bench")
+        s3fs.S3FileSystem().mkdir("bench")
         yield "s3://bench"
     finally:
         server.kill()
@@ -66,6 +66,7 @@ def local_s3() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _wait_for(port: int, timeout: float = 30.0) -> None:
