@@ -17,7 +17,9 @@ CPU is not the loader's and the network is a loopback: the rows measure the clie
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +49,7 @@ def local_s3() -> Iterator[str]:
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_end_with_parent,
     )
     env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in env}
@@ -67,6 +70,13 @@ def local_s3() -> Iterator[str]:
             else:
                 os.environ[k] = v
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _end_with_parent() -> None:
+    """In the server's process (Linux): a SIGTERM when the benchmark's process dies, so a killed
+    benchmark leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_for(port: int, timeout: float = 30.0) -> None:

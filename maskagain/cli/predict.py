@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskagain.data.config import DataConfig
+    from maskagain.data.shard_dataset import ShardDataset
 
 HELP = "predict the classes of unlabelled videos with a fine-tuned classifier (or its ONNX export)"
 
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if len(pred.failed) < pred.videos else 1
 
 
-def _shard_dataset(index: str, cfg):
+def _shard_dataset(index: str, cfg: DataConfig) -> ShardDataset:
     """The samples of a shard index as a test dataset; ConfigError names a bad index."""
     from maskagain.config import ConfigError
     from maskagain.data.shard_dataset import ShardDataset
