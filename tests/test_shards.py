@@ -305,24 +305,27 @@ def test_prepare_shards_to_s3_resumes_after_sigkill(source, shards, s3_server):
 
 def test_s3_shards_give_the_batches_of_local_shards(shards, s3_server):
     """The same shard set, uploaded to a bucket: the same seeded order and the same batches
-    (repeated sampling included), each sample one ranged GET."""
+    (repeated sampling included), each sample one ranged GET; in DataLoader workers too."""
     url = s3_server.upload(shards.parent, s3_server.bucket("train"), "k400/train")
     cfg = tiny_data(num_sample=2)
     batches = {}
-    for name, index in (("local", str(shards)), ("s3", f"{url}/index.json")):
+    runs = (("local", str(shards), 0), ("s3", f"{url}/index.json", 0),
+            ("s3_workers", f"{url}/index.json", 2))  # fmt: skip
+    for name, index, workers in runs:
         ds = ShardDataset(ShardIndex.load(index), cfg, "train", "pretrain")
         sampler = ResumableSampler(len(ds), seed=5, order=ds.epoch_order)
         sampler.set_epoch(1)
         loader = DataLoader(SeededItems(ds, 5), batch_size=4, sampler=sampler,
-                            collate_fn=MaskCollator("tube", 0.5, (2, 4, 4), 5))  # fmt: skip
+                            num_workers=workers, collate_fn=MaskCollator("tube", 0.5, (2, 4, 4), 5))  # fmt: skip
         batches[name] = list(itertools.islice(loader, 2))
         if name == "s3":
             assert ds.storage.stats.requests == 8 and ds.storage.stats.failures == 0
-    for a, b in zip(batches["local"], batches["s3"]):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(a[key], torch.Tensor):
-                assert torch.equal(a[key], b[key]), key
+    for other in ("s3", "s3_workers"):
+        for a, b in zip(batches["local"], batches[other]):
+            assert a.keys() == b.keys()
+            for key in a:
+                if isinstance(a[key], torch.Tensor):
+                    assert torch.equal(a[key], b[key]), (other, key)
 
 
 def test_webdataset_reads_the_shards(shards):
