@@ -12,7 +12,8 @@ the same shards as an uninterrupted one. A sample's key is its position in the s
 (``00000042``). Inputs that cannot be read are listed (``index.json`` "failed" and
 ``OUT/failed.txt``) and skipped.
 
-    report, indexes = prepare_shards_lists(["train.csv"], "/data/k400", "/data/k400_shards", 2e8)
+    size = parse_size("256MB")
+    report, indexes = prepare_shards_lists(["train.csv"], "/data/k400", "s3://bucket/k400", size)
 """
 
 from __future__ import annotations

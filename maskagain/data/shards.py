@@ -1,5 +1,5 @@
-"""Sequential shards: prepared videos packed into WebDataset tar files, an index, and a dataset
-that reads them in a shard-aware, seeded order.
+"""Sequential shards: prepared videos packed into WebDataset tar files, their index, and the
+shard-aware, seeded epoch order.
 
 A shard set (one split, written by ``maskagain prepare --shards``) is a folder, local or in
 object storage::
