@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from _s3 import s3_server  # noqa: F401  (a real S3 API on localhost, session-wide)
 
 _PROCESS_MARKERS = ("subprocess", "torchrun", "e2e")
 

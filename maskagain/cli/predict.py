@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskagain.data.config import DataConfig
+    from maskagain.data.shard_dataset import ShardDataset
 
 HELP = "predict the classes of unlabelled videos with a fine-tuned classifier (or its ONNX export)"
 
@@ -16,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a finetune run directory, a Hugging Face export directory or an .onnx export",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="video files, folders (walked recursively) or list files (.txt/.csv)")  # fmt: skip
+                        help="video files, folders (walked recursively), list files (.txt/.csv) "
+                             "or the index.json of shards (maskagain prepare --shards)")  # fmt: skip
     parser.add_argument("--top-k", type=int, default=5, help="classes per row (default 5)")
     parser.add_argument("--out", metavar="FILE", help=".csv or .jsonl; default: a table on stdout")
     parser.add_argument(
@@ -59,24 +65,43 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"maskagain predict: error: {problem}", file=sys.stderr)
         return 2
-    paths = collect_videos(args.inputs)
+    indexes = [i for i in args.inputs if i.endswith(".json")]
+    if indexes and len(args.inputs) > 1:
+        print("maskagain predict: error: give one shard index.json alone", file=sys.stderr)
+        return 2
+    paths = [] if indexes else collect_videos(args.inputs)
     predictor = load_predictor(args.checkpoint, args.ema, args.device)
     try:
         cfg = data_config(predictor.preprocessing, args.workers, test_clips=args.clips,
                           test_crops=args.crops, sampling_rate=args.sampling_rate)  # fmt: skip
     except ConfigError as e:
         raise ConfigError(f"{e} (from --clips/--crops/--sampling-rate or the model)") from None
+    dataset = _shard_dataset(indexes[0], cfg) if indexes else None
+    if dataset is not None:
+        paths = [dataset.path(i) for i in range(dataset.num_videos)]
     views = f"{cfg.test_crops} crops per window" if args.windows else f"{cfg.views_per_video} views"
     count = f"{len(paths)} video{'s' if len(paths) != 1 else ''}"
     print(f"predicting {count} with {predictor.backend}, {views}", file=sys.stderr)
     pred = predict(predictor, paths, cfg, args.top_k, args.windows, args.stride,
-                   args.batch_size, not args.no_progress)  # fmt: skip
+                   args.batch_size, not args.no_progress, dataset)  # fmt: skip
     if args.out:
         print(f"wrote {write_predictions(pred, args.out, min(args.top_k, predictor.num_classes))}")
     else:
         print(format_table(pred))
     _summary(pred)
     return 0 if len(pred.failed) < pred.videos else 1
+
+
+def _shard_dataset(index: str, cfg: DataConfig) -> ShardDataset:
+    """The samples of a shard index as a test dataset; ConfigError names a bad index."""
+    from maskagain.config import ConfigError
+    from maskagain.data.shard_dataset import ShardDataset
+    from maskagain.data.shards import ShardIndex
+
+    try:
+        return ShardDataset(ShardIndex.load(index), cfg, "test", "eval")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check(args: argparse.Namespace, formats: tuple[str, ...]) -> str | None:

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="processes (default 0: one per CPU core)"
     )
+    parser.add_argument(
+        "--shards",
+        metavar="SIZE",
+        help="write tar shards of about SIZE (e.g. 256MB) and an index per split instead of files",
+    )
 
 
 def _error(message: str) -> None:
@@ -56,17 +61,28 @@ def run(args: argparse.Namespace) -> int:
         crf=args.crf,
         fast_decode=not args.no_fast_decode,
     )
+    if args.folder and not os.path.isdir(args.folder):
+        _error(f"folder not found: {args.folder}")
+        return 2
+    missing = [f for f in args.list or [] if not os.path.isfile(f)]
+    if missing:
+        _error(f"list file not found: {missing[0]}")
+        return 2
+    if args.shards:
+        return _run_shards(args, opts)
     if args.folder:
-        if not os.path.isdir(args.folder):
-            _error(f"folder not found: {args.folder}")
-            return 2
         report, lists = prepare_folder(args.folder, args.out, opts, args.workers)
     else:
-        missing = [f for f in args.list if not os.path.isfile(f)]
-        if missing:
-            _error(f"list file not found: {missing[0]}")
-            return 2
         report, lists = prepare_lists(args.list, args.root, args.out, opts, args.workers)
+    _print_report(report, args.out, "lists")
+    ratio = report.bytes_out / report.bytes_in if report.bytes_in else 0.0
+    print(f"size: {_mb(report.bytes_in)} before, {_mb(report.bytes_out)} after ({ratio:.2f}x)")
+    for path in lists:
+        print(f"  list: {path}")
+    return 0
+
+
+def _print_report(report, out: str, left_out_of: str) -> None:
     print(
         f"{report.written} written, {report.skipped} already done, {len(report.failed)} failed "
         f"in {report.seconds:.1f}s"
@@ -74,9 +90,29 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}")
     if report.failed:
-        print(f"  (listed in {os.path.join(args.out, 'failed.txt')}; left out of the lists)")
-    ratio = report.bytes_out / report.bytes_in if report.bytes_in else 0.0
-    print(f"size: {_mb(report.bytes_in)} before, {_mb(report.bytes_out)} after ({ratio:.2f}x)")
-    for path in lists:
-        print(f"  list: {path}")
+        print(f"  (listed in {out.rstrip('/')}/failed.txt; left out of the {left_out_of})")
+
+
+def _run_shards(args: argparse.Namespace, opts) -> int:
+    from maskagain.data.shard_writer import parse_size, prepare_shards_folder, prepare_shards_lists
+    from maskagain.data.storage import has_credentials, redact
+
+    try:
+        size = parse_size(args.shards)
+    except ValueError as e:
+        _error(f"--shards: {e}")
+        return 2
+    if has_credentials(args.out):
+        _error("--out holds credentials in its URL; give them through the environment")
+        return 2
+    if args.folder:
+        report, indexes = prepare_shards_folder(args.folder, args.out, size, opts, args.workers)
+    else:
+        report, indexes = prepare_shards_lists(
+            args.list, args.root, args.out, size, opts, args.workers
+        )
+    _print_report(report, redact(args.out), "shards")
+    print(f"shards: {_mb(report.bytes_out)} of prepared video")
+    for path in indexes:
+        print(f"  index: {redact(path)}")
     return 0

@@ -125,9 +125,12 @@ def check_paths(cfg, recipe: Recipe) -> None:
 
 def data_path_error(data) -> str | None:
     """The first missing data path (``data.root``, then the list files), as one line, or None."""
+    from maskagain.data.storage import is_remote
     from maskagain.models.loading import did_you_mean
 
     if data is None or getattr(data, "kind", "synthetic") == "synthetic":
+        return None
+    if is_remote(data.root):  # read when the dataset is built, which names a missing object
         return None
     root = Path(str(data.root or ".")).expanduser()
     if data.root and not root.is_dir():

@@ -11,8 +11,10 @@ synthetic motion dataset, mask collation and bad-file accounting.
     frames = read_clip("video.webm", [0, 4, 8], short_side=256)   # uint8 (T, H, W, C)
 
 Kinds: ``list`` (``path label`` lines, space or comma), ``folder`` (``root/[split/]class/video``),
-``frames`` (``path num_frames label`` + ``img_{:05d}.jpg`` folders), ``synthetic`` (generated on
-the fly; ``maskagain make-synthetic --out DIR`` writes the same clips as mp4 + list files).
+``frames`` (``path num_frames label`` + ``img_{:05d}.jpg`` folders), ``shards`` (tar shards and
+the ``index.json`` of ``maskagain prepare --shards``, local or in object storage), ``synthetic``
+(generated on the fly; ``maskagain make-synthetic --out DIR`` writes the same clips as mp4 + list
+files).
 """
 
 from maskagain._lazy import lazy_exports
@@ -33,6 +35,8 @@ __getattr__, __dir__ = lazy_exports(
         "decode": ["VideoDecodeError", "VideoFile", "count_frames", "read_clip"],
         "lists": ["ListFormatError", "VideoRecord", "read_list", "scan_class_folders"],
         "sampling": ["dense_indices", "sample_indices", "segment_indices"],
+        "shard_dataset": ["ShardDataset"],
+        "shards": ["ShardIndex"],
         "synthetic": ["MOTIONS", "SyntheticSpec", "make_clip", "write_synthetic_dataset"],
         "transforms": ["ClipTransform", "MultiScaleCrop", "build_transform"],
     },
@@ -48,6 +52,8 @@ __all__ = [
     "ListFormatError",
     "MaskCollator",
     "MultiScaleCrop",
+    "ShardDataset",
+    "ShardIndex",
     "SyntheticSpec",
     "SyntheticVideoDataset",
     "TooManyBadFiles",

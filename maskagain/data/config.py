@@ -17,7 +17,9 @@ class DataConfig:
 
     ``kind``: ``list`` (VideoMAE/MVD list files ``path label``), ``folder`` (``root/<class>/<video>``
     trees, or ``root/<split>/<class>/<video>``), ``frames`` (``path num_frames label`` lists of
-    frame folders) or ``synthetic`` (generated on the fly, no files).
+    frame folders), ``shards`` (the ``index.json`` of a shard set of ``maskagain prepare
+    --shards`` in each split's list key; unset: ``root/<split>/index.json``) or ``synthetic``
+    (generated on the fly, no files).
     ``flip=None`` means on, except for segment sampling (SSv2) and the synthetic set, whose labels
     depend on left/right.
 
@@ -38,9 +40,9 @@ class DataConfig:
     device on CUDA, worker elsewhere.
     """
 
-    kind: Literal["list", "folder", "frames", "synthetic"] = "list"
-    """list (path label files), folder (root/<class>/<video>), frames (frame folders) or
-    synthetic"""
+    kind: Literal["list", "folder", "frames", "shards", "synthetic"] = "list"
+    """list (path label files), folder (root/<class>/<video>), frames (frame folders), shards
+    (tar shards of maskagain prepare --shards) or synthetic"""
     root: str = ""
     """folder the videos (and relative list files) are under"""
     train_list: str = ""
@@ -63,6 +65,8 @@ class DataConfig:
     """file name of a frame image (kind frames)"""
     frame_start: int = 1
     """number of the first frame image (kind frames)"""
+    shard_window: int = 4
+    """kind shards: the samples of this many consecutive shards are shuffled together"""
 
     num_frames: int = 16
     """frames per clip (the models take it unless set)"""
@@ -115,6 +119,17 @@ class DataConfig:
     (needs normalize there)"""
     decode_threads: int = 0
     """FFmpeg threads per decoder; 0: cores / workers"""
+    storage_retries: int = 3
+    """remote data (root a URL such as s3://bucket/k400): retries of a failed request, with
+    exponential backoff from 0.2 s; past them the video counts as a bad file"""
+    storage_timeout_s: float = 30.0
+    """remote data: connect and read timeout of one request, in seconds"""
+    read_ahead_mb: float = 4.0
+    """remote data: bytes fetched per ranged read of a video, in MiB (one clip's span of a
+    prepared video, usually the whole file)"""
+    listing_cache: str = ""
+    """remote folder data: JSON file caching the listing of root; empty: the run directory's
+    listing.json"""
     seed: int = 0
     """seed of clip sampling and augmentation"""
 
@@ -147,6 +162,7 @@ class DataConfig:
             "input_size",
             "short_side",
             "max_replacements",
+            "shard_window",
             "synthetic_train_clips",
             "synthetic_val_clips",
         ):
@@ -156,11 +172,22 @@ class DataConfig:
             )
         if self.num_workers == "auto":
             self.num_workers = available_workers()
-        for key in ("num_workers", "decode_threads", "min_samples_for_bad_check"):
+        for key in (
+            "num_workers",
+            "decode_threads",
+            "min_samples_for_bad_check",
+            "storage_retries",
+        ):
             check(
                 int(getattr(self, key)) >= 0,
                 f"config key '{path}.{key}' must be >= 0, got {getattr(self, key)!r}",
             )
+        for key in ("storage_timeout_s", "read_ahead_mb"):
+            check(
+                float(getattr(self, key)) > 0,
+                f"config key '{path}.{key}' must be > 0, got {getattr(self, key)!r}",
+            )
+        self._check_urls(path)
         check(
             self.synthetic_frames >= 0,
             f"config key '{path}.synthetic_frames' must be >= 0 (0: the span of one clip), "
@@ -238,17 +265,41 @@ class DataConfig:
             except ValueError as e:
                 raise ConfigError(f"config key '{path}.rand_augment': {e}") from None
 
+    def _check_urls(self, path: str) -> None:
+        """URLs (``s3://...``) carry no credentials (they would be saved with the run), and
+        frame folders are local."""
+        from maskagain.data.storage import has_credentials, is_remote
+
+        for key in ("root", "train_list", "val_list", "test_list", "class_index"):
+            value = getattr(self, key)
+            check(
+                not has_credentials(value),
+                f"config key '{path}.{key}' holds credentials in its URL; give them "
+                "through the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+                "GOOGLE_APPLICATION_CREDENTIALS) or the provider's credentials file",
+            )
+            check(
+                not (value and self.kind == "frames" and is_remote(value)),
+                f"config key '{path}.{key}' is a URL, but frame folders (data.kind=frames) "
+                "are read from local disk: copy them locally or encode them as videos",
+            )
+
     def resolve_paths(self, base: str | os.PathLike) -> None:
-        """Make ``root``, the list files and ``class_index`` absolute (``~`` expanded), relative
-        ones read against the absolute directory ``base``; an empty ``root`` of list data
-        becomes ``base`` (relative list entries are read against it)."""
+        """Make ``root``, the list files, ``class_index`` and ``listing_cache`` absolute (``~``
+        expanded), relative ones read against the absolute directory ``base``; an empty
+        ``root`` of list data becomes ``base`` (relative list entries are read against it).
+        URLs (``s3://...``) stay as they are."""
+        from maskagain.data.storage import is_remote
+
         base = os.fspath(base)
         if not os.path.isabs(base):
             raise ValueError(f"paths are resolved against an absolute directory, not {base!r}")
         if not self.root and self.kind in ("list", "frames"):
             self.root = base
-        for key in ("root", "train_list", "val_list", "test_list", "class_index"):
+        for key in ("root", "train_list", "val_list", "test_list", "class_index", "listing_cache"):
             value = getattr(self, key)
+            if is_remote(value):
+                continue
             if value and self.kind != "synthetic":
                 path = os.path.join(base, os.path.expanduser(value))
                 setattr(self, key, os.path.normpath(path))

@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from maskagain.data.bad_files import TooManyBadFiles
 from maskagain.data.config import DataConfig
 from maskagain.data.decode import VideoDecodeError, VideoFile, short_side_size
+from maskagain.data.listing import FileTree, file_tree
 from maskagain.data.lists import (
     VideoRecord,
     folder_split_records,
@@ -39,6 +40,7 @@ from maskagain.data.lists import (
     read_list,
 )
 from maskagain.data.sampling import sample_indices
+from maskagain.data.storage import Storage, StoragePolicy
 from maskagain.data.synthetic import SyntheticSpec, clip_rng, prerendered, render_clip
 from maskagain.data.transforms import build_transform
 
@@ -297,12 +299,16 @@ class VideoListDataset(ClipDataset):
             class_names = [str(i) for i in range(max(r.label for r in records) + 1)]
         super().__init__(cfg, split, purpose, len(records), class_names, on_device)
         self.records = records
+        policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
+        self.storage = Storage(policy)  # .stats: requests and bytes of remote videos read here
 
     def open(self, video_id: int) -> ClipSource:
         r = self.records[video_id]
         if r.num_frames is not None:
             return FrameFolder(r.path, r.num_frames, self.cfg.frame_template, self.cfg.frame_start)
-        return VideoFile(r.path, threads=self.cfg.decode_threads or decode_threads())
+        threads = self.cfg.decode_threads or decode_threads()
+        block = int(self.cfg.read_ahead_mb * 2**20)
+        return VideoFile(r.path, threads=threads, storage=self.storage, block_size=block)
 
     def label(self, video_id: int) -> int:
         return self.records[video_id].label
@@ -372,17 +378,19 @@ def _list_file(cfg: DataConfig, split: str) -> str:
     return path
 
 
-def folder_class_index(cfg: DataConfig) -> list[str]:
+def folder_class_index(cfg: DataConfig, tree: FileTree | None = None) -> list[str]:
     """Class names of a folder dataset: read from ``class_index`` (default ``root/classes.txt``
     when one is there) or the class folders of all splits under ``root``, sorted. Nothing is
     written into the data (a run keeps its class names in its own directory)."""
-    path = cfg.class_index or os.path.join(cfg.root, "classes.txt")
-    if os.path.isfile(path):
+    tree = tree or file_tree(cfg.root)
+    root = cfg.root.rstrip("/")
+    path = cfg.class_index or f"{root}/classes.txt"
+    if tree.is_file(path) or (cfg.class_index and os.path.isfile(path)):
         return read_class_index(path)
-    dirs = [os.path.join(cfg.root, s) for s in SPLITS if os.path.isdir(os.path.join(cfg.root, s))]
+    dirs = [f"{root}/{s}" for s in SPLITS if tree.is_dir(f"{root}/{s}")]
     names: set[str] = set()
-    for d in dirs or [cfg.root]:
-        names.update(e.name for e in os.scandir(d) if e.is_dir())
+    for d in dirs or [root]:
+        names.update(tree.dirs(d))
     if not names:
         raise ValueError(f"{cfg.root}: no class folders")
     return sorted(names)
@@ -416,13 +424,18 @@ def build_dataset(
             fresh_every_epoch=cfg.fresh_every_epoch and split == "train",
             on_device=on_device,
         )
+    if cfg.kind == "shards":
+        from maskagain.data.shard_dataset import open_shards
+
+        return open_shards(cfg, split, purpose, on_device)
     names = read_class_index(cfg.class_index) if cfg.class_index and cfg.kind != "folder" else None
     if cfg.kind == "folder":
         if not cfg.root:
             raise ValueError("DataConfig.root must be set for kind='folder'")
-        names = folder_class_index(cfg)
+        tree = file_tree(cfg.root, cfg.listing_cache)  # a remote root: listed once, cached
+        names = folder_class_index(cfg, tree)
         records = folder_split_records(
-            cfg.root, split, names, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+            cfg.root, split, names, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, tree
         )
     else:
         records = read_list(

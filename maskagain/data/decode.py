@@ -15,6 +15,7 @@ threading is used (``threads=0``: its choice).
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,8 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
+
+from maskagain.data.storage import Storage, StorageError, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +95,31 @@ class VideoFile:
     """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
 
     Use as a context manager, or call ``close``. ``threads=0`` lets FFmpeg pick the thread count.
+    A URL (``s3://...``) is read through ``storage`` in ranges of ``block_size`` bytes (see
+    :meth:`maskagain.data.storage.Storage.open_binary`); a storage failure past its retries is a
+    :class:`VideoDecodeError` like a corrupt file. ``data``: the file's bytes, already read (a
+    member of a shard); ``path`` then only names it.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int = 0,
+        storage: Storage | None = None,
+        block_size: int | None = None,
+        *,
+        data: bytes | None = None,
+    ) -> None:
         self.path = str(path)
         self._threads = threads
         self._reformatter = VideoReformatter()  # caches the swscale context across frames
-        if not os.path.isfile(self.path):
-            raise VideoDecodeError(self.path, "file not found")
-        if os.path.getsize(self.path) == 0:
-            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        self._file = None
         try:
-            self._container = av.open(self.path, metadata_errors="ignore")
+            self._container = self._open(storage, block_size, data)
+        except StorageError as e:
+            raise VideoDecodeError(self.path, e.reason) from None
         except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            self.close()
             raise VideoDecodeError(self.path, f"cannot open: {e}") from e
         try:
             if not self._container.streams.video:
@@ -114,12 +129,37 @@ class VideoFile:
             self._stream.codec_context.thread_count = threads
             self._nal_length = _h264_nal_length(self._stream)
             self._index = self._build_index()
+        except StorageError as e:
+            self.close()
+            raise VideoDecodeError(self.path, e.reason) from None
         except BaseException:
-            self._container.close()
+            self.close()
             raise
         if self._index.count == 0:
-            self._container.close()
+            self.close()
             raise VideoDecodeError(self.path, "video stream has no frames")
+
+    def _open(
+        self, storage: Storage | None, block_size: int | None, data: bytes | None
+    ) -> av.container.InputContainer:
+        """The container of ``data``, a local file, or a remote one read through ``storage``."""
+        if data is not None:
+            if not data:
+                raise VideoDecodeError(self.path, "empty file (0 bytes)")
+            self._file = io.BytesIO(data)
+            return av.open(self._file, metadata_errors="ignore")
+        if not is_remote(self.path):
+            if not os.path.isfile(self.path):
+                raise VideoDecodeError(self.path, "file not found")
+            if os.path.getsize(self.path) == 0:
+                raise VideoDecodeError(self.path, "empty file (0 bytes)")
+            return av.open(self.path, metadata_errors="ignore")
+        self._file = (storage or Storage()).open_binary(self.path, block_size=block_size)
+        if self._file.seek(0, os.SEEK_END) == 0:
+            self.close()
+            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        self._file.seek(0)
+        return av.open(self._file, metadata_errors="ignore")
 
     # -- index ---------------------------------------------------------------------------------
     def _build_index(self) -> _FrameIndex:
@@ -177,6 +217,8 @@ class VideoFile:
                 frames = self._read_sequential(wanted)
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"decoding failed: {e}") from e
+        except StorageError as e:
+            raise VideoDecodeError(self.path, e.reason) from None
         if not frames:
             raise VideoDecodeError(self.path, "no frame could be decoded")
         arrays = self._to_arrays(frames, wanted, short_side)
@@ -293,7 +335,10 @@ class VideoFile:
         return out
 
     def close(self) -> None:
-        self._container.close()
+        if getattr(self, "_container", None) is not None:
+            self._container.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> VideoFile:
         return self

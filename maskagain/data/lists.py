@@ -13,6 +13,7 @@ A malformed line is an error at load time naming ``file:line``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskagain.config import ConfigError
+from maskagain.data.listing import FileTree, LocalTree
+from maskagain.data.storage import Storage, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,14 @@ def split_line(line: str, separator: str, fields: int) -> list[str]:
 
 
 def _join(root: str, path: str) -> str:
-    return path if not root or os.path.isabs(path) else os.path.join(root, path)
+    keep = not root or os.path.isabs(path) or is_remote(path)
+    return (
+        path
+        if keep
+        else f"{root.rstrip('/')}/{path}"
+        if is_remote(root)
+        else os.path.join(root, path)
+    )
 
 
 def read_list(
@@ -68,13 +78,14 @@ def read_list(
 ) -> list[VideoRecord]:
     """Parse a list file: ``path label`` lines, or ``path num_frames label`` with ``frames=True``.
 
-    Blank lines and lines starting with ``#`` are skipped.
+    Blank lines and lines starting with ``#`` are skipped. ``list_file`` and ``root`` may be
+    URLs (``s3://...``, see :mod:`maskagain.data.storage`).
     """
     list_file = str(list_file)
     fields = 3 if frames else 2
     form = "path num_frames label" if frames else "path label"
     records = []
-    with open(list_file, encoding="utf-8") as f:
+    with _open_text(list_file) as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -99,6 +110,13 @@ def read_list(
     return records
 
 
+def _open_text(path: str) -> io.TextIOBase:
+    """A local or remote text file (a remote one is read whole: list files are small)."""
+    if is_remote(path):
+        return io.StringIO(Storage().read_text(path))
+    return open(path, encoding="utf-8")
+
+
 def write_list(records: list[VideoRecord], list_file: str | os.PathLike, root: str = "") -> None:
     """Write records in the VideoMAE format (``path label``, paths relative to ``root``)."""
     with open(list_file, "w", encoding="utf-8") as f:
@@ -112,9 +130,9 @@ def read_class_index(path: str | os.PathLike) -> list[str]:
     """Class names, label ``i`` at position ``i``, from ``classes.txt`` (one name a line) or
     ``class_index.json`` (a list, a ``{name: index}`` mapping as in Kinetics' files, or an
     ``{index: name}`` mapping). Raises :class:`ListFormatError` naming the file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
+    with _open_text(str(path)) as f:
+        text = f.read()
+    if str(path).lower().endswith(".json"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -165,6 +183,7 @@ def scan_class_folders(
     directory: str | os.PathLike,
     class_index: str | os.PathLike | None = None,
     names: list[str] | None = None,
+    tree: FileTree | None = None,
 ) -> tuple[list[VideoRecord], list[str]]:
     """Index a ``directory/<class>/<video>`` tree. Returns (records, class names).
 
@@ -172,13 +191,15 @@ def scan_class_folders(
     ``directory/classes.txt``) when it exists, so labels stay fixed across splits and machines;
     otherwise they are the sorted folder names, saved to ``class_index`` only when one is given
     (a warning if it cannot be written): the data folder itself is never written to.
+    ``tree`` answers what is in the folders (default: the local filesystem).
     """
-    directory = Path(directory)
-    if not directory.is_dir():
+    tree = tree or LocalTree()
+    directory = str(directory).rstrip("/") or "/"
+    if not tree.is_dir(directory):
         raise FileNotFoundError(f"dataset folder not found: {directory}")
-    folders = sorted(p.name for p in directory.iterdir() if p.is_dir())
-    index_path = Path(class_index) if class_index else directory / "classes.txt"
-    if names is None and index_path.is_file():
+    folders = tree.dirs(directory)
+    index_path = str(class_index) if class_index else _sub(directory, "classes.txt")
+    if names is None and (tree.is_file(index_path) if not class_index else _exists(index_path)):
         names = read_class_index(index_path)
     elif names is None:
         names = folders
@@ -192,13 +213,22 @@ def scan_class_folders(
     label = {n: i for i, n in enumerate(names)}
     records = []
     for name in folders:
-        for file in sorted((directory / name).rglob("*")):
-            if file.is_file() and file.suffix.lower() in VIDEO_EXTENSIONS:
-                records.append(VideoRecord(str(file), label[name]))
+        for file in tree.files(_sub(directory, name)):
+            if os.path.splitext(file)[1].lower() in VIDEO_EXTENSIONS:
+                records.append(VideoRecord(file, label[name]))
     if not records:
         raise ValueError(f"{directory}: no video files with extensions {VIDEO_EXTENSIONS}")
     log.info("%s: %d videos in %d classes", directory, len(records), len(folders))
     return records, names
+
+
+def _sub(folder: str, name: str) -> str:
+    """``folder/name`` for a local folder or a URL."""
+    return f"{folder.rstrip('/')}/{name}" if is_remote(folder) else os.path.join(folder, name)
+
+
+def _exists(path: str) -> bool:
+    return Storage().exists(path) if is_remote(path) else os.path.isfile(path)
 
 
 # ----------------------------------------------------------------------------- folder splits
@@ -268,8 +298,10 @@ def folder_split_records(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    tree: FileTree | None = None,
 ) -> list[VideoRecord]:
-    """The videos of ``split`` in a class-folder tree ``root``.
+    """The videos of ``split`` in a class-folder tree ``root`` (``tree``: what is in it;
+    default the local filesystem).
 
     ``root/<split>`` is used when it exists. Otherwise the pool (``root/train``, or ``root``)
     gives the held-out parts: val takes ``val_fraction`` of each class unless ``root/val``
@@ -278,8 +310,9 @@ def folder_split_records(
     ``val_fraction=0`` and no val folder is refused; a test split with ``test_fraction=0`` and
     no test folder is the val split (both say so in a warning).
     """
-    root = Path(root)
-    own = {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
+    tree = tree or LocalTree()
+    root = str(root).rstrip("/") or "/"
+    own = {s: _sub(root, s) for s in SPLIT_FOLDERS if tree.is_dir(_sub(root, s))}
     fractions = {}  # the held-out parts taken from the pool, in this order
     if "test" not in own and "val" not in own:
         fractions["test"] = test_fraction
@@ -287,7 +320,7 @@ def folder_split_records(
         fractions["val"] = val_fraction
     carved = any(f > 0 for f in fractions.values())
     if split in own and (split != "train" or not carved):
-        return scan_class_folders(own[split], names=names)[0]
+        return scan_class_folders(own[split], names=names, tree=tree)[0]
     if split == "test" and ("val" in own or test_fraction <= 0):
         log.warning(
             "%s has no 'test' folder%s; the test split is the val split (not a separate "
@@ -295,14 +328,14 @@ def folder_split_records(
             root,
             "" if "val" in own else " and data.test_fraction=0",
         )
-        return folder_split_records(root, "val", names, val_fraction, test_fraction, seed)
+        return folder_split_records(root, "val", names, val_fraction, test_fraction, seed, tree)
     if split == "val" and val_fraction <= 0:
         raise ConfigError(
             f"config key 'data.val_fraction' is 0 and {root} has no 'val' folder: set "
             f"data.val_fraction > 0 to hold out part of every class, or add {root}/val/<class>/"
         )
     pool = own.get("train", root)
-    records = scan_class_folders(pool, names=names)[0]
+    records = scan_class_folders(pool, names=names, tree=tree)[0]
     parts = stratified_split(records, pool, fractions, seed, names)
     if carved:
         log.info(

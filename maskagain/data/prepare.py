@@ -286,6 +286,20 @@ def prepare_lists(
     return report, written
 
 
+def folder_layout(root: str) -> tuple[list[str], list[str]]:
+    """The split folders (``train``/``val``/``test``, none for a flat tree) and the class names
+    (``root/classes.txt``, else the class folders, sorted) of a class-folder tree."""
+    splits = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
+    index = os.path.join(root, "classes.txt")
+    if os.path.isfile(index):
+        return splits, read_class_index(index)
+    dirs = [os.path.join(root, s) for s in splits] or [root]
+    names = sorted({e.name for d in dirs for e in os.scandir(d) if e.is_dir()})
+    if not names:
+        raise ValueError(f"{root}: no class folders")
+    return splits, names
+
+
 def prepare_folder(
     root: str,
     out: str,
@@ -296,14 +310,7 @@ def prepare_folder(
     """Prepare a ``root/<class>/<video>`` tree (or ``root/<split>/<class>/<video>``) into the same
     tree under ``out`` with the same ``classes.txt``; also writes ``out/<split>.txt`` lists.
     Returns (report, lists)."""
-    splits = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
-    index = os.path.join(root, "classes.txt")
-    names = read_class_index(index) if os.path.isfile(index) else None
-    if names is None:
-        dirs = [os.path.join(root, s) for s in splits] or [root]
-        names = sorted({e.name for d in dirs for e in os.scandir(d) if e.is_dir()})
-        if not names:
-            raise ValueError(f"{root}: no class folders")
+    splits, names = folder_layout(root)
     per_split = {
         s or "all": scan_class_folders(os.path.join(root, s), names=names)[0]
         for s in (splits or [""])

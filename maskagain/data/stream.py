@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from maskagain.data.config import DataConfig
-from maskagain.data.datasets import VideoListDataset
+from maskagain.data.datasets import ClipDataset, VideoListDataset
 from maskagain.data.decode import VideoFile
 from maskagain.data.lists import VideoRecord
 from maskagain.data.sampling import dense_indices
@@ -46,7 +46,9 @@ def window_starts(num_frames: int, span: int, stride: int) -> list[int]:
 
 class VideoClips(IterableDataset):
     """Normalised clips of ``paths`` as the module docstring describes; ``stride_s`` (seconds)
-    only with ``windows`` (None: one clip span); ``chunk``: at most this many clips per item."""
+    only with ``windows`` (None: one clip span); ``chunk``: at most this many clips per item.
+    ``dataset``: a test/eval dataset whose video ``i`` is ``paths[i]`` (shards), instead of the
+    files at ``paths``."""
 
     def __init__(
         self,
@@ -55,13 +57,14 @@ class VideoClips(IterableDataset):
         windows: bool = False,
         stride_s: float | None = None,
         chunk: int = 32,
+        dataset: ClipDataset | None = None,
     ) -> None:
         if cfg.sampling != "dense" and windows:
             raise ValueError("windows need dense sampling (data.sampling=dense)")
         if stride_s is not None and stride_s <= 0:
             raise ValueError(f"the stride must be > 0 seconds, got {stride_s}")
         records = [VideoRecord(p, 0) for p in paths]
-        self.views = VideoListDataset(records, cfg, "test", "eval", ["unknown"])
+        self.views = dataset or VideoListDataset(records, cfg, "test", "eval", ["unknown"])
         self.paths, self.cfg = paths, cfg
         self.windows, self.stride_s, self.chunk = windows, stride_s, max(1, chunk)
 

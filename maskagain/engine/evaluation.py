@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from maskagain.data import BadFileTracker, MaskCollator
+from maskagain.data.storage import is_remote
 from maskagain.engine.distributed import DistInfo
 from maskagain.engine.feed import ignore_stop_signals
 
@@ -338,7 +339,7 @@ def progress_batches(loader: DataLoader, active: bool, desc: str) -> Iterable[di
 def video_paths(dataset: ClipDataset) -> list[str]:
     """Where each video of a :class:`~maskagain.data.ClipDataset` comes from (absolute paths)."""
     paths = [dataset.path(i) for i in range(dataset.num_videos)]
-    return [p if p.startswith("synthetic:") else os.path.abspath(p) for p in paths]
+    return [p if p.startswith("synthetic:") or is_remote(p) else os.path.abspath(p) for p in paths]
 
 
 def run_test(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,6 +60,11 @@ class SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    @property
+    def epoch_order(self) -> Callable[[int, int], list[int]] | None:
+        """The wrapped dataset's own epoch order, if it has one (shards)."""
+        return getattr(self.dataset, "epoch_order", None)
+
     def __getitem__(self, index: int):
         seeds = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(2)
         py_state, np_state = random.getstate(), np.random.get_state()
@@ -89,7 +95,12 @@ def build_train_loader(
     ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`).
     """
     sampler = ResumableSampler(
-        len(dataset), shuffle=shuffle, seed=seed, rank=dist.rank, world_size=dist.world_size
+        len(dataset),
+        shuffle=shuffle,
+        seed=seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        order=getattr(dataset, "epoch_order", None),  # shards: a shard-aware order
     )
     loader = DataLoader(
         dataset,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from maskagain.config import save_config, to_dict
+from maskagain.data.storage import is_remote
 from maskagain.engine.allocator import keep_freed_memory
 from maskagain.engine.checkpoint import latest_checkpoint, seed_everything
 from maskagain.engine.config import EngineConfig, OptimConfig, ScheduleConfig
@@ -47,6 +48,9 @@ def start_run(
     dist = init_distributed(device)
     chosen = resolve_config_precision(cfg, dist.device)  # before saving: the run records it
     run_dir = Path(out_dir)
+    data = getattr(cfg, "data", None)
+    if data is not None and is_remote(data.root) and not data.listing_cache:
+        data.listing_cache = str(run_dir.resolve() / "listing.json")  # a bucket is listed once
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _warn_config_change(run_dir / "config.yaml", to_dict(cfg))

@@ -8,7 +8,7 @@ samples of this process's share, so a resumed run never loads the clips it has a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -18,7 +18,8 @@ class ResumableSampler(Sampler[int]):
     """Epoch-seeded (optionally shuffled) indices for one process of ``world_size``.
 
     With ``drop_last`` every process gets ``len(dataset) // world_size`` samples; otherwise the
-    order is padded by repetition to a multiple of ``world_size``.
+    order is padded by repetition to a multiple of ``world_size``. ``order(seed, epoch)``, when
+    given, draws the shuffled order instead of a uniform permutation (shards: a shard-aware one).
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        order: Callable[[int, int], list[int]] | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError("the dataset is empty")
@@ -38,6 +40,7 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.shuffled_order = order
         if drop_last:
             self.per_rank = num_samples // world_size
         else:
@@ -56,7 +59,9 @@ class ResumableSampler(Sampler[int]):
 
     def order(self) -> list[int]:
         """This process's full share of the current epoch, in order."""
-        if self.shuffle:
+        if self.shuffle and self.shuffled_order is not None:
+            indices = list(self.shuffled_order(self.seed, self.epoch))
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             indices = torch.randperm(self.total, generator=g).tolist()
         else:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from maskagain.checkpoints import CheckpointError
 from maskagain.data.config import DataConfig
+from maskagain.data.datasets import ClipDataset
 from maskagain.data.stream import VideoClips
 from maskagain.engine.evaluation import aggregate_views
 
@@ -152,11 +153,14 @@ def predict(
     stride_s: float | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    dataset: ClipDataset | None = None,
 ) -> Prediction:
     """Top-``top_k`` rows for every readable video of ``paths`` (and each window with
-    ``windows``), clips made as ``cfg`` says and decoded in ``cfg.num_workers`` workers."""
+    ``windows``), clips made as ``cfg`` says and decoded in ``cfg.num_workers`` workers;
+    ``dataset``: where video ``i`` (named ``paths[i]``) is read from (shards), else the files."""
     t0 = time.perf_counter()
-    stream = VideoClips(paths, cfg, windows, stride_s, chunk=max(batch_size, cfg.views_per_video))
+    chunk = max(batch_size, cfg.views_per_video)
+    stream = VideoClips(paths, cfg, windows, stride_s, chunk=chunk, dataset=dataset)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.num_workers)
     views = cfg.test_crops if windows else cfg.views_per_video
     acc = _Accumulator(predictor.run, batch_size, views)

@@ -21,6 +21,7 @@ _EXPECTED_SOURCE = {
     "list": "a list file of 'path label' lines, one per video",
     "frames": "a list file of 'path num_frames label' lines, one per video",
     "folder": "a folder of <class>/<video> (or <split>/<class>/<video>) subfolders",
+    "shards": "the index.json of a shard set written by 'maskagain prepare --shards'",
 }
 
 

@@ -1,0 +1,3 @@
+from benchmarks.data.report import main
+
+raise SystemExit(main())
