@@ -19,15 +19,21 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from maskagain.data.mp4_table import composition_offsets, read_moov
 from maskagain.data.storage import Storage, StorageError, is_remote
 
 log = logging.getLogger(__name__)
+
+_REORDER_WINDOW = 16  # packets after a frame's that may hold frames displayed before it
+_DECODER_DELAY = 4  # packets a decoder reads before it returns the frame it was fed
+_AVIO_BUFFER = 32 * 2**10  # libavformat reads files in chunks of this size
 
 
 class VideoDecodeError(RuntimeError):
@@ -90,6 +96,14 @@ class _FrameIndex:
     count: int
 
 
+class _Packet(NamedTuple):
+    """A frame's packet in decode order: presentation timestamp, byte position and size."""
+
+    pts: int
+    pos: int
+    size: int
+
+
 class VideoFile:
     """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
 
@@ -110,6 +124,8 @@ class VideoFile:
         self._threads = threads
         self._reformatter = VideoReformatter()  # caches the swscale context across frames
         self._file = None
+        self._packets: list[_Packet] | None = None  # decode order, from the index builder
+        self._decode_order: dict[int, int] | None = None  # pts -> position in _packets
         try:
             self._container = self._open(storage, block_size)
         except StorageError as e:
@@ -152,8 +168,16 @@ class VideoFile:
 
     # -- index ---------------------------------------------------------------------------------
     def _build_index(self) -> _FrameIndex:
+        """The frame index from the container's sample table where it has a complete one
+        (MP4/MOV: no packet data is read), else by demuxing every packet."""
+        table = self._table_index()
+        self.index_from_table = table is not None
+        return table if table is not None else self._demux_index()
+
+    def _demux_index(self) -> _FrameIndex:
         pts: list[int] = []
         keys: list[int] = []
+        packets: list[_Packet] = []
         usable = True
         try:
             for packet in self._container.demux(self._stream):
@@ -165,6 +189,9 @@ class VideoFile:
                     pts.append(len(pts))
                     continue
                 pts.append(t)
+                packets.append(
+                    _Packet(t, packet.pos if packet.pos is not None else -1, packet.size)
+                )
                 if packet.is_keyframe:
                     keys.append(t)
         except av.FFmpegError as e:
@@ -172,7 +199,72 @@ class VideoFile:
                 raise VideoDecodeError(self.path, f"cannot demux: {e}") from e
             log.debug("%s: demuxing stopped after %d packets: %s", self.path, len(pts), e)
         usable = usable and bool(keys) and len(set(pts)) == len(pts)
+        self._packets = packets if usable and all(p.pos >= 0 for p in packets) else None
         return _FrameIndex(sorted(pts) if usable else None, sorted(keys), len(pts))
+
+    def _table_index(self) -> _FrameIndex | None:
+        """The index from libavformat's index entries of an MP4/MOV (its sample table, read
+        whole at opening) and the ``ctts`` offsets; None unless complete and consistent: one
+        entry per frame, all inside the file, increasing decode timestamps, unique
+        presentation timestamps, a key frame, and the first packets demuxed agree."""
+        if "mov" not in self._container.format.name.split(","):
+            return None
+        entries = self._stream.index_entries
+        if not self._stream.frames or len(entries) != self._stream.frames:
+            return None
+        offsets = self._composition_offsets()
+        if offsets is None or (offsets and len(offsets) != len(entries)):
+            return None
+        size = self._file_size()
+        packets: list[_Packet] = []
+        keys: list[int] = []
+        last_dts = None
+        for i, e in enumerate(entries):
+            if last_dts is not None and e.timestamp <= last_dts:
+                return None
+            last_dts = e.timestamp
+            if e.size == 0 or e.is_discard:
+                continue
+            if e.pos < 0 or e.pos + e.size > size:
+                return None
+            t = e.timestamp + (offsets[i] if offsets else 0)
+            packets.append(_Packet(t, e.pos, e.size))
+            if e.is_keyframe:
+                keys.append(t)
+        pts = [p.pts for p in packets]
+        if not keys or len(set(pts)) != len(pts) or not self._first_packets_agree(packets, keys):
+            return None
+        self._packets = packets
+        return _FrameIndex(sorted(pts), sorted(keys), len(pts))
+
+    def _composition_offsets(self) -> list[int] | None:
+        """The ``ctts`` offsets of the stream's track (``[]``: none), from the ``moov`` box."""
+        if self._file is not None:
+            moov = read_moov(self._file)
+        else:
+            with open(self.path, "rb") as f:
+                moov = read_moov(f)
+        return None if moov is None else composition_offsets(moov, self._stream.id)
+
+    def _file_size(self) -> int:
+        return self._file.size if self._file is not None else os.path.getsize(self.path)
+
+    def _first_packets_agree(self, packets: list[_Packet], keys: list[int], n: int = 8) -> bool:
+        """Demux the first ``n`` packets (libavformat holds them from opening) and compare
+        their timestamps, key flags and positions with the table's."""
+        key_set = set(keys)
+        want = [(p.pts, p.pts in key_set, p.pos) for p in packets[:n]]
+        got = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                got.append((packet.pts, packet.is_keyframe, packet.pos))
+                if len(got) == len(want):
+                    break
+        except av.FFmpegError:
+            return False
+        return got == want
 
     @property
     def num_frames(self) -> int:
@@ -244,7 +336,9 @@ class VideoFile:
         by_pts = {pts[i]: i for i in wanted}
         first, last = pts[wanted[0]], pts[wanted[-1]]
         candidates = [k for k in self._index.keys if k <= first][::-1][:3]
-        for key in candidates:
+        for n, key in enumerate(candidates):
+            if n == 0:
+                self._prefetch(key, last)
             self._container.seek(key, stream=self._stream, backward=True)
             frames: dict[int, av.VideoFrame] = {}
             started = False
@@ -264,6 +358,22 @@ class VideoFile:
                 return frames
         log.debug("%s: seeking did not deliver all frames; decoding sequentially", self.path)
         return None
+
+    def _prefetch(self, key: int, last: int) -> None:
+        """Remote files: fetch the packets from key frame ``key`` to frame ``last`` (pts), those
+        displayed before it and a few more (decoder delay) in one request."""
+        if self._file is None or self._packets is None or not hasattr(self._file, "prefetch"):
+            return
+        if self._decode_order is None:
+            self._decode_order = {p.pts: i for i, p in enumerate(self._packets)}
+        first, end = self._decode_order.get(key), self._decode_order.get(last)
+        if first is None or end is None:
+            return
+        ahead = self._packets[end + 1 : end + 1 + _REORDER_WINDOW]
+        end += max((k + 1 for k, p in enumerate(ahead) if p.pts <= last), default=0)
+        span = self._packets[first : end + 1 + _DECODER_DELAY]
+        start = min(p.pos for p in span)
+        self._file.prefetch(start, max(p.pos + p.size for p in span) + _AVIO_BUFFER)
 
     def _decode_skipping(self, wanted_pts: dict[int, int]) -> Iterator[av.VideoFrame]:
         """Decode from the current position, leaving out unwanted H.264 frames that no other
