@@ -322,7 +322,10 @@ class VideoFile:
     def _read_runs(self, wanted: list[int]) -> dict[int, av.VideoFrame] | None:
         """``_read_seek`` for each run of ``_runs``; None if any seek failed."""
         frames: dict[int, av.VideoFrame] = {}
-        for run in self._runs(wanted):
+        runs = self._runs(wanted)
+        for run, span in zip(runs, self._prefetch_spans(runs)):
+            if span is not None:
+                self._file.prefetch(*span)  # one request for the runs ahead (cached: none)
             got = self._read_seek(run)
             if got is None:
                 return None
@@ -336,9 +339,7 @@ class VideoFile:
         by_pts = {pts[i]: i for i in wanted}
         first, last = pts[wanted[0]], pts[wanted[-1]]
         candidates = [k for k in self._index.keys if k <= first][::-1][:3]
-        for n, key in enumerate(candidates):
-            if n == 0:
-                self._prefetch(key, last)
+        for key in candidates:
             self._container.seek(key, stream=self._stream, backward=True)
             frames: dict[int, av.VideoFrame] = {}
             started = False
@@ -359,21 +360,43 @@ class VideoFile:
         log.debug("%s: seeking did not deliver all frames; decoding sequentially", self.path)
         return None
 
-    def _prefetch(self, key: int, last: int) -> None:
-        """Remote files: fetch the packets from key frame ``key`` to frame ``last`` (pts), those
-        displayed before it and a few more (decoder delay) in one request."""
-        if self._file is None or self._packets is None or not hasattr(self._file, "prefetch"):
-            return
+    def _byte_span(self, run: list[int]) -> tuple[int, int] | None:
+        """Bytes ``[start, end)`` holding the packets a seeking read of ``run`` demuxes: from
+        the key frame before its first frame to its last frame, the frames displayed before
+        that one, a few more (decoder delay) and libavformat's read chunk."""
+        pts, keys = self._index.pts, self._index.keys
+        assert pts is not None and self._packets is not None
         if self._decode_order is None:
             self._decode_order = {p.pts: i for i, p in enumerate(self._packets)}
-        first, end = self._decode_order.get(key), self._decode_order.get(last)
+        k = bisect.bisect_right(keys, pts[run[0]]) - 1
+        first = self._decode_order.get(keys[max(k, 0)])
+        end = self._decode_order.get(pts[run[-1]])
         if first is None or end is None:
-            return
+            return None
         ahead = self._packets[end + 1 : end + 1 + _REORDER_WINDOW]
-        end += max((k + 1 for k, p in enumerate(ahead) if p.pts <= last), default=0)
+        end += max((k + 1 for k, p in enumerate(ahead) if p.pts <= pts[run[-1]]), default=0)
         span = self._packets[first : end + 1 + _DECODER_DELAY]
-        start = min(p.pos for p in span)
-        self._file.prefetch(start, max(p.pos + p.size for p in span) + _AVIO_BUFFER)
+        return min(p.pos for p in span), max(p.pos + p.size for p in span) + _AVIO_BUFFER
+
+    def _prefetch_spans(self, runs: list[list[int]]) -> list[tuple[int, int] | None]:
+        """Per run, the byte span to prefetch before reading it (remote files only): the spans
+        of neighbouring runs merged while they overlap and fit one read-ahead block."""
+        if self._file is None or self._packets is None or not hasattr(self._file, "prefetch"):
+            return [None] * len(runs)
+        block = self._file.block_size
+        groups: list[list[int]] = []  # [start, end) of runs read with one request
+        ids: list[int | None] = []
+        for span in map(self._byte_span, runs):
+            group = groups[-1] if groups else None
+            if span is None:
+                ids.append(None)
+                continue
+            if group and span[0] <= group[1] and max(span[1], group[1]) - group[0] <= block:
+                group[1] = max(group[1], span[1])
+            else:
+                groups.append(list(span))
+            ids.append(len(groups) - 1)
+        return [None if i is None else (groups[i][0], groups[i][1]) for i in ids]
 
     def _decode_skipping(self, wanted_pts: dict[int, int]) -> Iterator[av.VideoFrame]:
         """Decode from the current position, leaving out unwanted H.264 frames that no other

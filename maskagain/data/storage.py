@@ -346,11 +346,14 @@ class RangeFile(io.RawIOBase):
         return self._fetch(pos - pos % self._first, self._first)
 
     def prefetch(self, start: int, end: int) -> None:
-        """Fetch bytes ``[start, end)`` (at most ``block_size`` of them) in one request, unless
-        ``start`` is cached already."""
-        start = max(0, start)
-        if start < self.size and self._cached(start) is None:
-            fetched, data = self._fetch(start, max(1, min(end - start, self.block_size)))
+        """Fetch bytes ``[start, end)`` (at most ``block_size`` of them) in one request; a
+        part already cached at ``start`` is not fetched again."""
+        start, end = max(0, start), min(end, self.size)
+        hit = self._cached(start)
+        if hit is not None:
+            start = hit[0] + len(hit[1])
+        if start < end:
+            fetched, data = self._fetch(start, min(end - start, self.block_size))
             self._last = (fetched + len(data), self._first // 2)  # reading on: small blocks
 
     def readinto(self, buffer: Any) -> int:

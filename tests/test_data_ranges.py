@@ -1,0 +1,105 @@
+"""The frame index from an MP4's sample table equals the one from demuxing every packet, and a
+remote clip reads its own packets (about its share of the file), not the whole file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_decode import VIDEOS, write_video
+
+from maskagain.data import VideoFile
+from maskagain.data.prepare import EncodeOptions, encode_video
+from maskagain.data.storage import Storage, StoragePolicy
+from maskagain.data.synthetic import write_video as write_noise
+
+
+def both_indexes(path: Path, monkeypatch) -> tuple[VideoFile, VideoFile]:
+    """The same file opened twice: index as built (table where usable), and by demuxing."""
+    with VideoFile(path) as table:
+        pass
+    with monkeypatch.context() as m:
+        m.setattr(VideoFile, "_table_index", lambda self: None)
+        with VideoFile(path) as demux:
+            pass
+    return table, demux
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The decode tests' videos, a variable-frame-rate one, and ``maskagain prepare``d copies
+    (faststart mp4, B-frames, an edit list), one of them cut short."""
+    root = tmp_path_factory.mktemp("index")
+    out = {name: write_video(root / name, **kw) for name, kw in VIDEOS.items()}
+    pts = np.cumsum(np.random.default_rng(0).integers(10, 90, 30)).tolist()
+    out["vfr.mkv"] = write_video(root / "vfr.mkv", n=30, pts=pts)
+    sparse = {"bframes": "2", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
+    out["sparse.mp4"] = write_video(root / "sparse.mp4", n=80, gop=25, options=sparse)
+    for name in ("h264_bframes.mp4", "vp9.webm", "vfr.mkv", "h264_annexb.ts"):
+        dst = root / f"prepared_{Path(name).stem}.mp4"
+        encode_video(str(out[name]), str(dst), EncodeOptions(short_side=32))
+        out[dst.name] = dst
+    data = out["prepared_h264_bframes.mp4"].read_bytes()
+    (root / "prepared_cut.mp4").write_bytes(data[: len(data) * 2 // 3])
+    out["prepared_cut.mp4"] = root / "prepared_cut.mp4"
+    return out
+
+
+USES_TABLE = {"h264_bframes.mp4", "vp9.mp4", "sparse.mp4"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(VIDEOS)
+    + ["vfr.mkv", "sparse.mp4", "prepared_cut.mp4"]
+    + [f"prepared_{n}.mp4" for n in ("h264_bframes", "vp9", "vfr", "h264_annexb")],
+)
+def test_table_index_equals_demux_index(files, name, monkeypatch):
+    table, demux = both_indexes(files[name], monkeypatch)
+    assert not demux.index_from_table
+    expected = name in USES_TABLE or (name.startswith("prepared_") and name != "prepared_cut.mp4")
+    assert table.index_from_table == expected  # a cut file's table points past its end
+    assert table._index == demux._index and table._index.pts is not None
+    assert table._packets == demux._packets
+
+
+def test_prepared_b_frames_need_the_composition_offsets(files, monkeypatch):
+    """Presentation order differs from decode order: the table's timestamps alone are wrong."""
+    video, _ = both_indexes(files["prepared_h264_bframes.mp4"], monkeypatch)
+    decode_order = [p.pts for p in video._packets]
+    assert decode_order != sorted(decode_order) and video._index.pts == sorted(decode_order)
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory, s3_server) -> tuple[Path, str]:
+    """A prepared 240-frame video of noise (about 1 MB, key frame every 16 frames), on disk
+    and in a bucket."""
+    root = tmp_path_factory.mktemp("long")
+    noise = np.random.default_rng(1).integers(0, 256, (240, 64, 96, 3), dtype=np.uint8)
+    write_noise(root / "src.mp4", noise)
+    folder = root / "up"
+    folder.mkdir()
+    encode_video(str(root / "src.mp4"), str(folder / "v.mp4"), EncodeOptions(short_side=64))
+    url = s3_server.upload(folder, s3_server.bucket("ranges"), "k")
+    return folder / "v.mp4", f"{url}/v.mp4"
+
+
+def test_remote_clip_reads_its_packets_not_the_file(long_video):
+    local, url = long_video
+    size = local.stat().st_size
+    storage = Storage(StoragePolicy(retries=0))
+    clip = list(range(120, 180, 4))  # 15 frames over a quarter of the video
+    with VideoFile(local, threads=1) as video:
+        expected = video.read(clip).numpy()
+    with VideoFile(url, threads=1, storage=storage, block_size=4 * 2**20) as video:
+        assert video.index_from_table
+        got = video.read(clip).numpy()
+    np.testing.assert_array_equal(got, expected)
+    # one size request, one for the header, one for the clip's packets
+    assert storage.stats.requests == 3
+    share = size * (clip[-1] - clip[0] + 1) / 240
+    header = 64 * 2**10
+    gop = size * 16 / 240
+    assert storage.stats.bytes_read <= header + share + 2 * gop + 32 * 2**10
+    assert storage.stats.bytes_read < size * 0.6
