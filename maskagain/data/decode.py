@@ -1,9 +1,20 @@
 """Clip decoding with PyAV: seek to the key frame before the first wanted frame, decode up to the
 last one, convert (and resize) only the wanted frames.
 
-Frames are counted by demuxing packets (no decoding), so missing durations, missing frame counts
-(webm/mkv) and variable frame rates do not matter: frame ``i`` is the ``i``-th presentation
-timestamp of the video stream.
+Frame ``i`` is the ``i``-th presentation timestamp of the video stream, so missing durations,
+missing frame counts (webm/mkv) and variable frame rates do not matter. An MP4/MOV's frames are
+indexed from its sample table (which libavformat reads whole at opening: timestamps, key frames,
+byte positions) and ``ctts`` box, without reading any packet data; the index is used when it is
+complete and agrees with the first packets demuxed. Other containers (and MP4s where it does
+not agree) are indexed by demuxing every packet (no decoding). The table's key frames are its
+sync samples: libavformat's H.264 parser also flags non-IDR I-frames of single-reference
+streams as key frames, which the table leaves out (a seek then starts at the sync sample before:
+the same frames, decoded from further back).
+
+A remote file is read through a :class:`~maskagain.data.storage.RangeFile`: before seeking, a
+clip's reader prefetches the byte span of the packets it will demux (from the key frame before
+its first frame to its last frame, in one request), so a clip reads about its share of the file
+plus one key-frame interval.
 
 H.264 frames that are neither wanted nor referenced by other frames (``nal_ref_idc == 0``, most
 B-frames) are not decoded at all; wanted frames separated by a key frame are read with one seek
@@ -136,10 +147,7 @@ class VideoFile:
         try:
             if not self._container.streams.video:
                 raise VideoDecodeError(self.path, "no video stream")
-            self._stream = self._container.streams.video[0]
-            self._stream.codec_context.thread_type = "AUTO"
-            self._stream.codec_context.thread_count = threads
-            self._nal_length = _h264_nal_length(self._stream)
+            self._set_stream()
             self._index = self._build_index()
         except StorageError as e:
             self.close()
@@ -165,6 +173,21 @@ class VideoFile:
             raise VideoDecodeError(self.path, "empty file (0 bytes)")
         self._file.seek(0)
         return av.open(self._file, metadata_errors="ignore")
+
+    def _set_stream(self) -> None:
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = self._threads
+        self._nal_length = _h264_nal_length(self._stream)
+
+    def _reopen(self) -> None:
+        """Open the container again: demuxing restarts at the first packet."""
+        self._container.close()
+        if self._file is not None:
+            self._file.seek(0)
+        source = self._file if self._file is not None else self.path
+        self._container = av.open(source, metadata_errors="ignore")
+        self._set_stream()
 
     # -- index ---------------------------------------------------------------------------------
     def _build_index(self) -> _FrameIndex:
@@ -232,7 +255,10 @@ class VideoFile:
             if e.is_keyframe:
                 keys.append(t)
         pts = [p.pts for p in packets]
-        if not keys or len(set(pts)) != len(pts) or not self._first_packets_agree(packets, keys):
+        if not keys or len(set(pts)) != len(pts):
+            return None
+        if not self._first_packets_agree(packets, keys):
+            self._reopen()
             return None
         self._packets = packets
         return _FrameIndex(sorted(pts), sorted(keys), len(pts))
