@@ -350,8 +350,9 @@ class RangeFile(io.RawIOBase):
         part already cached at ``start`` is not fetched again."""
         start, end = max(0, start), min(end, self.size)
         hit = self._cached(start)
-        if hit is not None:
+        while hit is not None and start < end:
             start = hit[0] + len(hit[1])
+            hit = self._cached(start)
         if start < end:
             fetched, data = self._fetch(start, min(end - start, self.block_size))
             self._last = (fetched + len(data), self._first // 2)  # reading on: small blocks
