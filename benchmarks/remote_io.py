@@ -75,6 +75,17 @@ def clips_per_second(dataset: ClipDataset, items: list[int], rounds: int = 3) ->
     return statistics.median(rates)
 
 
+def open_ms(dataset: ClipDataset, items: list[int], rounds: int = 3) -> float:
+    """Median milliseconds to open a video of ``items`` and index its frames."""
+    times = []
+    for _ in range(rounds):
+        for i in items:
+            start = time.perf_counter()
+            dataset.open(i // dataset.views).close()
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
 @contextlib.contextmanager
 def local_s3() -> Iterator[str]:
     """moto's S3 server on a free localhost port, this process's AWS variables pointing at it;
@@ -144,11 +155,13 @@ def main() -> None:
             items = [i % len(ds) for i in range(args.clips)]
             row = clip_io_cost(ds, items)
             row["clips_per_s"] = clips_per_second(ds, items)
+            row["open_and_index_ms"] = open_ms(ds, items)
             report[name] = row
             if name == "local disk":  # the same clips, frames indexed by demuxing every packet
                 with mock.patch.object(VideoFile, "_table_index", lambda self: None):
                     demux = clip_io_cost(ds, items)
                     demux["clips_per_s"] = clips_per_second(ds, items)
+                    demux["open_and_index_ms"] = open_ms(ds, items)
                 report["local disk, index by demuxing"] = demux
     report["settings"] = {**vars(args), "load": os.getloadavg()}
     print(json.dumps(report, indent=2))

@@ -116,12 +116,13 @@ class _Packet(NamedTuple):
 
 
 class VideoFile:
-    """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
+    """An open video file. ``num_frames`` is counted from the sample table (MP4/MOV) or the
+    packets; ``read`` returns frames.
 
     Use as a context manager, or call ``close``. ``threads=0`` lets FFmpeg pick the thread count.
-    A URL (``s3://...``) is read through ``storage`` in ranges of ``block_size`` bytes (see
-    :meth:`maskagain.data.storage.Storage.open_binary`); a storage failure past its retries is a
-    :class:`VideoDecodeError` like a corrupt file.
+    A URL (``s3://...``) is read through ``storage`` in ranges of at most ``block_size`` bytes
+    (see :meth:`maskagain.data.storage.Storage.open_binary`), one clip's packets in one request;
+    a storage failure past its retries is a :class:`VideoDecodeError` like a corrupt file.
     """
 
     def __init__(
@@ -294,7 +295,7 @@ class VideoFile:
 
     @property
     def num_frames(self) -> int:
-        """Number of frames, counted from the stream's packets."""
+        """Number of frames, from the sample table or counted from the stream's packets."""
         return self._index.count
 
     @property
@@ -508,6 +509,6 @@ def read_clip(
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames of a video, counted from its packets (no decoding)."""
+    """Number of frames of a video, from its sample table or its packets (no decoding)."""
     with VideoFile(path) as video:
         return video.num_frames
