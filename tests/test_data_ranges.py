@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from test_data_decode import VIDEOS, write_video
 
 from maskagain.data import VideoFile
+from maskagain.data.mp4_table import h264_max_ref_frames
 from maskagain.data.prepare import EncodeOptions, encode_video
 from maskagain.data.storage import Storage, StoragePolicy
 from maskagain.data.synthetic import write_video as write_noise
@@ -24,6 +26,20 @@ def both_indexes(path: Path, monkeypatch) -> tuple[VideoFile, VideoFile]:
         with VideoFile(path) as demux:
             pass
     return table, demux
+
+
+def write_cut(path: Path, options: dict, pix_fmt: str = "yuv420p") -> Path:
+    """60 frames of moving noise with a scene cut at frame 30 (x264 makes it an I-frame)."""
+    a, b = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
+        s.options = {"preset": "veryfast", **options}
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.roll(a if i < 30 else b, i, 1), format="rgb24")
+            c.mux(s.encode(frame))
+        c.mux(s.encode())
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +60,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     flat = np.zeros((12, 24, 24, 3), np.uint8) + np.arange(12)[:, None, None, None].astype(np.uint8)
     write_noise(root / "intra.mp4", flat * 3)  # I-frames the parser flags as key, the table not
     out["intra.mp4"] = root / "intra.mp4"
+    one_ref = {"x264-params": "keyint=100:min-keyint=100:scenecut=40:bframes=0:ref=1"}
+    out["one_ref_cut.mp4"] = write_cut(root / "one_ref_cut.mp4", one_ref)
     data = out["prepared_h264_bframes.mp4"].read_bytes()
     (root / "prepared_cut.mp4").write_bytes(data[: len(data) * 2 // 3])
     out["prepared_cut.mp4"] = root / "prepared_cut.mp4"
@@ -56,17 +74,42 @@ USES_TABLE = {"h264_bframes.mp4", "vp9.mp4", "sparse.mp4"}
 @pytest.mark.parametrize(
     "name",
     sorted(VIDEOS)
-    + ["vfr.mkv", "sparse.mp4", "prepared_cut.mp4", "intra.mp4"]
+    + ["vfr.mkv", "sparse.mp4", "prepared_cut.mp4", "intra.mp4", "one_ref_cut.mp4"]
     + [f"prepared_{n}.mp4" for n in ("h264_bframes", "vp9", "vfr", "h264_annexb")],
 )
 def test_table_index_equals_demux_index(files, name, monkeypatch):
     table, demux = both_indexes(files[name], monkeypatch)
     assert not demux.index_from_table
     expected = name in USES_TABLE or (name.startswith("prepared_") and name != "prepared_cut.mp4")
-    # a cut file's table points past its end; in intra.mp4 the demuxer flags more key frames
+    # a cut file's table points past its end; in intra.mp4 and one_ref_cut.mp4 (a single
+    # reference frame) libavformat's parser flags I-frames as key frames that the table does not
     assert table.index_from_table == expected
     assert table._index == demux._index and table._index.pts is not None
     assert table._packets == demux._packets
+
+
+def test_a_table_that_disagrees_with_the_packets_is_demuxed_from_the_start(files, monkeypatch):
+    path = files["prepared_h264_bframes.mp4"]
+    _, demux = both_indexes(path, monkeypatch)
+    monkeypatch.setattr(VideoFile, "_first_packets_agree", lambda self, packets, keys: False)
+    with VideoFile(path) as video:  # the check demuxed packets: indexing restarts at the first
+        assert not video.index_from_table and video._index == demux._index
+
+
+@pytest.mark.parametrize(
+    "refs, options, pix_fmt",
+    [
+        (1, "bframes=0:ref=1", "yuv420p"),
+        (3, "bframes=0:ref=3", "yuv420p"),
+        (4, "bframes=2:ref=1", "yuv420p"),  # x264 adds references for B-frames
+        (5, "bframes=0:ref=5", "yuv444p"),  # High 4:4:4 profile
+    ],
+)
+def test_h264_max_ref_frames_of_the_sps(tmp_path, refs, options, pix_fmt):
+    path = write_cut(tmp_path / "v.mp4", {"x264-params": options}, pix_fmt)
+    with av.open(str(path)) as c:
+        assert h264_max_ref_frames(c.streams.video[0].codec_context.extradata) == refs
+    assert h264_max_ref_frames(b"") is None and h264_max_ref_frames(b"\x01" + b"\x00" * 12) is None
 
 
 def test_prepared_b_frames_need_the_composition_offsets(files, monkeypatch):

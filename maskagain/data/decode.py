@@ -6,10 +6,9 @@ missing frame counts (webm/mkv) and variable frame rates do not matter. An MP4/M
 indexed from its sample table (which libavformat reads whole at opening: timestamps, key frames,
 byte positions) and ``ctts`` box, without reading any packet data; the index is used when it is
 complete and agrees with the first packets demuxed. Other containers (and MP4s where it does
-not agree) are indexed by demuxing every packet (no decoding). The table's key frames are its
-sync samples: libavformat's H.264 parser also flags non-IDR I-frames of single-reference
-streams as key frames, which the table leaves out (a seek then starts at the sync sample before:
-the same frames, decoded from further back).
+not agree) are indexed by demuxing every packet (no decoding). So are H.264 streams allowed a
+single reference frame: libavformat's parser flags their non-IDR I-frames as key frames too,
+which the table's sync samples leave out (``maskagain prepare``'s B-frames need two).
 
 A remote file is read through a :class:`~maskagain.data.storage.RangeFile`: before seeking, a
 clip's reader prefetches the byte span of the packets it will demux (from the key frame before
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from maskagain.data.mp4_table import composition_offsets, read_moov
+from maskagain.data.mp4_table import composition_offsets, h264_max_ref_frames, read_moov
 from maskagain.data.storage import Storage, StorageError, is_remote
 
 log = logging.getLogger(__name__)
@@ -233,6 +232,10 @@ class VideoFile:
         presentation timestamps, a key frame, and the first packets demuxed agree."""
         if "mov" not in self._container.format.name.split(","):
             return None
+        if self._nal_length is not None:  # H.264: libavformat's parser flags more key frames
+            refs = h264_max_ref_frames(self._stream.codec_context.extradata or b"")
+            if refs is None or refs <= 1:  # (non-IDR I-frames) where one reference is allowed
+                return None
         entries = self._stream.index_entries
         if not self._stream.frames or len(entries) != self._stream.frames:
             return None

@@ -111,3 +111,67 @@ def composition_offsets(moov: bytes, track_id: int) -> list[int] | None:
             offsets.extend([offset] * n)
         return offsets
     return None
+
+
+class _Bits:
+    """A big-endian bit reader (H.264 RBSP); reading past the end raises IndexError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            bit = (self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1
+            value, self.pos = (value << 1) | bit, self.pos + 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+
+
+def h264_max_ref_frames(extradata: bytes) -> int | None:
+    """``max_num_ref_frames`` of the first sequence parameter set of an H.264 ``avcC`` record
+    (an MP4's codec extradata); None when there is none, it cannot be read or it carries
+    scaling lists."""
+    if len(extradata) < 8 or extradata[0] != 1 or not extradata[5] & 0x1F:
+        return None
+    size = int.from_bytes(extradata[6:8], "big")
+    nal = extradata[8 : 8 + size]
+    if size < 4 or len(nal) < size:
+        return None
+    bits = _Bits(nal[1:].replace(b"\x00\x00\x03", b"\x00\x00"))  # drop emulation prevention
+    try:
+        profile = bits.u(8)
+        bits.u(16)  # constraint flags, level
+        bits.ue()  # seq_parameter_set_id
+        if profile in _HIGH_PROFILES:
+            chroma = bits.ue()
+            if chroma == 3:
+                bits.u(1)
+            bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime_y_zero_transform_bypass
+            if bits.u(1):  # scaling lists in the SPS (rare; x264 writes them in the PPS)
+                return None
+        bits.ue()  # log2_max_frame_num_minus4
+        poc_type = bits.ue()
+        if poc_type == 0:
+            bits.ue()
+        elif poc_type == 1:
+            bits.u(1), bits.se(), bits.se()
+            for _ in range(bits.ue()):
+                bits.se()
+        return bits.ue()
+    except (IndexError, ValueError):
+        return None
