@@ -154,3 +154,19 @@ def test_remote_clip_reads_its_packets_not_the_file(long_video, first):
     gop = size * 16 / 240
     assert storage.stats.bytes_read <= header + share + 2 * gop + 32 * 2**10
     assert storage.stats.bytes_read < size * 0.6
+
+
+def test_reading_a_remote_file_through_takes_growing_ranges(long_video):
+    """What demuxing a container without a sample table does: 64 KiB, then twice as much per
+    request up to the read-ahead size."""
+    local, url = long_video
+    data = local.read_bytes()
+    storage = Storage(StoragePolicy(retries=0))
+    with storage.open_binary(url, block_size=256 * 2**10) as f:
+        chunks = iter(lambda: f.read(32 * 2**10), b"")
+        assert b"".join(chunks) == data
+    grown = [64, 128, 256]  # KiB, then 256 KiB each
+    fetched, n = sum(grown) * 2**10, len(grown)
+    while fetched < len(data):
+        fetched, n = fetched + 256 * 2**10, n + 1
+    assert storage.stats.requests == 1 + n and storage.stats.bytes_read == len(data)
