@@ -25,6 +25,7 @@ def prepared(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.subprocess
 def test_storage_rows_load_the_local_batches_and_count_their_requests(prepared, tmp_path):
     pytest.importorskip("moto.server")
     assert set(REMOTE_ROWS) <= set(PIPE_ROWS)

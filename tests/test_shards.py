@@ -115,6 +115,7 @@ def test_prepare_shards_writes_tars_and_an_index(source, shards):
                 assert tar.extractfile(f"{s.key}.mp4").read() == index.read(s)
 
 
+@pytest.mark.subprocess
 def test_prepare_shards_resumes_after_sigkill(source, shards, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "maskagain", "prepare", *prepare_argv(source, out)]
@@ -195,6 +196,7 @@ def distill_cmd(run_dir: Path, teacher: Path, index: Path, *extra: str) -> list[
     ]  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_distill_from_shards_resumes_bit_exactly_after_sigkill(shards, tmp_path, tmp_path_factory):
     """16 samples, 2 per step: 8 steps, one epoch; killed past step 4."""
     teacher = teacher_path(tmp_path_factory)
@@ -217,6 +219,7 @@ def test_distill_from_shards_resumes_bit_exactly_after_sigkill(shards, tmp_path,
     assert len(losses) == 8 and resumed[-4:] == losses[-4:]
 
 
+@pytest.mark.torchrun
 def test_distill_from_shards_ddp_matches_single_process_big_batch(
     shards, tmp_path, tmp_path_factory
 ):
@@ -282,6 +285,7 @@ def test_predict_reads_shards(labelled, tmp_path):
 
 
 # ----------------------------------------------------------------------------- object storage
+@pytest.mark.subprocess
 def test_prepare_shards_to_s3_resumes_after_sigkill(source, shards, s3_server):
     """Shards written straight to a bucket (moto's S3 server): killed after two shards, rerun,
     the same objects as the local uninterrupted run."""

@@ -125,8 +125,8 @@ class DataConfig:
     storage_timeout_s: float = 30.0
     """remote data: connect and read timeout of one request, in seconds"""
     read_ahead_mb: float = 4.0
-    """remote data: bytes fetched per ranged read of a video, in MiB (one clip's span of a
-    prepared video, usually the whole file)"""
+    """remote data: most bytes fetched by one ranged read of a video, in MiB (a clip's packets
+    are fetched in one read when they fit)"""
     listing_cache: str = ""
     """remote folder data: JSON file caching the listing of root; empty: the run directory's
     listing.json"""

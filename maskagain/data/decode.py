@@ -1,9 +1,19 @@
 """Clip decoding with PyAV: seek to the key frame before the first wanted frame, decode up to the
 last one, convert (and resize) only the wanted frames.
 
-Frames are counted by demuxing packets (no decoding), so missing durations, missing frame counts
-(webm/mkv) and variable frame rates do not matter: frame ``i`` is the ``i``-th presentation
-timestamp of the video stream.
+Frame ``i`` is the ``i``-th presentation timestamp of the video stream, so missing durations,
+missing frame counts (webm/mkv) and variable frame rates do not matter. An MP4/MOV's frames are
+indexed from its sample table (which libavformat reads whole at opening: timestamps, key frames,
+byte positions) and ``ctts`` box, without reading any packet data; the index is used when it is
+complete and agrees with the first packets demuxed. Other containers (and MP4s where it does
+not agree) are indexed by demuxing every packet (no decoding). So are H.264 streams allowed a
+single reference frame: libavformat's parser flags their non-IDR I-frames as key frames too,
+which the table's sync samples leave out (``maskagain prepare``'s B-frames need two).
+
+A remote file is read through a :class:`~maskagain.data.storage.RangeFile`: before seeking, a
+clip's reader prefetches the byte span of the packets it will demux (from the key frame before
+its first frame to its last frame, in one request), so a clip reads about its share of the file
+plus one key-frame interval.
 
 H.264 frames that are neither wanted nor referenced by other frames (``nal_ref_idc == 0``, most
 B-frames) are not decoded at all; wanted frames separated by a key frame are read with one seek
@@ -20,15 +30,21 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from maskagain.data.mp4_table import composition_offsets, h264_max_ref_frames, read_moov
 from maskagain.data.storage import Storage, StorageError, is_remote
 
 log = logging.getLogger(__name__)
+
+_REORDER_WINDOW = 16  # packets after a frame's that may hold frames displayed before it
+_DECODER_DELAY = 4  # packets a decoder reads before it returns the frame it was fed
+_AVIO_BUFFER = 32 * 2**10  # libavformat reads files in chunks of this size
 
 
 class VideoDecodeError(RuntimeError):
@@ -91,14 +107,23 @@ class _FrameIndex:
     count: int
 
 
+class _Packet(NamedTuple):
+    """A frame's packet in decode order: presentation timestamp, byte position and size."""
+
+    pts: int
+    pos: int
+    size: int
+
+
 class VideoFile:
-    """An open video file. ``num_frames`` is counted from the packets; ``read`` returns frames.
+    """An open video file. ``num_frames`` is counted from the sample table (MP4/MOV) or the
+    packets; ``read`` returns frames.
 
     Use as a context manager, or call ``close``. ``threads=0`` lets FFmpeg pick the thread count.
-    A URL (``s3://...``) is read through ``storage`` in ranges of ``block_size`` bytes (see
-    :meth:`maskagain.data.storage.Storage.open_binary`); a storage failure past its retries is a
-    :class:`VideoDecodeError` like a corrupt file. ``data``: the file's bytes, already read (a
-    member of a shard); ``path`` then only names it.
+    A URL (``s3://...``) is read through ``storage`` in ranges of at most ``block_size`` bytes
+    (see :meth:`maskagain.data.storage.Storage.open_binary`), one clip's packets in one request;
+    a storage failure past its retries is a :class:`VideoDecodeError` like a corrupt file.
+    ``data``: the file's bytes, already read (a member of a shard); ``path`` then only names it.
     """
 
     def __init__(
@@ -114,6 +139,8 @@ class VideoFile:
         self._threads = threads
         self._reformatter = VideoReformatter()  # caches the swscale context across frames
         self._file = None
+        self._packets: list[_Packet] | None = None  # decode order, from the index builder
+        self._decode_order: dict[int, int] | None = None  # pts -> position in _packets
         try:
             self._container = self._open(storage, block_size, data)
         except StorageError as e:
@@ -124,10 +151,7 @@ class VideoFile:
         try:
             if not self._container.streams.video:
                 raise VideoDecodeError(self.path, "no video stream")
-            self._stream = self._container.streams.video[0]
-            self._stream.codec_context.thread_type = "AUTO"
-            self._stream.codec_context.thread_count = threads
-            self._nal_length = _h264_nal_length(self._stream)
+            self._set_stream()
             self._index = self._build_index()
         except StorageError as e:
             self.close()
@@ -161,10 +185,33 @@ class VideoFile:
         self._file.seek(0)
         return av.open(self._file, metadata_errors="ignore")
 
+    def _set_stream(self) -> None:
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = self._threads
+        self._nal_length = _h264_nal_length(self._stream)
+
+    def _reopen(self) -> None:
+        """Open the container again: demuxing restarts at the first packet."""
+        self._container.close()
+        if self._file is not None:
+            self._file.seek(0)
+        source = self._file if self._file is not None else self.path
+        self._container = av.open(source, metadata_errors="ignore")
+        self._set_stream()
+
     # -- index ---------------------------------------------------------------------------------
     def _build_index(self) -> _FrameIndex:
+        """The frame index from the container's sample table where it has a complete one
+        (MP4/MOV: no packet data is read), else by demuxing every packet."""
+        table = self._table_index()
+        self.index_from_table = table is not None
+        return table if table is not None else self._demux_index()
+
+    def _demux_index(self) -> _FrameIndex:
         pts: list[int] = []
         keys: list[int] = []
+        packets: list[_Packet] = []
         usable = True
         try:
             for packet in self._container.demux(self._stream):
@@ -176,6 +223,9 @@ class VideoFile:
                     pts.append(len(pts))
                     continue
                 pts.append(t)
+                packets.append(
+                    _Packet(t, packet.pos if packet.pos is not None else -1, packet.size)
+                )
                 if packet.is_keyframe:
                     keys.append(t)
         except av.FFmpegError as e:
@@ -183,11 +233,83 @@ class VideoFile:
                 raise VideoDecodeError(self.path, f"cannot demux: {e}") from e
             log.debug("%s: demuxing stopped after %d packets: %s", self.path, len(pts), e)
         usable = usable and bool(keys) and len(set(pts)) == len(pts)
+        self._packets = packets if usable and all(p.pos >= 0 for p in packets) else None
         return _FrameIndex(sorted(pts) if usable else None, sorted(keys), len(pts))
+
+    def _table_index(self) -> _FrameIndex | None:
+        """The index from libavformat's index entries of an MP4/MOV (its sample table, read
+        whole at opening) and the ``ctts`` offsets; None unless complete and consistent: one
+        entry per frame, all inside the file, increasing decode timestamps, unique
+        presentation timestamps, a key frame, and the first packets demuxed agree."""
+        if "mov" not in self._container.format.name.split(","):
+            return None
+        if self._nal_length is not None:  # H.264: libavformat's parser flags more key frames
+            refs = h264_max_ref_frames(self._stream.codec_context.extradata or b"")
+            if refs is None or refs <= 1:  # (non-IDR I-frames) where one reference is allowed
+                return None
+        entries = self._stream.index_entries
+        if not self._stream.frames or len(entries) != self._stream.frames:
+            return None
+        offsets = self._composition_offsets()
+        if offsets is None or (offsets and len(offsets) != len(entries)):
+            return None
+        size = self._file_size()
+        packets: list[_Packet] = []
+        keys: list[int] = []
+        last_dts = None
+        for i, e in enumerate(entries):
+            if last_dts is not None and e.timestamp <= last_dts:
+                return None
+            last_dts = e.timestamp
+            if e.size == 0 or e.is_discard:
+                continue
+            if e.pos < 0 or e.pos + e.size > size:
+                return None
+            t = e.timestamp + (offsets[i] if offsets else 0)
+            packets.append(_Packet(t, e.pos, e.size))
+            if e.is_keyframe:
+                keys.append(t)
+        pts = [p.pts for p in packets]
+        if not keys or len(set(pts)) != len(pts):
+            return None
+        if not self._first_packets_agree(packets, keys):
+            self._reopen()
+            return None
+        self._packets = packets
+        return _FrameIndex(sorted(pts), sorted(keys), len(pts))
+
+    def _composition_offsets(self) -> list[int] | None:
+        """The ``ctts`` offsets of the stream's track (``[]``: none), from the ``moov`` box."""
+        if self._file is not None:
+            moov = read_moov(self._file)
+        else:
+            with open(self.path, "rb") as f:
+                moov = read_moov(f)
+        return None if moov is None else composition_offsets(moov, self._stream.id)
+
+    def _file_size(self) -> int:
+        return self._file.size if self._file is not None else os.path.getsize(self.path)
+
+    def _first_packets_agree(self, packets: list[_Packet], keys: list[int], n: int = 8) -> bool:
+        """Demux the first ``n`` packets (libavformat holds them from opening) and compare
+        their timestamps, key flags and positions with the table's."""
+        key_set = set(keys)
+        want = [(p.pts, p.pts in key_set, p.pos) for p in packets[:n]]
+        got = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                got.append((packet.pts, packet.is_keyframe, packet.pos))
+                if len(got) == len(want):
+                    break
+        except av.FFmpegError:
+            return False
+        return got == want
 
     @property
     def num_frames(self) -> int:
-        """Number of frames, counted from the stream's packets."""
+        """Number of frames, from the sample table or counted from the stream's packets."""
         return self._index.count
 
     @property
@@ -241,7 +363,10 @@ class VideoFile:
     def _read_runs(self, wanted: list[int]) -> dict[int, av.VideoFrame] | None:
         """``_read_seek`` for each run of ``_runs``; None if any seek failed."""
         frames: dict[int, av.VideoFrame] = {}
-        for run in self._runs(wanted):
+        runs = self._runs(wanted)
+        for run, span in zip(runs, self._prefetch_spans(runs)):
+            if span is not None:
+                self._file.prefetch(*span)  # one request for the runs ahead (cached: none)
             got = self._read_seek(run)
             if got is None:
                 return None
@@ -275,6 +400,44 @@ class VideoFile:
                 return frames
         log.debug("%s: seeking did not deliver all frames; decoding sequentially", self.path)
         return None
+
+    def _byte_span(self, run: list[int]) -> tuple[int, int] | None:
+        """Bytes ``[start, end)`` holding the packets a seeking read of ``run`` demuxes: from
+        the key frame before its first frame to its last frame, the frames displayed before
+        that one, a few more (decoder delay) and libavformat's read chunk."""
+        pts, keys = self._index.pts, self._index.keys
+        assert pts is not None and self._packets is not None
+        if self._decode_order is None:
+            self._decode_order = {p.pts: i for i, p in enumerate(self._packets)}
+        k = bisect.bisect_right(keys, pts[run[0]]) - 1
+        first = self._decode_order.get(keys[max(k, 0)])
+        end = self._decode_order.get(pts[run[-1]])
+        if first is None or end is None:
+            return None
+        ahead = self._packets[end + 1 : end + 1 + _REORDER_WINDOW]
+        end += max((k + 1 for k, p in enumerate(ahead) if p.pts <= pts[run[-1]]), default=0)
+        span = self._packets[first : end + 1 + _DECODER_DELAY]
+        return min(p.pos for p in span), max(p.pos + p.size for p in span) + _AVIO_BUFFER
+
+    def _prefetch_spans(self, runs: list[list[int]]) -> list[tuple[int, int] | None]:
+        """Per run, the byte span to prefetch before reading it (remote files only): the spans
+        of neighbouring runs merged while they overlap and fit one read-ahead block."""
+        if self._file is None or self._packets is None or not hasattr(self._file, "prefetch"):
+            return [None] * len(runs)
+        block = self._file.block_size
+        groups: list[list[int]] = []  # [start, end) of runs read with one request
+        ids: list[int | None] = []
+        for span in map(self._byte_span, runs):
+            group = groups[-1] if groups else None
+            if span is None:
+                ids.append(None)
+                continue
+            if group and span[0] <= group[1] and max(span[1], group[1]) - group[0] <= block:
+                group[1] = max(group[1], span[1])
+            else:
+                groups.append(list(span))
+            ids.append(len(groups) - 1)
+        return [None if i is None else (groups[i][0], groups[i][1]) for i in ids]
 
     def _decode_skipping(self, wanted_pts: dict[int, int]) -> Iterator[av.VideoFrame]:
         """Decode from the current position, leaving out unwanted H.264 frames that no other
@@ -360,6 +523,6 @@ def read_clip(
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames of a video, counted from its packets (no decoding)."""
+    """Number of frames of a video, from its sample table or its packets (no decoding)."""
     with VideoFile(path) as video:
         return video.num_frames

@@ -7,10 +7,12 @@ Every remote call has a timeout (connect and read) and is retried with exponenti
 as a broken file like an undecodable video. A missing object is retried too (a listing and a
 read may disagree for a moment on eventually consistent stores); access denied is not.
 
-Remote reads are byte ranges: :meth:`Storage.open_binary` gives a seekable file whose reads are
-ranged GETs of aligned ``block_size`` blocks, the last two kept (a read-ahead cache), so a
-decoder's seek stays a seek and a seek back into a block just read costs nothing. :class:`IOStats` counts the requests and bytes of one
-:class:`Storage` (per process: each DataLoader worker has its copy).
+Remote reads are byte ranges: :meth:`Storage.open_binary` gives a seekable file (a
+:class:`RangeFile`) whose reads are ranged GETs of at most ``block_size`` bytes, the last two
+kept (a read-ahead cache), so a decoder's seek stays a seek and a seek back into a range just
+read costs nothing; a video reader prefetches the span of one clip's packets in one request.
+:class:`IOStats` counts the requests and bytes of one :class:`Storage` (per process: each
+DataLoader worker has its copy).
 
 Endpoint, credentials and region come from the usual variables and files of each library
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/credentials``, ...). Paths are shown
@@ -38,6 +40,7 @@ T = TypeVar("T")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _SECRET_PARTS = ("key", "secret", "token", "signature", "credential", "password")
 DEFAULT_BLOCK_SIZE = 4 * 2**20
+FIRST_BLOCK_SIZE = 64 * 2**10
 
 
 def scheme(path: str | os.PathLike) -> str:
@@ -226,7 +229,7 @@ class Storage:
         return self.read_bytes(path).decode("utf-8")
 
     def open_binary(self, path: str, *, block_size: int | None = None) -> BinaryIO:
-        """A seekable binary file. Remote: a :class:`RangeFile` reading aligned blocks of
+        """A seekable binary file. Remote: a :class:`RangeFile` reading ranges of at most
         ``block_size`` bytes (default 4 MiB), the last two cached; one size request at opening."""
         if not is_remote(path):
             return open(local_path(path), "rb")
@@ -283,9 +286,15 @@ class Storage:
 
 
 class RangeFile(io.RawIOBase):
-    """A remote file as a seekable binary stream read in aligned blocks of ``block_size`` bytes,
-    each one ranged read of :meth:`Storage.read_range`; the last ``max_blocks`` blocks stay
-    cached, so seeking back into them (a decoder returning to a key frame) costs no request."""
+    """A remote file as a seekable binary stream read in ranged reads of
+    :meth:`Storage.read_range`, the last ``max_blocks`` ranges cached (seeking back into them,
+    a decoder returning to a key frame, costs no request).
+
+    A read outside the cache fetches the aligned block of ``min(block_size, 64 KiB)`` around
+    it; a read that continues where the last fetch ended fetches twice as much as that one, up
+    to ``block_size``: opening a file reads its header in one small request, reading a file
+    through takes a few growing ones. :meth:`prefetch` fetches a known span (a clip's packets)
+    in one request of at most ``block_size``."""
 
     def __init__(
         self, storage: Storage, path: str, size: int, block_size: int, max_blocks: int = 2
@@ -293,7 +302,9 @@ class RangeFile(io.RawIOBase):
         super().__init__()
         self.storage, self.path, self.size, self.pos = storage, path, size, 0
         self.block_size, self.max_blocks = block_size, max_blocks
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._first = min(block_size, FIRST_BLOCK_SIZE)
+        self._ranges: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes
+        self._last = (-1, 0)  # (end, length) of the last fetch
 
     def readable(self) -> bool:
         return True
@@ -309,22 +320,50 @@ class RangeFile(io.RawIOBase):
         self.pos = max(0, base + offset)
         return self.pos
 
-    def _block(self, index: int) -> bytes:
-        if index in self._blocks:
-            self._blocks.move_to_end(index)
-            return self._blocks[index]
-        data = self.storage.read_range(self.path, index * self.block_size, self.block_size)
-        self._blocks[index] = data
-        while len(self._blocks) > self.max_blocks:
-            self._blocks.popitem(last=False)
-        return data
+    def _cached(self, pos: int) -> tuple[int, bytes] | None:
+        for start, data in self._ranges.items():
+            if start <= pos < start + len(data):
+                self._ranges.move_to_end(start)
+                return start, data
+        return None
+
+    def _fetch(self, start: int, length: int) -> tuple[int, bytes]:
+        data = self.storage.read_range(self.path, start, min(length, self.size - start))
+        self._ranges[start] = data
+        self._ranges.move_to_end(start)
+        while len(self._ranges) > self.max_blocks:
+            self._ranges.popitem(last=False)
+        self._last = (start + len(data), length)
+        return start, data
+
+    def _range_at(self, pos: int) -> tuple[int, bytes]:
+        hit = self._cached(pos)
+        if hit is not None:
+            return hit
+        end, length = self._last
+        if pos == end:  # reading on: fetch more each time
+            return self._fetch(pos, min(max(2 * length, self._first), self.block_size))
+        return self._fetch(pos - pos % self._first, self._first)
+
+    def prefetch(self, start: int, end: int) -> None:
+        """Fetch bytes ``[start, end)`` (at most ``block_size`` of them) in one request; a
+        part already cached at ``start`` is not fetched again."""
+        start, end = max(0, start), min(end, self.size)
+        hit = self._cached(start)
+        while hit is not None and start < end:
+            start = hit[0] + len(hit[1])
+            hit = self._cached(start)
+        if start < end:
+            fetched, data = self._fetch(start, min(end - start, self.block_size))
+            self._last = (fetched + len(data), self._first // 2)  # reading on: small blocks
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         done = 0
         while done < len(view) and self.pos < self.size:
-            index, offset = divmod(self.pos, self.block_size)
-            chunk = self._block(index)[offset : offset + len(view) - done]
+            start, data = self._range_at(self.pos)
+            offset = self.pos - start
+            chunk = data[offset : offset + len(view) - done]
             if not chunk:
                 break
             view[done : done + len(chunk)] = chunk
