@@ -228,7 +228,7 @@ def bench_pipeline(rows: dict, clips_per_batch: int, rounds: int) -> dict:
             start, start_cpu = time.perf_counter(), time.process_time()
             batch = rows[name].batch(videos)
             elapsed, used = time.perf_counter() - start, time.process_time() - start_cpu
-            clips = len(batch["video"]) if "video" in batch else len(batch["boxes"])
+            clips = len(batch["boxes"]) if "boxes" in batch else len(batch["video"])
             assert clips == clips_per_batch and batch["mask"].shape[0] == clips
             if k > 0:  # the first round warms up caches and libraries
                 times[name].append(elapsed / clips_per_batch)

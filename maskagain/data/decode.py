@@ -288,7 +288,11 @@ class VideoFile:
         return None if moov is None else composition_offsets(moov, self._stream.id)
 
     def _file_size(self) -> int:
-        return self._file.size if self._file is not None else os.path.getsize(self.path)
+        if self._file is None:
+            return os.path.getsize(self.path)
+        if isinstance(self._file, io.BytesIO):  # a shard member, read already
+            return self._file.getbuffer().nbytes
+        return self._file.size
 
     def _first_packets_agree(self, packets: list[_Packet], keys: list[int], n: int = 8) -> bool:
         """Demux the first ``n`` packets (libavformat holds them from opening) and compare
