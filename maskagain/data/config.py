@@ -134,6 +134,8 @@ class DataConfig:
     """seed of the synthetic set"""
     fresh_every_epoch: bool = True
     """draw new synthetic train videos every epoch"""
+    synthetic_store: str = ""
+    """folder of prerendered synthetic clips (the demo writes it); empty: render on the fly"""
 
     def validate(self, path: str = "data") -> None:
         """Ranges and cross-field constraints; raises :class:`ConfigError` naming ``path.key``."""
