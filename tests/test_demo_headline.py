@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from maskagain.config import ConfigError
 from maskagain.data import DataConfig, build_dataset
 from maskagain.recipes.demo import stages as demo_stages
 from maskagain.recipes.demo.headline import headline, headline_lines, told_apart
@@ -159,6 +160,8 @@ def test_a_store_of_another_spec_or_seed_is_refused(tmp_path) -> None:
         with pytest.raises(ValueError, match="its clips were rendered from spec .* not spec"):
             build_dataset(cfg, "val", "eval")
     assert build_dataset(DataConfig(**other), "val", "eval").store.clip("val", 0, 1) is not None
+    with pytest.raises(ConfigError, match="synthetic_store' is read by kind=synthetic only"):
+        DataConfig(kind="list", synthetic_store=str(tmp_path)).validate()
 
 
 @pytest.mark.parametrize("finetune", [False, True])

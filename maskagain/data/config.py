@@ -191,6 +191,11 @@ class DataConfig:
             self.synthetic_size >= 16,
             f"config key '{path}.synthetic_size' must be >= 16, got {self.synthetic_size!r}",
         )
+        check(
+            not self.synthetic_store or self.kind == "synthetic",
+            f"config key '{path}.synthetic_store' is read by kind=synthetic only, got kind "
+            f"{self.kind!r}; leave it empty",
+        )
         check(len(self.mean) == 3, f"config key '{path}.mean' needs 3 values, got {self.mean!r}")
         check(
             len(self.std) == 3 and min(self.std) > 0,
