@@ -1,6 +1,7 @@
 """``maskagain demo``: one comparison, stage by stage, into one output directory: the teacher,
-the training clips rendered once, every student row's pre-training, the probes (and
-fine-tunes), then ``summary.json``, ``report.md`` and the figures."""
+the synthetic clips rendered once (into ``OUT/clips``, which every stage's config names as
+``data.synthetic_store``; removed at the end), every student row's pre-training, the probes
+(and fine-tunes), then ``summary.json``, ``report.md`` and the figures."""
 
 from __future__ import annotations
 
