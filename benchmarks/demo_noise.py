@@ -49,6 +49,7 @@ import torch
 from maskagain.models.init import INIT_SCHEMES
 
 if TYPE_CHECKING:
+    from maskagain.recipes.demo.probes import ProbeClips
     from maskagain.recipes.demo.settings import DemoSizes
 
 
@@ -220,16 +221,36 @@ def row_variants(
 ) -> dict:
     """Pre-train the demo's ``row`` for every seed under every variant's dotted overrides and
     probe it per time step: {variant: {"overrides", "time_probe_top1": {seed: top-1}, stats}}."""
-    from maskagain.models.loading import load_encoder
     from maskagain.recipes.demo.probes import ProbeClips
-    from maskagain.recipes.demo.rows import prerender_pretraining, pretrain_student
-    from maskagain.recipes.demo.settings import DEFAULT_SIZES, TEACHER_WEIGHTS, TRAINED_ROWS
+    from maskagain.recipes.demo.rows import demo_store, prerender_pretraining
+    from maskagain.recipes.demo.settings import DEFAULT_SIZES, TRAINED_ROWS
 
     if row not in TRAINED_ROWS:
         raise SystemExit(f"--row must be one of {list(TRAINED_ROWS)}, got {row!r}")
     sizes = sizes or DEFAULT_SIZES
     clips = ProbeClips(sizes)
-    prerender_pretraining(sizes, finetune=False)  # rendered once for every run below
+    store = demo_store(sizes, (out_dir / "clips").resolve())
+    prerender_pretraining(sizes, False, store)  # rendered once for every run below
+    try:
+        return _train_variants(variants, seeds, row, out_dir, sizes, clips, str(store.folder))
+    finally:
+        store.delete()
+
+
+def _train_variants(
+    variants: dict[str, list[str]],
+    seeds: list[int],
+    row: str,
+    out_dir: Path,
+    sizes: DemoSizes,
+    clips: ProbeClips,
+    store: str,
+) -> dict:
+    """The runs of :func:`row_variants`, reading the training clips from the folder ``store``."""
+    from maskagain.models.loading import load_encoder
+    from maskagain.recipes.demo.rows import pretrain_student
+    from maskagain.recipes.demo.settings import TEACHER_WEIGHTS
+
     out = {}
     for name, overrides in variants.items():
         top1 = {}
@@ -241,6 +262,7 @@ def row_variants(
                 str(TEACHER_WEIGHTS),
                 seed,
                 overrides,
+                store=store,
             )
             top1[seed] = round(probe_top1(load_encoder(weights), clips, seed), 2)
             print(f"{row} {name} seed {seed}: time-probe top-1 {top1[seed]}", flush=True)

@@ -251,8 +251,10 @@ def unknown_key(key: str, names: list[str], path: str) -> str:
     )
 
 
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
-_BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
+_BOOL_WORDS = {
+    "true": True, "yes": True, "on": True, "1": True,
+    "false": False, "no": False, "off": False, "0": False,
+}  # fmt: skip
 
 
 def coerce(tp: Any, value: Any, path: str) -> Any:

@@ -49,7 +49,7 @@ def _run(malloc: str | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_kept_memory_avoids_page_faults_of_a_step():
     default, kept = _run("default"), _run(None)

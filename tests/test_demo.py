@@ -77,6 +77,10 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys) -> None:
     assert summary["torch_threads"] == 1  # --threads default
     assert summary["dataset"]["kind"] == "synthetic" and "student" in summary["models"]
     assert summary["finetune"] is True and "finetune_top1" in summary["metrics"]
+    # every stage read the clips rendered once into out/clips, removed at the end
+    stored = {load_yaml(out / run / "config.yaml")["data"]["synthetic_store"]
+              for run in ("maskagain", "mvd", "finetune/teacher", "finetune/scratch")}  # fmt: skip
+    assert stored == {str((out / "clips").resolve())} and not (out / "clips").exists()
     # the profile: every stage of the plan once, in run order, with wall and CPU seconds
     stages = [p["stage"] for p in summary["profile"]]
     plan = stage_plan(ROW_NAMES, finetune=True, retrain=False, encoders=9)
@@ -187,6 +191,7 @@ def test_demo_quick_seeds_end_to_end(tmp_path: Path, capsys) -> None:
         assert all(r["finetune_top1"] is None for r in summary["results"])
         summaries[str(seed)] = {r["run"]: r for r in summary["results"]}
     assert not (out / "summary.json").exists()  # the per-seed demos stay in their seed dirs
+    assert not (out / "clips").exists() and not (out / "seed0" / "clips").exists()
     seeds = json.loads((out / "seeds.json").read_text())
     assert seeds["seeds"] == [0, 1] and seeds["reused"] == [] and seeds["quick"] is True
     assert [r["run"] for r in seeds["rows"]] == list(summaries["0"])  # every row of the table

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
+from maskagain.config import ConfigError
 from maskagain.data import DataConfig, build_dataset
-from maskagain.data.synthetic import clear_prerendered, prerender, prerendered
 from maskagain.recipes.demo import stages as demo_stages
 from maskagain.recipes.demo.headline import headline, headline_lines, told_apart
-from maskagain.recipes.demo.rows import data_section
+from maskagain.recipes.demo.rows import data_section, demo_store
 from maskagain.recipes.demo.settings import QUICK_SIZES
 from maskagain.recipes.demo.stages import stage_plan
 
@@ -117,27 +119,49 @@ def test_stage_lines_carry_elapsed_time_and_an_eta(capsys, monkeypatch) -> None:
     assert [(p["stage"], p["wall_s"]) for p in profile] == [("a", 10.0), ("b", 20.0), ("c", 5.0)]
 
 
-def test_prerendered_clips_are_the_clips_rendering_gives() -> None:
-    sizes = QUICK_SIZES
-    cfg = DataConfig(**data_section(sizes, 8))
-    ds = build_dataset(cfg, "train", "eval")
-    torch.manual_seed(0)
-    fresh = [ds[i]["video"] for i in range(8)]
-    try:
-        assert prerender(ds.spec, ds.seed, "train", [(0, i) for i in range(8)], workers=2) == 8
-        assert prerender(ds.spec, ds.seed, "train", [(0, i) for i in range(8)]) == 0  # stored
-        assert prerendered(ds.spec, ds.seed, "train", 0, 3) is not None
-        assert prerendered(ds.spec, ds.seed, "train", 1, 3) is None  # another epoch
-        stored = [ds[i]["video"] for i in range(8)]
-        for a, b in zip(fresh, stored):
-            assert torch.equal(a, b)
-        clip = prerendered(ds.spec, ds.seed, "train", 0, 3)
-        clip_before = clip.copy()
-        ds[3]["video"].mul_(0)  # a reader cannot change the stored clip
-        assert np.array_equal(prerendered(ds.spec, ds.seed, "train", 0, 3), clip_before)
-    finally:
-        clear_prerendered()
-    assert prerendered(ds.spec, ds.seed, "train", 0, 3) is None
+def test_stored_clips_are_the_clips_rendering_gives(tmp_path) -> None:
+    cfg = DataConfig(**data_section(QUICK_SIZES, 8))
+    fresh = build_dataset(cfg, "train", "eval")
+    rendered = [fresh[i]["video"] for i in range(8)]
+    store = demo_store(QUICK_SIZES, tmp_path / "clips")
+    assert store.render("train", [(0, i) for i in range(8)], workers=2) == 8
+    assert store.render("train", [(0, i) for i in range(8)]) == 0  # stored
+    assert store.clip("train", 1, 3) is None  # another epoch
+    cfg.synthetic_store = str(tmp_path / "clips")
+    ds = build_dataset(cfg, "train", "eval")  # a reader of its own, from the config key
+    assert ds.store is not None and len(ds.store) == 8
+    for a, b in zip(rendered, (ds[i]["video"] for i in range(8))):
+        assert torch.equal(a, b)
+    clip_before = np.array(ds.store.clip("train", 0, 3))
+    ds[3]["video"].mul_(0)  # a reader cannot change the stored clip
+    assert np.array_equal(ds.store.clip("train", 0, 3), clip_before)
+    pickled = pickle.loads(pickle.dumps(ds))  # a spawned loader worker's copy
+    assert torch.equal(pickled[5]["video"], rendered[5])
+
+
+def test_two_stores_in_one_process_stay_apart(tmp_path) -> None:
+    one, two = (demo_store(QUICK_SIZES, tmp_path / name) for name in ("one", "two"))
+    one.render("train", [(0, 0)])
+    assert two.clip("train", 0, 0) is None
+    cfg = DataConfig(**data_section(QUICK_SIZES, 8))
+    assert build_dataset(cfg, "train", "eval").store is None  # no key: rendered on the fly
+    cfg.synthetic_store = str(tmp_path / "two")
+    with pytest.raises(FileNotFoundError, match="holds no prerendered clips"):
+        build_dataset(cfg, "train", "eval")
+    one.delete()
+    assert not (tmp_path / "one").exists() and one.clip("train", 0, 0) is None
+
+
+def test_a_store_of_another_spec_or_seed_is_refused(tmp_path) -> None:
+    demo_store(QUICK_SIZES, tmp_path).render("val", [(0, 1)])
+    other = data_section(QUICK_SIZES, 8, synthetic_store=str(tmp_path))
+    for key, value in (("synthetic_seed", 1), ("synthetic_distractor", 0.5)):
+        cfg = DataConfig(**{**other, key: value})
+        with pytest.raises(ValueError, match="its clips were rendered from spec .* not spec"):
+            build_dataset(cfg, "val", "eval")
+    assert build_dataset(DataConfig(**other), "val", "eval").store.clip("val", 0, 1) is not None
+    with pytest.raises(ConfigError, match="synthetic_store' is read by kind=synthetic only"):
+        DataConfig(kind="list", synthetic_store=str(tmp_path)).validate()
 
 
 @pytest.mark.parametrize("finetune", [False, True])

@@ -149,6 +149,8 @@ class DataConfig:
     """seed of the synthetic set"""
     fresh_every_epoch: bool = True
     """draw new synthetic train videos every epoch"""
+    synthetic_store: str = ""
+    """folder of prerendered synthetic clips (the demo writes it); empty: render on the fly"""
 
     def validate(self, path: str = "data") -> None:
         """Ranges and cross-field constraints; raises :class:`ConfigError` naming ``path.key``."""
@@ -215,6 +217,11 @@ class DataConfig:
         check(
             self.synthetic_size >= 16,
             f"config key '{path}.synthetic_size' must be >= 16, got {self.synthetic_size!r}",
+        )
+        check(
+            not self.synthetic_store or self.kind == "synthetic",
+            f"config key '{path}.synthetic_store' is read by kind=synthetic only, got kind "
+            f"{self.kind!r}; leave it empty",
         )
         check(len(self.mean) == 3, f"config key '{path}.mean' needs 3 values, got {self.mean!r}")
         check(

@@ -41,7 +41,8 @@ from maskagain.data.lists import (
 )
 from maskagain.data.sampling import sample_indices
 from maskagain.data.storage import Storage, StoragePolicy
-from maskagain.data.synthetic import SyntheticSpec, clip_rng, prerendered, render_clip
+from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
+from maskagain.data.synthetic_store import SyntheticStore
 from maskagain.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -100,20 +101,25 @@ class FrameFolder:
 
 
 class SyntheticSource:
-    """One synthetic video: renders only the frames asked for."""
+    """One synthetic video: renders only the frames asked for (the whole clip is read from
+    ``store`` when it holds it)."""
 
     def __init__(
-        self, spec: SyntheticSpec, label: int, rng_args: tuple[int, str, int, int]
+        self,
+        spec: SyntheticSpec,
+        label: int,
+        rng_args: tuple[int, str, int, int],
+        store: SyntheticStore | None = None,
     ) -> None:
-        self.spec, self.label, self.rng_args = spec, label, rng_args
+        self.spec, self.label, self.rng_args, self.store = spec, label, rng_args, store
         self.num_frames = spec.frames
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> torch.Tensor:
-        seed, split, index, epoch = self.rng_args
-        whole = np.array_equal(indices, np.arange(self.num_frames))
-        stored = prerendered(self.spec, seed, split, epoch, index) if whole else None
+        _, split, index, epoch = self.rng_args
+        whole = self.store is not None and np.array_equal(indices, np.arange(self.num_frames))
+        stored = self.store.clip(split, epoch, index) if whole else None
         if stored is not None:
-            frames = stored.copy()
+            frames = np.array(stored)  # a copy: readers may change their frames
         else:
             frames = render_clip(
                 self.spec, self.label, clip_rng(*self.rng_args), np.asarray(indices)
@@ -318,7 +324,8 @@ class VideoListDataset(ClipDataset):
 
 
 class SyntheticVideoDataset(ClipDataset):
-    """The motion-defined synthetic set, generated on the fly (no files).
+    """The motion-defined synthetic set, generated on the fly (no files) or read from ``store``
+    where it holds the clip.
 
     Clip ``i`` is deterministic from ``(seed, split, epoch, i)``; ``set_epoch`` changes the
     clips when ``fresh_every_epoch`` (call it before creating the DataLoader iterator, i.e.
@@ -336,6 +343,7 @@ class SyntheticVideoDataset(ClipDataset):
         purpose: str = "pretrain",
         fresh_every_epoch: bool = False,
         on_device: OnDevice = None,
+        store: SyntheticStore | None = None,
     ) -> None:
         spec = spec or SyntheticSpec()
         if cfg is None:
@@ -348,7 +356,7 @@ class SyntheticVideoDataset(ClipDataset):
                 synthetic_frames=spec.frames,
             )
         super().__init__(cfg, split, purpose, num_clips, spec.class_names, on_device)
-        self.spec, self.seed = spec, seed
+        self.spec, self.seed, self.store = spec, seed, store
         self.fresh_every_epoch = fresh_every_epoch
         self.epoch = 0
 
@@ -358,7 +366,7 @@ class SyntheticVideoDataset(ClipDataset):
     def open(self, video_id: int) -> ClipSource:
         epoch = self.epoch if self.fresh_every_epoch else 0
         return SyntheticSource(
-            self.spec, self.label(video_id), (self.seed, self.split, video_id, epoch)
+            self.spec, self.label(video_id), (self.seed, self.split, video_id, epoch), self.store
         )
 
     def label(self, video_id: int) -> int:
@@ -396,6 +404,16 @@ def folder_class_index(cfg: DataConfig, tree: FileTree | None = None) -> list[st
     return sorted(names)
 
 
+def synthetic_spec(cfg: DataConfig) -> SyntheticSpec:
+    """What the synthetic set of ``cfg`` generates."""
+    return SyntheticSpec(
+        size=cfg.synthetic_size,
+        frames=cfg.synthetic_video_frames,
+        num_classes=cfg.synthetic_classes,
+        distractor=cfg.synthetic_distractor,
+    )
+
+
 def build_dataset(
     cfg: DataConfig, split: str, purpose: str, on_device: OnDevice = None
 ) -> ClipDataset:
@@ -407,12 +425,8 @@ def build_dataset(
             f"split must be in {SPLITS} and purpose in {PURPOSES}, got {split!r}, {purpose!r}"
         )
     if cfg.kind == "synthetic":
-        spec = SyntheticSpec(
-            size=cfg.synthetic_size,
-            frames=cfg.synthetic_video_frames,
-            num_classes=cfg.synthetic_classes,
-            distractor=cfg.synthetic_distractor,
-        )
+        spec = synthetic_spec(cfg)
+        store = cfg.synthetic_store
         count = cfg.synthetic_train_clips if split == "train" else cfg.synthetic_val_clips
         return SyntheticVideoDataset(
             count,
@@ -423,6 +437,7 @@ def build_dataset(
             purpose=purpose,
             fresh_every_epoch=cfg.fresh_every_epoch and split == "train",
             on_device=on_device,
+            store=SyntheticStore.open(store, spec, cfg.synthetic_seed) if store else None,
         )
     if cfg.kind == "shards":
         from maskagain.data.shard_dataset import open_shards

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,49 +230,6 @@ def make_clip(
     """Clip ``index`` of a split: (uint8 ``(T, S, S, 3)``, label). Labels cycle over classes."""
     label = index % spec.num_classes
     return render_clip(spec, label, clip_rng(seed, split, index, epoch), times), label
-
-
-# Clips rendered ahead of time (:func:`prerender`), read by every dataset of this process and
-# of the worker processes it forks: key ``(spec, seed, split, epoch, index)``, value the whole
-# uint8 clip. Rendering is deterministic, so a stored clip is the clip rendering would give.
-_RENDERED: dict[tuple, np.ndarray] = {}
-
-
-def _render_job(job: tuple[SyntheticSpec, int, str, int, int]) -> np.ndarray:
-    spec, seed, split, epoch, index = job
-    return make_clip(spec, seed, split, index, epoch)[0]
-
-
-def prerender(
-    spec: SyntheticSpec,
-    seed: int,
-    split: str,
-    clips: Sequence[tuple[int, int]],
-    workers: int = 1,
-) -> int:
-    """Render the ``(epoch, index)`` clips of a split once, in ``workers`` processes, into the
-    store every synthetic dataset of this process (and of its forked loader workers) reads
-    whole clips from. Returns how many clips were rendered (those not stored already)."""
-    jobs = [
-        (spec, seed, split, e, i) for e, i in clips if (spec, seed, split, e, i) not in _RENDERED
-    ]
-    if workers > 1 and len(jobs) > 64:
-        with ProcessPoolExecutor(workers) as pool:
-            frames = list(pool.map(_render_job, jobs, chunksize=64))
-    else:
-        frames = [_render_job(job) for job in jobs]
-    _RENDERED.update(zip(jobs, frames))
-    return len(jobs)
-
-
-def prerendered(spec: SyntheticSpec, seed: int, split: str, epoch: int, index: int):
-    """The whole stored clip (uint8 ``(T, S, S, 3)``), or None when it was not prerendered."""
-    return _RENDERED.get((spec, seed, split, epoch, index))
-
-
-def clear_prerendered() -> None:
-    """Forget every prerendered clip (frees their memory)."""
-    _RENDERED.clear()
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:

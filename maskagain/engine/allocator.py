@@ -24,19 +24,14 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 2**31 - 1  # an int: trim only when 2 GiB lie free at the heap top
 
-_applied: bool | None = None
-
 
 def keep_freed_memory() -> bool:
-    """Make glibc keep freed blocks up to 32 MiB for reuse (once per process).
+    """Make glibc keep freed blocks up to 32 MiB for reuse.
 
     Returns True when the settings are in effect, False where they are not (not glibc, or
-    ``MASKAGAIN_MALLOC=default``). Process-wide; affects CPU memory only.
+    ``MASKAGAIN_MALLOC=default``). Process-wide; affects CPU memory only. Idempotent: a second
+    call sets the same two values again (glibc holds the state, nothing here does).
     """
-    global _applied
-    if _applied is not None:
-        return _applied
-    _applied = False
     if os.environ.get("MASKAGAIN_MALLOC", "").strip().lower() == "default":
         log.debug("MASKAGAIN_MALLOC=default: glibc malloc settings left alone")
         return False
@@ -50,6 +45,5 @@ def keep_freed_memory() -> bool:
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
-    _applied = ok
     log.debug("glibc malloc keeps freed blocks up to %d MiB: %s", MMAP_THRESHOLD >> 20, ok)
     return ok

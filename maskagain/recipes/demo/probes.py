@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 
 import torch
 
 from maskagain.data import DataConfig, build_dataset
-from maskagain.data.synthetic import prerender
+from maskagain.data.datasets import synthetic_spec
+from maskagain.data.synthetic_store import SyntheticStore
 from maskagain.engine.probe import extract_pooled_features, train_linear_probe
 from maskagain.models.vit import VideoViT
 from maskagain.recipes.demo.rows import data_section
@@ -35,17 +37,31 @@ def random_encoder(arch: dict, seed: int = 0) -> VideoViT:
 
 
 class ProbeClips:
-    """The probe's clips, generated once (in ``workers`` processes) and shared by every encoder
-    (seed 0 train / val)."""
+    """The probe's clips, generated once (in ``workers`` processes, into ``store``; None: a
+    temporary folder) and shared by every encoder (seed 0 train / val)."""
 
-    def __init__(self, sizes: DemoSizes, workers: int = RENDER_WORKERS) -> None:
+    def __init__(
+        self, sizes: DemoSizes, workers: int = RENDER_WORKERS, store: SyntheticStore | None = None
+    ) -> None:
         val = {"synthetic_val_clips": sizes.probe_val_clips}
         cfg = DataConfig(**data_section(sizes, sizes.probe_train_clips, **val))
         cfg.validate()
         self.splits = {}
-        for split in ("train", "val"):
+        if store is not None:
+            self._load(cfg, store, workers)
+            return
+        with tempfile.TemporaryDirectory(prefix="maskagain-probe-clips-") as folder:
+            self._load(
+                cfg, SyntheticStore(folder, synthetic_spec(cfg), cfg.synthetic_seed), workers
+            )
+
+    def _load(self, cfg: DataConfig, store: SyntheticStore, workers: int) -> None:
+        """Render the clips into ``store`` and read them, transformed, into ``splits``."""
+        cfg.synthetic_store = str(store.folder)
+        counts = {"train": cfg.synthetic_train_clips, "val": cfg.synthetic_val_clips}
+        for split, count in counts.items():
+            store.render(split, [(0, i) for i in range(count)], workers)
             ds = build_dataset(cfg, split, "eval")
-            prerender(ds.spec, ds.seed, split, [(0, i) for i in range(len(ds))], workers)
             items = [ds[i] for i in range(len(ds))]
             video = torch.stack([it["video"] for it in items]).half()
             label = torch.tensor([it["label"] for it in items])

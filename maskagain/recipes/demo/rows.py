@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maskagain.config import load_config
-from maskagain.data import DataConfig, build_dataset
-from maskagain.data.synthetic import prerender
+from maskagain.data import DataConfig
+from maskagain.data.datasets import synthetic_spec
+from maskagain.data.synthetic_store import SyntheticStore
 from maskagain.recipes.configs import DistillConfig, FinetuneConfig, PretrainConfig
 from maskagain.recipes.demo.settings import (
     DISTILL_ROWS,
@@ -60,11 +61,11 @@ def engine_section(sizes: DemoSizes, log_every: int = 10) -> dict:
     }
 
 
-def _pretrain_common(sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
+def _pretrain_common(sizes: DemoSizes, out_dir: Path, seed: int, store: str) -> dict:
     return {
         "out_dir": str(out_dir),
         "seed": seed,
-        "data": data_section(sizes, sizes.pretrain_clips),
+        "data": data_section(sizes, sizes.pretrain_clips, synthetic_store=store),
         "mask": dict(MASK),
         "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95]},
         "schedule": {
@@ -82,9 +83,11 @@ def videomae_student_config(
     seed: int = 0,
     init: str = STUDENT_INIT,
     overrides: Sequence[str] = (),
+    store: str = "",
 ) -> PretrainConfig:
-    """The VideoMAE row's config (student drawn with ``init``; dotted ``overrides`` last)."""
-    tree = _pretrain_common(sizes, out_dir, seed)
+    """The VideoMAE row's config (student drawn with ``init``; dotted ``overrides`` last;
+    ``store``: the folder of prerendered clips, empty: rendered on the fly)."""
+    tree = _pretrain_common(sizes, out_dir, seed, store)
     tree["model"] = {**STUDENT, **GEOMETRY, "init": init}
     tree["decoder"] = dict(PIXEL_DECODER)
     return _build(PretrainConfig, tree, overrides)
@@ -99,10 +102,12 @@ def distill_config(
     sections: dict | None = None,
     init: str = STUDENT_INIT,
     overrides: Sequence[str] = (),
+    store: str = "",
 ) -> DistillConfig:
     """A distillation row's config; ``sections``: extra config sections (e.g. ``mvd``); the
-    student drawn with ``init``; dotted ``overrides`` applied last."""
-    tree = _pretrain_common(sizes, out_dir, seed)
+    student drawn with ``init``; dotted ``overrides`` applied last; ``store``: the folder of
+    prerendered clips (empty: rendered on the fly)."""
+    tree = _pretrain_common(sizes, out_dir, seed, store)
     tree["student"] = {**STUDENT, **GEOMETRY, "drop_path_rate": 0.1, "init": init}
     tree["teacher"] = {"source": teacher, "precision": "fp32"}
     tree["objective"] = copy.deepcopy(objective)
@@ -111,8 +116,9 @@ def distill_config(
 
 
 def finetune_config(
-    sizes: DemoSizes, out_dir: Path, arch: dict, init: str = "", seed: int = 0
+    sizes: DemoSizes, out_dir: Path, arch: dict, init: str = "", seed: int = 0, store: str = ""
 ) -> FinetuneConfig:
+    """A fine-tune's config (``store``: the folder of prerendered clips, empty: on the fly)."""
     tree = {
         "out_dir": str(out_dir),
         "seed": seed,
@@ -130,6 +136,7 @@ def finetune_config(
             random_erase=0.0,
             test_clips=1,  # the 8-frame videos hold exactly one 8-frame clip
             test_crops=sizes.test_crops,
+            synthetic_store=store,
         ),
         "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.999]},
         "schedule": {
@@ -148,16 +155,22 @@ def _build(cls: type, tree: dict, overrides: Sequence[str] = ()):
     return load_config(cls, base=tree, overrides=overrides)
 
 
-def prerender_pretraining(sizes: DemoSizes, finetune: bool, workers: int = RENDER_WORKERS) -> int:
-    """Render every training clip the rows (and fine-tunes) will read, once for all of them:
-    ``pretrain_epochs`` x ``pretrain_clips`` (and ``finetune_epochs`` x ``finetune_clips``)
-    clips of the train split. Returns how many were rendered."""
+def demo_store(sizes: DemoSizes, folder: str | Path) -> SyntheticStore:
+    """The store of the demo's synthetic clips in ``folder`` (those already there are kept)."""
     cfg = DataConfig(**data_section(sizes, sizes.pretrain_clips))
-    ds = build_dataset(cfg, "train", "pretrain")
+    return SyntheticStore(folder, synthetic_spec(cfg), cfg.synthetic_seed)
+
+
+def prerender_pretraining(
+    sizes: DemoSizes, finetune: bool, store: SyntheticStore, workers: int = RENDER_WORKERS
+) -> int:
+    """Render into ``store`` every training clip the rows (and fine-tunes) will read, once for
+    all of them: ``pretrain_epochs`` x ``pretrain_clips`` (and ``finetune_epochs`` x
+    ``finetune_clips``) clips of the train split. Returns how many were rendered."""
     clips = {(e, i) for e in range(sizes.pretrain_epochs) for i in range(sizes.pretrain_clips)}
     if finetune:
         clips |= {(e, i) for e in range(sizes.finetune_epochs) for i in range(sizes.finetune_clips)}
-    return prerender(ds.spec, ds.seed, "train", sorted(clips), workers)
+    return store.render("train", sorted(clips), workers)
 
 
 def pretrain_student(
@@ -168,15 +181,17 @@ def pretrain_student(
     seed: int,
     overrides: Sequence[str] = (),
     student_init: str = STUDENT_INIT,
+    store: str = "",
 ) -> tuple[dict, Path]:
     """Pre-train the student of row ``name`` into ``out/name`` from init ``student_init``, with
-    the dotted config ``overrides`` (e.g. ``schedule.epochs=10``) applied after it: (run
-    summary, encoder weights)."""
+    the dotted config ``overrides`` (e.g. ``schedule.epochs=10``) applied after it, reading the
+    clips ``store`` holds (a folder; empty: rendered on the fly): (run summary, encoder
+    weights)."""
     if name == "videomae":
-        cfg = videomae_student_config(sizes, out / name, seed, student_init, overrides)
+        cfg = videomae_student_config(sizes, out / name, seed, student_init, overrides, store)
         return run_pretrain(cfg), out / name / "teacher.safetensors"
     objective, sections = DISTILL_ROWS[name]
     cfg = distill_config(
-        sizes, out / name, teacher, objective, seed, sections, student_init, overrides
+        sizes, out / name, teacher, objective, seed, sections, student_init, overrides, store
     )
     return run_distill(cfg, resume=None), out / name / "student.safetensors"

@@ -1,6 +1,7 @@
 """``maskagain demo``: one comparison, stage by stage, into one output directory: the teacher,
-the training clips rendered once, every student row's pre-training, the probes (and
-fine-tunes), then ``summary.json``, ``report.md`` and the figures."""
+the synthetic clips rendered once (into ``OUT/clips``, which every stage's config names as
+``data.synthetic_store``; removed at the end), every student row's pre-training, the probes
+(and fine-tunes), then ``summary.json``, ``report.md`` and the figures."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from maskagain.data import SyntheticSpec, make_clip
-from maskagain.data.synthetic import clear_prerendered
+from maskagain.data.synthetic_store import SyntheticStore
 from maskagain.models.loading import load_encoder, save_encoder
 from maskagain.recipes.demo import report
 from maskagain.recipes.demo.headline import headline
@@ -22,7 +23,12 @@ from maskagain.recipes.demo.probes import (
     random_encoder,
     standard_error,
 )
-from maskagain.recipes.demo.rows import finetune_config, prerender_pretraining, pretrain_student
+from maskagain.recipes.demo.rows import (
+    demo_store,
+    finetune_config,
+    prerender_pretraining,
+    pretrain_student,
+)
 from maskagain.recipes.demo.settings import (
     AMD,
     AMD_OBJECTIVE,
@@ -63,6 +69,12 @@ class DemoRun:
     rows: tuple[str, ...]  # the student rows, in the table's order
     student_init: str
     finetune: bool
+    clips: SyntheticStore  # the synthetic clips every stage reads, rendered once
+
+    @property
+    def store(self) -> str:
+        """The clips' folder, as the stages' configs name it (``data.synthetic_store``)."""
+        return str(self.clips.folder)
 
     @property
     def sizes(self) -> DemoSizes:
@@ -78,28 +90,28 @@ def run_demo(
     rows: list[str] | tuple[str, ...] | None = None,
     student_init: str = STUDENT_INIT,
     finetune: bool = False,
-    keep_clips: bool = False,
+    clips: str | Path | None = None,
 ) -> dict:
     """Run the comparison (the student ``rows``, default :data:`DEFAULT_ROWS`, every student
     drawn with ``student_init``; fine-tunes only with ``finetune``); returns (and writes)
-    ``summary.json``'s content. ``keep_clips``: keep the rendered clips for the next call (the
-    synthetic set is the same for every training seed)."""
+    ``summary.json``'s content. ``clips``: the folder of the rendered synthetic clips, kept for
+    the next call (the synthetic set is the same for every training seed); None: ``out/clips``,
+    removed at the end."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = DemoRun(out, quick, seed, select_rows(rows), student_init, finetune)
+    sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    store = demo_store(sizes, Path(clips or out / "clips").resolve())
+    run = DemoRun(out, quick, seed, select_rows(rows), student_init, finetune, store)
     stages = Stages(stage_plan(run.rows, finetune, retrain, encoders=len(run.rows) + 3))
     if retrain:
         stages.start("re-training the teacher (configs/demo/teacher.yaml; ~40 min on a 2-core CPU)")
     weights, card = resolve_teacher(teacher, run.out / "teacher" if retrain else None, run.sizes)
     teacher = str(weights)
-    stages.start(f"rendering the training clips once for every row ({RENDER_WORKERS} processes)")
-    prerender_pretraining(run.sizes, finetune)
-    runs, students = _pretrain_students(run, teacher, stages)
-    students.update(_untrained_encoders(run))
-    probes = _probe_all(run, teacher, students, stages)
-    finetunes = _finetune_all(run, teacher, students, stages) if finetune else {}
-    if not keep_clips:
-        clear_prerendered()
+    try:
+        runs, probes, finetunes = _train_and_probe(run, teacher, stages)
+    finally:
+        if clips is None:
+            store.delete()
     stages.start("figures and report")
     table = result_rows(run, card, runs, probes, finetunes)
     figures = draw_figures(out, table, teacher, finetune)
@@ -115,6 +127,20 @@ def run_demo(
     return summary
 
 
+def _train_and_probe(
+    run: DemoRun, teacher: str, stages: Stages
+) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
+    """Render the training clips once, pre-train every row, probe (and fine-tune) every encoder:
+    ({row: run summary}, {encoder: probes}, {encoder: fine-tune summary})."""
+    stages.start(f"rendering the training clips once for every row ({RENDER_WORKERS} processes)")
+    prerender_pretraining(run.sizes, run.finetune, run.clips)
+    runs, students = _pretrain_students(run, teacher, stages)
+    students.update(_untrained_encoders(run))
+    probes = _probe_all(run, teacher, students, stages)
+    finetunes = _finetune_all(run, teacher, students, stages) if run.finetune else {}
+    return runs, probes, finetunes
+
+
 def _pretrain_students(
     run: DemoRun, teacher: str, stages: Stages
 ) -> tuple[dict[str, dict], dict[str, Path]]:
@@ -124,7 +150,13 @@ def _pretrain_students(
     for name in (name for name in run.rows if name in TRAINED_ROWS):
         stages.start(f"student + {STUDENT_ROWS[name][1]}")
         runs[name], students[name] = pretrain_student(
-            name, run.sizes, run.out, teacher, run.seed, student_init=run.student_init
+            name,
+            run.sizes,
+            run.out,
+            teacher,
+            run.seed,
+            student_init=run.student_init,
+            store=run.store,
         )
     return runs, students
 
@@ -151,7 +183,7 @@ def _probe_all(
     sizes = run.sizes
     stages.start(f"rendering the probe's clips ({sizes.probe_train_clips} train, "
                  f"{sizes.probe_val_clips} val)")  # fmt: skip
-    clips = ProbeClips(sizes)
+    clips = ProbeClips(sizes, store=run.clips)
     stages.start(f"linear probes of {len(students) + 2} encoders (features, then two probes each)")
     encoders = {"teacher": load_encoder(teacher)}
     encoders.update({k: load_encoder(v) for k, v in students.items()})
@@ -168,7 +200,9 @@ def _finetune_all(
     finetunes = {}
     for name, arch, init in plan:
         stages.start(f"fine-tune + {run.sizes.test_crops}-view test: {name}")
-        ft = finetune_config(run.sizes, run.out / "finetune" / name, arch, init, run.seed)
+        ft = finetune_config(
+            run.sizes, run.out / "finetune" / name, arch, init, run.seed, run.store
+        )
         finetunes[name] = run_finetune(ft)
     return finetunes
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from maskagain.data.synthetic import clear_prerendered
 from maskagain.recipes.demo import seeds_report
 from maskagain.recipes.demo.run import run_demo
 from maskagain.recipes.demo.settings import (
@@ -127,9 +127,9 @@ def run_seeds(
             rows=rows,
             student_init=student_init,
             finetune=finetune,
-            keep_clips=True,  # every seed trains and probes on the same synthetic clips
+            clips=out / "clips",  # every seed trains and probes on the same synthetic clips
         )
-    clear_prerendered()
+    shutil.rmtree(out / "clips", ignore_errors=True)
     result = seeds_report.seeds_summary(summaries)
     result.update(
         runs={str(s): str(out / f"seed{s}" / "summary.json") for s in seeds},
