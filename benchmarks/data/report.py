@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._results import NEW_FILE, replace_section
 from benchmarks.data.decode import VIDEOS, bench_video, check_same_frames, write_test_video
 from benchmarks.data.pipeline import PIPE_ROWS, PIPE_SOURCES, pipeline_markdown, pipeline_report
 from benchmarks.data.probes import cnn_probe_synthetic, probe_synthetic, synthetic_speed
@@ -178,25 +179,12 @@ PIPE_BEGIN, PIPE_END = "<!-- data-pipeline:begin -->", "<!-- data-pipeline:end -
 def update_markdown(path: Path, report: dict) -> None:
     """Write the data section (and the loader section of a ``--pipeline`` run) between their
     markers in ``path``, leaving other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    text = path.read_text() if path.exists() else NEW_FILE
     if report["rows"] or report["probes"] or report["cnn"] or report["synthetic_speed"]:
-        text = _replace_block(text, MD_BEGIN, MD_END, markdown(report), after=None)
+        text = replace_section(text, MD_BEGIN, MD_END, markdown(report))
     if report.get("pipeline"):
-        text = _replace_block(text, PIPE_BEGIN, PIPE_END, pipeline_markdown(report), MD_END)
+        text = replace_section(text, PIPE_BEGIN, PIPE_END, pipeline_markdown(report), MD_END)
     path.write_text(text)
-
-
-def _replace_block(text: str, begin: str, end: str, body: str, after: str | None) -> str:
-    """``text`` with the block between ``begin`` and ``end`` replaced by ``body``; a missing
-    block goes after the line holding ``after`` (or at the end)."""
-    block = f"{begin}{body}{end}\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        return head + block + rest.split(end, 1)[1].lstrip("\n")
-    if after and after in text:
-        head, rest = text.split(after, 1)
-        return head + after + "\n" + block + rest.lstrip("\n")
-    return text.rstrip("\n") + "\n\n" + block
 
 
 def main(argv: list[str] | None = None) -> int:
