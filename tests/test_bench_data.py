@@ -35,13 +35,14 @@ def test_storage_rows_load_the_local_batches_and_count_their_requests(prepared, 
         local = OurLoader([str(prepared)] * copies, "dense", 4, "same_window", crop_on_device=True)
         rows[LOCAL_ROW] = local
         result = bench_pipeline(rows, clips_per_batch=4, rounds=1)  # 2 batches of 1 video
-        costs = io_costs(rows, clips=8, clip_share=1.0)
+        costs = io_costs(rows, clips=8, window_share=1.0)
         frames = {name: _frames(rows[name].ds) for name in rows}
     assert all(r["clips_per_s_per_core"] > 0 for r in result.values())
     size = prepared.stat().st_size
     shards_s3 = costs["ours_shards_s3_devcrop_r4"]
     assert shards_s3["requests_per_clip"] == 1 / 4  # one ranged GET per video, 4 clips each
     assert shards_s3["bytes_read_per_clip"] == size / 4 and shards_s3["failures"] == 0
+    assert shards_s3["requests_per_video"] == 1 and shards_s3["bytes_read_per_video"] == size
     assert costs["ours_shards_devcrop_r4"]["requests_per_clip"] is None  # local: not requests
     files_s3 = costs["ours_prepared_s3_devcrop_r4"]
     assert files_s3["requests_per_clip"] >= 1 / 4 and files_s3["bytes_read_per_clip"] >= size / 4

@@ -549,12 +549,12 @@ def storage_markdown(p: dict) -> list[str]:
         "`ours_shards_devcrop_r4` = its bytes as members of tar shards of 4 samples on local "
         "disk (`data.kind=shards`, one seek + read per sample); `ours_shards_s3_devcrop_r4` = "
         "those shards in the local S3 server (one ranged GET per sample). Requests and bytes "
-        "are counted by the "
-        "storage layer per clip (4 clips per decoded video); the clip's share is the prepared "
-        "file's bytes times the frames one clip spans over the video's frames.",
+        "are counted by the storage layer per decoded video (4 clips of one window); the "
+        "window's share is the prepared file's bytes times the frames the window spans over "
+        "the video's frames.",
         "",
         "| source | row | clips/s/core | x local files | clips per CPU-s | x local files (CPU) "
-        "| requests/clip | KB read/clip | clip's share KB |",
+        "| requests/video | KB read/video | window's share KB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in p["sources"].items():
@@ -562,13 +562,13 @@ def storage_markdown(p: dict) -> list[str]:
             if row not in s["rows"]:
                 continue
             r, io = s["rows"][row], s["io"].get(row)
-            reqs = f"{io['requests_per_clip']:.2f}" if io and io["requests_per_clip"] else "local"
+            reqs = f"{io['requests_per_video']:.2f}" if io and io["requests_per_video"] else "local"
             read = (
-                f"{io['bytes_read_per_clip'] / 1e3:.0f}"
-                if io and io["bytes_read_per_clip"]
+                f"{io['bytes_read_per_video'] / 1e3:.0f}"
+                if io and io["bytes_read_per_video"]
                 else "-"
             )
-            share = f"{io['clip_share_bytes'] / 1e3:.0f}" if io else "-"
+            share = f"{io['window_share_bytes'] / 1e3:.0f}" if io else "-"
             lines.append(
                 f"| {name} | {row} | {r['clips_per_s_per_core']:.2f} "
                 f"| {_ratio(r['x_local_prepared'])} | {r['clips_per_cpu_s']:.2f} "

@@ -9,8 +9,8 @@ decodes (``ours_prepared_devcrop_r4`` of :mod:`benchmarks.data.pipeline`, the CU
 * ``ours_shards_s3_devcrop_r4``: those shards in the local S3 server (one ranged GET per
   sample).
 
-Each row also counts what it cost: requests and bytes read per clip, next to the clip's share of
-the file (the bytes of the frames one clip spans). The S3 server runs on the same machine, so its
+Each row also counts what it cost: requests and bytes read per decoded video (4 clips of one
+window), next to the window's share of the file (the bytes of the frames the window spans). The S3 server runs on the same machine, so its
 CPU is not the loader's and the network is a loopback: the rows measure the client's cost.
 """
 
@@ -133,17 +133,24 @@ def remote_rows(prepared: Path, bucket: str, work: Path, sampling: str, copies: 
     }
 
 
-def io_costs(rows: dict, clips: int, clip_share: float) -> dict:
-    """Requests and bytes read per clip of the rows that read object storage, after ``clips``
-    clips each, and the clip's share of the file in bytes (local reads are not counted)."""
+def io_costs(rows: dict, clips: int, window_share: float, clips_per_video: int = 4) -> dict:
+    """Requests and bytes read per clip and per decoded video (``clips_per_video`` clips of one
+    window) of the rows that read object storage, after ``clips`` clips each, and the window's
+    share of the file in bytes (the bytes of the frames the window spans; local reads are not
+    counted). Bytes read per video compare with the window's share: per clip they are split
+    over the clips of one decode, the share is not."""
     out = {}
     for name in (r for r in REMOTE_ROWS if r in rows):
         stats = rows[name].ds.storage.stats
         remote = stats.requests > 0
+        videos = clips / clips_per_video
         out[name] = {
             "requests_per_clip": stats.requests / clips if remote else None,
             "bytes_read_per_clip": stats.bytes_read / clips if remote else None,
-            "clip_share_bytes": clip_share,
+            "requests_per_video": stats.requests / videos if remote else None,
+            "bytes_read_per_video": stats.bytes_read / videos if remote else None,
+            "window_share_bytes": window_share,
+            "clips_per_video": clips_per_video,
             "failures": stats.failures,
         }
     return out
