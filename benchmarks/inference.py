@@ -5,7 +5,8 @@
 
 Speed rows (random weights, 400-class head): ViT-S and ViT-B at 16 x 224 x 224 (``--tiny``: a
 nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, ``torch.compile``,
-onnxruntime fp32 and onnxruntime int8 (dynamic quantisation); on CUDA eager fp32, eager bf16
+onnxruntime fp32 (standard operators, ``export --format onnx``), onnxruntime's fused graph
+(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``); on CUDA eager fp32, eager bf16
 autocast and ``torch.compile`` (onnxruntime runs on the CPU only). Timings alternate: round
 after round, every path runs one batch in turn, so load from other jobs falls on all paths
 alike; clips/s is the batch over the median seconds. Peak memory: the peak RSS of a child
@@ -41,7 +42,7 @@ import torch
 from maskagain.models import create_model
 from maskagain.models.onnx import OnnxClassifier, export_onnx, quantize_int8
 
-CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_int8")
+CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_fused", "ort_int8")
 CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
 FULL = {"vit_s": dict(name="vit_small"), "vit_b": dict(name="vit_base")}
 FULL_GEOMETRY = dict(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
@@ -67,11 +68,7 @@ def preprocessing_of(model) -> dict:
 def build_path(model, path: str, device: str, workdir: Path) -> Callable:
     """A callable ``video (B, C, T, H, W) -> logits`` running ``model`` through ``path``."""
     if path.startswith("ort_"):
-        fp32 = workdir / f"model_{id(model)}.onnx"
-        if not fp32.is_file():
-            export_onnx(model, fp32, preprocessing_of(model), None)
-        file = fp32 if path == "ort_fp32" else quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))
-        return OnnxClassifier(file, threads=torch.get_num_threads())
+        return OnnxClassifier(onnx_file(model, path, workdir), threads=torch.get_num_threads())
     model = model.to(device)
     net = torch.compile(model, dynamic=False) if path == "compile" else model
     dtype = torch.bfloat16 if path == "eager_bf16" else None
@@ -82,6 +79,19 @@ def build_path(model, path: str, device: str, workdir: Path) -> Callable:
             return net(video.to(device)).float()
 
     return run
+
+
+def onnx_file(model, path: str, workdir: Path) -> Path:
+    """The export ``path`` runs: standard operators (``ort_fp32``), onnxruntime's fused graph
+    (``ort_fused``) or its dynamic int8 quantisation (``ort_int8``); written once per model."""
+    fused = path != "ort_fp32"
+    file = workdir / f"model_{id(model)}{'_fused' if fused else ''}.onnx"
+    if not file.is_file():
+        export_onnx(model, file, preprocessing_of(model), None, fused=fused)
+    if path != "ort_int8":
+        return file
+    int8 = file.with_suffix(".int8.onnx")
+    return int8 if int8.is_file() else quantize_int8(file, int8)
 
 
 def _sync(device: str) -> None:
