@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -39,8 +40,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.flops import block_macs
 from maskagain.models import create_model
-from maskagain.models.onnx import OnnxClassifier, export_onnx, quantize_int8
+from maskagain.models.onnx import OPSET, OnnxClassifier, export_onnx, quantize_int8
 
 CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_fused", "ort_int8")
 CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
@@ -102,13 +104,14 @@ def _sync(device: str) -> None:
 def time_paths(runners: dict[str, Callable], video: torch.Tensor, rounds: int, device: str):
     """Seconds per batch of every path, rounds alternating over the paths (one warm-up each)."""
     times: dict[str, list[float]] = {name: [] for name in runners}
+    args = () if video is None else (video,)  # None: runners that take no input
     for run in runners.values():
-        run(video)  # warm-up (and compilation)
+        run(*args)  # warm-up (and compilation)
     for _ in range(rounds):
         for name, run in runners.items():
             _sync(device)
             t0 = time.perf_counter()
-            run(video)
+            run(*args)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
@@ -176,10 +179,11 @@ def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
             times = time_paths(runners, _clips(model, batch), args.rounds, args.device)
             print(f"{key} batch {batch}: " + ", ".join(
                 f"{p} {statistics.median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
+            gflop = sum(clip_gflop(model.cfg).values())
             for p in paths:
-                rows.append({"model": key, "path": p, "batch": batch,
-                             "clips_per_s": batch / statistics.median(times[p]),
-                             "seconds": times[p]})  # fmt: skip
+                rate = batch / statistics.median(times[p])
+                rows.append({"model": key, "path": p, "batch": batch, "clips_per_s": rate,
+                             "gflop_per_s": rate * gflop, "seconds": times[p]})  # fmt: skip
         for p in paths:
             mem = peak_memory_mb(key, p, max(batches), args)
             for row in rows:
@@ -253,10 +257,98 @@ def predict_row(args: argparse.Namespace, workdir: Path, path: str) -> dict:
             "share": pred.model_s / pred.wall_s, "workers": args.predict_workers}  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- ceiling
+def clip_gflop(cfg) -> dict[str, float]:
+    """Forward GFLOP of one clip, matrix products only (:mod:`benchmarks.flops`' conventions):
+    ``linear`` (tubelet embedding, q/k/v, projection, MLP, head) and ``attention`` (q @ k^T and
+    weights @ v, 2 N^2 D per block)."""
+    n, d = math.prod(cfg.grid), cfg.embed_dim
+    attention = cfg.depth * 2 * n * n * d
+    blocks = cfg.depth * block_macs(n, d, int(d * cfg.mlp_ratio)) - attention
+    embed = n * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2 * d
+    linear = blocks + embed + d * (cfg.num_classes or 0)
+    return {"linear": 2 * linear / 1e9, "attention": 2 * attention / 1e9}
+
+
+def _ort_op(op: str, feeds: dict, consts: dict, domain: str = "", **attrs) -> Callable:
+    """A one-node onnxruntime session running ``op`` on ``feeds`` (arrays) and ``consts``; its
+    output is int32 for ``MatMulInteger``, float32 otherwise."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    tensor = helper.np_dtype_to_tensor_dtype
+    out = onnx.TensorProto.INT32 if op == "MatMulInteger" else onnx.TensorProto.FLOAT
+    node = helper.make_node(op, [*feeds, *consts], ["y"], domain=domain, **attrs)
+    graph = helper.make_graph(
+        [node], op,
+        [helper.make_tensor_value_info(k, tensor(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info("y", out, None)],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    return lambda: session.run(None, feeds)
+
+
+def kernel_runners(cfg) -> dict[str, tuple[Callable, float]]:
+    """Plain kernels at the model's shapes, each ``(run, GFLOP)``: the MLP's first GEMM
+    ``(N, D) @ (D, 4D)`` in fp32 and int8, and one block's attention products in fp32."""
+    import numpy as np
+
+    n, d, heads = math.prod(cfg.grid), cfg.embed_dim, cfg.num_heads
+    hidden = int(d * cfg.mlp_ratio)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((n, d), np.float32), rng.standard_normal((d, hidden), np.float32)
+    xu8 = rng.integers(0, 255, (n, d), np.uint8)
+    ws8 = rng.integers(-127, 127, (d, hidden), np.int8)
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    q, k, v = (rng.standard_normal((1, n, d), np.float32) for _ in range(3))
+    tq, tk, tv = (torch.from_numpy(t).view(1, n, heads, -1).transpose(1, 2) for t in (q, k, v))
+    gemm, attention = 2 * n * d * hidden / 1e9, 4 * n * n * d / 1e9
+    mha = dict(domain="com.microsoft", num_heads=heads)
+    return {
+        "fp32 GEMM, torch.mm": (lambda: tx @ tw, gemm),
+        "fp32 GEMM, onnxruntime MatMul": (_ort_op("MatMul", {"x": x}, {"w": w}), gemm),
+        "int8 GEMM, onnxruntime MatMulInteger (u8 x s8)": (
+            _ort_op("MatMulInteger", {"x": xu8}, {"w": ws8}), gemm),
+        "int8 GEMM + quantising x, onnxruntime DynamicQuantizeMatMul": (
+            _ort_op("DynamicQuantizeMatMul", {"x": x}, {"w": ws8, "s": np.float32(0.01)},
+                    domain="com.microsoft"), gemm),
+        "fp32 attention products, torch SDPA": (
+            lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv), attention),
+        "fp32 attention products, onnxruntime MultiHeadAttention": (
+            _ort_op("MultiHeadAttention", {"q": q, "k": k, "v": v}, {}, **mha), attention),
+    }  # fmt: skip
+
+
+def ceiling_rows(args: argparse.Namespace) -> dict:
+    """GFLOP/s of plain kernels at the first model's shapes (rounds alternating), and the batch-1
+    speed-up over fp32 they allow: every product at its kernel's rate, fp32 (GEMM and SDPA)
+    against int8 linears with fp32 attention, and against int8 for every product."""
+    models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
+    cfg = build_model(next(iter(models.values())), geometry).cfg
+    runners = kernel_runners(cfg)
+    times = time_paths({k: r for k, (r, _) in runners.items()}, None, args.rounds, "cpu")
+    rate = {k: runners[k][1] / statistics.median(t) for k, t in times.items()}
+    work = clip_gflop(cfg)
+    fp32_gemm = max(rate["fp32 GEMM, torch.mm"], rate["fp32 GEMM, onnxruntime MatMul"])
+    int8_gemm = rate["int8 GEMM + quantising x, onnxruntime DynamicQuantizeMatMul"]
+    attn = max(v for k, v in rate.items() if "attention" in k)
+    fp32_s = work["linear"] / fp32_gemm + work["attention"] / attn
+    int8_s = work["linear"] / int8_gemm + work["attention"] / attn
+    all_int8_s = (work["linear"] + work["attention"]) / int8_gemm
+    return {"gflop_per_clip": work, "kernels": rate, "fp32_s": fp32_s,
+            "bound_int8_linear": fp32_s / int8_s, "bound_all_int8": fp32_s / all_int8_s}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
-    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | x eager (batch 1) | peak MB (largest batch) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | x eager (batch 1) | GFLOP/s (batch 1) | peak MB (largest batch) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     by = {(r["model"], r["path"], r["batch"]): r for r in result["speed"]}
     for model, path in dict.fromkeys((r["model"], r["path"]) for r in result["speed"]):
         one, eight = by.get((model, path, 1)), by.get((model, path, 8))
@@ -264,19 +356,33 @@ def markdown(result: dict) -> str:
         eager = by.get((model, "eager_fp32", 1))
         ratio = one["clips_per_s"] / eager["clips_per_s"] if one and eager else None
         cells = [f"{r['clips_per_s']:.2f}" if r else "-" for r in (one, eight)]
+        flops = f"{one['gflop_per_s']:.0f}" if one else "-"
         lines.append(f"| {model} | {path} | {cells[0]} | {cells[1]} | "
-                     f"{f'{ratio:.2f}' if ratio else '-'} | {peak:.0f} |")  # fmt: skip
+                     f"{f'{ratio:.2f}' if ratio else '-'} | {flops} | {peak:.0f} |")  # fmt: skip
     if result.get("accuracy"):
         lines += ["", "| path | top-1 | change (points) | same top-1 as eager | test videos x views |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for r in result["accuracy"]:
             lines.append(f"| {r['path']} | {r['top1']:.2f} | {r['change']:+.2f} | "
                          f"{r['agree_with_eager']:.1f}% | {r['videos']} x {r['views']} |")  # fmt: skip
+    if result.get("ceiling"):
+        lines += ["", _ceiling_markdown(result["ceiling"])]
     if result.get("predict"):
         p = result["predict"]
         lines += ["", f"predict ({p['model']}, {p['path']}, {p['videos']} H.264 files, "
                   f"{p['workers']} decoding workers): {p['clips_per_s']:.2f} clips/s, the model alone "
                   f"{p['model_clips_per_s']:.2f} clips/s: {p['share'] * 100:.0f}%"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _ceiling_markdown(c: dict) -> str:
+    work = c["gflop_per_clip"]
+    lines = ["| kernel (shapes of one block of the first model) | GFLOP/s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in c["kernels"].items()]
+    lines += ["", f"one clip: {work['linear']:.1f} GFLOP linear + {work['attention']:.1f} GFLOP "
+              f"attention products; at these kernel rates an fp32 run takes {c['fp32_s']:.2f} s; "
+              f"int8 linears with fp32 attention can be at most {c['bound_int8_linear']:.2f}x "
+              f"faster, int8 for every product {c['bound_all_int8']:.2f}x"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -297,6 +403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--predict-workers", type=int, default=1)
     p.add_argument("--predict-path", choices=CPU_PATHS + CUDA_PATHS,
                    help="time only the predict row, through this path (no speed rows)")  # fmt: skip
+    p.add_argument("--ceiling", action="store_true",
+                   help="also time plain GEMM and attention kernels: the speed-up int8 allows")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -313,6 +421,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="maskagain-inference-") as tmp:
         result = {"speed": [] if args.predict_path else speed_rows(args, Path(tmp))}
+        if args.ceiling:
+            result["ceiling"] = ceiling_rows(args)
         if args.student:
             result["accuracy"] = accuracy_rows(args.student, args, Path(tmp))
         if args.predict_videos:
