@@ -84,9 +84,11 @@ class _AttentionOp(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, weight, bias, num_heads: int, scale: float):
-        return g.op(
+        out = g.op(
             "com.microsoft::Attention", x, weight, bias, num_heads_i=num_heads, scale_f=scale
         )
+        out.setType(x.type())  # (B, N, D), as the input: the exporter cannot infer it
+        return out
 
 
 class FusedAttention(nn.Module):
