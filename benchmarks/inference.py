@@ -4,14 +4,20 @@
     python -m benchmarks.inference --tiny          # nano models, seconds (the test suite)
 
 Speed rows (random weights, 400-class head): ViT-S and ViT-B at 16 x 224 x 224 (``--tiny``: a
-nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, ``torch.compile``,
+nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, PyTorch eager with
+dynamic int8 linear layers (``eager_int8``), ``torch.compile`` (inductor, weights frozen),
 onnxruntime fp32 (standard operators, ``export --format onnx``), onnxruntime's fused graph
-(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``); on CUDA eager fp32, eager bf16
-autocast and ``torch.compile`` (onnxruntime runs on the CPU only). Timings alternate: round
-after round, every path runs one batch in turn, so load from other jobs falls on all paths
-alike; clips/s is the batch over the median seconds. Peak memory: the peak RSS of a child
-process that builds one path and runs one batch (CPU; it includes the ~0.4 GB Python and torch
-runtime), ``torch.cuda.max_memory_allocated`` on CUDA.
+(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``); on
+CUDA eager fp32, eager bf16 autocast and ``torch.compile`` (onnxruntime runs on the CPU only).
+Timings alternate: round after round, every path runs one batch in turn, so load from other
+jobs falls on all paths alike; clips/s is the batch over the median wall seconds. Each row also
+gives the process's CPU seconds a clip: with ``--threads 1 --cpu-time`` the ratios come from
+them, and hold on a busy machine. GFLOP/s counts the matrix products of a clip. Peak memory:
+the peak RSS of a child process that builds one path and runs one batch (CPU; it includes the
+~0.4 GB Python and torch runtime), ``torch.cuda.max_memory_allocated`` on CUDA.
+
+Ceiling (``--ceiling``): plain fp32 and int8 GEMMs and the fp32 attention products at the first
+model's shapes, and the batch-1 speed-up over fp32 that int8 allows at those kernel rates.
 
 Accuracy rows (``--student``): a fine-tuned run directory tested on its own test set with the
 views of its config, through every path; the change is against eager fp32, in points.
@@ -25,6 +31,7 @@ this script writes, with the ViT-S through the fastest path: the clips/s of the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -35,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +52,7 @@ from benchmarks.flops import block_macs
 from maskagain.models import create_model
 from maskagain.models.onnx import OPSET, OnnxClassifier, export_onnx, quantize_int8
 
-CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_fused", "ort_int8")
+CPU_PATHS = ("eager_fp32", "eager_int8", "compile", "ort_fp32", "ort_fused", "ort_int8")
 CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
 FULL = {"vit_s": dict(name="vit_small"), "vit_b": dict(name="vit_base")}
 FULL_GEOMETRY = dict(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
@@ -71,7 +79,9 @@ def build_path(model, path: str, device: str, workdir: Path) -> Callable:
     """A callable ``video (B, C, T, H, W) -> logits`` running ``model`` through ``path``."""
     if path.startswith("ort_"):
         return OnnxClassifier(onnx_file(model, path, workdir), threads=torch.get_num_threads())
-    model = model.to(device)
+    model = torch_int8(model) if path == "eager_int8" else model.to(device)
+    if path == "compile":
+        torch._inductor.config.freezing = True  # weights folded in as constants (inference)
     net = torch.compile(model, dynamic=False) if path == "compile" else model
     dtype = torch.bfloat16 if path == "eager_bf16" else None
 
@@ -81,6 +91,40 @@ def build_path(model, path: str, device: str, workdir: Path) -> Callable:
             return net(video.to(device)).float()
 
     return run
+
+
+class _LinearQKV(torch.nn.Module):
+    """A VideoMAE attention block whose q/k/v projection is an ``nn.Linear`` (biases packed, the
+    k bias zero), so that dynamic quantisation reaches it; the products run in SDPA."""
+
+    def __init__(self, attn) -> None:
+        super().__init__()
+        dim = attn.qkv.weight.shape[1]
+        self.num_heads, self.proj = attn.num_heads, attn.proj
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        with torch.no_grad():
+            self.qkv.weight.copy_(attn.qkv.weight)
+            zero = torch.zeros(dim)
+            q_bias, v_bias = (zero, zero) if attn.q_bias is None else (attn.q_bias, attn.v_bias)
+            self.qkv.bias.copy_(torch.cat((q_bias, zero, v_bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d_k)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def torch_int8(model) -> torch.nn.Module:
+    """A copy of ``model`` (CPU) with PyTorch's dynamic int8 ``Linear`` layers (fbgemm: int8
+    weights, activations quantised on the fly), the q/k/v projections included."""
+    model = copy.deepcopy(model).cpu()
+    for block in model.blocks:
+        block.attn = _LinearQKV(block.attn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the torch.ao deprecation notice
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
 
 
 def onnx_file(model, path: str, workdir: Path) -> Path:
@@ -101,20 +145,26 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_paths(runners: dict[str, Callable], video: torch.Tensor, rounds: int, device: str):
-    """Seconds per batch of every path, rounds alternating over the paths (one warm-up each)."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+def time_paths(runners: dict[str, Callable], video: torch.Tensor | None, rounds: int, device: str):
+    """Wall and CPU seconds per batch of every path, rounds alternating over the paths (one
+    warm-up each): ``{path: [(wall, cpu), ...]}``. CPU seconds are this process's (all its
+    threads, spinning included): at one thread they hardly depend on what else runs."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     args = () if video is None else (video,)  # None: runners that take no input
     for run in runners.values():
         run(*args)  # warm-up (and compilation)
     for _ in range(rounds):
         for name, run in runners.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run(*args)
             _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
     return times
+
+
+def _median(times: list[tuple[float, float]], which: int = 0) -> float:
+    return statistics.median(t[which] for t in times)
 
 
 def peak_memory_mb(model_key: str, path: str, batch: int, args: argparse.Namespace) -> float:
@@ -178,12 +228,13 @@ def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
         for batch in batches:
             times = time_paths(runners, _clips(model, batch), args.rounds, args.device)
             print(f"{key} batch {batch}: " + ", ".join(
-                f"{p} {statistics.median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
+                f"{p} {_median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
             gflop = sum(clip_gflop(model.cfg).values())
             for p in paths:
-                rate = batch / statistics.median(times[p])
+                rate = batch / _median(times[p])
                 rows.append({"model": key, "path": p, "batch": batch, "clips_per_s": rate,
-                             "gflop_per_s": rate * gflop, "seconds": times[p]})  # fmt: skip
+                             "gflop_per_s": rate * gflop, "seconds": [t[0] for t in times[p]],
+                             "cpu_s_per_clip": _median(times[p], 1) / batch})  # fmt: skip
         for p in paths:
             mem = peak_memory_mb(key, p, max(batches), args)
             for row in rows:
@@ -333,7 +384,8 @@ def ceiling_rows(args: argparse.Namespace) -> dict:
     cfg = build_model(next(iter(models.values())), geometry).cfg
     runners = kernel_runners(cfg)
     times = time_paths({k: r for k, (r, _) in runners.items()}, None, args.rounds, "cpu")
-    rate = {k: runners[k][1] / statistics.median(t) for k, t in times.items()}
+    which = 1 if args.cpu_time else 0
+    rate = {k: runners[k][1] / _median(t, which) for k, t in times.items()}
     work = clip_gflop(cfg)
     fp32_gemm = max(rate["fp32 GEMM, torch.mm"], rate["fp32 GEMM, onnxruntime MatMul"])
     int8_gemm = rate["int8 GEMM + quantising x, onnxruntime DynamicQuantizeMatMul"]
@@ -347,18 +399,19 @@ def ceiling_rows(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
-    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | x eager (batch 1) | GFLOP/s (batch 1) | peak MB (largest batch) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | CPU s a clip (batch 1) | x eager (batch 1) | GFLOP/s (batch 1) | peak MB (largest batch) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     by = {(r["model"], r["path"], r["batch"]): r for r in result["speed"]}
     for model, path in dict.fromkeys((r["model"], r["path"]) for r in result["speed"]):
         one, eight = by.get((model, path, 1)), by.get((model, path, 8))
         peak = (eight or one)["peak_memory_mb"]
-        eager = by.get((model, "eager_fp32", 1))
-        ratio = one["clips_per_s"] / eager["clips_per_s"] if one and eager else None
+        ratio = _eager_ratio(one, by.get((model, "eager_fp32", 1)), result.get("cpu_time"))
         cells = [f"{r['clips_per_s']:.2f}" if r else "-" for r in (one, eight)]
-        flops = f"{one['gflop_per_s']:.0f}" if one else "-"
-        lines.append(f"| {model} | {path} | {cells[0]} | {cells[1]} | "
-                     f"{f'{ratio:.2f}' if ratio else '-'} | {flops} | {peak:.0f} |")  # fmt: skip
+        cells += [f"{one['cpu_s_per_clip']:.2f}", f"{ratio:.2f}" if ratio else "-",
+                  f"{one['gflop_per_s']:.0f}"] if one else ["-"] * 3  # fmt: skip
+        lines.append(f"| {model} | {path} | {' | '.join(cells)} | {peak:.0f} |")
+    if result.get("cpu_time"):
+        lines.append("\n(x eager from CPU seconds; GFLOP/s from wall seconds)")
     if result.get("accuracy"):
         lines += ["", "| path | top-1 | change (points) | same top-1 as eager | test videos x views |",
                   "|---|---|---|---|---|"]  # fmt: skip
@@ -373,6 +426,15 @@ def markdown(result: dict) -> str:
                   f"{p['workers']} decoding workers): {p['clips_per_s']:.2f} clips/s, the model alone "
                   f"{p['model_clips_per_s']:.2f} clips/s: {p['share'] * 100:.0f}%"]  # fmt: skip
     return "\n".join(lines)
+
+
+def _eager_ratio(row: dict | None, eager: dict | None, cpu_time: bool) -> float | None:
+    """How many times faster ``row`` runs than eager fp32 (wall or CPU seconds)."""
+    if not row or not eager:
+        return None
+    if cpu_time:
+        return eager["cpu_s_per_clip"] / row["cpu_s_per_clip"]
+    return row["clips_per_s"] / eager["clips_per_s"]
 
 
 def _ceiling_markdown(c: dict) -> str:
@@ -403,6 +465,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--predict-workers", type=int, default=1)
     p.add_argument("--predict-path", choices=CPU_PATHS + CUDA_PATHS,
                    help="time only the predict row, through this path (no speed rows)")  # fmt: skip
+    p.add_argument("--cpu-time", action="store_true",
+                   help="ratios and kernel rates from CPU seconds, not wall seconds (with "
+                   "--threads 1 they hold on a busy machine)")  # fmt: skip
     p.add_argument("--ceiling", action="store_true",
                    help="also time plain GEMM and attention kernels: the speed-up int8 allows")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's)")
@@ -437,6 +502,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                          "threads": torch.get_num_threads(), "load": os.getloadavg(),
                          "torch": torch.__version__}  # fmt: skip
+    result["cpu_time"] = args.cpu_time
     result["command"] = " ".join(["python -m benchmarks.inference", *(argv or sys.argv[1:])])
     result["wall_s"] = time.time() - t0
     print(markdown(result))
