@@ -253,14 +253,19 @@ def quantize_int8(src: str | Path, out: str | Path) -> Path:
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    quantize_dynamic(
-        str(src),
-        str(tmp),
-        op_types_to_quantize=INT8_OPS,
-        weight_type=QuantType.QInt8,
-        # shape inference cannot type the outputs of onnxruntime's own operators
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    hint = _DropLogLine("pre-processing before quantization")  # meant for static quantisation
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_dynamic(
+            str(src),
+            str(tmp),
+            op_types_to_quantize=INT8_OPS,
+            weight_type=QuantType.QInt8,
+            # shape inference cannot type the outputs of onnxruntime's own operators
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        logging.getLogger().removeFilter(hint)
     proto = onnx.load(str(tmp))
     original = onnx.load(str(src), load_external_data=False)
     del proto.metadata_props[:]
@@ -270,6 +275,17 @@ def quantize_int8(src: str | Path, out: str | Path) -> Path:
     os.replace(tmp, out)
     log.info("wrote int8 (dynamic quantisation) %s", out)
     return out
+
+
+class _DropLogLine(logging.Filter):
+    """Drops the log records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _plain(value):
