@@ -7,7 +7,9 @@ Speed rows (random weights, 400-class head): ViT-S and ViT-B at 16 x 224 x 224 (
 nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, PyTorch eager with
 dynamic int8 linear layers (``eager_int8``), ``torch.compile`` (inductor, weights frozen),
 onnxruntime fp32 (standard operators, ``export --format onnx``), onnxruntime's fused graph
-(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``); on
+(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``), and
+the standard graph with every matrix product in dynamic int8, the attention products included
+(``ort_int8_products``, a benchmark row only); on
 CUDA eager fp32, eager bf16 autocast and ``torch.compile`` (onnxruntime runs on the CPU only).
 Timings alternate: round after round, every path runs one batch in turn, so load from other
 jobs falls on all paths alike; clips/s is the batch over the median wall seconds. Each row also
@@ -52,7 +54,8 @@ from benchmarks.flops import block_macs
 from maskagain.models import create_model
 from maskagain.models.onnx import OPSET, OnnxClassifier, export_onnx, quantize_int8
 
-CPU_PATHS = ("eager_fp32", "eager_int8", "compile", "ort_fp32", "ort_fused", "ort_int8")
+CPU_PATHS = ("eager_fp32", "eager_int8", "compile", "ort_fp32", "ort_fused", "ort_int8",
+             "ort_int8_products")  # fmt: skip
 CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
 FULL = {"vit_s": dict(name="vit_small"), "vit_b": dict(name="vit_base")}
 FULL_GEOMETRY = dict(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
@@ -129,15 +132,18 @@ def torch_int8(model) -> torch.nn.Module:
 
 def onnx_file(model, path: str, workdir: Path) -> Path:
     """The export ``path`` runs: standard operators (``ort_fp32``), onnxruntime's fused graph
-    (``ort_fused``) or its dynamic int8 quantisation (``ort_int8``); written once per model."""
-    fused = path != "ort_fp32"
+    (``ort_fused``), its dynamic int8 quantisation (``ort_int8``), or the standard graph with
+    every matrix product in dynamic int8, attention products included (``ort_int8_products``);
+    written once per model."""
+    fused = path in ("ort_fused", "ort_int8")
     file = workdir / f"model_{id(model)}{'_fused' if fused else ''}.onnx"
     if not file.is_file():
         export_onnx(model, file, preprocessing_of(model), None, fused=fused)
-    if path != "ort_int8":
+    if path in ("ort_fp32", "ort_fused"):
         return file
-    int8 = file.with_suffix(".int8.onnx")
-    return int8 if int8.is_file() else quantize_int8(file, int8)
+    products = path == "ort_int8_products"
+    int8 = file.with_suffix(".products.int8.onnx" if products else ".int8.onnx")
+    return int8 if int8.is_file() else quantize_int8(file, int8, products)
 
 
 def _sync(device: str) -> None:

@@ -245,9 +245,10 @@ def read_onnx_metadata(path: str | Path) -> dict:
     return out
 
 
-def quantize_int8(src: str | Path, out: str | Path) -> Path:
+def quantize_int8(src: str | Path, out: str | Path, products: bool = False) -> Path:
     """onnxruntime's dynamic int8 quantisation of ``src`` (best a fused export) written to
-    ``out``, metadata kept: the :data:`INT8_OPS` nodes get int8 weights."""
+    ``out``, metadata kept: the :data:`INT8_OPS` nodes get int8 weights. ``products`` (for a
+    standard graph): the attention products too, both operands quantised on the fly."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -262,7 +263,10 @@ def quantize_int8(src: str | Path, out: str | Path) -> Path:
             op_types_to_quantize=INT8_OPS,
             weight_type=QuantType.QInt8,
             # shape inference cannot type the outputs of onnxruntime's own operators
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            extra_options={
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+                "MatMulConstBOnly": not products,
+            },
         )
     finally:
         logging.getLogger().removeFilter(hint)
