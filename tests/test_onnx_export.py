@@ -143,6 +143,19 @@ def test_int8_keeps_the_top1_on_a_tiny_set(exported, run_dir, videos, tmp_path):
         np.testing.assert_allclose(sorted(a["scores"]), sorted(b["scores"]), atol=0.05)
 
 
+def test_int8_products_quantises_the_attention_products(run_dir, videos, tmp_path, exported):
+    out = tmp_path / "model.onnx"
+    args = ["export", "--format", "onnx", "--optimize", "--quantize", "int8-products"]
+    assert main([*args, "--checkpoint", str(run_dir), "--out", str(out)]) == 0
+    depth = load_encoder(run_dir / "model.safetensors").depth
+    counts = op_counts(out.with_name("model.int8.onnx"))  # 4 linears + 2 products a block, head
+    assert counts["MatMulInteger"] == 6 * depth + 1 and counts["MatMul"] == 0, counts
+    fp32_rows = _predict(exported, videos, tmp_path / "fp32.jsonl")
+    int8_rows = _predict(out.with_name("model.int8.onnx"), videos, tmp_path / "int8.jsonl")
+    agree = sum(a["labels"][0] == b["labels"][0] for a, b in zip(int8_rows, fp32_rows))
+    assert agree >= len(fp32_rows) - 1, f"int8 changed {len(fp32_rows) - agree} top-1 labels"
+
+
 def test_export_onnx_refuses_encoder_options_for_other_formats(run_dir, tmp_path, capsys):
     args = ["export", "--format", "hf", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x")]
     assert main([*args, "--encoder-only"]) == 2

@@ -278,12 +278,13 @@ def export_onnx_checkpoint(
     """Load ``source`` strictly and write it as ONNX to ``out`` (see
     :mod:`maskagain.models.onnx`), with its preprocessing and class names in the metadata;
     ``optimize``: onnxruntime's fused graph instead of standard operators; ``quantize="int8"``
-    adds onnxruntime's dynamic int8 quantisation of the fused graph at :func:`int8_path`.
+    adds onnxruntime's dynamic int8 quantisation of the fused graph at :func:`int8_path`,
+    ``"int8-products"`` that of the standard graph with the attention products in int8 too.
     Returns the files written."""
     from maskagain.models.onnx import export_onnx
 
-    if quantize not in (None, "int8"):
-        raise ValueError(f"unknown quantisation {quantize!r}; choose 'int8'")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"unknown quantisation {quantize!r}; choose one of {QUANTIZATIONS}")
     out = Path(out)
     if out.is_dir():
         raise CheckpointError(f"--out {out} is a directory; give the .onnx file to write")
@@ -301,18 +302,27 @@ def export_onnx_checkpoint(
     written = [export_onnx(model, out, *args, fused=optimize)]
     if quantize == "int8":
         written.append(_int8_export(model, out if optimize else None, args, int8_path(out)))
+    elif quantize == "int8-products":
+        standard = None if optimize else out
+        written.append(_int8_export(model, standard, args, int8_path(out), products=True))
     return written
 
 
-def _int8_export(model, fused: Path | None, export_args: tuple, out: Path) -> Path:
-    """The int8 quantisation of ``model``'s fused graph (``fused`` when already written)."""
+def _int8_export(
+    model, written: Path | None, export_args: tuple, out: Path, products: bool = False
+) -> Path:
+    """The int8 quantisation of ``model``'s fused graph (``products``: of its standard graph,
+    the attention products included); ``written``: that graph when already exported."""
     from maskagain.models.onnx import export_onnx, quantize_int8
 
-    if fused is not None:
-        return quantize_int8(fused, out)
+    if written is not None:
+        return quantize_int8(written, out, products)
     with tempfile.TemporaryDirectory(prefix="maskagain-onnx-") as tmp:
-        fused = export_onnx(model, Path(tmp) / "fused.onnx", *export_args, fused=True)
-        return quantize_int8(fused, out)
+        graph = export_onnx(model, Path(tmp) / "m.onnx", *export_args, fused=not products)
+        return quantize_int8(graph, out, products)
+
+
+QUANTIZATIONS = ("int8", "int8-products")
 
 
 def int8_path(path: str | Path) -> Path:
