@@ -4,13 +4,22 @@
     python -m benchmarks.inference --tiny          # nano models, seconds (the test suite)
 
 Speed rows (random weights, 400-class head): ViT-S and ViT-B at 16 x 224 x 224 (``--tiny``: a
-nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, ``torch.compile``,
-onnxruntime fp32 and onnxruntime int8 (dynamic quantisation); on CUDA eager fp32, eager bf16
-autocast and ``torch.compile`` (onnxruntime runs on the CPU only). Timings alternate: round
-after round, every path runs one batch in turn, so load from other jobs falls on all paths
-alike; clips/s is the batch over the median seconds. Peak memory: the peak RSS of a child
-process that builds one path and runs one batch (CPU; it includes the ~0.4 GB Python and torch
-runtime), ``torch.cuda.max_memory_allocated`` on CUDA.
+nano ViT at 4 x 32 x 32), each through every path: PyTorch eager fp32, PyTorch eager with
+dynamic int8 linear layers (``eager_int8``), ``torch.compile`` (inductor, weights frozen),
+onnxruntime fp32 (standard operators, ``export --format onnx``), onnxruntime's fused graph
+(``export --optimize``) and its dynamic int8 quantisation (``export --quantize int8``), and
+the standard graph with every matrix product in dynamic int8, the attention products included
+(``ort_int8_products``, a benchmark row only); on
+CUDA eager fp32, eager bf16 autocast and ``torch.compile`` (onnxruntime runs on the CPU only).
+Timings alternate: round after round, every path runs one batch in turn, so load from other
+jobs falls on all paths alike; clips/s is the batch over the median wall seconds. Each row also
+gives the process's CPU seconds a clip: with ``--threads 1 --cpu-time`` the ratios come from
+them, and hold on a busy machine. GFLOP/s counts the matrix products of a clip. Peak memory:
+the peak RSS of a child process that builds one path and runs one batch (CPU; it includes the
+~0.4 GB Python and torch runtime), ``torch.cuda.max_memory_allocated`` on CUDA.
+
+Ceiling (``--ceiling``): plain fp32 and int8 GEMMs and the fp32 attention products at the first
+model's shapes, and the batch-1 speed-up over fp32 that int8 allows at those kernel rates.
 
 Accuracy rows (``--student``): a fine-tuned run directory tested on its own test set with the
 views of its config, through every path; the change is against eager fp32, in points.
@@ -24,7 +33,9 @@ this script writes, with the ViT-S through the fastest path: the clips/s of the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
 import platform
 import resource
@@ -33,15 +44,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from benchmarks.flops import block_macs
 from maskagain.models import create_model
-from maskagain.models.onnx import OnnxClassifier, export_onnx, quantize_int8
+from maskagain.models.onnx import OPSET, OnnxClassifier, export_onnx, quantize_int8
 
-CPU_PATHS = ("eager_fp32", "compile", "ort_fp32", "ort_int8")
+CPU_PATHS = ("eager_fp32", "eager_int8", "compile", "ort_fp32", "ort_fused", "ort_int8",
+             "ort_int8_products")  # fmt: skip
 CUDA_PATHS = ("eager_fp32", "eager_bf16", "compile")
 FULL = {"vit_s": dict(name="vit_small"), "vit_b": dict(name="vit_base")}
 FULL_GEOMETRY = dict(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
@@ -67,12 +81,10 @@ def preprocessing_of(model) -> dict:
 def build_path(model, path: str, device: str, workdir: Path) -> Callable:
     """A callable ``video (B, C, T, H, W) -> logits`` running ``model`` through ``path``."""
     if path.startswith("ort_"):
-        fp32 = workdir / f"model_{id(model)}.onnx"
-        if not fp32.is_file():
-            export_onnx(model, fp32, preprocessing_of(model), None)
-        file = fp32 if path == "ort_fp32" else quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))
-        return OnnxClassifier(file, threads=torch.get_num_threads())
-    model = model.to(device)
+        return OnnxClassifier(onnx_file(model, path, workdir), threads=torch.get_num_threads())
+    model = torch_int8(model) if path == "eager_int8" else model.to(device)
+    if path == "compile":
+        torch._inductor.config.freezing = True  # weights folded in as constants (inference)
     net = torch.compile(model, dynamic=False) if path == "compile" else model
     dtype = torch.bfloat16 if path == "eager_bf16" else None
 
@@ -84,24 +96,81 @@ def build_path(model, path: str, device: str, workdir: Path) -> Callable:
     return run
 
 
+class _LinearQKV(torch.nn.Module):
+    """A VideoMAE attention block whose q/k/v projection is an ``nn.Linear`` (biases packed, the
+    k bias zero), so that dynamic quantisation reaches it; the products run in SDPA."""
+
+    def __init__(self, attn) -> None:
+        super().__init__()
+        dim = attn.qkv.weight.shape[1]
+        self.num_heads, self.proj = attn.num_heads, attn.proj
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        with torch.no_grad():
+            self.qkv.weight.copy_(attn.qkv.weight)
+            zero = torch.zeros(dim)
+            q_bias, v_bias = (zero, zero) if attn.q_bias is None else (attn.q_bias, attn.v_bias)
+            self.qkv.bias.copy_(torch.cat((q_bias, zero, v_bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d_k)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def torch_int8(model) -> torch.nn.Module:
+    """A copy of ``model`` (CPU) with PyTorch's dynamic int8 ``Linear`` layers (fbgemm: int8
+    weights, activations quantised on the fly), the q/k/v projections included."""
+    model = copy.deepcopy(model).cpu()
+    for block in model.blocks:
+        block.attn = _LinearQKV(block.attn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the torch.ao deprecation notice
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
+
+
+def onnx_file(model, path: str, workdir: Path) -> Path:
+    """The export ``path`` runs: standard operators (``ort_fp32``), onnxruntime's fused graph
+    (``ort_fused``), its dynamic int8 quantisation (``ort_int8``), or the standard graph with
+    every matrix product in dynamic int8, attention products included (``ort_int8_products``);
+    written once per model."""
+    fused = path in ("ort_fused", "ort_int8")
+    file = workdir / f"model_{id(model)}{'_fused' if fused else ''}.onnx"
+    if not file.is_file():
+        export_onnx(model, file, preprocessing_of(model), None, fused=fused)
+    if path in ("ort_fp32", "ort_fused"):
+        return file
+    products = path == "ort_int8_products"
+    int8 = file.with_suffix(".products.int8.onnx" if products else ".int8.onnx")
+    return int8 if int8.is_file() else quantize_int8(file, int8, products)
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def time_paths(runners: dict[str, Callable], video: torch.Tensor, rounds: int, device: str):
-    """Seconds per batch of every path, rounds alternating over the paths (one warm-up each)."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+def time_paths(runners: dict[str, Callable], video: torch.Tensor | None, rounds: int, device: str):
+    """Wall and CPU seconds per batch of every path, rounds alternating over the paths (one
+    warm-up each): ``{path: [(wall, cpu), ...]}``. CPU seconds are this process's (all its
+    threads, spinning included): at one thread they hardly depend on what else runs."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    args = () if video is None else (video,)  # None: runners that take no input
     for run in runners.values():
-        run(video)  # warm-up (and compilation)
+        run(*args)  # warm-up (and compilation)
     for _ in range(rounds):
         for name, run in runners.items():
             _sync(device)
-            t0 = time.perf_counter()
-            run(video)
+            t0, c0 = time.perf_counter(), time.process_time()
+            run(*args)
             _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
     return times
+
+
+def _median(times: list[tuple[float, float]], which: int = 0) -> float:
+    return statistics.median(t[which] for t in times)
 
 
 def peak_memory_mb(model_key: str, path: str, batch: int, args: argparse.Namespace) -> float:
@@ -165,11 +234,14 @@ def speed_rows(args: argparse.Namespace, workdir: Path) -> list[dict]:
         for batch in batches:
             times = time_paths(runners, _clips(model, batch), args.rounds, args.device)
             print(f"{key} batch {batch}: " + ", ".join(
-                f"{p} {statistics.median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
+                f"{p} {_median(t):.2f}s" for p, t in times.items()), flush=True)  # fmt: skip
+            gflop = sum(clip_gflop(model.cfg).values())
             for p in paths:
-                rows.append({"model": key, "path": p, "batch": batch,
-                             "clips_per_s": batch / statistics.median(times[p]),
-                             "seconds": times[p]})  # fmt: skip
+                rate = batch / _median(times[p])
+                rows.append({"model": key, "path": p, "batch": batch, "clips_per_s": rate,
+                             "gflop_per_s": rate * gflop, "seconds": [t[0] for t in times[p]],
+                             "cpu_s_per_clip": _median(times[p], 1) / batch,
+                             "gflop_per_cpu_s": gflop * batch / _median(times[p], 1)})  # fmt: skip
         for p in paths:
             mem = peak_memory_mb(key, p, max(batches), args)
             for row in rows:
@@ -243,30 +315,144 @@ def predict_row(args: argparse.Namespace, workdir: Path, path: str) -> dict:
             "share": pred.model_s / pred.wall_s, "workers": args.predict_workers}  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- ceiling
+def clip_gflop(cfg) -> dict[str, float]:
+    """Forward GFLOP of one clip, matrix products only (:mod:`benchmarks.flops`' conventions):
+    ``linear`` (tubelet embedding, q/k/v, projection, MLP, head) and ``attention`` (q @ k^T and
+    weights @ v, 2 N^2 D per block)."""
+    n, d = math.prod(cfg.grid), cfg.embed_dim
+    attention = cfg.depth * 2 * n * n * d
+    blocks = cfg.depth * block_macs(n, d, int(d * cfg.mlp_ratio)) - attention
+    embed = n * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2 * d
+    linear = blocks + embed + d * (cfg.num_classes or 0)
+    return {"linear": 2 * linear / 1e9, "attention": 2 * attention / 1e9}
+
+
+def _ort_op(op: str, feeds: dict, consts: dict, domain: str = "", **attrs) -> Callable:
+    """A one-node onnxruntime session running ``op`` on ``feeds`` (arrays) and ``consts``; its
+    output is int32 for ``MatMulInteger``, float32 otherwise."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    tensor = helper.np_dtype_to_tensor_dtype
+    out = onnx.TensorProto.INT32 if op == "MatMulInteger" else onnx.TensorProto.FLOAT
+    node = helper.make_node(op, [*feeds, *consts], ["y"], domain=domain, **attrs)
+    graph = helper.make_graph(
+        [node], op,
+        [helper.make_tensor_value_info(k, tensor(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info("y", out, None)],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    return lambda: session.run(None, feeds)
+
+
+def kernel_runners(cfg) -> dict[str, tuple[Callable, float]]:
+    """Plain kernels at the model's shapes, each ``(run, GFLOP)``: the MLP's first GEMM
+    ``(N, D) @ (D, 4D)`` in fp32 and int8, and one block's attention products in fp32."""
+    import numpy as np
+
+    n, d, heads = math.prod(cfg.grid), cfg.embed_dim, cfg.num_heads
+    hidden = int(d * cfg.mlp_ratio)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((n, d), np.float32), rng.standard_normal((d, hidden), np.float32)
+    xu8 = rng.integers(0, 255, (n, d), np.uint8)
+    ws8 = rng.integers(-127, 127, (d, hidden), np.int8)
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    q, k, v = (rng.standard_normal((1, n, d), np.float32) for _ in range(3))
+    tq, tk, tv = (torch.from_numpy(t).view(1, n, heads, -1).transpose(1, 2) for t in (q, k, v))
+    gemm, attention = 2 * n * d * hidden / 1e9, 4 * n * n * d / 1e9
+    mha = dict(domain="com.microsoft", num_heads=heads)
+    return {
+        "fp32 GEMM, torch.mm": (lambda: tx @ tw, gemm),
+        "fp32 GEMM, onnxruntime MatMul": (_ort_op("MatMul", {"x": x}, {"w": w}), gemm),
+        "int8 GEMM, onnxruntime MatMulInteger (u8 x s8)": (
+            _ort_op("MatMulInteger", {"x": xu8}, {"w": ws8}), gemm),
+        "int8 GEMM + quantising x, onnxruntime DynamicQuantizeMatMul": (
+            _ort_op("DynamicQuantizeMatMul", {"x": x}, {"w": ws8, "s": np.float32(0.01)},
+                    domain="com.microsoft"), gemm),
+        "fp32 attention products, torch SDPA": (
+            lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv), attention),
+        "fp32 attention products, onnxruntime MultiHeadAttention": (
+            _ort_op("MultiHeadAttention", {"q": q, "k": k, "v": v}, {}, **mha), attention),
+    }  # fmt: skip
+
+
+def ceiling_rows(args: argparse.Namespace) -> dict:
+    """GFLOP/s of plain kernels at the first model's shapes (rounds alternating), and the batch-1
+    speed-up over fp32 they allow: every product at its kernel's rate, fp32 (GEMM and SDPA)
+    against int8 linears with fp32 attention, and against int8 for every product."""
+    models, geometry = (TINY, TINY_GEOMETRY) if args.tiny else (FULL, FULL_GEOMETRY)
+    cfg = build_model(next(iter(models.values())), geometry).cfg
+    runners = kernel_runners(cfg)
+    times = time_paths({k: r for k, (r, _) in runners.items()}, None, args.rounds, "cpu")
+    which = 1 if args.cpu_time else 0
+    rate = {k: runners[k][1] / _median(t, which) for k, t in times.items()}
+    work = clip_gflop(cfg)
+    fp32_gemm = max(rate["fp32 GEMM, torch.mm"], rate["fp32 GEMM, onnxruntime MatMul"])
+    int8_gemm = rate["int8 GEMM + quantising x, onnxruntime DynamicQuantizeMatMul"]
+    attn = max(v for k, v in rate.items() if "attention" in k)
+    fp32_s = work["linear"] / fp32_gemm + work["attention"] / attn
+    int8_s = work["linear"] / int8_gemm + work["attention"] / attn
+    all_int8_s = (work["linear"] + work["attention"]) / int8_gemm
+    return {"gflop_per_clip": work, "kernels": rate, "fp32_s": fp32_s,
+            "bound_int8_linear": fp32_s / int8_s, "bound_all_int8": fp32_s / all_int8_s}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
-    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | x eager (batch 1) | peak MB (largest batch) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | path | clips/s batch 1 | clips/s batch 8 | CPU s a clip (batch 1) | x eager (batch 1) | GFLOP/s (batch 1) | peak MB (largest batch) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     by = {(r["model"], r["path"], r["batch"]): r for r in result["speed"]}
     for model, path in dict.fromkeys((r["model"], r["path"]) for r in result["speed"]):
         one, eight = by.get((model, path, 1)), by.get((model, path, 8))
         peak = (eight or one)["peak_memory_mb"]
-        eager = by.get((model, "eager_fp32", 1))
-        ratio = one["clips_per_s"] / eager["clips_per_s"] if one and eager else None
+        ratio = _eager_ratio(one, by.get((model, "eager_fp32", 1)), result.get("cpu_time"))
         cells = [f"{r['clips_per_s']:.2f}" if r else "-" for r in (one, eight)]
-        lines.append(f"| {model} | {path} | {cells[0]} | {cells[1]} | "
-                     f"{f'{ratio:.2f}' if ratio else '-'} | {peak:.0f} |")  # fmt: skip
+        flops = one and one["gflop_per_cpu_s" if result.get("cpu_time") else "gflop_per_s"]
+        cells += [f"{one['cpu_s_per_clip']:.2f}", f"{ratio:.2f}" if ratio else "-",
+                  f"{flops:.0f}"] if one else ["-"] * 3  # fmt: skip
+        lines.append(f"| {model} | {path} | {' | '.join(cells)} | {peak:.0f} |")
+    if result.get("cpu_time"):
+        lines.append("\n(x eager and GFLOP/s from CPU seconds)")
     if result.get("accuracy"):
         lines += ["", "| path | top-1 | change (points) | same top-1 as eager | test videos x views |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for r in result["accuracy"]:
             lines.append(f"| {r['path']} | {r['top1']:.2f} | {r['change']:+.2f} | "
                          f"{r['agree_with_eager']:.1f}% | {r['videos']} x {r['views']} |")  # fmt: skip
+    if result.get("ceiling"):
+        lines += ["", _ceiling_markdown(result["ceiling"])]
     if result.get("predict"):
         p = result["predict"]
         lines += ["", f"predict ({p['model']}, {p['path']}, {p['videos']} H.264 files, "
                   f"{p['workers']} decoding workers): {p['clips_per_s']:.2f} clips/s, the model alone "
                   f"{p['model_clips_per_s']:.2f} clips/s: {p['share'] * 100:.0f}%"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _eager_ratio(row: dict | None, eager: dict | None, cpu_time: bool) -> float | None:
+    """How many times faster ``row`` runs than eager fp32 (wall or CPU seconds)."""
+    if not row or not eager:
+        return None
+    if cpu_time:
+        return eager["cpu_s_per_clip"] / row["cpu_s_per_clip"]
+    return row["clips_per_s"] / eager["clips_per_s"]
+
+
+def _ceiling_markdown(c: dict) -> str:
+    work = c["gflop_per_clip"]
+    lines = ["| kernel (shapes of one block of the first model) | GFLOP/s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in c["kernels"].items()]
+    lines += ["", f"one clip: {work['linear']:.1f} GFLOP linear + {work['attention']:.1f} GFLOP "
+              f"attention products; at these kernel rates an fp32 run takes {c['fp32_s']:.2f} s; "
+              f"int8 linears with fp32 attention can be at most {c['bound_int8_linear']:.2f}x "
+              f"faster, int8 for every product {c['bound_all_int8']:.2f}x"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -287,6 +473,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--predict-workers", type=int, default=1)
     p.add_argument("--predict-path", choices=CPU_PATHS + CUDA_PATHS,
                    help="time only the predict row, through this path (no speed rows)")  # fmt: skip
+    p.add_argument("--cpu-time", action="store_true",
+                   help="ratios and kernel rates from CPU seconds, not wall seconds (with "
+                   "--threads 1 they hold on a busy machine)")  # fmt: skip
+    p.add_argument("--ceiling", action="store_true",
+                   help="also time plain GEMM and attention kernels: the speed-up int8 allows")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -303,6 +494,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="maskagain-inference-") as tmp:
         result = {"speed": [] if args.predict_path else speed_rows(args, Path(tmp))}
+        if args.ceiling:
+            result["ceiling"] = ceiling_rows(args)
         if args.student:
             result["accuracy"] = accuracy_rows(args.student, args, Path(tmp))
         if args.predict_videos:
@@ -317,6 +510,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                          "threads": torch.get_num_threads(), "load": os.getloadavg(),
                          "torch": torch.__version__}  # fmt: skip
+    result["cpu_time"] = args.cpu_time
     result["command"] = " ".join(["python -m benchmarks.inference", *(argv or sys.argv[1:])])
     result["wall_s"] = time.time() - t0
     print(markdown(result))

@@ -32,9 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="onnx: the encoder alone (outputs tokens (batch, N, D) and features (batch, D))",
     )
     parser.add_argument(
+        "--optimize",
+        action="store_true",
+        help="onnx: onnxruntime's fused graph (one Attention node per block, fused norms and "
+        "GELU): faster, and only onnxruntime runs it",
+    )
+    parser.add_argument(
         "--quantize",
-        choices=("int8",),
-        help="onnx: also write onnxruntime's dynamic int8 quantisation as NAME.int8.onnx",
+        choices=("int8", "int8-products"),
+        help="onnx: also write NAME.int8.onnx, onnxruntime's dynamic int8 quantisation: int8 "
+        "of the fused graph (attention products in fp32), int8-products of the standard graph "
+        "with the attention products in int8 too (faster; 8-bit softmax weights)",
     )
     parser.add_argument(
         "--out",
@@ -95,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    if args.format != "onnx" and (args.encoder_only or args.quantize):
-        print("error: --encoder-only and --quantize need --format onnx", file=sys.stderr)
+    if args.format != "onnx" and (args.encoder_only or args.quantize or args.optimize):
+        print(
+            "error: --encoder-only, --optimize and --quantize need --format onnx", file=sys.stderr
+        )
         return 2
     if args.format == "onnx":
         return _run_onnx(args, overrides)
@@ -125,7 +135,13 @@ def _run_onnx(args: argparse.Namespace, overrides: dict) -> int:
     try:
         names = read_class_names(args.class_names) if args.class_names else None
         written = export_onnx_checkpoint(
-            args.checkpoint, args.out, args.encoder_only, args.quantize, names, **overrides
+            args.checkpoint,
+            args.out,
+            args.encoder_only,
+            args.quantize,
+            names,
+            optimize=args.optimize,
+            **overrides,
         )
     except ImportError as e:
         print(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,16 +272,19 @@ def export_onnx_checkpoint(
     encoder_only: bool = False,
     quantize: str | None = None,
     class_names: Sequence[str] | None = None,
+    optimize: bool = False,
     **overrides,
 ) -> list[Path]:
     """Load ``source`` strictly and write it as ONNX to ``out`` (see
     :mod:`maskagain.models.onnx`), with its preprocessing and class names in the metadata;
-    ``quantize="int8"`` adds onnxruntime's dynamic int8 quantisation of it at
-    :func:`int8_path`. Returns the files written."""
-    from maskagain.models.onnx import export_onnx, quantize_int8
+    ``optimize``: onnxruntime's fused graph instead of standard operators; ``quantize="int8"``
+    adds onnxruntime's dynamic int8 quantisation of the fused graph at :func:`int8_path`,
+    ``"int8-products"`` that of the standard graph with the attention products in int8 too.
+    Returns the files written."""
+    from maskagain.models.onnx import export_onnx
 
-    if quantize not in (None, "int8"):
-        raise ValueError(f"unknown quantisation {quantize!r}; choose 'int8'")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"unknown quantisation {quantize!r}; choose one of {QUANTIZATIONS}")
     out = Path(out)
     if out.is_dir():
         raise CheckpointError(f"--out {out} is a directory; give the .onnx file to write")
@@ -294,10 +298,31 @@ def export_onnx_checkpoint(
             raise CheckpointError(
                 f"no class names found for {source}; pass --class-names FILE (one a line)"
             )
-    written = [export_onnx(model, out, preprocessing, names, encoder_only)]
+    args = (preprocessing, names, encoder_only)
+    written = [export_onnx(model, out, *args, fused=optimize)]
     if quantize == "int8":
-        written.append(quantize_int8(out, int8_path(out)))
+        written.append(_int8_export(model, out if optimize else None, args, int8_path(out)))
+    elif quantize == "int8-products":
+        standard = None if optimize else out
+        written.append(_int8_export(model, standard, args, int8_path(out), products=True))
     return written
+
+
+def _int8_export(
+    model, written: Path | None, export_args: tuple, out: Path, products: bool = False
+) -> Path:
+    """The int8 quantisation of ``model``'s fused graph (``products``: of its standard graph,
+    the attention products included); ``written``: that graph when already exported."""
+    from maskagain.models.onnx import export_onnx, quantize_int8
+
+    if written is not None:
+        return quantize_int8(written, out, products)
+    with tempfile.TemporaryDirectory(prefix="maskagain-onnx-") as tmp:
+        graph = export_onnx(model, Path(tmp) / "m.onnx", *export_args, fused=not products)
+        return quantize_int8(graph, out, products)
+
+
+QUANTIZATIONS = ("int8", "int8-products")
 
 
 def int8_path(path: str | Path) -> Path:
