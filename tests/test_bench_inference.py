@@ -11,7 +11,7 @@ import pytest
 from benchmarks.inference import main
 
 
-@pytest.mark.slow  # child processes, one per path
+@pytest.mark.subprocess  # child processes, one per path
 def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     out = tmp_path / "inference.json"
     paths = ["eager_fp32", "eager_int8", "ort_fp32", "ort_fused", "ort_int8"]

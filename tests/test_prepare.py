@@ -226,7 +226,7 @@ def test_prepare_is_a_subcommand():
     assert SUBCOMMANDS["prepare"] == "prepare"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_pipeline_benchmark_quick(tmp_path):
     pytest.importorskip("decord")
     from benchmarks import data as bench

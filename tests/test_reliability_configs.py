@@ -52,6 +52,8 @@ UNBOUNDED = {
     "data.val_list": "a path: checked when the dataset is built",
     "data.test_list": "a path: checked when the dataset is built",
     "data.class_index": "a path: checked when the dataset is built",
+    "data.listing_cache": "a path the run writes the listing of a bucket to",
+    "data.synthetic_store": "a path: checked when the dataset is built (test_demo_headline)",
     "data.mean": "any real per-channel mean",
     "teacher.source": "a path or hub id: checked when loaded (test_missing_teacher)",
     "init.source": "a path or hub id: checked when loaded",

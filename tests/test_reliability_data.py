@@ -74,7 +74,7 @@ def pretrain(run_dir: Path, lst: Path, *extra: str):
     return run([sys.executable, *cmd])
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ten_percent_corrupt_trains_to_completion_and_reports(tmp_path, good_videos):
     lst, bad = dataset_list(tmp_path, good_videos, bad_per_kind=1)  # 6 of 60 entries
     assert len(lst.read_text().splitlines()) == 60
@@ -98,7 +98,7 @@ def test_ten_percent_corrupt_trains_to_completion_and_reports(tmp_path, good_vid
     assert (run_dir / "teacher.safetensors").is_file()  # the run finished and exported
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_thirty_percent_corrupt_stops_early_with_one_line(tmp_path, good_videos):
     lst, bad = dataset_list(tmp_path, good_videos[:42], bad_per_kind=3)  # 18 of 60 entries
     run_dir = tmp_path / "run"
