@@ -45,7 +45,8 @@ def test_storage_rows_load_the_local_batches_and_count_their_requests(prepared, 
     assert shards_s3["requests_per_video"] == 1 and shards_s3["bytes_read_per_video"] == size
     assert costs["ours_shards_devcrop_r4"]["requests_per_clip"] is None  # local: not requests
     files_s3 = costs["ours_prepared_s3_devcrop_r4"]
-    assert files_s3["requests_per_clip"] >= 1 / 4 and files_s3["bytes_read_per_clip"] >= size / 4
+    assert size < 64 * 2**10  # shorter than the first block: opening it reads it whole
+    assert files_s3["requests_per_video"] == 1 and files_s3["bytes_read_per_video"] == size
     assert len(rows["ours_shards_devcrop_r4"].ds.index.shards) == copies // SHARD_SAMPLES
     for name in REMOTE_ROWS:  # the same prepared video everywhere: the same frames
         assert torch.equal(frames[name], frames[LOCAL_ROW]), name

@@ -19,7 +19,14 @@ from torch.utils.data import DataLoader
 
 from maskagain.config import ConfigError
 from maskagain.data import BadFileTracker, DataConfig, MaskCollator, build_dataset
-from maskagain.data.storage import IOStats, Storage, StoragePolicy, has_credentials, redact
+from maskagain.data.storage import (
+    IOStats,
+    Storage,
+    StorageError,
+    StoragePolicy,
+    has_credentials,
+    redact,
+)
 from maskagain.data.synthetic import write_video
 
 
@@ -229,7 +236,7 @@ def test_failing_endpoint_is_retried_then_counted(videos, through_proxy, mode, t
         assert (
             ("timed out" in reason)
             if mode == "slow"
-            else ("Unavailable" in reason or "503" in reason)
+            else ("SlowDown" in reason)  # the 503's error code, from the opening GET's body
         )
         assert proxy.hits == 3 and ds.storage.stats.failures == 1
         # 3 tries, each bounded by the timeout (botocore may re-read once), and backoff 0.2 + 0.4
@@ -302,6 +309,27 @@ def test_storage_reads_ranges_and_counts_them(videos):
         assert f.read(5) == data[10:15]
         f.seek(-5, 2)
         assert f.read() == data[-5:]
-    # one size request, then one ranged read per aligned block touched
+    # the first block at opening (its answer gives the size), then one ranged read per
+    # further aligned block touched
     last = len(data) // 256 * 256
-    assert storage.stats == IOStats(requests=4, bytes_read=256 + len(data) - last + 256)
+    assert storage.stats == IOStats(requests=3, bytes_read=256 + len(data) - last + 256)
+
+
+def test_small_empty_and_missing_objects_open_as_before(videos, s3_server):
+    """An object shorter than the first block comes whole in the opening request; an empty
+    one (no byte 0 to ask for) takes a size request more; a missing one fails."""
+    bucket = videos[1].split("/")[2]
+    small = s3_server.put(bucket, "sizes/small.bin", bytes(range(200)))
+    empty = s3_server.put(bucket, "sizes/empty.bin", b"")
+    storage = Storage(StoragePolicy(retries=0))
+    with storage.open_binary(small) as f:
+        assert f.seek(0, 2) == 200
+        f.seek(50)
+        assert f.read() == bytes(range(50, 200))
+    assert storage.stats == IOStats(requests=1, bytes_read=200)
+    storage.stats.reset()
+    with storage.open_binary(empty) as f:
+        assert f.seek(0, 2) == 0 and f.read() == b""
+    assert storage.stats == IOStats(requests=2, bytes_read=0)
+    with pytest.raises(StorageError, match="read failed: not found"):
+        storage.open_binary(f"s3://{bucket}/sizes/missing.bin")

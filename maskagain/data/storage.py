@@ -230,10 +230,29 @@ class Storage:
 
     def open_binary(self, path: str, *, block_size: int | None = None) -> BinaryIO:
         """A seekable binary file. Remote: a :class:`RangeFile` reading ranges of at most
-        ``block_size`` bytes (default 4 MiB), the last two cached; one size request at opening."""
+        ``block_size`` bytes (default 4 MiB), the last two cached. Opening an S3 object is one
+        ranged GET of its first block (up to 64 KiB, kept), whose answer carries the object's
+        size; other stores make one size request and read the first block when it is needed."""
         if not is_remote(path):
             return open(local_path(path), "rb")
-        return RangeFile(self, path, self.size(path), block_size or DEFAULT_BLOCK_SIZE)  # type: ignore[return-value]
+        block_size = block_size or DEFAULT_BLOCK_SIZE
+        head = b""
+        if scheme(path) in ("s3", "s3a"):
+            head, size = self._s3_head(path, min(block_size, FIRST_BLOCK_SIZE))
+        else:
+            size = self.size(path)
+        return RangeFile(self, path, size, block_size, head=head)  # type: ignore[return-value]
+
+    def _s3_head(self, path: str, length: int) -> tuple[bytes, int]:
+        """``(first bytes, total size)`` of an S3 object in one ranged GET of ``length`` bytes,
+        retried; an empty object (which has no byte 0 to ask for) is confirmed by a size
+        request."""
+        fs, inner = self.filesystem(path)
+        answer = self.call(path, "read", lambda: _s3_first_block(fs, inner, length))
+        if answer is None:
+            return b"", self.size(path)
+        self.stats.bytes_read += len(answer[0])
+        return answer
 
     def exists(self, path: str) -> bool:
         if not is_remote(path):
@@ -297,14 +316,24 @@ class RangeFile(io.RawIOBase):
     in one request of at most ``block_size``."""
 
     def __init__(
-        self, storage: Storage, path: str, size: int, block_size: int, max_blocks: int = 2
+        self,
+        storage: Storage,
+        path: str,
+        size: int,
+        block_size: int,
+        max_blocks: int = 2,
+        head: bytes = b"",
     ) -> None:
+        """``head``: the file's first bytes when they were read at opening (kept as the
+        first fetched block)."""
         super().__init__()
         self.storage, self.path, self.size, self.pos = storage, path, size, 0
         self.block_size, self.max_blocks = block_size, max_blocks
         self._first = min(block_size, FIRST_BLOCK_SIZE)
         self._ranges: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes
         self._last = (-1, 0)  # (end, length) of the last fetch
+        if head:
+            self._keep(0, head[:size], self._first)
 
     def readable(self) -> bool:
         return True
@@ -329,6 +358,10 @@ class RangeFile(io.RawIOBase):
 
     def _fetch(self, start: int, length: int) -> tuple[int, bytes]:
         data = self.storage.read_range(self.path, start, min(length, self.size - start))
+        return self._keep(start, data, length)
+
+    def _keep(self, start: int, data: bytes, length: int) -> tuple[int, bytes]:
+        """Cache ``data`` (bytes from ``start``, fetched asking for ``length``)."""
         self._ranges[start] = data
         self._ranges.move_to_end(start)
         while len(self._ranges) > self.max_blocks:
@@ -370,6 +403,42 @@ class RangeFile(io.RawIOBase):
             done += len(chunk)
             self.pos += len(chunk)
         return done
+
+
+def _s3_first_block(fs: Any, inner: str, length: int) -> tuple[bytes, int] | None:
+    """``(bytes 0 to length - 1, object size)`` of an S3 object through s3fs in one
+    ``get_object`` with a ``Range`` (the size is in its ``Content-Range``: ``bytes 0-N/SIZE``);
+    None when the range is unsatisfiable (416: the object is empty)."""
+    from fsspec.asyn import sync
+    from s3fs.core import version_id_kw
+
+    bucket, key, version = fs.split_path(inner)
+
+    async def get() -> tuple[bytes, str | None]:
+        kw = version_id_kw(version)
+        resp = await fs._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}", **kw
+        )
+        try:
+            return await resp["Body"].read(), resp.get("ContentRange")
+        finally:
+            resp["Body"].close()
+
+    try:
+        data, content_range = sync(fs.loop, get)
+    except OSError as err:
+        if _s3_code(err.__cause__) in ("InvalidRange", "416"):
+            return None
+        raise
+    if not content_range:  # the whole object (a store that ignores ranges)
+        return data, len(data)
+    return data, int(content_range.rsplit("/", 1)[1])
+
+
+def _s3_code(err: BaseException | None) -> str | None:
+    """The error code of a botocore ``ClientError`` (None for anything else)."""
+    response = getattr(err, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def _describe(err: BaseException) -> str:
