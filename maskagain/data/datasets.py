@@ -40,7 +40,7 @@ from maskagain.data.lists import (
     read_list,
 )
 from maskagain.data.sampling import sample_indices
-from maskagain.data.storage import Storage, StoragePolicy
+from maskagain.data.storage import Storage
 from maskagain.data.synthetic import SyntheticSpec, clip_rng, render_clip
 from maskagain.data.synthetic_store import SyntheticStore
 from maskagain.data.transforms import build_transform
@@ -305,8 +305,7 @@ class VideoListDataset(ClipDataset):
             class_names = [str(i) for i in range(max(r.label for r in records) + 1)]
         super().__init__(cfg, split, purpose, len(records), class_names, on_device)
         self.records = records
-        policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
-        self.storage = Storage(policy)  # .stats: requests and bytes of remote videos read here
+        self.storage = Storage.from_config(cfg)  # .stats: requests and bytes of remote videos
 
     def open(self, video_id: int) -> ClipSource:
         r = self.records[video_id]

@@ -18,7 +18,7 @@ from maskagain.data.config import DataConfig
 from maskagain.data.datasets import ClipDataset, ClipSource, OnDevice, decode_threads
 from maskagain.data.decode import VideoDecodeError, VideoFile
 from maskagain.data.shards import INDEX_NAME, ShardIndex, join, shard_order
-from maskagain.data.storage import Storage, StoragePolicy
+from maskagain.data.storage import Storage
 
 
 class ShardDataset(ClipDataset):
@@ -35,8 +35,7 @@ class ShardDataset(ClipDataset):
         classes = index.classes or [str(i) for i in range(max(s.label for s in index.samples) + 1)]
         super().__init__(cfg, split, purpose, len(index.samples), classes, on_device)
         self.index = index
-        policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
-        self.storage = Storage(policy)  # .stats: requests and bytes of remote shards read here
+        self.storage = Storage.from_config(cfg)  # .stats: requests and bytes of shards read here
         self.window = cfg.shard_window
         self._shard_of = np.array([s.shard for s in index.samples])
 
@@ -79,5 +78,5 @@ def open_shards(
         if not cfg.root:
             raise ValueError(f"DataConfig.{split}_list is not set (kind='shards')")
         path = join(cfg.root, f"{split}/{INDEX_NAME}")
-    policy = StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s)
-    return ShardDataset(ShardIndex.load(path, Storage(policy)), cfg, split, purpose, on_device)
+    index = ShardIndex.load(path, Storage.from_config(cfg))
+    return ShardDataset(index, cfg, split, purpose, on_device)

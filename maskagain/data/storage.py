@@ -164,6 +164,11 @@ class Storage:
     policy: StoragePolicy = field(default_factory=StoragePolicy)
     stats: IOStats = field(default_factory=IOStats)
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> Storage:
+        """A storage with the retries and timeout of a ``DataConfig`` (its own, zeroed stats)."""
+        return cls(StoragePolicy(retries=cfg.storage_retries, timeout_s=cfg.storage_timeout_s))
+
     def filesystem(self, url: str) -> tuple[Any, str]:
         """``(fsspec filesystem, path inside it)`` of a URL; fsspec caches the filesystem."""
         import fsspec
